@@ -5,7 +5,28 @@
 //! sends through `client` with `retry`; `report` reads the checkpoint back. `app` wires the
 //! commands together and `exit_codes` maps outcomes to the process exit status.
 
+pub mod app;
+pub mod bench;
 pub mod checkpoint;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod exit_codes;
 pub mod input;
+pub mod progress;
+pub mod report;
+pub mod retry;
 pub mod row;
 pub mod sandbox;
+pub mod scheduler;
+
+/// Diagnostics on stderr, filtered by `RUST_LOG` (default: warnings). Nothing logged carries the
+/// API key: it lives only in a sensitive Authorization header, which is never logged.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

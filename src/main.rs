@@ -1,1 +1,15 @@
-fn main() {}
+//! Entry point: parse flags, run the command, map the outcome to the exit code.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    kustomer_import::init_logging();
+    let cli = kustomer_import::cli::Cli::parse();
+    match kustomer_import::app::run(cli) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            err.exit_code().into()
+        }
+    }
+}

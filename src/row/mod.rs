@@ -87,3 +87,4 @@ pub fn prepare(
 pub fn derived_external_id(input_sha256: &str, line: u64) -> String {
     format!("kimp-{}-{line}", &input_sha256[..input_sha256.len().min(16)])
 }
+pub fn suggest_field(name: &str) -> Option<&'static str> { let _ = name; None }

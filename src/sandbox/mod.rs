@@ -24,6 +24,7 @@ pub struct SandboxConfig {
     pub seed: u64,
     /// Answer `GET /v1/auth/tokens/current` without roles (as if they could not be read).
     pub hide_roles: bool,
+    pub reset_as_epoch: bool,
 }
 
 /// Injected failures, each a probability in 0..=1 unless said otherwise.
@@ -70,3 +71,6 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     let _ = config;
     todo!("sandbox::start")
 }
+impl SandboxConfig { pub fn new(listen: SocketAddr) -> Self { let _ = listen; todo!() } }
+pub struct Stats { pub messages_stored: u64, pub duplicate_external_ids: u64 }
+impl RunningSandbox { pub async fn shutdown(self) {} pub fn stats(&self) -> Stats { todo!() } }

@@ -1,0 +1,395 @@
+//! One function per subcommand.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::cli::{
+    DemoArgs, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs, SandboxArgs, StatusArgs,
+    ValidateArgs,
+};
+use crate::config::{self, ApiConfig, InputArg, RunConfig, StagingChoices};
+use crate::exit_codes::ExitCode;
+use crate::input::{self, InputSource};
+use crate::progress::Display;
+use crate::report::{self, ReportFormat};
+use crate::row::{self, StampOptions, ValidationOptions};
+use crate::sandbox::{self, SandboxConfig};
+
+use super::pipeline::{self, JobRequest, StageCounts};
+use super::{runtime, signals, AppError};
+
+/// The sample the demo imports, embedded so the demo works from any directory.
+const SAMPLE_CSV: &str = include_str!("../../samples/messages.csv");
+
+pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
+    let config = RunConfig::from_args(args)?;
+    if config.dry_run {
+        return dry_run(&config);
+    }
+    let api = config.api.clone().ok_or(config::ConfigError::MissingKey)?;
+    let request = JobRequest {
+        input: config.input.clone(),
+        db: config.db.clone(),
+        staging: config.staging.clone(),
+        base_url: config.base_url.clone(),
+        settings: serde_json::json!({ "concurrency": config.concurrency }),
+    };
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let interrupt = signals::install();
+        let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
+        eprintln!("staging {}", pipeline::describe_source(&source));
+        let Some(counts) =
+            pipeline::stage(&mut checkpoint, &job, &source, config.display, Some(&interrupt))?
+        else {
+            eprintln!(
+                "interrupted while staging; continue with: kustomer-import resume --db {}",
+                config.db.display()
+            );
+            return Ok(ExitCode::Interrupted);
+        };
+        report_staging(&counts);
+        drop(checkpoint);
+        pipeline::send_and_summarise(
+            &config.db,
+            &api,
+            &job,
+            config.concurrency,
+            config.display,
+            &interrupt,
+        )
+        .await
+    })
+}
+
+fn report_staging(counts: &StageCounts) {
+    eprintln!(
+        "staged: {} valid, {} invalid, {} duplicate",
+        counts.valid, counts.invalid, counts.duplicate
+    );
+}
+
+/// Stages into a throwaway checkpoint, shows what would be sent, sends nothing.
+fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
+    let scratch = tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
+    let request = JobRequest {
+        input: config.input.clone(),
+        db: scratch.path().join("dry-run.sqlite"),
+        staging: config.staging.clone(),
+        base_url: config.base_url.clone(),
+        settings: serde_json::json!({ "dry_run": true }),
+    };
+    let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
+    let counts = pipeline::stage(&mut checkpoint, &job, &source, config.display, None)?
+        .unwrap_or_default();
+    let conversations = checkpoint.conversations_with_work()?;
+    let mut out = std::io::stdout().lock();
+    let write = |out: &mut std::io::StdoutLock, text: String| {
+        writeln!(out, "{text}").map_err(AppError::io("cannot write to stdout"))
+    };
+    write(&mut out, format!("dry run of {}: nothing will be sent", pipeline::describe_source(&source)))?;
+    write(
+        &mut out,
+        format!(
+            "rows: {} valid, {} invalid, {} duplicate",
+            counts.valid, counts.invalid, counts.duplicate
+        ),
+    )?;
+    write(
+        &mut out,
+        format!(
+            "would send {} messages in {} conversations to {} (importedAt {}, audit fields {})",
+            counts.valid,
+            conversations.len(),
+            config.base_url,
+            job.imported_at,
+            if job.audit_fields { "on" } else { "off" }
+        ),
+    )?;
+    if let Some(conversation) = conversations.first() {
+        if let Some(first) = checkpoint.conversation_queue(conversation)?.first() {
+            let body = checkpoint.body(first.line)?;
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                .and_then(|value| serde_json::to_string_pretty(&value))
+                .unwrap_or(body);
+            write(
+                &mut out,
+                format!(
+                    "\nsample request (line {}):\nPOST {}/v1/conversations/{conversation}/messages\n{pretty}",
+                    first.line, config.base_url
+                ),
+            )?;
+        }
+    }
+    drop(out);
+    if counts.invalid + counts.duplicate > 0 {
+        let mut report_out = std::io::stdout().lock();
+        writeln!(report_out, "\nrows that would not be sent:").map_err(AppError::io("cannot write to stdout"))?;
+        report::write_problem_rows(&checkpoint, &mut report_out, 50)?;
+        return Ok(ExitCode::Incomplete);
+    }
+    Ok(ExitCode::Success)
+}
+
+pub fn resume(args: &ResumeArgs) -> Result<ExitCode, AppError> {
+    let concurrency = config::check_concurrency(args.concurrency)?;
+    let display = Display::detect(args.quiet);
+    let mut checkpoint = Checkpoint::open_existing(&args.db)?;
+    let job = checkpoint.job()?.ok_or_else(|| CheckpointError::NoJob {
+        path: args.db.clone(),
+    })?;
+    let base_url = match &args.base_url {
+        Some(url) => config::check_base_url(url)?,
+        None => config::check_base_url(&job.base_url)?,
+    };
+    let key = config::read_key_from(args.api_key_file.as_deref())?;
+    let api = ApiConfig { base_url, key };
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let interrupt = signals::install();
+        if !job.staging_complete {
+            let source = pipeline::verify_input_unchanged(&job)?;
+            eprintln!(
+                "finishing staging of {} from line {}",
+                pipeline::describe_source(&source),
+                job.staged_through_line + 1
+            );
+            let Some(counts) =
+                pipeline::stage(&mut checkpoint, &job, &source, display, Some(&interrupt))?
+            else {
+                return Ok(ExitCode::Interrupted);
+            };
+            report_staging(&counts);
+        }
+        if let Some(scope) = args.retry_failed {
+            let requeued = checkpoint.requeue_failed(scope.into())?;
+            eprintln!("{requeued} failed rows put back in the queue");
+        }
+        drop(checkpoint);
+        pipeline::send_and_summarise(&args.db, &api, &job, concurrency, display, &interrupt).await
+    })
+}
+
+pub fn status(args: &StatusArgs) -> Result<ExitCode, AppError> {
+    let checkpoint = Checkpoint::open_read_only(&args.db)?;
+    let summary = report::status(&checkpoint)?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&summary)
+            .map_err(|err| AppError::Io {
+                context: "cannot encode the status".into(),
+                source: std::io::Error::other(err),
+            })?
+    } else {
+        report::render_status_text(&summary)
+    };
+    println!("{text}");
+    Ok(ExitCode::Success)
+}
+
+pub fn report(args: &ReportArgs) -> Result<ExitCode, AppError> {
+    let checkpoint = Checkpoint::open_read_only(&args.db)?;
+    let format = match args.format {
+        ReportFormatArg::Text => ReportFormat::Text,
+        ReportFormatArg::Json => ReportFormat::Json,
+        ReportFormatArg::Csv => ReportFormat::Csv,
+    };
+    match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(AppError::io(format!("cannot create {}", path.display())))?;
+            let mut out = std::io::BufWriter::new(file);
+            report::write_report(&checkpoint, format, &mut out)?;
+            out.flush()
+                .map_err(AppError::io(format!("cannot write {}", path.display())))?;
+        }
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            report::write_report(&checkpoint, format, &mut out)?;
+            out.flush().map_err(AppError::io("cannot write to stdout"))?;
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
+    let path = match InputArg::parse(&args.input) {
+        InputArg::File(path) => path,
+        InputArg::Stdin => {
+            return Err(AppError::Fields(
+                "validate reads a file; save stdin to a file first".into(),
+            ))
+        }
+    };
+    if !path.exists() {
+        return Err(config::ConfigError::InputMissing(path).into());
+    }
+    let source = InputSource::detect(&path, args.format.map(Into::into))?;
+    let survey = input::survey(&source)?;
+    pipeline::check_field_names(&survey.field_names, args.ignore_unknown)?;
+    let (_, timezone) = config::parse_timezone(&args.timezone)?;
+    let validation = ValidationOptions {
+        timezone,
+        ignore_unknown: args.ignore_unknown,
+    };
+    let stamp = StampOptions {
+        imported_at: config::format_utc(jiff::Timestamp::now()),
+        audit_fields: true,
+        created_by: None,
+        input_sha256: survey.sha256.clone(),
+    };
+    // externalId → first line that used it; validate keeps no checkpoint, so this map is the
+    // one thing that grows with the input.
+    let mut external_ids: HashMap<String, u64> = HashMap::new();
+    let mut counts = StageCounts::default();
+    let mut out = std::io::stdout().lock();
+    let mut emit = |text: String| writeln!(out, "{text}").map_err(AppError::io("cannot write to stdout"));
+    for record in input::records(&source)? {
+        let record = record?;
+        let fields = match &record.fields {
+            Ok(fields) => fields,
+            Err(reason) => {
+                counts.invalid += 1;
+                emit(format!("line {}: {reason}", record.line))?;
+                continue;
+            }
+        };
+        match row::prepare(fields, source.format, record.line, &validation, &stamp) {
+            Ok(valid) => match external_ids.get(&valid.external_id) {
+                Some(first) => {
+                    counts.duplicate += 1;
+                    emit(format!(
+                        "line {}: duplicate: externalId {} already used by line {first}",
+                        record.line, valid.external_id
+                    ))?;
+                }
+                None => {
+                    counts.valid += 1;
+                    external_ids.insert(valid.external_id, record.line);
+                }
+            },
+            Err(err) => {
+                counts.invalid += 1;
+                emit(format!("line {}: {err}", record.line))?;
+            }
+        }
+    }
+    emit(format!(
+        "{}: {} valid, {} invalid, {} duplicate",
+        pipeline::describe_source(&source),
+        counts.valid,
+        counts.invalid,
+        counts.duplicate
+    ))?;
+    Ok(if counts.invalid + counts.duplicate > 0 {
+        ExitCode::Incomplete
+    } else {
+        ExitCode::Success
+    })
+}
+
+pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {
+    let config = sandbox_config(args);
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let running = sandbox::start(config).await?;
+        // Scripts and tests read this first line to learn the port.
+        println!("kustomer-import sandbox listening on {}", running.base_url());
+        println!(
+            "admin key: {}   non-admin key: {}   (Ctrl-C to stop)",
+            sandbox::ADMIN_KEY,
+            sandbox::AGENT_KEY
+        );
+        let _ = std::io::stdout().flush();
+        let _ = tokio::signal::ctrl_c().await;
+        running.shutdown().await;
+        Ok(ExitCode::Success)
+    })
+}
+
+fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
+    let mut config = SandboxConfig::new(args.listen);
+    config.org_limit = args.org_limit;
+    config.window = std::time::Duration::from_secs(args.window_secs.max(1));
+    config.retry_after = !args.no_retry_after;
+    config.reset_as_epoch = args.reset_as_epoch;
+    config.seed = args.seed;
+    config.hide_roles = args.hide_roles;
+    config.faults.latency = std::time::Duration::from_millis(args.latency_ms);
+    config.faults.jitter = std::time::Duration::from_millis(args.jitter_ms);
+    config.faults.error_500 = args.error_500;
+    config.faults.error_503 = args.error_503;
+    config.faults.drop_before_store = args.drop_before_store;
+    config.faults.store_then_drop = args.store_then_drop;
+    config.faults.revoke_admin_after = args.revoke_admin_after;
+    config
+}
+
+/// Imports the embedded sample into an in-process sandbox and prints the report.
+pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
+    let scratch = tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
+    let input_path = scratch.path().join("messages.csv");
+    std::fs::write(&input_path, SAMPLE_CSV)
+        .map_err(AppError::io(format!("cannot write {}", input_path.display())))?;
+    let db: PathBuf = args
+        .db
+        .clone()
+        .unwrap_or_else(|| scratch.path().join("demo.sqlite"));
+    let (timezone_name, timezone) = config::parse_timezone("UTC")?;
+    let runtime = runtime()?;
+    let exit = runtime.block_on(async {
+        let interrupt = signals::install();
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let running = sandbox::start(SandboxConfig::new(listen)).await?;
+        let api = ApiConfig {
+            base_url: running.base_url(),
+            key: crate::client::ApiKey::new(sandbox::ADMIN_KEY.to_string()),
+        };
+        eprintln!(
+            "demo: sandbox API on {}; importing the built-in sample ({} bytes)",
+            running.base_url(),
+            SAMPLE_CSV.len()
+        );
+        let request = JobRequest {
+            input: InputArg::File(input_path.clone()),
+            db: db.clone(),
+            staging: StagingChoices {
+                format: None,
+                timezone_name,
+                timezone,
+                ignore_unknown: false,
+                imported_at: None,
+                audit_fields: true,
+                created_by: None,
+            },
+            base_url: api.base_url.clone(),
+            settings: serde_json::json!({ "concurrency": 16, "demo": true }),
+        };
+        let display = Display::detect(false);
+        let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
+        let Some(counts) = pipeline::stage(&mut checkpoint, &job, &source, display, Some(&interrupt))?
+        else {
+            return Ok(ExitCode::Interrupted);
+        };
+        report_staging(&counts);
+        drop(checkpoint);
+        let exit =
+            pipeline::send_and_summarise(&db, &api, &job, 16, display, &interrupt).await?;
+        let stats = running.stats();
+        eprintln!(
+            "sandbox now holds {} messages ({} duplicate externalIds)",
+            stats.messages_stored, stats.duplicate_external_ids
+        );
+        running.shutdown().await;
+        Ok::<_, AppError>(exit)
+    })?;
+    let checkpoint = Checkpoint::open_read_only(&db)?;
+    let mut out = std::io::stdout().lock();
+    report::write_report(&checkpoint, ReportFormat::Text, &mut out)?;
+    if args.db.is_none() {
+        writeln!(out, "\n(the demo's checkpoint was temporary; pass --db PATH to keep it)")
+            .map_err(AppError::io("cannot write to stdout"))?;
+    }
+    Ok(exit)
+}

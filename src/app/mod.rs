@@ -1,0 +1,82 @@
+//! The commands: each takes validated configuration, drives the library modules, prints for a
+//! person, and returns the exit code. `main.rs` only maps the result to the process status.
+
+mod commands;
+mod pipeline;
+mod signals;
+
+use crate::checkpoint::CheckpointError;
+use crate::cli::{Cli, Command};
+use crate::config::ConfigError;
+use crate::exit_codes::ExitCode;
+use crate::input::InputError;
+
+pub use pipeline::{JobRequest, StageCounts};
+
+/// Everything that can end a command early, each with the exit code it means.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Columns or keys that stop the run before anything is staged.
+    #[error("{0}")]
+    Fields(String),
+    #[error("{0}")]
+    InputChanged(String),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientBuildError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    #[error(transparent)]
+    Scheduler(#[from] crate::scheduler::SchedulerError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            AppError::Checkpoint(err) if err.is_storage_failure() => ExitCode::Storage,
+            AppError::Scheduler(_) => ExitCode::Storage,
+            _ => ExitCode::Usage,
+        }
+    }
+
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
+        let context = context.into();
+        move |source| AppError::Io { context, source }
+    }
+}
+
+/// Runs one command to its end.
+pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
+    match cli.command {
+        Command::Run(args) => commands::run(&args),
+        Command::Resume(args) => commands::resume(&args),
+        Command::Status(args) => commands::status(&args),
+        Command::Report(args) => commands::report(&args),
+        Command::Validate(args) => commands::validate(&args),
+        Command::Sandbox(args) => commands::sandbox(&args),
+        Command::Demo(args) => commands::demo(&args),
+        Command::Bench(args) => crate::bench::run(&args),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)
+}

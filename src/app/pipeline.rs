@@ -1,0 +1,405 @@
+//! The job's life shared by `run`, `resume` and `demo`: create the job, stage the input, check
+//! the key, send, and sum up.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::{Checkpoint, Job, RowState, StagedKind, StagedRow, StateCounts};
+use crate::client::{ApiClient, RetryAction};
+use crate::config::{format_utc, ApiConfig, InputArg, StagingChoices};
+use crate::exit_codes::ExitCode;
+use crate::input::{self, Compression, Format, InputSource};
+use crate::progress::{Display, ProgressView, SendCounters, StagingView};
+use crate::retry::RetryPolicy;
+use crate::row::{self, FieldVerdict, StampOptions, ValidationOptions};
+use crate::scheduler::{self, SendPlan, SendStop};
+
+use super::signals::Interrupt;
+use super::AppError;
+
+/// What a new job is made of.
+pub struct JobRequest {
+    pub input: InputArg,
+    pub db: PathBuf,
+    pub staging: StagingChoices,
+    pub base_url: String,
+    pub settings: serde_json::Value,
+}
+
+/// Rows staged in this pass, by outcome.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StageCounts {
+    pub valid: u64,
+    pub invalid: u64,
+    pub duplicate: u64,
+}
+
+/// Refuses a checkpoint that already holds a job, before anything else is touched.
+pub fn refuse_existing_job(db: &Path) -> Result<(), AppError> {
+    if !db.exists() {
+        return Ok(());
+    }
+    let checkpoint = Checkpoint::open_existing(db)?;
+    if let Some(job) = checkpoint.job()? {
+        return Err(crate::checkpoint::CheckpointError::JobExists {
+            path: db.to_path_buf(),
+            input: job.input_display,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Reads the input once (hash, field names), refuses unknown or refused fields, and records the
+/// job. Nothing is staged yet.
+pub fn create_job(request: &JobRequest) -> Result<(Checkpoint, Job, InputSource), AppError> {
+    refuse_existing_job(&request.db)?;
+    let source = match &request.input {
+        InputArg::File(path) => {
+            let path = std::fs::canonicalize(path)
+                .map_err(AppError::io(format!("cannot open {}", path.display())))?;
+            InputSource::detect(&path, request.staging.format)?
+        }
+        InputArg::Stdin => spool_stdin(&request.db, request.staging.format)?,
+    };
+    let survey = input::survey(&source)?;
+    check_field_names(&survey.field_names, request.staging.ignore_unknown)?;
+
+    let now = jiff::Timestamp::now();
+    let job = Job {
+        input_display: request.input.display(),
+        input_path: source.path.clone(),
+        input_size: survey.size,
+        input_sha256: survey.sha256,
+        format: source.format,
+        compression: source.compression,
+        base_url: request.base_url.clone(),
+        imported_at: request
+            .staging
+            .imported_at
+            .clone()
+            .unwrap_or_else(|| format_utc(now)),
+        audit_fields: request.staging.audit_fields,
+        created_by: request.staging.created_by.clone(),
+        timezone: request.staging.timezone_name.clone(),
+        ignore_unknown: request.staging.ignore_unknown,
+        settings: request.settings.clone(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        created_at_ms: now.as_millisecond(),
+        staged_through_line: 0,
+        staging_complete: false,
+    };
+    let mut checkpoint = Checkpoint::open(&request.db)?;
+    checkpoint.create_job(&job)?;
+    Ok((checkpoint, job, source))
+}
+
+/// Stdin cannot be read twice, and a killed staging must be able to read it again: it is copied
+/// beside the checkpoint first, and the job refers to the copy.
+fn spool_stdin(db: &Path, format: Option<Format>) -> Result<InputSource, AppError> {
+    let format = format.ok_or(crate::config::ConfigError::StdinNeedsFormat)?;
+    let extension = match format {
+        Format::Csv => "csv",
+        Format::Ndjson => "ndjson",
+    };
+    let mut spool_name = db.as_os_str().to_owned();
+    spool_name.push(format!(".stdin.{extension}"));
+    let spool = PathBuf::from(spool_name);
+    let mut file = std::fs::File::create(&spool)
+        .map_err(AppError::io(format!("cannot create {}", spool.display())))?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut file)
+        .and_then(|_| file.sync_all())
+        .map_err(AppError::io("cannot copy stdin"))?;
+    let path = std::fs::canonicalize(&spool)
+        .map_err(AppError::io(format!("cannot open {}", spool.display())))?;
+    // Sniff gzip on the copy: `InputSource::detect` honours the magic bytes.
+    let detected = InputSource::detect(&path, Some(format))?;
+    Ok(InputSource {
+        compression: detected.compression,
+        ..detected
+    })
+}
+
+/// Every field name the API does not know, or that the importer refuses, stops the run here,
+/// each named with its line, so that a typo never drops data silently.
+pub fn check_field_names(names: &[(String, u64)], ignore_unknown: bool) -> Result<(), AppError> {
+    let mut problems = Vec::new();
+    for (name, line) in names {
+        match row::classify_field(name) {
+            FieldVerdict::Known => {}
+            FieldVerdict::Refused(reason) => {
+                problems.push(format!("  {name:?} (line {line}): not accepted: {reason}"));
+            }
+            FieldVerdict::Unknown if ignore_unknown => {}
+            FieldVerdict::Unknown => {
+                let hint = row::suggest_field(name)
+                    .map(|known| format!("; did you mean {known:?}?"))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "  {name:?} (line {line}): not a Kustomer message attribute{hint}"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let unknown_hint = if ignore_unknown {
+        ""
+    } else {
+        "\nFix the names, or pass --ignore-unknown to drop columns the API does not know."
+    };
+    Err(AppError::Fields(format!(
+        "the input has fields the importer will not send; nothing was staged:\n{}{unknown_hint}",
+        problems.join("\n")
+    )))
+}
+
+/// The options `row::prepare` needs for this job.
+pub fn row_options(job: &Job) -> Result<(ValidationOptions, StampOptions), AppError> {
+    let (_, timezone) = crate::config::parse_timezone(&job.timezone)?;
+    Ok((
+        ValidationOptions {
+            timezone,
+            ignore_unknown: job.ignore_unknown,
+        },
+        StampOptions {
+            imported_at: job.imported_at.clone(),
+            audit_fields: job.audit_fields,
+            created_by: job.created_by.clone(),
+            input_sha256: job.input_sha256.clone(),
+        },
+    ))
+}
+
+/// Stages every row not yet staged. Safe to call again after an interruption: rows already
+/// committed are skipped.
+pub fn stage(
+    checkpoint: &mut Checkpoint,
+    job: &Job,
+    source: &InputSource,
+    display: Display,
+    interrupt: Option<&Interrupt>,
+) -> Result<Option<StageCounts>, AppError> {
+    let (validation, stamp) = row_options(job)?;
+    let mut counts = StageCounts::default();
+    let mut view = StagingView::new(display);
+    let mut stager = checkpoint.stager();
+    let mut seen = 0u64;
+    for record in input::records(source)? {
+        let record = record?;
+        seen += 1;
+        if record.line <= job.staged_through_line {
+            continue;
+        }
+        if interrupt.is_some_and(Interrupt::requested) {
+            // Dropping the stager rolls back the open batch; staged_through_line says where
+            // the next attempt starts.
+            view.finish();
+            return Ok(None);
+        }
+        let kind = match &record.fields {
+            Err(reason) => StagedKind::Invalid {
+                reason: reason.clone(),
+                conversation_id: None,
+                external_id: None,
+            },
+            Ok(fields) => match row::prepare(fields, job.format, record.line, &validation, &stamp)
+            {
+                Ok(valid) => StagedKind::Valid(valid),
+                Err(err) => StagedKind::Invalid {
+                    reason: err.to_string(),
+                    conversation_id: err.conversation_id.clone(),
+                    external_id: err.external_id.clone(),
+                },
+            },
+        };
+        let state = stager.add(StagedRow {
+            line: record.line,
+            byte_offset: record.byte_offset,
+            byte_len: record.byte_len,
+            kind,
+        })?;
+        match state {
+            RowState::Invalid => counts.invalid += 1,
+            RowState::Duplicate => counts.duplicate += 1,
+            _ => counts.valid += 1,
+        }
+        view.update(seen, counts.invalid);
+    }
+    stager.finish()?;
+    view.finish();
+    Ok(Some(counts))
+}
+
+/// The resumed job's input must be the very file that was surveyed: same size, same SHA-256.
+pub fn verify_input_unchanged(job: &Job) -> Result<InputSource, AppError> {
+    let path = &job.input_path;
+    if !path.exists() {
+        return Err(AppError::InputChanged(format!(
+            "staging of this job was interrupted and must read its input again, but {} is gone; \
+             put the same file back at that path and resume",
+            path.display()
+        )));
+    }
+    let source = InputSource {
+        path: path.clone(),
+        format: job.format,
+        compression: job.compression,
+    };
+    let survey = input::survey(&source)?;
+    if survey.size != job.input_size || survey.sha256 != job.input_sha256 {
+        return Err(AppError::InputChanged(format!(
+            "staging of this job was interrupted and must read its input again, but {} has \
+             changed since the job started (size {} → {}, SHA-256 {} → {}); restore the original \
+             file, or start a new job with another --db",
+            path.display(),
+            job.input_size,
+            survey.size,
+            short(&job.input_sha256),
+            short(&survey.sha256)
+        )));
+    }
+    Ok(source)
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// Before anything is sent: the key works, reaches the right region, and may write what the job
+/// writes.
+pub async fn preflight(client: &ApiClient, job: &Job) -> Result<(), SendStop> {
+    match client.current_token().await {
+        Ok(token) => match token.is_admin() {
+            Some(false) if job.audit_fields => Err(SendStop::Refused(
+                "the API key lacks the org.admin role, so Kustomer would silently replace the \
+                 audit fields (createdAt, createdBy, modifiedAt, modifiedBy) with the key's own \
+                 user and the current time. Use an admin key, or re-run with --no-audit-fields \
+                 (in a new checkpoint) to import without original authors and times."
+                    .into(),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                eprintln!(
+                    "warning: the key's roles could not be read; continuing, and every created \
+                     message's createdAt/createdBy is checked against what was sent"
+                );
+                Ok(())
+            }
+        },
+        Err(err) if err.retry_action() == RetryAction::StopRun => Err(SendStop::ApiFatal(err)),
+        Err(err) => {
+            eprintln!("warning: could not check the key before sending ({err}); continuing");
+            Ok(())
+        }
+    }
+}
+
+/// Sends what the checkpoint has pending and prints the final summary.
+pub async fn send_and_summarise(
+    db: &Path,
+    api: &ApiConfig,
+    job: &Job,
+    concurrency: usize,
+    display: Display,
+    interrupt: &Interrupt,
+) -> Result<ExitCode, AppError> {
+    let started = Instant::now();
+    let client = Arc::new(ApiClient::new(api.client_config())?);
+    let before = Checkpoint::open_existing(db)?.counts()?;
+    let stop = match preflight(&client, job).await {
+        Err(stop) => stop,
+        Ok(()) => {
+            let counters = SendCounters::with_total(before.pending + before.sending);
+            let view = ProgressView::sending(Arc::clone(&counters), display);
+            let plan = SendPlan {
+                checkpoint: db.to_path_buf(),
+                concurrency,
+                retry: RetryPolicy::default(),
+                shutdown_grace: Duration::from_secs(15),
+            };
+            let stop =
+                scheduler::send_all(&plan, client, counters, interrupt.token.clone()).await?;
+            view.finish().await;
+            stop
+        }
+    };
+    let after = Checkpoint::open_existing(db)?.counts()?;
+    print_summary(db, &before, &after, started.elapsed());
+    Ok(exit_for(&stop, &after, db))
+}
+
+fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
+    let db = db.display();
+    match stop {
+        SendStop::Completed if counts.succeeded == counts.total() => ExitCode::Success,
+        SendStop::Completed => ExitCode::Incomplete,
+        SendStop::Interrupted => {
+            eprintln!("interrupted; continue with: kustomer-import resume --db {db}");
+            ExitCode::Interrupted
+        }
+        SendStop::ApiFatal(err) => {
+            eprintln!("stopped: {err}\nnothing more was sent; fix the key and continue with: kustomer-import resume --db {db}");
+            ExitCode::ApiFatal
+        }
+        SendStop::Refused(reason) => {
+            eprintln!("refused before sending: {reason}");
+            ExitCode::ApiFatal
+        }
+        SendStop::Storage(err) => {
+            eprintln!("stopped: the checkpoint could not be written ({err}); nothing more was sent. Free space or fix permissions, then: kustomer-import resume --db {db}");
+            ExitCode::Storage
+        }
+    }
+}
+
+fn print_summary(db: &Path, before: &StateCounts, after: &StateCounts, elapsed: Duration) {
+    let sent_now = (after.succeeded + after.failed).saturating_sub(before.succeeded + before.failed);
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(
+        out,
+        "\n{} rows: {} succeeded, {} failed, {} invalid, {} duplicate, {} pending, {} sending",
+        after.total(),
+        after.succeeded,
+        after.failed,
+        after.invalid,
+        after.duplicate,
+        after.pending,
+        after.sending
+    );
+    let _ = writeln!(
+        out,
+        "this run: {sent_now} rows settled in {:.1}s ({:.1} rows/s)",
+        secs,
+        sent_now as f64 / secs
+    );
+    let db = db.display();
+    let _ = writeln!(out, "report:   kustomer-import report --db {db} [--format csv]");
+    if after.failed > 0 {
+        let _ = writeln!(
+            out,
+            "retry:    kustomer-import resume --db {db} --retry-failed (transient failures; =all for every failed row)"
+        );
+    }
+    if after.pending + after.sending > 0 {
+        let _ = writeln!(out, "continue: kustomer-import resume --db {db}");
+    }
+}
+
+/// A short human description of a job's input for messages.
+pub fn describe_source(source: &InputSource) -> String {
+    let format = match source.format {
+        Format::Csv => "CSV",
+        Format::Ndjson => "NDJSON",
+    };
+    let gzip = if source.compression == Compression::Gzip {
+        ", gzip"
+    } else {
+        ""
+    };
+    format!("{} ({format}{gzip})", source.path.display())
+}

@@ -1,0 +1,67 @@
+//! Ctrl-C and SIGTERM: the first asks for a clean stop (no new requests, in-flight ones finish
+//! and are recorded); a second one exits at once, leaving in-flight rows `sending` for `resume`
+//! to reconcile.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::exit_codes::ExitCode;
+
+/// Set once an interrupt has been asked for; checked by synchronous work such as staging.
+#[derive(Clone)]
+pub struct Interrupt {
+    pub token: CancellationToken,
+    flag: Arc<AtomicBool>,
+}
+
+impl Interrupt {
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+/// Installs the handlers on the current runtime.
+pub fn install() -> Interrupt {
+    let interrupt = Interrupt {
+        token: CancellationToken::new(),
+        flag: Arc::new(AtomicBool::new(false)),
+    };
+    let handle = interrupt.clone();
+    tokio::spawn(async move {
+        let mut signals_seen = 0;
+        loop {
+            if wait_for_signal().await.is_err() {
+                return;
+            }
+            signals_seen += 1;
+            if signals_seen == 1 {
+                eprintln!(
+                    "\ninterrupted: finishing requests in flight and recording them (press Ctrl-C again to stop at once)"
+                );
+                handle.flag.store(true, Ordering::Relaxed);
+                handle.token.cancel();
+            } else {
+                eprintln!("stopped at once; `kustomer-import resume` checks the rows that were in flight");
+                std::process::exit(ExitCode::Interrupted.code().into());
+            }
+        }
+    });
+    interrupt
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}

@@ -1,0 +1,231 @@
+//! Raw command-line flags, exactly as typed. Nothing here is trusted: `config` turns these into a
+//! validated configuration before anything runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kustomer-import",
+    version,
+    about = "Import historical support messages into Kustomer: ordered, rate-aware, resumable.",
+    after_help = "The API key comes from KUSTOMER_API_KEY or --api-key-file. \
+                  Exit codes: 0 all imported, 1 some rows invalid/duplicate/failed, 2 usage or input \
+                  error (nothing sent), 3 fatal API condition (resumable), 5 checkpoint unwritable \
+                  (resumable), 130 interrupted (resumable)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stage and validate INPUT into a new checkpoint, then send it.
+    Run(RunArgs),
+    /// Continue the job in the checkpoint (the input file is no longer needed once staged).
+    Resume(ResumeArgs),
+    /// Counts by state and the job's settings; safe while a run is going on.
+    Status(StatusArgs),
+    /// What happened to every row, as text, JSON or CSV.
+    Report(ReportArgs),
+    /// Parse and validate INPUT only: no network, no checkpoint.
+    Validate(ValidateArgs),
+    /// Run the local Kustomer-compatible API (for trials and tests).
+    Sandbox(SandboxArgs),
+    /// Import the built-in sample into an in-process sandbox and print the report.
+    Demo(DemoArgs),
+    /// Measure throughput, staging speed and memory against the local sandbox.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Ndjson,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// API base URL [default: $KUSTOMER_BASE_URL, else https://api.kustomerapp.com]
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Read the API key from this file instead of $KUSTOMER_API_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Input file (.csv, .ndjson or .jsonl, optionally .gz), or - for stdin (needs --format).
+    #[arg(value_name = "INPUT")]
+    pub input: String,
+    /// Checkpoint file.
+    #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
+    pub db: PathBuf,
+    /// Input format, when the file name does not say.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Conversations in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub concurrency: usize,
+    /// importedAt stamped on every message [default: the job's creation time].
+    #[arg(long, value_name = "RFC3339")]
+    pub imported_at: Option<String>,
+    /// createdBy for rows that name none (24-hex user id).
+    #[arg(long, value_name = "USER_ID")]
+    pub created_by: Option<String>,
+    /// Do not send createdAt/createdBy/modifiedAt/modifiedBy (for keys without org.admin).
+    #[arg(long)]
+    pub no_audit_fields: bool,
+    /// Time zone for timestamps without an offset (IANA name).
+    #[arg(long, value_name = "TZ", default_value = "UTC")]
+    pub timezone: String,
+    /// Drop columns the API does not know instead of refusing the input.
+    #[arg(long)]
+    pub ignore_unknown: bool,
+    /// Stage and validate, show what would be sent, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print only the final summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RetryFailedArg {
+    /// Failed rows whose failure was transient.
+    Transient,
+    /// Every failed row.
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
+    pub db: PathBuf,
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Base URL, when it must differ from the one recorded in the job.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+    /// Put failed rows back in the queue first (transient failures, or all).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "transient")]
+    pub retry_failed: Option<RetryFailedArg>,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
+    pub db: PathBuf,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormatArg {
+    Text,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
+    pub db: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormatArg,
+    /// Write to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[arg(value_name = "INPUT")]
+    pub input: String,
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    #[arg(long, value_name = "TZ", default_value = "UTC")]
+    pub timezone: String,
+    #[arg(long)]
+    pub ignore_unknown: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Loopback address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Org-wide limit in requests per window (default: unlimited).
+    #[arg(long, value_name = "N")]
+    pub org_limit: Option<u32>,
+    /// Length of the rate-limit window in seconds (Kustomer's is 60).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub window_secs: u64,
+    /// Answer 429 without a Retry-After header.
+    #[arg(long)]
+    pub no_retry_after: bool,
+    /// Send x-ratelimit-reset as epoch seconds instead of seconds from now.
+    #[arg(long)]
+    pub reset_as_epoch: bool,
+    /// Added latency per request, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Uniform jitter around the added latency, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Probability (0..1) of answering a create with 500.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub error_500: f64,
+    /// Probability (0..1) of answering a create with 503.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub error_503: f64,
+    /// Probability (0..1) of closing the connection before storing.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub drop_before_store: f64,
+    /// Probability (0..1) of storing the message, then closing the connection without answering.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub store_then_drop: f64,
+    /// Revoke the admin key after this many create requests (answers 401 from then on).
+    #[arg(long, value_name = "N")]
+    pub revoke_admin_after: Option<u64>,
+    /// Answer the token record without roles.
+    #[arg(long)]
+    pub hide_roles: bool,
+    /// Seed for the fault dice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's checkpoint here instead of a temporary directory.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Rows in the generated input for the throughput runs.
+    #[arg(long, default_value_t = 20_000)]
+    pub rows: u64,
+    /// Rows in the generated input for the staging and memory runs.
+    #[arg(long, default_value_t = 200_000)]
+    pub staging_rows: u64,
+    /// Concurrency levels to measure.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    pub concurrency: Vec<usize>,
+    /// Keep generated files and checkpoints here (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+}

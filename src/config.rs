@@ -1,0 +1,348 @@
+//! Validated configuration: raw flags and environment become typed settings here, before
+//! anything is read, staged or sent. Every check that can fail on user input fails here, with
+//! exit code 2 and nothing sent.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::{ApiArgs, FormatArg, RetryFailedArg, RunArgs};
+use crate::client::{ApiKey, ClientConfig};
+use crate::input::Format;
+use crate::progress::Display;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.kustomerapp.com";
+pub const API_KEY_ENV: &str = "KUSTOMER_API_KEY";
+pub const BASE_URL_ENV: &str = "KUSTOMER_BASE_URL";
+const MAX_CONCURRENCY: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no API key: set {API_KEY_ENV} or pass --api-key-file PATH")]
+    MissingKey,
+    #[error("cannot read the API key file {path}: {source}")]
+    KeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the API key file {0} is empty")]
+    EmptyKeyFile(PathBuf),
+    #[error("base URL {url:?}: {reason}")]
+    BaseUrl { url: String, reason: String },
+    #[error("--imported-at {value:?} is not an RFC 3339 date-time with offset (e.g. 2024-05-01T12:00:00Z)")]
+    ImportedAt { value: String },
+    #[error("--created-by {0:?} is not a user id (24 lowercase hex characters)")]
+    CreatedBy(String),
+    #[error("--timezone {name:?} is not a known IANA time zone (e.g. UTC, Europe/Paris, America/New_York)")]
+    TimeZone { name: String },
+    #[error("--concurrency must be between 1 and {MAX_CONCURRENCY}")]
+    Concurrency,
+    #[error("reading from stdin (-) needs --format csv or --format ndjson")]
+    StdinNeedsFormat,
+    #[error("input {0} does not exist")]
+    InputMissing(PathBuf),
+}
+
+/// Where the API is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub base_url: String,
+    pub key: ApiKey,
+}
+
+impl ApiConfig {
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            base_url: self.base_url.clone(),
+            key: self.key.clone(),
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The input as named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputArg {
+    Stdin,
+    File(PathBuf),
+}
+
+impl InputArg {
+    pub fn parse(raw: &str) -> InputArg {
+        if raw == "-" {
+            InputArg::Stdin
+        } else {
+            InputArg::File(PathBuf::from(raw))
+        }
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            InputArg::Stdin => "-".into(),
+            InputArg::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// How rows are read and stamped.
+#[derive(Debug, Clone)]
+pub struct StagingChoices {
+    pub format: Option<Format>,
+    pub timezone_name: String,
+    pub timezone: jiff::tz::TimeZone,
+    pub ignore_unknown: bool,
+    /// RFC 3339 UTC; None means the job's creation time.
+    pub imported_at: Option<String>,
+    pub audit_fields: bool,
+    pub created_by: Option<String>,
+}
+
+/// Everything `run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub input: InputArg,
+    pub db: PathBuf,
+    /// None only for a dry run without a key.
+    pub api: Option<ApiConfig>,
+    pub base_url: String,
+    pub staging: StagingChoices,
+    pub concurrency: usize,
+    pub dry_run: bool,
+    pub display: Display,
+}
+
+impl RunConfig {
+    pub fn from_args(args: &RunArgs) -> Result<RunConfig, ConfigError> {
+        let input = InputArg::parse(&args.input);
+        let format = args.format.map(Format::from);
+        match &input {
+            InputArg::Stdin if format.is_none() => return Err(ConfigError::StdinNeedsFormat),
+            InputArg::File(path) if !path.exists() => {
+                return Err(ConfigError::InputMissing(path.clone()))
+            }
+            _ => {}
+        }
+        let base_url = resolve_base_url(args.api.base_url.as_deref())?;
+        let api = match read_key(&args.api) {
+            Ok(key) => Some(ApiConfig {
+                base_url: base_url.clone(),
+                key,
+            }),
+            Err(ConfigError::MissingKey) if args.dry_run => None,
+            Err(err) => return Err(err),
+        };
+        let (timezone_name, timezone) = parse_timezone(&args.timezone)?;
+        let imported_at = args
+            .imported_at
+            .as_deref()
+            .map(normalise_imported_at)
+            .transpose()?;
+        let created_by = match &args.created_by {
+            Some(id) if !is_object_id(id) => return Err(ConfigError::CreatedBy(id.clone())),
+            other => other.clone(),
+        };
+        Ok(RunConfig {
+            input,
+            db: args.db.clone(),
+            api,
+            base_url,
+            staging: StagingChoices {
+                format,
+                timezone_name,
+                timezone,
+                ignore_unknown: args.ignore_unknown,
+                imported_at,
+                audit_fields: !args.no_audit_fields,
+                created_by,
+            },
+            concurrency: check_concurrency(args.concurrency)?,
+            dry_run: args.dry_run,
+            display: Display::detect(args.quiet),
+        })
+    }
+}
+
+impl From<FormatArg> for Format {
+    fn from(arg: FormatArg) -> Format {
+        match arg {
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Ndjson => Format::Ndjson,
+        }
+    }
+}
+
+impl From<RetryFailedArg> for crate::checkpoint::RetryScope {
+    fn from(arg: RetryFailedArg) -> Self {
+        match arg {
+            RetryFailedArg::Transient => crate::checkpoint::RetryScope::Transient,
+            RetryFailedArg::All => crate::checkpoint::RetryScope::All,
+        }
+    }
+}
+
+pub fn check_concurrency(value: usize) -> Result<usize, ConfigError> {
+    if (1..=MAX_CONCURRENCY).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::Concurrency)
+    }
+}
+
+/// The key from `--api-key-file`, else `KUSTOMER_API_KEY`. The key's value never appears in an
+/// error.
+pub fn read_key(api: &ApiArgs) -> Result<ApiKey, ConfigError> {
+    read_key_from(api.api_key_file.as_deref())
+}
+
+pub fn read_key_from(file: Option<&Path>) -> Result<ApiKey, ConfigError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let key = text.trim();
+        if key.is_empty() {
+            return Err(ConfigError::EmptyKeyFile(path.to_path_buf()));
+        }
+        return Ok(ApiKey::new(key.to_string()));
+    }
+    match std::env::var(API_KEY_ENV) {
+        Ok(key) if !key.trim().is_empty() => Ok(ApiKey::new(key.trim().to_string())),
+        _ => Err(ConfigError::MissingKey),
+    }
+}
+
+/// `--base-url`, else `KUSTOMER_BASE_URL`, else the US endpoint; https only, except loopback
+/// (the sandbox).
+pub fn resolve_base_url(flag: Option<&str>) -> Result<String, ConfigError> {
+    let raw = match flag {
+        Some(url) => url.to_string(),
+        None => std::env::var(BASE_URL_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
+    };
+    check_base_url(&raw)
+}
+
+pub fn check_base_url(raw: &str) -> Result<String, ConfigError> {
+    let fail = |reason: &str| ConfigError::BaseUrl {
+        url: raw.to_string(),
+        reason: reason.to_string(),
+    };
+    let url = reqwest::Url::parse(raw.trim()).map_err(|err| fail(&err.to_string()))?;
+    let Some(host) = url.host_str() else {
+        return Err(fail("it has no host"));
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => return Err(fail("must be https (plain http is allowed only for loopback addresses such as the sandbox)")),
+        _ => return Err(fail("must be an https URL")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(fail("must not carry credentials; the key comes from KUSTOMER_API_KEY"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(fail("must not have a query or fragment"));
+    }
+    let path = url.path().trim_end_matches('/');
+    if path == "/v1" {
+        return Err(fail("leave out /v1: the importer adds it"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+pub fn parse_timezone(name: &str) -> Result<(String, jiff::tz::TimeZone), ConfigError> {
+    jiff::tz::TimeZone::get(name)
+        .map(|tz| (name.to_string(), tz))
+        .map_err(|_| ConfigError::TimeZone {
+            name: name.to_string(),
+        })
+}
+
+/// RFC 3339 with an explicit offset, normalised to UTC with milliseconds.
+pub fn normalise_imported_at(value: &str) -> Result<String, ConfigError> {
+    value
+        .parse::<jiff::Timestamp>()
+        .map(format_utc)
+        .map_err(|_| ConfigError::ImportedAt {
+            value: value.to_string(),
+        })
+}
+
+/// `2021-03-04T10:00:00.000Z`: the one timestamp format the importer sends.
+pub fn format_utc(timestamp: jiff::Timestamp) -> String {
+    timestamp.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+pub fn is_object_id(value: &str) -> bool {
+    value.len() == 24 && value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_rules() {
+        assert_eq!(
+            check_base_url("https://api.prod2.kustomerapp.com/").unwrap(),
+            "https://api.prod2.kustomerapp.com"
+        );
+        assert_eq!(
+            check_base_url("http://127.0.0.1:8787").unwrap(),
+            "http://127.0.0.1:8787"
+        );
+        assert!(check_base_url("http://localhost:1").is_ok());
+        assert!(check_base_url("http://[::1]:9").is_ok());
+        assert!(check_base_url("http://api.kustomerapp.com").is_err());
+        assert!(check_base_url("http://10.0.0.1").is_err());
+        assert!(check_base_url("ftp://x").is_err());
+        assert!(check_base_url("https://api.kustomerapp.com/v1").is_err());
+        assert!(check_base_url("https://user:pw@api.kustomerapp.com").is_err());
+        assert!(check_base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn imported_at_is_normalised_to_utc() {
+        assert_eq!(
+            normalise_imported_at("2024-05-01T14:00:00+02:00").unwrap(),
+            "2024-05-01T12:00:00.000Z"
+        );
+        assert!(normalise_imported_at("2024-05-01 12:00").is_err());
+        assert!(normalise_imported_at("2024-05-01T12:00:00").is_err());
+    }
+
+    #[test]
+    fn object_ids() {
+        assert!(is_object_id("5f2b6c1e9d3a4b0012345678"));
+        assert!(!is_object_id("5F2B6C1E9D3A4B0012345678"));
+        assert!(!is_object_id("5f2b6c1e9d3a4b001234567"));
+    }
+
+    #[test]
+    fn timezones() {
+        assert!(parse_timezone("Europe/Paris").is_ok());
+        assert!(parse_timezone("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn key_file_is_trimmed_and_error_never_shows_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "  secret-key-123\n").unwrap();
+        assert_eq!(read_key_from(Some(&path)).unwrap().expose(), "secret-key-123");
+        std::fs::write(&path, "\n").unwrap();
+        let err = read_key_from(Some(&path)).unwrap_err();
+        assert!(matches!(err, ConfigError::EmptyKeyFile(_)));
+    }
+}

@@ -1,0 +1,220 @@
+//! Live progress on stderr: indicatif bars on a terminal, a plain line every 10 seconds
+//! otherwise (CI, cron, logs), nothing with `--quiet`.
+//!
+//! The scheduler only bumps atomic counters; rendering happens on a timer, so progress output
+//! never slows the send loop.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::checkpoint::RowState;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    Bars,
+    Lines,
+    Quiet,
+}
+
+impl Display {
+    pub fn detect(quiet: bool) -> Display {
+        if quiet {
+            Display::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Display::Bars
+        } else {
+            Display::Lines
+        }
+    }
+}
+
+const PLAIN_LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters of the send phase, bumped by the workers.
+#[derive(Debug, Default)]
+pub struct SendCounters {
+    /// Rows with work when the phase started.
+    pub total: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    /// Rows sent back to pending (refused key) or left unresolved.
+    pub returned: AtomicU64,
+    pub held: AtomicU64,
+    pub reconciled: AtomicU64,
+    retrying: AtomicI64,
+    in_flight: AtomicI64,
+}
+
+impl SendCounters {
+    pub fn with_total(total: u64) -> Arc<SendCounters> {
+        let counters = SendCounters::default();
+        counters.total.store(total, Ordering::Relaxed);
+        Arc::new(counters)
+    }
+
+    pub fn record(&self, state: RowState) {
+        let counter = match state {
+            RowState::Succeeded => &self.succeeded,
+            RowState::Failed => &self.failed,
+            _ => &self.returned,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_held(&self, rows: u64) {
+        self.held.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    pub fn add_reconciled(&self, rows: u64) {
+        self.reconciled.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    pub fn retry_waits(&self, delta: i64) {
+        self.retrying.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self, delta: i64) {
+        self.in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Rows whose fate this run has settled.
+    pub fn done(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+
+    fn summary_line(&self) -> String {
+        format!(
+            "{} succeeded, {} failed, {} retrying, {} in flight",
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.retrying.load(Ordering::Relaxed).max(0),
+            self.in_flight.load(Ordering::Relaxed).max(0),
+        )
+    }
+}
+
+/// A running progress display; `finish` removes bars before the final summary is printed.
+pub struct ProgressView {
+    stop: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressView {
+    /// Shows the send phase until `finish`.
+    pub fn sending(counters: Arc<SendCounters>, display: Display) -> ProgressView {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = match display {
+            Display::Quiet => None,
+            Display::Bars => Some(tokio::spawn(render_bar(counters, stop.clone()))),
+            Display::Lines => Some(tokio::spawn(render_lines(counters, stop.clone()))),
+        };
+        ProgressView { stop, task }
+    }
+
+    pub async fn finish(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ProgressView {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn render_bar(counters: Arc<SendCounters>, stop: tokio_util::sync::CancellationToken) {
+    let total = counters.total.load(Ordering::Relaxed);
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "sending {bar:30} {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        bar.set_position(counters.done());
+        bar.set_message(counters.summary_line());
+    }
+    bar.set_position(counters.done());
+    bar.finish_and_clear();
+}
+
+async fn render_lines(counters: Arc<SendCounters>, stop: tokio_util::sync::CancellationToken) {
+    let started = Instant::now();
+    let total = counters.total.load(Ordering::Relaxed);
+    let mut ticker = tokio::time::interval(PLAIN_LINE_EVERY);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        let done = counters.done();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        eprintln!(
+            "progress: {done}/{total} rows ({:.0}/s): {}",
+            done as f64 / secs,
+            counters.summary_line()
+        );
+    }
+}
+
+/// Staging progress: rows read so far, shown as a spinner on a terminal.
+pub struct StagingView {
+    bar: Option<ProgressBar>,
+    display: Display,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl StagingView {
+    pub fn new(display: Display) -> StagingView {
+        let bar = (display == Display::Bars).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template("staging {spinner} {pos} rows  {per_sec}  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            bar.set_style(style);
+            bar
+        });
+        StagingView {
+            bar,
+            display,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    pub fn update(&mut self, rows: u64, invalid: u64) {
+        if let Some(bar) = &self.bar {
+            if rows % 256 == 0 {
+                bar.set_position(rows);
+                bar.set_message(format!("{invalid} invalid"));
+            }
+        } else if self.display == Display::Lines && self.last_line.elapsed() >= PLAIN_LINE_EVERY {
+            self.last_line = Instant::now();
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            eprintln!(
+                "staging: {rows} rows read ({:.0}/s), {invalid} invalid",
+                rows as f64 / secs
+            );
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
