@@ -11,7 +11,7 @@ use crate::config::ConfigError;
 use crate::exit_codes::ExitCode;
 use crate::input::InputError;
 
-pub use pipeline::{JobRequest, StageCounts};
+pub use pipeline::{create_job, stage, JobRequest, StageCounts};
 
 /// Everything that can end a command early, each with the exit code it means.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ impl AppError {
         }
     }
 
-    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
         let context = context.into();
         move |source| AppError::Io { context, source }
     }
@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
