@@ -30,7 +30,8 @@ use crate::scheduler::{self, SendPlan, SendStop};
 const CONVERSATION_SIZE: u64 = 20;
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
-    let scratch = tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
+    let scratch =
+        tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
     let workdir = args
         .workdir
         .clone()
@@ -66,14 +67,20 @@ pub fn generate(path: &Path, rows: u64) -> Result<(), AppError> {
     let mut out = std::io::BufWriter::new(file);
     let fail = AppError::io(format!("cannot write {}", path.display()));
     let mut write = || -> std::io::Result<()> {
-        writeln!(out, "conversationId,externalId,channel,app,direction,sentAt,preview,meta.ticket_id")?;
+        writeln!(
+            out,
+            "conversationId,externalId,channel,app,direction,sentAt,preview,meta.ticket_id"
+        )?;
         let conversations = rows.div_ceil(CONVERSATION_SIZE).max(1);
-        let start = jiff::Timestamp::from_second(1_577_836_800).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let start =
+            jiff::Timestamp::from_second(1_577_836_800).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         for index in 0..rows {
             let conversation = index % conversations;
             let position = index / conversations;
             let sent = start
-                .checked_add(jiff::SignedDuration::from_secs((conversation * 3_600 + position * 60) as i64))
+                .checked_add(jiff::SignedDuration::from_secs(
+                    (conversation * 3_600 + position * 60) as i64,
+                ))
                 .unwrap_or(start);
             let direction = if position % 2 == 0 { "in" } else { "out" };
             writeln!(
@@ -162,7 +169,9 @@ async fn bench_sending(
     let requests = load_requests(&checkpoint)?;
     drop(checkpoint);
 
-    let client = Arc::new(ApiClient::new(client_config(&reference_sandbox.base_url()))?);
+    let client = Arc::new(ApiClient::new(client_config(
+        &reference_sandbox.base_url(),
+    ))?);
     let requests = Arc::new(requests);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -205,7 +214,9 @@ async fn bench_sending(
     let send_secs = started.elapsed().as_secs_f64();
     let stored = measured_sandbox.stats().messages_stored;
     measured_sandbox.shutdown().await;
-    let succeeded = counters.succeeded.load(std::sync::atomic::Ordering::Relaxed);
+    let succeeded = counters
+        .succeeded
+        .load(std::sync::atomic::Ordering::Relaxed);
     if !matches!(stop, SendStop::Completed) || succeeded != rows {
         eprintln!("warning: the measured run ended {stop:?} with {succeeded} of {rows} succeeded");
     }

@@ -185,7 +185,9 @@ impl ApiError {
             ApiError::Connect { .. } => "connect_error".into(),
             ApiError::Timeout { .. } => "timeout".into(),
             ApiError::ConnectionLost { .. } => "connection_lost".into(),
-            ApiError::Http { code: Some(code), .. } => code.clone(),
+            ApiError::Http {
+                code: Some(code), ..
+            } => code.clone(),
             ApiError::Http { status, .. } => format!("http_{status}"),
             ApiError::Protocol { .. } => "unexpected_response".into(),
         }
@@ -483,7 +485,10 @@ fn http_error(status: StatusCode, rate: RateInfo, document: &str) -> ApiError {
     let message = if messages.is_empty() {
         let body = document.trim();
         if body.is_empty() {
-            status.canonical_reason().unwrap_or("no reason given").to_string()
+            status
+                .canonical_reason()
+                .unwrap_or("no reason given")
+                .to_string()
         } else {
             body.to_string()
         }
@@ -540,10 +545,18 @@ mod tests {
             assert_eq!(http(status).retry_action(), RetryAction::Retry, "{status}");
         }
         for status in [400, 404, 409, 422, 501] {
-            assert_eq!(http(status).retry_action(), RetryAction::FailRow, "{status}");
+            assert_eq!(
+                http(status).retry_action(),
+                RetryAction::FailRow,
+                "{status}"
+            );
         }
         for status in [401, 403] {
-            assert_eq!(http(status).retry_action(), RetryAction::StopRun, "{status}");
+            assert_eq!(
+                http(status).retry_action(),
+                RetryAction::StopRun,
+                "{status}"
+            );
         }
         let connect = ApiError::Connect {
             detail: "refused".into(),
@@ -567,7 +580,8 @@ mod tests {
 
     #[test]
     fn parses_plain_error_shape() {
-        let body = r#"{"errors":[{"code":"bad_request","message":"channel is invalid","meta":{}}]}"#;
+        let body =
+            r#"{"errors":[{"code":"bad_request","message":"channel is invalid","meta":{}}]}"#;
         let err = http_error(StatusCode::BAD_REQUEST, RateInfo::default(), body);
         match err {
             ApiError::Http { code, message, .. } => {
@@ -612,7 +626,11 @@ mod tests {
         assert_eq!(info.reset_in, Some(Duration::from_secs(42)));
         assert_eq!(info.retry_after, Some(Duration::from_secs(3)));
 
-        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 30;
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 30;
         headers.insert(
             "x-ratelimit-reset",
             HeaderValue::from_str(&epoch.to_string()).unwrap(),

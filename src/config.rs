@@ -245,11 +245,15 @@ pub fn check_base_url(raw: &str) -> Result<String, ConfigError> {
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
-        "http" => return Err(fail("must be https (plain http is allowed only for loopback addresses such as the sandbox)")),
+        "http" => return Err(fail(
+            "must be https (plain http is allowed only for loopback addresses such as the sandbox)",
+        )),
         _ => return Err(fail("must be an https URL")),
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(fail("must not carry credentials; the key comes from KUSTOMER_API_KEY"));
+        return Err(fail(
+            "must not carry credentials; the key comes from KUSTOMER_API_KEY",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(fail("must not have a query or fragment"));
@@ -285,7 +289,10 @@ pub fn format_utc(timestamp: jiff::Timestamp) -> String {
 }
 
 pub fn is_object_id(value: &str) -> bool {
-    value.len() == 24 && value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    value.len() == 24
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -340,7 +347,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         std::fs::write(&path, "  secret-key-123\n").unwrap();
-        assert_eq!(read_key_from(Some(&path)).unwrap().expose(), "secret-key-123");
+        assert_eq!(
+            read_key_from(Some(&path)).unwrap().expose(),
+            "secret-key-123"
+        );
         std::fs::write(&path, "\n").unwrap();
         let err = read_key_from(Some(&path)).unwrap_err();
         assert!(matches!(err, ConfigError::EmptyKeyFile(_)));

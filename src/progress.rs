@@ -183,8 +183,9 @@ impl StagingView {
     pub fn new(display: Display) -> StagingView {
         let bar = (display == Display::Bars).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("staging {spinner} {pos} rows  {per_sec}  {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let style =
+                ProgressStyle::with_template("staging {spinner} {pos} rows  {per_sec}  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
             bar.set_style(style);
             bar
         });

@@ -59,7 +59,10 @@ pub enum SchedulerError {
 enum RowFate {
     Finished,
     /// 404: the conversation does not exist; its other rows need not be tried.
-    ConversationMissing { line: u64, reason: String },
+    ConversationMissing {
+        line: u64,
+        reason: String,
+    },
     /// Transient failure with retries exhausted: hold the rest of the conversation.
     HoldConversation,
     /// Stop requested (interrupt, fatal API error, storage failure).
@@ -343,7 +346,10 @@ async fn send_row(
         match err.retry_action() {
             RetryAction::StopRun => {
                 // Refused outright, so not created: back to pending for the resume.
-                shared.record(row.line, failure(RowState::Pending, &err, false, latency_ms))?;
+                shared.record(
+                    row.line,
+                    failure(RowState::Pending, &err, false, latency_ms),
+                )?;
                 shared.stop_for(err);
                 return Ok(RowFate::Stopped);
             }
@@ -377,7 +383,8 @@ async fn send_row(
                         return Ok(RowFate::HoldConversation);
                     }
                     Wait::Exhausted => {
-                        shared.record(row.line, failure(RowState::Failed, &err, true, latency_ms))?;
+                        shared
+                            .record(row.line, failure(RowState::Failed, &err, true, latency_ms))?;
                         return Ok(RowFate::HoldConversation);
                     }
                 }

@@ -41,8 +41,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         let interrupt = signals::install();
         let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
         eprintln!("staging {}", pipeline::describe_source(&source));
-        let Some(counts) =
-            pipeline::stage(&mut checkpoint, &job, &source, config.display, Some(&interrupt))?
+        let Some(counts) = pipeline::stage(
+            &mut checkpoint,
+            &job,
+            &source,
+            config.display,
+            Some(&interrupt),
+        )?
         else {
             eprintln!(
                 "interrupted while staging; continue with: kustomer-import resume --db {}",
@@ -73,7 +78,8 @@ fn report_staging(counts: &StageCounts) {
 
 /// Stages into a throwaway checkpoint, shows what would be sent, sends nothing.
 fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
-    let scratch = tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
+    let scratch =
+        tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
     let request = JobRequest {
         input: config.input.clone(),
         db: scratch.path().join("dry-run.sqlite"),
@@ -82,14 +88,20 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
         settings: serde_json::json!({ "dry_run": true }),
     };
     let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
-    let counts = pipeline::stage(&mut checkpoint, &job, &source, config.display, None)?
-        .unwrap_or_default();
+    let counts =
+        pipeline::stage(&mut checkpoint, &job, &source, config.display, None)?.unwrap_or_default();
     let conversations = checkpoint.conversations_with_work()?;
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock, text: String| {
         writeln!(out, "{text}").map_err(AppError::io("cannot write to stdout"))
     };
-    write(&mut out, format!("dry run of {}: nothing will be sent", pipeline::describe_source(&source)))?;
+    write(
+        &mut out,
+        format!(
+            "dry run of {}: nothing will be sent",
+            pipeline::describe_source(&source)
+        ),
+    )?;
     write(
         &mut out,
         format!(
@@ -126,7 +138,8 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
     drop(out);
     if counts.invalid + counts.duplicate > 0 {
         let mut report_out = std::io::stdout().lock();
-        writeln!(report_out, "\nrows that would not be sent:").map_err(AppError::io("cannot write to stdout"))?;
+        writeln!(report_out, "\nrows that would not be sent:")
+            .map_err(AppError::io("cannot write to stdout"))?;
         report::write_problem_rows(&checkpoint, &mut report_out, 50)?;
         return Ok(ExitCode::Incomplete);
     }
@@ -176,11 +189,10 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, AppError> {
     let checkpoint = Checkpoint::open_read_only(&args.db)?;
     let summary = report::status(&checkpoint)?;
     let text = if args.json {
-        serde_json::to_string_pretty(&summary)
-            .map_err(|err| AppError::Io {
-                context: "cannot encode the status".into(),
-                source: std::io::Error::other(err),
-            })?
+        serde_json::to_string_pretty(&summary).map_err(|err| AppError::Io {
+            context: "cannot encode the status".into(),
+            source: std::io::Error::other(err),
+        })?
     } else {
         report::render_status_text(&summary)
     };
@@ -207,7 +219,8 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode, AppError> {
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             report::write_report(&checkpoint, format, &mut out)?;
-            out.flush().map_err(AppError::io("cannot write to stdout"))?;
+            out.flush()
+                .map_err(AppError::io("cannot write to stdout"))?;
         }
     }
     Ok(ExitCode::Success)
@@ -244,7 +257,8 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
     let mut external_ids: HashMap<String, u64> = HashMap::new();
     let mut counts = StageCounts::default();
     let mut out = std::io::stdout().lock();
-    let mut emit = |text: String| writeln!(out, "{text}").map_err(AppError::io("cannot write to stdout"));
+    let mut emit =
+        |text: String| writeln!(out, "{text}").map_err(AppError::io("cannot write to stdout"));
     for record in input::records(&source)? {
         let record = record?;
         let fields = match &record.fields {
@@ -295,7 +309,10 @@ pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {
     runtime.block_on(async {
         let running = sandbox::start(config).await?;
         // Scripts and tests read this first line to learn the port.
-        println!("kustomer-import sandbox listening on {}", running.base_url());
+        println!(
+            "kustomer-import sandbox listening on {}",
+            running.base_url()
+        );
         println!(
             "admin key: {}   non-admin key: {}   (Ctrl-C to stop)",
             sandbox::ADMIN_KEY,
@@ -328,10 +345,13 @@ fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
 
 /// Imports the embedded sample into an in-process sandbox and prints the report.
 pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
-    let scratch = tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
+    let scratch =
+        tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
     let input_path = scratch.path().join("messages.csv");
-    std::fs::write(&input_path, SAMPLE_CSV)
-        .map_err(AppError::io(format!("cannot write {}", input_path.display())))?;
+    std::fs::write(&input_path, SAMPLE_CSV).map_err(AppError::io(format!(
+        "cannot write {}",
+        input_path.display()
+    )))?;
     let db: PathBuf = args
         .db
         .clone()
@@ -368,14 +388,14 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
         };
         let display = Display::detect(false);
         let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
-        let Some(counts) = pipeline::stage(&mut checkpoint, &job, &source, display, Some(&interrupt))?
+        let Some(counts) =
+            pipeline::stage(&mut checkpoint, &job, &source, display, Some(&interrupt))?
         else {
             return Ok(ExitCode::Interrupted);
         };
         report_staging(&counts);
         drop(checkpoint);
-        let exit =
-            pipeline::send_and_summarise(&db, &api, &job, 16, display, &interrupt).await?;
+        let exit = pipeline::send_and_summarise(&db, &api, &job, 16, display, &interrupt).await?;
         let stats = running.stats();
         eprintln!(
             "sandbox now holds {} messages ({} duplicate externalIds)",
@@ -388,8 +408,11 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
     let mut out = std::io::stdout().lock();
     report::write_report(&checkpoint, ReportFormat::Text, &mut out)?;
     if args.db.is_none() {
-        writeln!(out, "\n(the demo's checkpoint was temporary; pass --db PATH to keep it)")
-            .map_err(AppError::io("cannot write to stdout"))?;
+        writeln!(
+            out,
+            "\n(the demo's checkpoint was temporary; pass --db PATH to keep it)"
+        )
+        .map_err(AppError::io("cannot write to stdout"))?;
     }
     Ok(exit)
 }

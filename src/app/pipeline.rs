@@ -206,15 +206,16 @@ pub fn stage(
                 conversation_id: None,
                 external_id: None,
             },
-            Ok(fields) => match row::prepare(fields, job.format, record.line, &validation, &stamp)
-            {
-                Ok(valid) => StagedKind::Valid(valid),
-                Err(err) => StagedKind::Invalid {
-                    reason: err.to_string(),
-                    conversation_id: err.conversation_id.clone(),
-                    external_id: err.external_id.clone(),
-                },
-            },
+            Ok(fields) => {
+                match row::prepare(fields, job.format, record.line, &validation, &stamp) {
+                    Ok(valid) => StagedKind::Valid(valid),
+                    Err(err) => StagedKind::Invalid {
+                        reason: err.to_string(),
+                        conversation_id: err.conversation_id.clone(),
+                        external_id: err.external_id.clone(),
+                    },
+                }
+            }
         };
         let state = stager.add(StagedRow {
             line: record.line,
@@ -357,7 +358,8 @@ fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
 }
 
 fn print_summary(db: &Path, before: &StateCounts, after: &StateCounts, elapsed: Duration) {
-    let sent_now = (after.succeeded + after.failed).saturating_sub(before.succeeded + before.failed);
+    let sent_now =
+        (after.succeeded + after.failed).saturating_sub(before.succeeded + before.failed);
     let secs = elapsed.as_secs_f64().max(0.001);
     let mut out = std::io::stderr().lock();
     let _ = writeln!(
@@ -378,7 +380,10 @@ fn print_summary(db: &Path, before: &StateCounts, after: &StateCounts, elapsed: 
         sent_now as f64 / secs
     );
     let db = db.display();
-    let _ = writeln!(out, "report:   kustomer-import report --db {db} [--format csv]");
+    let _ = writeln!(
+        out,
+        "report:   kustomer-import report --db {db} [--format csv]"
+    );
     if after.failed > 0 {
         let _ = writeln!(
             out,

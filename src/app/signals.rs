@@ -43,7 +43,9 @@ pub fn install() -> Interrupt {
                 handle.flag.store(true, Ordering::Relaxed);
                 handle.token.cancel();
             } else {
-                eprintln!("stopped at once; `kustomer-import resume` checks the rows that were in flight");
+                eprintln!(
+                    "stopped at once; `kustomer-import resume` checks the rows that were in flight"
+                );
                 std::process::exit(ExitCode::Interrupted.code().into());
             }
         }

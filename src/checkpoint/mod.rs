@@ -69,7 +69,9 @@ pub enum CheckpointError {
     },
     #[error("no checkpoint at {path}: start a job with `kustomer-import run <INPUT> --db {path}`")]
     Missing { path: PathBuf },
-    #[error("checkpoint {path} holds no job: start one with `kustomer-import run <INPUT> --db {path}`")]
+    #[error(
+        "checkpoint {path} holds no job: start one with `kustomer-import run <INPUT> --db {path}`"
+    )]
     NoJob { path: PathBuf },
     #[error("checkpoint {path} already holds a job (input {input}); continue it with `kustomer-import resume --db {path}`, or pass another --db for a new job")]
     JobExists { path: PathBuf, input: String },

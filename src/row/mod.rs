@@ -85,6 +85,12 @@ pub fn prepare(
 
 /// The externalId given to a row that has none: stable across resumes of the same input.
 pub fn derived_external_id(input_sha256: &str, line: u64) -> String {
-    format!("kimp-{}-{line}", &input_sha256[..input_sha256.len().min(16)])
+    format!(
+        "kimp-{}-{line}",
+        &input_sha256[..input_sha256.len().min(16)]
+    )
 }
-pub fn suggest_field(name: &str) -> Option<&'static str> { let _ = name; None }
+pub fn suggest_field(name: &str) -> Option<&'static str> {
+    let _ = name;
+    None
+}

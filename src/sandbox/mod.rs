@@ -71,6 +71,19 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     let _ = config;
     todo!("sandbox::start")
 }
-impl SandboxConfig { pub fn new(listen: SocketAddr) -> Self { let _ = listen; todo!() } }
-pub struct Stats { pub messages_stored: u64, pub duplicate_external_ids: u64 }
-impl RunningSandbox { pub async fn shutdown(self) {} pub fn stats(&self) -> Stats { todo!() } }
+impl SandboxConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        let _ = listen;
+        todo!()
+    }
+}
+pub struct Stats {
+    pub messages_stored: u64,
+    pub duplicate_external_ids: u64,
+}
+impl RunningSandbox {
+    pub async fn shutdown(self) {}
+    pub fn stats(&self) -> Stats {
+        todo!()
+    }
+}

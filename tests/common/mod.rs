@@ -1,0 +1,314 @@
+//! Shared harness for the integration tests: the compiled binary, a sandbox process on loopback,
+//! generated inputs, and checks on what the sandbox stored.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN_KEY: &str = "sandbox-admin-key";
+pub const AGENT_KEY: &str = "sandbox-agent-key";
+
+pub fn bin_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kustomer-import"))
+}
+
+/// The importer with a clean environment: no key or base URL inherited from the caller.
+pub fn importer(dir: &Path) -> Command {
+    let mut command = Command::new(bin_path());
+    command
+        .current_dir(dir)
+        .env_remove("KUSTOMER_API_KEY")
+        .env_remove("KUSTOMER_BASE_URL")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    command
+}
+
+/// `importer` with the sandbox's URL and a key.
+pub fn importer_for(dir: &Path, sandbox: &Sandbox, key: &str) -> Command {
+    let mut command = importer(dir);
+    command
+        .env("KUSTOMER_API_KEY", key)
+        .env("KUSTOMER_BASE_URL", &sandbox.url);
+    command
+}
+
+/// Runs to completion with a generous bound, so a hung importer fails the test instead of CI.
+pub fn run_bounded(mut command: Command, limit: Duration) -> Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn importer");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "importer did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A sandbox process listening on a free loopback port; killed when dropped.
+pub struct Sandbox {
+    child: Child,
+    pub url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Sandbox {
+    pub fn start(flags: &[&str]) -> Sandbox {
+        let mut child = Command::new(bin_path())
+            .args(["sandbox", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sandbox");
+        let stdout = child.stdout.take().expect("sandbox stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the sandbox never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("sandbox did not announce its address");
+        let url = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .expect("address in the first line")
+            .to_string();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        Sandbox { child, url, http }
+    }
+
+    pub fn stats(&self) -> Value {
+        self.get("/_sandbox/stats")
+    }
+
+    pub fn stored(&self) -> u64 {
+        self.stats()["messages_stored"]
+            .as_u64()
+            .expect("messages_stored")
+    }
+
+    /// conversationId → messages in stored order.
+    pub fn messages(&self) -> BTreeMap<String, Vec<Value>> {
+        let body = self.get("/_sandbox/messages");
+        let mut out = BTreeMap::new();
+        for (conversation, list) in body["conversations"].as_object().expect("conversations") {
+            out.insert(conversation.clone(), list.as_array().expect("list").clone());
+        }
+        out
+    }
+
+    pub fn post(&self, path: &str) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .send()
+            .expect("control request");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("control request")
+            .json()
+            .expect("control json")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One generated message, as the test expects it to arrive.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub line: u64,
+    pub conversation_id: String,
+    pub external_id: String,
+    pub sent_at: String,
+}
+
+/// A CSV of `rows` valid messages over `conversations` conversations, lines shuffled so that
+/// file order is not time order. Returns what each conversation should hold, in order.
+pub fn write_csv(path: &Path, rows: usize, conversations: usize, seed: u64) -> Vec<Expected> {
+    let mut expected = Vec::new();
+    for index in 0..rows {
+        let conversation = index % conversations;
+        let position = index / conversations;
+        let minutes = (conversation * 500 + position * 7) as i64;
+        let sent = jiff::Timestamp::from_second(1_600_000_000 + minutes * 60).unwrap();
+        expected.push(Expected {
+            line: 0,
+            conversation_id: format!("{:024x}", 0xabc000 + conversation),
+            external_id: format!("t-{seed}-{index}"),
+            sent_at: sent.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        });
+    }
+    shuffle(&mut expected, seed);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(
+        file,
+        "conversationId,externalId,channel,app,direction,sentAt,preview,createdBy"
+    )
+    .unwrap();
+    for (index, row) in expected.iter_mut().enumerate() {
+        row.line = index as u64 + 2;
+        let direction = if index % 3 == 0 { "out" } else { "in" };
+        writeln!(
+            file,
+            "{},{},chat,tests,{direction},{},\"Hello, \"\"{}\"\" — ünïcödé ✓\",{}",
+            row.conversation_id,
+            row.external_id,
+            row.sent_at,
+            row.external_id,
+            "5f0000000000000000000001"
+        )
+        .unwrap();
+    }
+    file.flush().unwrap();
+    expected
+}
+
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    for i in (1..items.len()).rev() {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let j = (state >> 33) as usize % (i + 1);
+        items.swap(i, j);
+    }
+}
+
+/// Every expected message stored exactly once, in (sentAt, line) order within its conversation,
+/// and nothing else stored.
+pub fn assert_stored_exactly_once_in_order(sandbox: &Sandbox, expected: &[Expected]) {
+    let stored = sandbox.messages();
+    let mut wanted: HashMap<&str, Vec<&Expected>> = HashMap::new();
+    for row in expected {
+        wanted
+            .entry(row.conversation_id.as_str())
+            .or_default()
+            .push(row);
+    }
+    for rows in wanted.values_mut() {
+        rows.sort_by(|a, b| (&a.sent_at, a.line).cmp(&(&b.sent_at, b.line)));
+    }
+    let total: usize = stored.values().map(Vec::len).sum();
+    assert_eq!(total, expected.len(), "messages stored in all");
+    for (conversation, rows) in &wanted {
+        let got: Vec<&str> = stored
+            .get(*conversation)
+            .map(|list| {
+                list.iter()
+                    .map(|m| m["externalId"].as_str().unwrap_or(""))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want: Vec<&str> = rows.iter().map(|r| r.external_id.as_str()).collect();
+        assert_eq!(got, want, "conversation {conversation}: stored order");
+    }
+    let stats = sandbox.stats();
+    assert_eq!(stats["duplicate_external_ids"], 0, "duplicates in {stats}");
+}
+
+/// The CSV report as maps from column to value.
+pub fn report_rows(dir: &Path, db: &str) -> Vec<HashMap<String, String>> {
+    let mut command = importer(dir);
+    command.args(["report", "--db", db, "--format", "csv"]);
+    let output = run_bounded(command, Duration::from_secs(60));
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|record| {
+            let record = record.unwrap();
+            headers
+                .iter()
+                .zip(record.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+pub fn status_json(dir: &Path, db: &str) -> Value {
+    let mut command = importer(dir);
+    command.args(["status", "--db", db, "--json"]);
+    let output = run_bounded(command, Duration::from_secs(60));
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+pub fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+}
+
+/// Sends a signal by name (INT, TERM, KILL) to a process.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Polls until `condition` holds, or panics after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,259 @@
+//! Interruptions of every kind, then `resume`: nothing lost, nothing created twice, order kept.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn spawn_run(dir: &std::path::Path, sandbox: &Sandbox, key: &str, extra: &[&str]) -> Child {
+    let mut command = importer_for(dir, sandbox, key);
+    command
+        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command.spawn().expect("spawn run")
+}
+
+fn resume(
+    dir: &std::path::Path,
+    sandbox: &Sandbox,
+    key: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut command = importer_for(dir, sandbox, key);
+    command
+        .args(["resume", "--db", "job.sqlite", "--quiet"])
+        .args(extra);
+    run_bounded(command, LIMIT)
+}
+
+/// Resumes until the job is done (each resume may itself be cut short by a fault).
+fn resume_until_done(dir: &std::path::Path, sandbox: &Sandbox) {
+    for _ in 0..10 {
+        let output = resume(dir, sandbox, ADMIN_KEY, &[]);
+        match code(&output) {
+            0 => return,
+            1 => {
+                // Rows failed for transient reasons: put them back and go on.
+                let output = resume(dir, sandbox, ADMIN_KEY, &["--retry-failed"]);
+                if code(&output) == 0 {
+                    return;
+                }
+            }
+            _ => panic!("resume failed: {}", text(&output)),
+        }
+    }
+    panic!("job not done after 10 resumes");
+}
+
+#[test]
+fn kill_9_at_several_points_then_resume_loses_and_duplicates_nothing() {
+    let sandbox = Sandbox::start(&["--latency-ms", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 1500, 40, 11);
+
+    // First cut: very early (often still staging); later cuts: once sending is under way.
+    let mut child = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &["--concurrency", "8"]);
+    std::thread::sleep(Duration::from_millis(40));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    for threshold in [200u64, 700, 1200] {
+        let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+        command
+            .args([
+                "resume",
+                "--db",
+                "job.sqlite",
+                "--quiet",
+                "--concurrency",
+                "8",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if !dir.path().join("job.sqlite").exists() {
+            // Killed before the checkpoint existed: start over with run.
+            let mut child = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &["--concurrency", "8"]);
+            wait_until(LIMIT, "messages stored", || {
+                sandbox.stored() >= threshold || child.try_wait().unwrap().is_some()
+            });
+            let _ = child.kill();
+            child.wait().unwrap();
+            continue;
+        }
+        let mut child = command.spawn().unwrap();
+        wait_until(LIMIT, "messages stored", || {
+            sandbox.stored() >= threshold || child.try_wait().unwrap().is_some()
+        });
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    resume_until_done(dir.path(), &sandbox);
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    let report = report_rows(dir.path(), "job.sqlite");
+    assert!(report.iter().all(|r| r["state"] == "succeeded"));
+}
+
+#[test]
+fn kill_9_during_staging_resumes_staging_from_the_recorded_input() {
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 20_000, 200, 12);
+    let mut child = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    // Wait for the checkpoint to exist and a batch or two to commit, then cut.
+    wait_until(LIMIT, "checkpoint created", || {
+        dir.path().join("job.sqlite").exists()
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let status = status_json(dir.path(), "job.sqlite");
+    let staged_sent = sandbox.stored();
+    assert!(
+        status.to_string().contains("staging_complete\":false") || staged_sent > 0,
+        "the cut should land during staging or just after: {status}"
+    );
+
+    // A changed input is refused while staging is unfinished.
+    if status.to_string().contains("staging_complete\":false") {
+        let original = std::fs::read(dir.path().join("in.csv")).unwrap();
+        std::fs::write(dir.path().join("in.csv"), b"conversationId,channel\n").unwrap();
+        let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
+        assert_eq!(code(&output), 2, "{}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("changed"),
+            "{}",
+            text(&output)
+        );
+        std::fs::write(dir.path().join("in.csv"), original).unwrap();
+    }
+    resume_until_done(dir.path(), &sandbox);
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+#[test]
+fn store_then_drop_never_duplicates_during_the_run_nor_after_resume() {
+    let sandbox = Sandbox::start(&["--store-then-drop", "0.15", "--seed", "7"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 400, 10, 13);
+
+    // A run cut short while connections are being dropped, then resumed.
+    let mut child = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    wait_until(LIMIT, "messages stored", || {
+        sandbox.stored() >= 150 || child.try_wait().unwrap().is_some()
+    });
+    let _ = child.kill();
+    child.wait().unwrap();
+    resume_until_done(dir.path(), &sandbox);
+
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    let stats = sandbox.stats();
+    assert!(
+        stats["faults_injected"]["store_then_drop"]
+            .as_u64()
+            .unwrap()
+            > 10,
+        "the fault must actually have fired: {stats}"
+    );
+}
+
+#[test]
+fn revoked_key_mid_run_stops_with_exit_3_and_resume_finishes() {
+    let sandbox = Sandbox::start(&["--revoke-admin-after", "120"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 500, 10, 14);
+    let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    command.args(["run", "in.csv", "--db", "job.sqlite", "--quiet"]);
+    let output = run_bounded(command, LIMIT);
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains(ADMIN_KEY), "the key must never be printed");
+
+    let status = status_json(dir.path(), "job.sqlite");
+    let pending = status["counts"]["pending"].as_u64().unwrap();
+    assert!(pending > 0, "rows left pending: {status}");
+    let stored_at_stop = sandbox.stored();
+    assert!(stored_at_stop <= 120);
+
+    sandbox.post("/_sandbox/restore");
+    let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+#[test]
+fn ctrl_c_finishes_in_flight_requests_and_exits_130() {
+    let sandbox = Sandbox::start(&["--latency-ms", "20"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 800, 16, 15);
+    let mut child = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    wait_until(LIMIT, "sending under way", || sandbox.stored() >= 100);
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+
+    // Every request that left was recorded: nothing is left `sending`.
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["sending"], 0, "{status}");
+    assert_eq!(
+        status["counts"]["succeeded"].as_u64().unwrap(),
+        sandbox.stored(),
+        "checkpoint and sandbox agree: {status}"
+    );
+
+    let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+#[test]
+fn the_key_appears_in_no_file_or_output() {
+    let sandbox = Sandbox::start(&["--error-503", "0.1", "--seed", "3"]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 100, 5, 16);
+    let key_file = dir.path().join("key.txt");
+    std::fs::write(&key_file, ADMIN_KEY).unwrap();
+    let mut command = importer(dir.path());
+    command
+        .env("KUSTOMER_BASE_URL", &sandbox.url)
+        .env("RUST_LOG", "trace")
+        .args([
+            "run",
+            "in.csv",
+            "--db",
+            "job.sqlite",
+            "--api-key-file",
+            "key.txt",
+        ]);
+    let output = run_bounded(command, LIMIT);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let mut seen = String::from_utf8_lossy(&output.stdout).to_string();
+    seen.push_str(&String::from_utf8_lossy(&output.stderr));
+    for format in ["text", "json", "csv"] {
+        let mut command = importer(dir.path());
+        command.args(["report", "--db", "job.sqlite", "--format", format]);
+        let output = run_bounded(command, LIMIT);
+        seen.push_str(&String::from_utf8_lossy(&output.stdout));
+    }
+    assert!(!seen.contains(ADMIN_KEY), "key leaked into output");
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path == key_file {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let needle = ADMIN_KEY.as_bytes();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "key found in {}",
+            path.display()
+        );
+    }
+}
