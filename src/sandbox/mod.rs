@@ -1,13 +1,103 @@
 //! A local stand-in for the Kustomer API, faithful to `shared/kustomer-api.md`, for the demo,
 //! the tests and the benchmarks. It listens on loopback only and keeps everything in memory.
+//!
+//! # Keys
+//! Send `Authorization: Bearer <key>`. A missing, unknown or revoked key answers 401.
+//!
+//! | key | roles | audit fields |
+//! |---|---|---|
+//! | [`ADMIN_KEY`] | `org.admin`, `org.permission.message.create`, `org.permission.message.read`, `org.permission.bulk.read`, legacy `org.user.message.write`/`read` | `createdAt`, `createdBy`, `modifiedAt`, `modifiedBy` kept as sent (defaults: now / the key's user) |
+//! | [`AGENT_KEY`] | `org.permission.message.create`, `org.permission.message.read` | silently overwritten with now and the key's machine user |
+//! | [`READONLY_KEY`] | `org.permission.message.read` | creating answers 403 |
+//!
+//! Every key has its own machine user id and all belong to one org (24-hex ids).
+//!
+//! # Endpoints under `/v1`
+//! - `GET /v1/auth/tokens/current`: 200
+//!   `{"data":{"type":"token","id":..,"attributes":{"name":..,"roles":[..],"user":..,"org":..}}}`;
+//!   with [`SandboxConfig::hide_roles`] the attributes carry no `roles`.
+//! - `POST /v1/conversations/{id}/messages`: creates a message. Checks, in order: latency, auth
+//!   (401), org limit (429), role `org.permission.message.create` (403), fault dice (500, 503,
+//!   connection dropped before storing), conversation id (400 unless 24 lowercase hex; **an id
+//!   starting with `dead` is an unknown conversation: 404** `{"errors":[{"code":"not_found",
+//!   "message":"Conversation <id> not found","meta":{}}]}`; every other id exists), body
+//!   (`Content-Type: application/json`, well-formed JSON, else 400), the request schema of the
+//!   OpenAPI file (see `validate`; `directionType` or any unknown property is a 400), the
+//!   per-customer limit (429), store, then the store-then-drop dice. Answers 201 with Kustomer's
+//!   JSON:API message document: `data.type` `message`, `data.id`, `data.attributes` (what was sent,
+//!   date-times normalised to UTC milliseconds, plus `createdAt`, `modifiedAt`, `updatedAt`,
+//!   `sentAt` (defaults to `createdAt`) and `meta` (defaults to `{}`)), `data.relationships`
+//!   `conversation`, `customer`, `createdBy`, `modifiedBy`, `org` (each `{"data":{"type","id"},
+//!   "links":{"self"}}`) and `data.links.self` = `/v1/messages/<id>`. Body fields `id`,
+//!   `conversation` and `customer` pass the schema but are ignored: the path decides.
+//!   `externalId` is not unique (as in Kustomer): storing one again is allowed and counted as a
+//!   duplicate in the stats.
+//! - `GET /v1/messages/externalId=<url-encoded id>` and `GET /v1/messages/externalid=<id>`: 200
+//!   with the latest message stored under that externalId (same document), else 404.
+//!   [`SandboxConfig::lookup`] can restrict the accepted spelling; the other one answers 404.
+//!   Needs `org.permission.message.read` (403).
+//! - Any other `/v1` path: 404.
+//!
+//! Validation errors (400 from the schema) use JSON:API objects, one per problem:
+//! `{"errors":[{"status":400,"code":"bad_request","title":"Bad Request","detail":"..",
+//! "source":{"pointer":"/data/attributes/<field>"}}]}`. Every other error uses
+//! `{"errors":[{"code":"..","message":"..","meta":{}}]}` (codes `bad_request`, `unauthorized`,
+//! `forbidden`, `not_found`, `too_many_requests`, `internal_server_error`, `service_unavailable`).
+//!
+//! # Limits
+//! Both limits use fixed windows of [`SandboxConfig::window`] counted from server start.
+//! - Org: [`SandboxConfig::org_limit`] requests per window; every authenticated `/v1` request
+//!   counts (creates, lookups, token reads; a 401 cannot be charged to the org). Over it: 429.
+//! - Customer: [`SandboxConfig::customer_limit`] (120) created messages per window per customer,
+//!   only for messages **without** `importedAt`. Each conversation belongs to its own customer,
+//!   whose id is a hash of the conversation id. Over it: 429.
+//! - Every `/v1` response carries `x-ratelimit-limit` (1000000 when unlimited),
+//!   `x-ratelimit-remaining` and `x-ratelimit-reset` (whole seconds until the window ends,
+//!   rounded up, or the window's end in Unix epoch seconds with
+//!   [`SandboxConfig::reset_as_epoch`]). 429s carry `Retry-After: <seconds>` when
+//!   [`SandboxConfig::retry_after`] is set.
+//!
+//! # Faults
+//! [`Faults`]: latency with uniform jitter before every `/v1` request; probabilities of 500, 503
+//! and dropping the connection before storing (one draw, exclusive outcomes), and of storing then
+//! dropping the connection (a dropped connection is a TCP close with no response bytes);
+//! `revoke_admin_after: Some(n)` revokes [`ADMIN_KEY`] when the (n+1)-th create request arrives.
+//! Dice come from `StdRng::seed_from_u64(seed)`: the same seed and the same request order give
+//! the same faults. Latency draws use a separate stream and do not shift the faults.
+//!
+//! # Control endpoints (no auth, not rate limited, not counted in the stats)
+//! - `GET /_sandbox/stats`: [`SandboxStats`] as JSON.
+//! - `GET /_sandbox/messages`: [`MessagesDump`] as JSON, `{"conversations":{"<id>":[{id,
+//!   externalId, sentAt, createdAt, createdBy, modifiedAt, modifiedBy, importedAt, direction,
+//!   preview}, ..]}}`, each list in the order stored.
+//! - `POST /_sandbox/revoke`: revokes [`ADMIN_KEY`] now (204).
+//! - `POST /_sandbox/restore`: un-revokes it and disarms `revoke_admin_after` (204).
 
+mod api;
+mod faults;
+mod server;
+mod state;
+mod validate;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use state::Shared;
 
 /// Bearer key with `org.admin`: audit fields are kept as sent.
 pub const ADMIN_KEY: &str = "sandbox-admin-key";
 /// Bearer key without `org.admin`: audit fields are silently overwritten, as Kustomer documents.
 pub const AGENT_KEY: &str = "sandbox-agent-key";
+/// Bearer key that may read messages but not create them (creating answers 403).
+pub const READONLY_KEY: &str = "sandbox-readonly-key";
+
+/// Kustomer's documented per-customer limit of created messages per minute.
+pub const DEFAULT_CUSTOMER_LIMIT: u32 = 120;
 
 /// Everything the sandbox can be told at start.
 #[derive(Debug, Clone)]
@@ -16,15 +106,51 @@ pub struct SandboxConfig {
     pub listen: SocketAddr,
     /// Org-wide limit in requests per window; None means unlimited.
     pub org_limit: Option<u32>,
-    /// Length of the org limit window (Kustomer's is 60 s; tests use shorter).
+    /// Created messages without `importedAt` allowed per customer per window.
+    pub customer_limit: u32,
+    /// Length of the rate-limit windows (Kustomer's is 60 s; tests use shorter).
     pub window: Duration,
     /// Send `Retry-After` with 429 answers.
     pub retry_after: bool,
+    /// Send `x-ratelimit-reset` as Unix epoch seconds instead of seconds from now.
+    pub reset_as_epoch: bool,
+    /// Which spelling of the externalId lookup path is accepted.
+    pub lookup: LookupSpelling,
     pub faults: Faults,
     pub seed: u64,
     /// Answer `GET /v1/auth/tokens/current` without roles (as if they could not be read).
     pub hide_roles: bool,
-    pub reset_as_epoch: bool,
+}
+
+impl SandboxConfig {
+    /// No faults, no org limit, 120 per customer, 60 s windows, `Retry-After` sent, reset in
+    /// seconds from now, both lookup spellings, seed 0, roles shown.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            org_limit: None,
+            customer_limit: DEFAULT_CUSTOMER_LIMIT,
+            window: Duration::from_secs(60),
+            retry_after: true,
+            reset_as_epoch: false,
+            lookup: LookupSpelling::Both,
+            faults: Faults::default(),
+            seed: 0,
+            hide_roles: false,
+        }
+    }
+}
+
+/// Spellings of `GET /v1/messages/externalId=<id>` the sandbox accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LookupSpelling {
+    /// `externalId=` and `externalid=`.
+    #[default]
+    Both,
+    /// Only `externalId=`.
+    CamelOnly,
+    /// Only `externalid=` (as the OpenAPI file spells it).
+    LowerOnly,
 }
 
 /// Injected failures, each a probability in 0..=1 unless said otherwise.
@@ -43,14 +169,98 @@ pub struct Faults {
     pub revoke_admin_after: Option<u64>,
 }
 
-/// A running sandbox.
+/// What `GET /_sandbox/stats` answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxStats {
+    pub messages_stored: u64,
+    /// Stored messages whose externalId had already been stored.
+    pub duplicate_external_ids: u64,
+    /// Every `/v1` request received, answered or not.
+    pub requests_total: u64,
+    /// Answered `/v1` requests by status code ("201" → n).
+    pub requests_by_status: BTreeMap<String, u64>,
+    /// Connections closed without an answer by the drop faults.
+    pub dropped_connections: u64,
+    /// Highest number of `/v1` requests in flight at once.
+    pub max_concurrency: u64,
+    pub faults_injected: FaultCounts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    pub error_500: u64,
+    pub error_503: u64,
+    pub drop_before_store: u64,
+    pub store_then_drop: u64,
+    pub rate_limited_org: u64,
+    pub rate_limited_customer: u64,
+}
+
+/// What `GET /_sandbox/messages` answers: stored messages per conversation, in storing order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagesDump {
+    pub conversations: BTreeMap<String, Vec<SandboxMessage>>,
+}
+
+/// One stored message as listed by `GET /_sandbox/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxMessage {
+    pub id: String,
+    pub external_id: Option<String>,
+    pub sent_at: Option<String>,
+    pub created_at: Option<String>,
+    pub created_by: String,
+    pub modified_at: Option<String>,
+    pub modified_by: String,
+    pub imported_at: Option<String>,
+    pub direction: Option<String>,
+    pub preview: Option<String>,
+}
+
+/// A running sandbox. Dropping it does not stop the server; call [`RunningSandbox::shutdown`].
 pub struct RunningSandbox {
     pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    stopped: CancellationToken,
 }
 
 impl RunningSandbox {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The same numbers as `GET /_sandbox/stats`.
+    pub fn stats(&self) -> SandboxStats {
+        self.shared.stats()
+    }
+
+    /// The same listing as `GET /_sandbox/messages`.
+    pub fn messages(&self) -> MessagesDump {
+        self.shared.messages()
+    }
+
+    /// Revokes (`true`) or restores (`false`) [`ADMIN_KEY`], like the control endpoints.
+    pub fn set_admin_revoked(&self, revoked: bool) {
+        self.shared.set_admin_revoked(revoked);
+    }
+
+    /// Asks the server to stop without waiting: no new connections, open ones finish their
+    /// current request (at most 5 s) and close.
+    pub fn trigger_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Resolves once the server has stopped (after a shutdown was triggered).
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
+    }
+
+    /// Stops gracefully and waits until every connection is closed.
+    pub async fn shutdown(self) {
+        self.trigger_shutdown();
+        self.stopped().await;
     }
 }
 
@@ -64,26 +274,47 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid sandbox configuration: {0}")]
+    InvalidConfig(String),
 }
 
 /// Binds and starts serving in the background on the current tokio runtime.
 pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError> {
-    let _ = config;
-    todo!("sandbox::start")
-}
-impl SandboxConfig {
-    pub fn new(listen: SocketAddr) -> Self {
-        let _ = listen;
-        todo!()
+    if !config.listen.ip().is_loopback() {
+        return Err(SandboxError::NotLoopback(config.listen));
     }
-}
-pub struct Stats {
-    pub messages_stored: u64,
-    pub duplicate_external_ids: u64,
-}
-impl RunningSandbox {
-    pub async fn shutdown(self) {}
-    pub fn stats(&self) -> Stats {
-        todo!()
+    if config.window.is_zero() {
+        return Err(SandboxError::InvalidConfig(
+            "the rate-limit window must be longer than zero".into(),
+        ));
     }
+    config.faults.check()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| SandboxError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let shared = Arc::new(Shared::new(config));
+    let shutdown = CancellationToken::new();
+    let stopped = CancellationToken::new();
+    tokio::spawn(server::serve(
+        listener,
+        api::router(Arc::clone(&shared)),
+        shutdown.clone(),
+        stopped.clone(),
+    ));
+    Ok(RunningSandbox {
+        addr,
+        shared,
+        shutdown,
+        stopped,
+    })
 }
+
+#[cfg(test)]
+mod tests;

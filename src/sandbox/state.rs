@@ -1,0 +1,578 @@
+//! The sandbox's in-memory world: API keys, fixed rate-limit windows, stored messages and the
+//! counters behind `/_sandbox/stats`. One mutex guards it all; every operation on it is O(1)
+//! (or O(log n) in a map) so the lock is held only briefly per request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::faults::FaultRoll;
+use super::validate::MessageValidator;
+use super::{
+    FaultCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats, ADMIN_KEY, AGENT_KEY,
+    READONLY_KEY,
+};
+
+pub(crate) const ROLE_ADMIN: &str = "org.admin";
+pub(crate) const ROLE_MESSAGE_CREATE: &str = "org.permission.message.create";
+pub(crate) const ROLE_MESSAGE_READ: &str = "org.permission.message.read";
+
+/// The one org every key belongs to.
+pub(crate) const ORG_ID: &str = "5f1e2d3c4b5a69788796a5b4";
+
+/// The limit header value sent when the org has no limit.
+pub(crate) const UNLIMITED: u32 = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Admin,
+    Agent,
+    ReadOnly,
+}
+
+/// What the server knows about one API key.
+#[derive(Debug)]
+pub(crate) struct KeyProfile {
+    pub kind: KeyKind,
+    pub token_id: &'static str,
+    pub name: &'static str,
+    /// The key's machine user, author of what the key creates unless `org.admin` says otherwise.
+    pub user_id: &'static str,
+    pub roles: &'static [&'static str],
+}
+
+impl KeyProfile {
+    pub(crate) fn has_role(&self, role: &str) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+static ADMIN_PROFILE: KeyProfile = KeyProfile {
+    kind: KeyKind::Admin,
+    token_id: "65a0000000000000000000a1",
+    name: "sandbox admin key",
+    user_id: "65a00000000000000000a0a1",
+    roles: &[
+        ROLE_ADMIN,
+        ROLE_MESSAGE_CREATE,
+        ROLE_MESSAGE_READ,
+        "org.permission.bulk.read",
+        "org.user.message.write",
+        "org.user.message.read",
+    ],
+};
+
+static AGENT_PROFILE: KeyProfile = KeyProfile {
+    kind: KeyKind::Agent,
+    token_id: "65a0000000000000000000b2",
+    name: "sandbox agent key",
+    user_id: "65a00000000000000000b0b2",
+    roles: &[ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ],
+};
+
+static READONLY_PROFILE: KeyProfile = KeyProfile {
+    kind: KeyKind::ReadOnly,
+    token_id: "65a0000000000000000000c3",
+    name: "sandbox read-only key",
+    user_id: "65a00000000000000000c0c3",
+    roles: &[ROLE_MESSAGE_READ],
+};
+
+pub(crate) fn key_profile(bearer: &str) -> Option<&'static KeyProfile> {
+    match bearer {
+        ADMIN_KEY => Some(&ADMIN_PROFILE),
+        AGENT_KEY => Some(&AGENT_PROFILE),
+        READONLY_KEY => Some(&READONLY_PROFILE),
+        _ => None,
+    }
+}
+
+/// The customer a conversation belongs to: a stable hash of its id, so one customer per
+/// conversation (the per-customer limit is therefore also per conversation here).
+pub(crate) fn customer_of(conversation_id: &str) -> String {
+    let digest = Sha256::digest(format!("customer-of:{conversation_id}").as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Fixed windows counted from server start, shared by the org and per-customer limits.
+pub(crate) struct Clock {
+    started: Instant,
+    started_wall: SystemTime,
+    window: Duration,
+}
+
+impl Clock {
+    pub(crate) fn new(window: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            window,
+        }
+    }
+
+    fn window_index(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.started).as_nanos();
+        // The window is checked to be non-zero at start.
+        u64::try_from(elapsed / self.window.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn window_end(&self, now: Instant) -> Duration {
+        let next = u32::try_from(self.window_index(now).saturating_add(1)).unwrap_or(u32::MAX);
+        self.window.saturating_mul(next)
+    }
+
+    /// Whole seconds until the current window ends, rounded up so a client never waits too little.
+    pub(crate) fn seconds_to_reset(&self, now: Instant) -> u64 {
+        let left = self
+            .window_end(now)
+            .saturating_sub(now.saturating_duration_since(self.started));
+        ceil_seconds(left)
+    }
+
+    /// The end of the current window as Unix epoch seconds, rounded up.
+    pub(crate) fn reset_epoch(&self, now: Instant) -> u64 {
+        let end = self.started_wall + self.window_end(now);
+        end.duration_since(UNIX_EPOCH).map_or(0, ceil_seconds)
+    }
+}
+
+fn ceil_seconds(span: Duration) -> u64 {
+    span.as_secs() + u64::from(span.subsec_nanos() > 0)
+}
+
+/// Requests used in one fixed window.
+#[derive(Debug, Default, Clone, Copy)]
+struct WindowCount {
+    window: u64,
+    used: u32,
+}
+
+impl WindowCount {
+    fn used_in(&mut self, window: u64) -> u32 {
+        if self.window != window {
+            self.window = window;
+            self.used = 0;
+        }
+        self.used
+    }
+
+    /// Takes one unit whatever the count (for an unlimited org, which still reports usage).
+    fn take(&mut self, window: u64) {
+        self.used = self.used_in(window).saturating_add(1);
+    }
+
+    /// Takes one unit if the limit allows it.
+    fn try_take(&mut self, window: u64, limit: u32) -> bool {
+        if self.used_in(window) >= limit {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
+}
+
+/// The `x-ratelimit-*` values for one response.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateSnapshot {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_seconds: u64,
+    pub reset_epoch: u64,
+}
+
+/// Why a /v1 request was turned away before reaching its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Unauthorized,
+    OrgLimited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreRefusal {
+    CustomerLimited,
+}
+
+/// A stored message, shared read-only with response builders once stored.
+#[derive(Debug)]
+pub(crate) struct StoredMessage {
+    pub id: String,
+    pub conversation_id: String,
+    pub customer_id: String,
+    pub created_by: String,
+    pub modified_by: String,
+    pub attributes: Map<String, Value>,
+}
+
+impl StoredMessage {
+    fn summary(&self) -> SandboxMessage {
+        let text = |name: &str| {
+            self.attributes
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        SandboxMessage {
+            id: self.id.clone(),
+            external_id: text("externalId"),
+            sent_at: text("sentAt"),
+            created_at: text("createdAt"),
+            created_by: self.created_by.clone(),
+            modified_at: text("modifiedAt"),
+            modified_by: self.modified_by.clone(),
+            imported_at: text("importedAt"),
+            direction: text("direction"),
+            preview: text("preview"),
+        }
+    }
+}
+
+/// A message ready to store: everything but its id.
+pub(crate) struct NewMessage {
+    pub conversation_id: String,
+    pub customer_id: String,
+    pub created_by: String,
+    pub modified_by: String,
+    pub attributes: Map<String, Value>,
+    /// Messages with `importedAt` are exempt from the per-customer limit.
+    pub counts_against_customer: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests_total: u64,
+    requests_by_status: BTreeMap<u16, u64>,
+    dropped_connections: u64,
+    duplicate_external_ids: u64,
+    faults: FaultCounts,
+}
+
+/// Everything behind the mutex.
+pub(crate) struct World {
+    fault_rng: StdRng,
+    jitter_rng: StdRng,
+    id_salt: u64,
+    id_sequence: u64,
+    org_window: WindowCount,
+    customer_windows: HashMap<String, WindowCount>,
+    admin_revoked: bool,
+    revoke_admin_after: Option<u64>,
+    creates_seen: u64,
+    messages: Vec<Arc<StoredMessage>>,
+    latest_by_external_id: HashMap<String, usize>,
+    by_conversation: HashMap<String, Vec<usize>>,
+    counters: Counters,
+}
+
+/// State shared by every connection of one sandbox.
+pub(crate) struct Shared {
+    pub config: SandboxConfig,
+    pub validator: MessageValidator,
+    pub clock: Clock,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    world: Mutex<World>,
+}
+
+/// Counts one /v1 request as in flight for as long as it lives (dropped connections included).
+pub(crate) struct InFlight<'a>(&'a Shared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(config: SandboxConfig) -> Self {
+        // Separate streams so that latency draws never shift the fault sequence.
+        let mut seeder = StdRng::seed_from_u64(config.seed);
+        let fault_rng = StdRng::seed_from_u64(seeder.random());
+        let jitter_rng = StdRng::seed_from_u64(seeder.random());
+        let id_salt = seeder.random();
+        let world = World {
+            fault_rng,
+            jitter_rng,
+            id_salt,
+            id_sequence: 0,
+            org_window: WindowCount::default(),
+            customer_windows: HashMap::new(),
+            admin_revoked: false,
+            revoke_admin_after: config.faults.revoke_admin_after,
+            creates_seen: 0,
+            messages: Vec::new(),
+            latest_by_external_id: HashMap::new(),
+            by_conversation: HashMap::new(),
+            counters: Counters::default(),
+        };
+        Self {
+            clock: Clock::new(config.window),
+            validator: MessageValidator::new(),
+            config,
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            world: Mutex::new(world),
+        }
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        // A panic while holding the lock leaves counters at worst slightly off; keep serving.
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    pub(crate) fn next_delay(&self) -> Duration {
+        let faults = &self.config.faults;
+        if faults.jitter.is_zero() {
+            return faults.latency;
+        }
+        faults.delay(&mut self.world().jitter_rng)
+    }
+
+    /// Counts the request, authenticates it and charges the org limit, in that order.
+    pub(crate) fn admit(
+        &self,
+        bearer: Option<&str>,
+        is_create: bool,
+        now: Instant,
+    ) -> (Result<&'static KeyProfile, Refusal>, RateSnapshot) {
+        let window = self.clock.window_index(now);
+        let mut world = self.world();
+        world.counters.requests_total += 1;
+        if is_create {
+            world.creates_seen += 1;
+            if world
+                .revoke_admin_after
+                .is_some_and(|after| world.creates_seen > after)
+            {
+                world.admin_revoked = true;
+            }
+        }
+        let profile = bearer
+            .and_then(key_profile)
+            .filter(|profile| !(profile.kind == KeyKind::Admin && world.admin_revoked));
+        let outcome = match profile {
+            // Unauthenticated requests cannot be charged to the org.
+            None => Err(Refusal::Unauthorized),
+            Some(profile) => {
+                let allowed = match self.config.org_limit {
+                    Some(limit) => world.org_window.try_take(window, limit),
+                    None => {
+                        world.org_window.take(window);
+                        true
+                    }
+                };
+                if allowed {
+                    Ok(profile)
+                } else {
+                    world.counters.faults.rate_limited_org += 1;
+                    Err(Refusal::OrgLimited)
+                }
+            }
+        };
+        let used = world.org_window.used_in(window);
+        drop(world);
+        let limit = self.config.org_limit.unwrap_or(UNLIMITED);
+        let snapshot = RateSnapshot {
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset_seconds: self.clock.seconds_to_reset(now),
+            reset_epoch: self.clock.reset_epoch(now),
+        };
+        (outcome, snapshot)
+    }
+
+    pub(crate) fn record_status(&self, status: u16) {
+        *self
+            .world()
+            .counters
+            .requests_by_status
+            .entry(status)
+            .or_insert(0) += 1;
+    }
+
+    /// Rolls the fault dice for one create request and counts what they injected before storing.
+    pub(crate) fn roll_faults(&self) -> FaultRoll {
+        let mut world = self.world();
+        let roll = self.config.faults.roll(&mut world.fault_rng);
+        let counts = &mut world.counters;
+        match roll.before_store {
+            super::faults::BeforeStore::Proceed => {}
+            super::faults::BeforeStore::Error500 => counts.faults.error_500 += 1,
+            super::faults::BeforeStore::Error503 => counts.faults.error_503 += 1,
+            super::faults::BeforeStore::DropConnection => {
+                counts.faults.drop_before_store += 1;
+                counts.dropped_connections += 1;
+            }
+        }
+        roll
+    }
+
+    /// Charges the per-customer limit and stores the message; counts a store-then-drop if the
+    /// dice asked for one.
+    pub(crate) fn store(
+        &self,
+        message: NewMessage,
+        drop_after_store: bool,
+        now: Instant,
+    ) -> Result<Arc<StoredMessage>, StoreRefusal> {
+        let window = self.clock.window_index(now);
+        let mut world = self.world();
+        if message.counts_against_customer {
+            let allowed = world
+                .customer_windows
+                .entry(message.customer_id.clone())
+                .or_default()
+                .try_take(window, self.config.customer_limit);
+            if !allowed {
+                world.counters.faults.rate_limited_customer += 1;
+                return Err(StoreRefusal::CustomerLimited);
+            }
+        }
+        world.id_sequence += 1;
+        let id = object_id(world.id_salt.wrapping_add(world.id_sequence));
+        let stored = Arc::new(StoredMessage {
+            id,
+            conversation_id: message.conversation_id,
+            customer_id: message.customer_id,
+            created_by: message.created_by,
+            modified_by: message.modified_by,
+            attributes: message.attributes,
+        });
+        let index = world.messages.len();
+        world.messages.push(Arc::clone(&stored));
+        if let Some(external_id) = stored.attributes.get("externalId").and_then(Value::as_str) {
+            if world
+                .latest_by_external_id
+                .insert(external_id.to_owned(), index)
+                .is_some()
+            {
+                world.counters.duplicate_external_ids += 1;
+            }
+        }
+        world
+            .by_conversation
+            .entry(stored.conversation_id.clone())
+            .or_default()
+            .push(index);
+        if drop_after_store {
+            world.counters.faults.store_then_drop += 1;
+            world.counters.dropped_connections += 1;
+        }
+        Ok(stored)
+    }
+
+    pub(crate) fn latest_by_external_id(&self, external_id: &str) -> Option<Arc<StoredMessage>> {
+        let world = self.world();
+        let index = *world.latest_by_external_id.get(external_id)?;
+        world.messages.get(index).cloned()
+    }
+
+    pub(crate) fn set_admin_revoked(&self, revoked: bool) {
+        let mut world = self.world();
+        world.admin_revoked = revoked;
+        if !revoked {
+            // Restoring disarms `revoke_admin_after`, or the next create would revoke again.
+            world.revoke_admin_after = None;
+        }
+    }
+
+    pub(crate) fn stats(&self) -> SandboxStats {
+        let world = self.world();
+        let counters = &world.counters;
+        SandboxStats {
+            messages_stored: world.messages.len() as u64,
+            duplicate_external_ids: counters.duplicate_external_ids,
+            requests_total: counters.requests_total,
+            requests_by_status: counters
+                .requests_by_status
+                .iter()
+                .map(|(status, count)| (status.to_string(), *count))
+                .collect(),
+            dropped_connections: counters.dropped_connections,
+            max_concurrency: self.max_in_flight.load(Ordering::Relaxed),
+            faults_injected: counters.faults.clone(),
+        }
+    }
+
+    pub(crate) fn messages(&self) -> MessagesDump {
+        let world = self.world();
+        let conversations = world
+            .by_conversation
+            .iter()
+            .map(|(conversation, indexes)| {
+                let listed = indexes
+                    .iter()
+                    .filter_map(|index| world.messages.get(*index))
+                    .map(|message| message.summary())
+                    .collect();
+                (conversation.clone(), listed)
+            })
+            .collect();
+        MessagesDump { conversations }
+    }
+}
+
+/// An ObjectId-like id: 4 bytes of Unix time, then 8 bytes unique within this sandbox.
+fn object_id(unique: u64) -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    // ObjectIds keep only the low 32 bits of the time, as MongoDB does.
+    format!("{:08x}{unique:016x}", seconds as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_count_resets_on_a_new_window() {
+        let mut count = WindowCount::default();
+        assert!(count.try_take(0, 2));
+        assert!(count.try_take(0, 2));
+        assert!(!count.try_take(0, 2));
+        assert!(count.try_take(1, 2));
+        assert_eq!(count.used_in(1), 1);
+        count.used = u32::MAX;
+        count.take(1);
+        assert_eq!(count.used_in(1), u32::MAX);
+    }
+
+    #[test]
+    fn customer_ids_are_stable_object_ids() {
+        let a = customer_of("0123456789abcdef01234567");
+        assert_eq!(a, customer_of("0123456789abcdef01234567"));
+        assert_ne!(a, customer_of("0123456789abcdef01234568"));
+        assert!(super::super::validate::is_object_id(&a));
+    }
+
+    #[test]
+    fn object_ids_differ_by_their_unique_part() {
+        let a = object_id(1);
+        let b = object_id(2);
+        assert_eq!(a.len(), 24);
+        assert_ne!(a[8..], b[8..]);
+    }
+
+    #[test]
+    fn seconds_to_reset_rounds_up() {
+        let clock = Clock::new(Duration::from_millis(1500));
+        let now = clock.started + Duration::from_millis(200);
+        assert_eq!(clock.seconds_to_reset(now), 2);
+        let later = clock.started + Duration::from_millis(1600);
+        assert_eq!(clock.window_index(later), 1);
+        assert_eq!(clock.seconds_to_reset(later), 2);
+        assert!(clock.reset_epoch(now) >= clock.reset_epoch(clock.started));
+    }
+}
