@@ -1,32 +1,861 @@
-//! TEMPORARY stub until the report branch lands.
-use crate::checkpoint::Checkpoint;
+//! Reads a checkpoint back and tells what happened: `status` and `report`.
+//!
+//! Everything here works on a read-only connection while a run writes: each report reads one
+//! consistent snapshot (a WAL read transaction, which never blocks the writer), aggregates with
+//! SQL, and streams rows, so memory stays constant however many rows the job has.
+//!
+//! # JSON report fields
+//!
+//! `write_report(.., ReportFormat::Json, ..)` writes one JSON object, these field names stable:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `checkpoint` | path of the checkpoint file |
+//! | `generated_at` | when the report was made (RFC 3339 UTC) |
+//! | `job` | the job's settings: `input_display`, `input_path`, `input_size`, `input_sha256`, `format`, `compression`, `base_url`, `imported_at`, `audit_fields`, `created_by`, `timezone`, `ignore_unknown`, `settings` (object), `tool_version`, `created_at_ms`, `staged_through_line`, `staging_complete` |
+//! | `counts` | rows by state: `pending`, `sending`, `succeeded`, `failed`, `invalid`, `duplicate` |
+//! | `total` | rows in the checkpoint (sum of `counts`) |
+//! | `held` | pending rows waiting behind a retryable failure earlier in their conversation |
+//! | `remaining` | rows still to send: pending + sending |
+//! | `staging` | `staged_through_line` (highest input line staged), `complete` (bool) |
+//! | `first_attempt_at` | first send attempt (RFC 3339 UTC) or null |
+//! | `last_result_at` | latest succeeded/failed result (RFC 3339 UTC) or null |
+//! | `elapsed_seconds` | from `first_attempt_at` to `last_result_at`, or null |
+//! | `finished` | rows with a final result (succeeded + failed) |
+//! | `average_rate_per_second` | `finished / elapsed_seconds`, or null |
+//! | `last_minute_rate_per_second` | results in the 60 s before `generated_at`, per second |
+//! | `eta_seconds` | `remaining / last_minute_rate_per_second`; 0 when nothing remains; null when the rate is 0 |
+//! | `top_errors` | the 10 largest error groups: `error_code`, `error_message`, `count`, `example_lines` |
+//! | `errors` | every error group (failed, invalid and duplicate rows), largest first, same shape |
+//!
+//! # CSV report
+//!
+//! Header `line,externalId,conversationId,state,messageId,httpStatus,errorCode,errorMessage,`
+//! `attempts,firstAttemptAt,lastAttemptAt`, then one record per input row (invalid and duplicate
+//! rows included) in line order; times RFC 3339 UTC, absent values empty.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::checkpoint::{
+    Checkpoint, CheckpointError, ErrorGroup, Job, RowOutcome, RowState, StateCounts,
+};
+
+/// Error groups shown by `status`.
+const TOP_ERRORS: u64 = 10;
+/// Example lines given per error group.
+const EXAMPLE_LINES: u32 = 5;
+/// Window for the current rate.
+const RATE_WINDOW_MS: i64 = 60_000;
+
 #[derive(Debug, thiserror::Error)]
-#[error("report")]
-pub struct ReportError;
+pub enum ReportError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot write the report: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot write the CSV report: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("cannot write the JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// How far staging got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StagingProgress {
+    pub staged_through_line: u64,
+    pub complete: bool,
+}
+
+/// What `status` shows; see the module docs for the field meanings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusSummary {
+    pub checkpoint: PathBuf,
+    pub generated_at: String,
+    pub job: Job,
+    pub counts: StateCounts,
+    pub total: u64,
+    pub held: u64,
+    pub remaining: u64,
+    pub staging: StagingProgress,
+    pub first_attempt_at: Option<String>,
+    pub last_result_at: Option<String>,
+    pub elapsed_seconds: Option<f64>,
+    pub finished: u64,
+    pub average_rate_per_second: Option<f64>,
+    pub last_minute_rate_per_second: f64,
+    pub eta_seconds: Option<f64>,
+    pub top_errors: Vec<ErrorGroup>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportFormat {
     Text,
     Json,
     Csv,
 }
-#[derive(serde::Serialize)]
-pub struct StatusSummary {}
-pub fn status(_: &Checkpoint) -> Result<StatusSummary, ReportError> {
-    todo!()
+
+/// Summarises the checkpoint as of now.
+pub fn status(cp: &Checkpoint) -> Result<StatusSummary, ReportError> {
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    cp.read_consistent(|cp| summarize(cp, now_ms))
 }
-pub fn render_status_text(_: &StatusSummary) -> String {
-    todo!()
+
+fn summarize(cp: &Checkpoint, now_ms: i64) -> Result<StatusSummary, ReportError> {
+    let job = cp.job()?.ok_or_else(|| CheckpointError::NoJob {
+        path: cp.path().to_path_buf(),
+    })?;
+    let counts = cp.counts()?;
+    let held = cp.held_count()?;
+    let activity = cp.activity(now_ms - RATE_WINDOW_MS)?;
+    let mut top_errors = Vec::new();
+    cp.for_each_error_group(Some(TOP_ERRORS), EXAMPLE_LINES, |group| {
+        top_errors.push(group);
+        Ok::<(), CheckpointError>(())
+    })?;
+
+    let elapsed_seconds = match (activity.first_attempt_ms, activity.last_result_ms) {
+        (Some(first), Some(last)) if last >= first => Some((last - first) as f64 / 1000.0),
+        _ => None,
+    };
+    let average_rate_per_second = elapsed_seconds
+        .filter(|elapsed| *elapsed > 0.0)
+        .map(|elapsed| activity.finished as f64 / elapsed);
+    let last_minute_rate_per_second =
+        activity.finished_since as f64 / (RATE_WINDOW_MS as f64 / 1000.0);
+    let remaining = counts.pending + counts.sending;
+    let eta_seconds = if remaining == 0 {
+        Some(0.0)
+    } else if last_minute_rate_per_second > 0.0 {
+        Some(remaining as f64 / last_minute_rate_per_second)
+    } else {
+        None
+    };
+    Ok(StatusSummary {
+        checkpoint: cp.path().to_path_buf(),
+        generated_at: rfc3339(now_ms).unwrap_or_default(),
+        staging: StagingProgress {
+            staged_through_line: job.staged_through_line,
+            complete: job.staging_complete,
+        },
+        job,
+        total: counts.total(),
+        counts,
+        held,
+        remaining,
+        first_attempt_at: activity.first_attempt_ms.and_then(rfc3339),
+        last_result_at: activity.last_result_ms.and_then(rfc3339),
+        elapsed_seconds,
+        finished: activity.finished,
+        average_rate_per_second,
+        last_minute_rate_per_second,
+        eta_seconds,
+        top_errors,
+    })
 }
+
+/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds; None if out of range.
+fn rfc3339(ms: i64) -> Option<String> {
+    jiff::Timestamp::from_millisecond(ms)
+        .ok()
+        .map(|at| format!("{at:.3}"))
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+/// Seconds as `2h 05m 09s`, `4m 03s` or `12s`.
+fn human_duration(seconds: f64) -> String {
+    let total = seconds.max(0.0).round() as u64;
+    let (hours, minutes, secs) = (total / 3600, total / 60 % 60, total % 60);
+    if hours > 0 {
+        format!("{hours}h {minutes:02}m {secs:02}s")
+    } else if minutes > 0 {
+        format!("{minutes}m {secs:02}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// A path as a shell argument the user can paste.
+fn shell_quoted(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c));
+    if plain && !text.is_empty() {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+fn error_label(group: &ErrorGroup) -> String {
+    format!(
+        "{}  {}",
+        group.error_code.as_deref().unwrap_or("(no code)"),
+        group.error_message.as_deref().unwrap_or("(no message)")
+    )
+}
+
+fn example_list(lines: &[u64], count: u64) -> String {
+    let listed: Vec<String> = lines.iter().map(u64::to_string).collect();
+    let more = if count > lines.len() as u64 {
+        ", …"
+    } else {
+        ""
+    };
+    format!(
+        "line{} {}{more}",
+        if count == 1 { "" } else { "s" },
+        listed.join(", ")
+    )
+}
+
+/// The summary for people: aligned, with the commands to go further.
+pub fn render_status_text(summary: &StatusSummary) -> String {
+    use std::fmt::Write as _;
+    let job = &summary.job;
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(text, "  {label:<15} {value}");
+    };
+    line("Checkpoint", summary.checkpoint.display().to_string());
+    line(
+        "Input",
+        format!(
+            "{} ({}, {}, {} bytes)",
+            job.input_display,
+            serde_plain(&job.format),
+            serde_plain(&job.compression),
+            thousands(job.input_size)
+        ),
+    );
+    line("Target", job.base_url.clone());
+    line(
+        "Import stamp",
+        format!(
+            "importedAt {}{}",
+            job.imported_at,
+            if job.audit_fields {
+                ", with audit fields"
+            } else {
+                ""
+            }
+        ),
+    );
+    line("Timezone", job.timezone.clone());
+    if job.settings.as_object().is_some_and(|s| !s.is_empty()) {
+        line("Settings", job.settings.to_string());
+    }
+    line(
+        "Staging",
+        if summary.staging.complete {
+            format!(
+                "complete (through line {})",
+                thousands(summary.staging.staged_through_line)
+            )
+        } else {
+            format!(
+                "in progress or interrupted (through line {})",
+                thousands(summary.staging.staged_through_line)
+            )
+        },
+    );
+
+    let width = thousands(summary.total).len();
+    line(
+        "Rows",
+        format!("{:>width$}  total", thousands(summary.total)),
+    );
+    for state in RowState::ALL {
+        let count = summary.counts.get(state);
+        let share = if summary.total > 0 {
+            format!("{:5.1}%", count as f64 * 100.0 / summary.total as f64)
+        } else {
+            String::new()
+        };
+        let note = match state {
+            RowState::Pending if summary.held > 0 => format!(
+                "  ({} held behind a retryable failure in their conversation)",
+                thousands(summary.held)
+            ),
+            RowState::Sending if count > 0 => "  (outcome unknown until resumed)".to_string(),
+            _ => String::new(),
+        };
+        line(
+            &format!("  {}", state.as_str()),
+            format!("{:>width$}  {share}{note}", thousands(count)),
+        );
+    }
+
+    let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "—".to_string());
+    line("First attempt", or_dash(&summary.first_attempt_at));
+    line("Last result", or_dash(&summary.last_result_at));
+    line(
+        "Elapsed",
+        summary
+            .elapsed_seconds
+            .map_or_else(|| "—".to_string(), human_duration),
+    );
+    line(
+        "Average rate",
+        summary.average_rate_per_second.map_or_else(
+            || "—".to_string(),
+            |rate| {
+                format!(
+                    "{rate:.1} rows/s ({} finished)",
+                    thousands(summary.finished)
+                )
+            },
+        ),
+    );
+    line(
+        "Last minute",
+        format!("{:.1} rows/s", summary.last_minute_rate_per_second),
+    );
+    line(
+        "ETA",
+        match summary.eta_seconds {
+            _ if summary.remaining == 0 => "nothing left to send".to_string(),
+            Some(eta) => format!(
+                "{} for {} rows left",
+                human_duration(eta),
+                thousands(summary.remaining)
+            ),
+            None => format!(
+                "unknown: no results in the last minute ({} rows left)",
+                thousands(summary.remaining)
+            ),
+        },
+    );
+
+    if !summary.top_errors.is_empty() {
+        let _ = writeln!(text, "\n  Top errors");
+        let width = summary
+            .top_errors
+            .iter()
+            .map(|group| thousands(group.count).len())
+            .max()
+            .unwrap_or(1);
+        for group in &summary.top_errors {
+            let _ = writeln!(
+                text,
+                "    {:>width$}  {} ({})",
+                thousands(group.count),
+                error_label(group),
+                example_list(&group.example_lines, group.count)
+            );
+        }
+    }
+
+    let db = shell_quoted(&summary.checkpoint);
+    let _ = writeln!(
+        text,
+        "\n  Every row, with errors:  kustomer-import report --db {db} --format csv"
+    );
+    if summary.remaining > 0 || summary.counts.failed > 0 || !summary.staging.complete {
+        let _ = writeln!(
+            text,
+            "  Continue the job:        kustomer-import resume --db {db}"
+        );
+    }
+    text
+}
+
+/// An enum's serde name (`csv`, `gzip`).
+fn serde_plain(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".to_string(),
+    }
+}
+
+/// Writes the report in `format`, streaming rows; see the module docs for the layouts.
 pub fn write_report(
-    _: &Checkpoint,
-    _: ReportFormat,
-    _: &mut dyn std::io::Write,
+    cp: &Checkpoint,
+    format: ReportFormat,
+    out: &mut dyn Write,
 ) -> Result<(), ReportError> {
-    todo!()
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    cp.read_consistent(|cp| match format {
+        ReportFormat::Text => write_text(cp, now_ms, out),
+        ReportFormat::Json => write_json(cp, now_ms, out),
+        ReportFormat::Csv => write_csv(cp, out),
+    })
 }
+
+fn write_text(cp: &Checkpoint, now_ms: i64, out: &mut dyn Write) -> Result<(), ReportError> {
+    let summary = summarize(cp, now_ms)?;
+    out.write_all(render_status_text(&summary).as_bytes())?;
+    let mut any = false;
+    cp.for_each_error_group(None, EXAMPLE_LINES, |group| {
+        if !any {
+            writeln!(out, "\n  Errors by code and message")?;
+            any = true;
+        }
+        writeln!(
+            out,
+            "    {:>9}  {}\n               {}",
+            thousands(group.count),
+            error_label(&group),
+            example_list(&group.example_lines, group.count)
+        )?;
+        Ok::<(), ReportError>(())
+    })?;
+    if !any {
+        writeln!(out, "\n  No errors.")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn write_json(cp: &Checkpoint, now_ms: i64, out: &mut dyn Write) -> Result<(), ReportError> {
+    let summary = serde_json::to_value(summarize(cp, now_ms)?)?;
+    // The summary is small; the error groups can be as many as the rows, so they are streamed
+    // into the same object after the summary's fields.
+    out.write_all(b"{")?;
+    if let serde_json::Value::Object(fields) = &summary {
+        for (key, value) in fields {
+            serde_json::to_writer(&mut *out, key)?;
+            out.write_all(b":")?;
+            serde_json::to_writer(&mut *out, value)?;
+            out.write_all(b",")?;
+        }
+    }
+    out.write_all(b"\"errors\":[")?;
+    let mut first = true;
+    cp.for_each_error_group(None, EXAMPLE_LINES, |group| {
+        if !first {
+            out.write_all(b",")?;
+        }
+        first = false;
+        serde_json::to_writer(&mut *out, &group)?;
+        Ok::<(), ReportError>(())
+    })?;
+    out.write_all(b"]}\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The CSV report's header, in column order.
+pub const CSV_HEADER: [&str; 11] = [
+    "line",
+    "externalId",
+    "conversationId",
+    "state",
+    "messageId",
+    "httpStatus",
+    "errorCode",
+    "errorMessage",
+    "attempts",
+    "firstAttemptAt",
+    "lastAttemptAt",
+];
+
+fn write_csv(cp: &Checkpoint, out: &mut dyn Write) -> Result<(), ReportError> {
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record(CSV_HEADER)?;
+    cp.for_each_row_outcome(|row: &RowOutcome| {
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        let time = |ms: Option<i64>| ms.and_then(rfc3339).unwrap_or_default();
+        csv.write_record([
+            row.line.to_string(),
+            text(&row.external_id),
+            text(&row.conversation_id),
+            row.state.as_str().to_string(),
+            text(&row.message_id),
+            row.http_status.map(|s| s.to_string()).unwrap_or_default(),
+            text(&row.error_code),
+            text(&row.error_message),
+            row.attempts.to_string(),
+            time(row.first_attempt_ms),
+            time(row.last_attempt_ms),
+        ])?;
+        Ok::<(), ReportError>(())
+    })?;
+    csv.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::test_support::{checkpoint_with_job, invalid, stage, valid};
+    use crate::checkpoint::RowResult;
+
+    const T0: i64 = 1_000_000;
+
+    fn result(
+        state: RowState,
+        code: Option<&str>,
+        message: &str,
+        retryable: bool,
+        at_ms: i64,
+    ) -> RowResult {
+        RowResult {
+            state,
+            message_id: (state == RowState::Succeeded)
+                .then(|| "0123456789abcdef01234567".to_string()),
+            http_status: Some(match code {
+                Some("http_503") => 503,
+                Some(_) => 400,
+                None => 201,
+            }),
+            error_code: code.map(str::to_string),
+            error_message: code.map(|_| message.to_string()),
+            retryable,
+            latency_ms: Some(5),
+            at_ms,
+        }
+    }
+
+    /// c1: lines 8 (earliest), 1 (fails, retryable), 2, 3 — so 2 and 3 are held;
+    /// c2: lines 4 (succeeds), 5 (fails for good); line 6 invalid; line 7 duplicates line 4.
+    async fn sample_checkpoint() -> (tempfile::TempDir, Checkpoint) {
+        let (dir, mut cp) = checkpoint_with_job();
+        stage(
+            &mut cp,
+            vec![
+                valid(1, "c1", "e1", 10),
+                valid(2, "c1", "e2", 20),
+                valid(3, "c1", "e3", 30),
+                valid(4, "c2", "e4", 10),
+                valid(5, "c2", "e5", 20),
+                invalid(6, "sentAt: not a date"),
+                valid(7, "c2", "e4", 30),
+                valid(8, "c1", "e8", 5),
+            ],
+        );
+        let writer = cp.writer().unwrap();
+        writer.mark_sending(1, T0).await.unwrap();
+        writer
+            .record(
+                1,
+                result(
+                    RowState::Failed,
+                    Some("http_503"),
+                    "unavailable",
+                    true,
+                    T0 + 10_000,
+                ),
+            )
+            .unwrap();
+        writer.mark_sending(4, T0 + 5_000).await.unwrap();
+        writer
+            .record(4, result(RowState::Succeeded, None, "", false, T0 + 20_000))
+            .unwrap();
+        writer.mark_sending(5, T0 + 6_000).await.unwrap();
+        writer
+            .record(
+                5,
+                result(
+                    RowState::Failed,
+                    Some("http_400"),
+                    "bad, \"quoted\"",
+                    false,
+                    T0 + 30_000,
+                ),
+            )
+            .unwrap();
+        writer.close().unwrap();
+        (dir, cp)
+    }
+
+    #[tokio::test]
+    async fn status_counts_held_rates_and_errors() {
+        let (_dir, cp) = sample_checkpoint().await;
+        let reader = Checkpoint::open_read_only(cp.path()).unwrap();
+        let summary = reader
+            .read_consistent(|r| summarize(r, T0 + 60_000))
+            .unwrap();
+        assert_eq!(summary.counts, reader.counts().unwrap());
+        assert_eq!(
+            (
+                summary.counts.pending,
+                summary.counts.succeeded,
+                summary.counts.failed
+            ),
+            (3, 1, 2)
+        );
+        assert_eq!((summary.counts.invalid, summary.counts.duplicate), (1, 1));
+        assert_eq!(summary.total, 8);
+        assert_eq!(
+            summary.held, 2,
+            "lines 2 and 3 wait behind line 1; line 8 comes first"
+        );
+        assert_eq!(summary.remaining, 3);
+        assert_eq!(
+            summary.staging,
+            StagingProgress {
+                staged_through_line: 8,
+                complete: true
+            }
+        );
+        assert_eq!(
+            summary.first_attempt_at.as_deref(),
+            Some("1970-01-01T00:16:40.000Z")
+        );
+        assert_eq!(
+            summary.last_result_at.as_deref(),
+            Some("1970-01-01T00:17:10.000Z")
+        );
+        assert_eq!(summary.elapsed_seconds, Some(30.0));
+        assert_eq!(summary.finished, 3);
+        assert_eq!(summary.average_rate_per_second, Some(0.1));
+        assert_eq!(summary.last_minute_rate_per_second, 3.0 / 60.0);
+        assert_eq!(summary.eta_seconds, Some(60.0));
+        let codes: Vec<_> = summary
+            .top_errors
+            .iter()
+            .map(|g| {
+                (
+                    g.error_code.clone().unwrap(),
+                    g.count,
+                    g.example_lines.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                ("duplicate_external_id".to_string(), 1, vec![7]),
+                ("http_400".to_string(), 1, vec![5]),
+                ("http_503".to_string(), 1, vec![1]),
+                ("invalid_row".to_string(), 1, vec![6]),
+            ]
+        );
+
+        // An hour later nothing finished in the last minute: no rate, no ETA.
+        let later = reader
+            .read_consistent(|r| summarize(r, T0 + 3_600_000))
+            .unwrap();
+        assert_eq!(later.last_minute_rate_per_second, 0.0);
+        assert_eq!(later.eta_seconds, None);
+    }
+
+    #[tokio::test]
+    async fn error_groups_count_rows_and_cap_examples() {
+        let (_dir, mut cp) = checkpoint_with_job();
+        stage(
+            &mut cp,
+            (1..=12).map(|l| invalid(l, "sentAt: missing")).collect(),
+        );
+        let summary = status(&cp).unwrap();
+        assert_eq!(summary.top_errors.len(), 1);
+        assert_eq!(summary.top_errors[0].count, 12);
+        assert_eq!(summary.top_errors[0].example_lines, vec![1, 2, 3, 4, 5]);
+        assert_eq!(summary.eta_seconds, Some(0.0), "nothing to send");
+    }
+
+    #[tokio::test]
+    async fn csv_has_every_row_in_line_order_and_agrees_with_counts() {
+        let (_dir, cp) = sample_checkpoint().await;
+        let reader = Checkpoint::open_read_only(cp.path()).unwrap();
+        let mut out = Vec::new();
+        write_report(&reader, ReportFormat::Csv, &mut out).unwrap();
+        let mut csv = csv::Reader::from_reader(out.as_slice());
+        assert_eq!(csv.headers().unwrap(), CSV_HEADER.as_slice());
+        let records: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+        let lines: Vec<&str> = records.iter().map(|r| &r[0]).collect();
+        assert_eq!(lines, vec!["1", "2", "3", "4", "5", "6", "7", "8"]);
+
+        let mut from_csv = StateCounts::default();
+        for record in &records {
+            match RowState::parse(&record[3]).unwrap() {
+                RowState::Pending => from_csv.pending += 1,
+                RowState::Sending => from_csv.sending += 1,
+                RowState::Succeeded => from_csv.succeeded += 1,
+                RowState::Failed => from_csv.failed += 1,
+                RowState::Invalid => from_csv.invalid += 1,
+                RowState::Duplicate => from_csv.duplicate += 1,
+            }
+        }
+        assert_eq!(from_csv, reader.counts().unwrap());
+
+        let row4: Vec<&str> = records[3].iter().collect();
+        assert_eq!(
+            row4,
+            vec![
+                "4",
+                "e4",
+                "c2",
+                "succeeded",
+                "0123456789abcdef01234567",
+                "201",
+                "",
+                "",
+                "1",
+                "1970-01-01T00:16:45.000Z",
+                "1970-01-01T00:16:45.000Z"
+            ]
+        );
+        assert_eq!(&records[4][7], "bad, \"quoted\"", "quoting round-trips");
+        assert_eq!(&records[5][3], "invalid");
+        assert_eq!(&records[5][7], "sentAt: not a date");
+        assert_eq!(&records[6][7], "externalId e4 already used by line 4");
+        assert_eq!(&records[1][8], "0");
+        assert_eq!(&records[1][9], "");
+    }
+
+    #[tokio::test]
+    async fn json_is_one_object_with_documented_fields() {
+        let (_dir, cp) = sample_checkpoint().await;
+        let mut out = Vec::new();
+        write_report(&cp, ReportFormat::Json, &mut out).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for field in [
+            "checkpoint",
+            "generated_at",
+            "job",
+            "counts",
+            "total",
+            "held",
+            "remaining",
+            "staging",
+            "first_attempt_at",
+            "last_result_at",
+            "elapsed_seconds",
+            "finished",
+            "average_rate_per_second",
+            "last_minute_rate_per_second",
+            "eta_seconds",
+            "top_errors",
+            "errors",
+        ] {
+            assert!(json.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(json["counts"]["pending"], 3);
+        assert_eq!(json["total"], 8);
+        assert_eq!(json["held"], 2);
+        assert_eq!(json["job"]["input_display"], "messages.csv");
+        assert_eq!(json["job"]["format"], "csv");
+        assert_eq!(json["job"]["settings"]["concurrency"], 8);
+        assert_eq!(json["staging"]["complete"], true);
+        assert_eq!(json["errors"].as_array().unwrap().len(), 4);
+        assert_eq!(json["errors"][0]["error_code"], "duplicate_external_id");
+        assert_eq!(json["errors"][0]["example_lines"], serde_json::json!([7]));
+    }
+
+    #[tokio::test]
+    async fn text_report_shows_summary_errors_and_next_steps() {
+        let (_dir, cp) = sample_checkpoint().await;
+        let mut out = Vec::new();
+        write_report(&cp, ReportFormat::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("messages.csv (csv, gzip, 1,234 bytes)"),
+            "{text}"
+        );
+        assert!(text.contains("2 held behind a retryable failure"), "{text}");
+        assert!(text.contains("Errors by code and message"), "{text}");
+        assert!(text.contains("http_503  unavailable"), "{text}");
+        assert!(text.contains("line 1"), "{text}");
+        assert!(text.contains("kustomer-import resume --db"), "{text}");
+        assert!(text.contains("--format csv"), "{text}");
+        let rows_line = text.lines().find(|l| l.contains("succeeded")).unwrap();
+        assert!(rows_line.contains(" 1 "), "{rows_line}");
+    }
+
+    #[tokio::test]
+    async fn status_works_while_a_writer_holds_a_transaction() {
+        let (_dir, cp) = sample_checkpoint().await;
+        let writer = rusqlite::Connection::open(cp.path()).unwrap();
+        writer
+            .execute_batch("BEGIN IMMEDIATE; UPDATE row SET state = 'sending' WHERE line = 2;")
+            .unwrap();
+        let reader = Checkpoint::open_read_only(cp.path()).unwrap();
+        let started = std::time::Instant::now();
+        let summary = status(&reader).unwrap();
+        let mut out = Vec::new();
+        write_report(&reader, ReportFormat::Csv, &mut out).unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "reader waited"
+        );
+        assert_eq!(
+            summary.counts.sending, 0,
+            "uncommitted writes are invisible"
+        );
+        writer.execute_batch("COMMIT").unwrap();
+        assert_eq!(status(&reader).unwrap().counts.sending, 1);
+    }
+
+    #[test]
+    fn status_without_a_job_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        drop(Checkpoint::open(&path).unwrap());
+        let reader = Checkpoint::open_read_only(&path).unwrap();
+        assert!(matches!(
+            status(&reader),
+            Err(ReportError::Checkpoint(CheckpointError::NoJob { .. }))
+        ));
+    }
+
+    #[test]
+    fn number_and_duration_formatting() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(human_duration(9.4), "9s");
+        assert_eq!(human_duration(243.0), "4m 03s");
+        assert_eq!(human_duration(7509.0), "2h 05m 09s");
+        assert_eq!(shell_quoted(Path::new("/tmp/cp.db")), "/tmp/cp.db");
+        assert_eq!(
+            shell_quoted(Path::new("/tmp/my cp's.db")),
+            r"'/tmp/my cp'\''s.db'"
+        );
+    }
+}
+
+/// Lists rows that will not be (or were not) sent — invalid, duplicate, failed — one line each
+/// as `line N: [state] reason`, at most `limit` of them, then how many more there are.
 pub fn write_problem_rows(
-    _: &Checkpoint,
-    _: &mut dyn std::io::Write,
-    _: usize,
+    cp: &Checkpoint,
+    out: &mut dyn Write,
+    limit: usize,
 ) -> Result<(), ReportError> {
-    todo!()
+    let mut shown = 0usize;
+    let mut more = 0u64;
+    cp.for_each_row_outcome(|row| {
+        if !matches!(
+            row.state,
+            RowState::Invalid | RowState::Duplicate | RowState::Failed
+        ) {
+            return Ok(());
+        }
+        if shown == limit {
+            more += 1;
+            return Ok(());
+        }
+        shown += 1;
+        writeln!(
+            out,
+            "line {}: [{}] {}",
+            row.line,
+            row.state.as_str(),
+            row.error_message.as_deref().unwrap_or("")
+        )?;
+        Ok::<(), ReportError>(())
+    })?;
+    if more > 0 {
+        writeln!(out, "... and {more} more (see `kustomer-import report --format csv`)")?;
+    }
+    Ok(())
 }
