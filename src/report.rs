@@ -492,6 +492,45 @@ fn write_csv(cp: &Checkpoint, out: &mut dyn Write) -> Result<(), ReportError> {
     Ok(())
 }
 
+/// Lists rows that will not be (or were not) sent — invalid, duplicate, failed — one line each
+/// as `line N: [state] reason`, at most `limit` of them, then how many more there are.
+pub fn write_problem_rows(
+    cp: &Checkpoint,
+    out: &mut dyn Write,
+    limit: usize,
+) -> Result<(), ReportError> {
+    let mut shown = 0usize;
+    let mut more = 0u64;
+    cp.for_each_row_outcome(|row| {
+        if !matches!(
+            row.state,
+            RowState::Invalid | RowState::Duplicate | RowState::Failed
+        ) {
+            return Ok(());
+        }
+        if shown == limit {
+            more += 1;
+            return Ok(());
+        }
+        shown += 1;
+        writeln!(
+            out,
+            "line {}: [{}] {}",
+            row.line,
+            row.state.as_str(),
+            row.error_message.as_deref().unwrap_or("")
+        )?;
+        Ok::<(), ReportError>(())
+    })?;
+    if more > 0 {
+        writeln!(
+            out,
+            "... and {more} more (see `kustomer-import report --format csv`)"
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,40 +861,4 @@ mod tests {
             r"'/tmp/my cp'\''s.db'"
         );
     }
-}
-
-/// Lists rows that will not be (or were not) sent — invalid, duplicate, failed — one line each
-/// as `line N: [state] reason`, at most `limit` of them, then how many more there are.
-pub fn write_problem_rows(
-    cp: &Checkpoint,
-    out: &mut dyn Write,
-    limit: usize,
-) -> Result<(), ReportError> {
-    let mut shown = 0usize;
-    let mut more = 0u64;
-    cp.for_each_row_outcome(|row| {
-        if !matches!(
-            row.state,
-            RowState::Invalid | RowState::Duplicate | RowState::Failed
-        ) {
-            return Ok(());
-        }
-        if shown == limit {
-            more += 1;
-            return Ok(());
-        }
-        shown += 1;
-        writeln!(
-            out,
-            "line {}: [{}] {}",
-            row.line,
-            row.state.as_str(),
-            row.error_message.as_deref().unwrap_or("")
-        )?;
-        Ok::<(), ReportError>(())
-    })?;
-    if more > 0 {
-        writeln!(out, "... and {more} more (see `kustomer-import report --format csv`)")?;
-    }
-    Ok(())
 }

@@ -13,6 +13,8 @@ use serde_json::Value;
 
 pub const ADMIN_KEY: &str = "sandbox-admin-key";
 pub const AGENT_KEY: &str = "sandbox-agent-key";
+/// The createdBy every generated row carries.
+pub const AGENT_USER: &str = "5f0000000000000000000001";
 
 pub fn bin_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kustomer-import"))
@@ -203,12 +205,8 @@ pub fn write_csv(path: &Path, rows: usize, conversations: usize, seed: u64) -> V
         let direction = if index % 3 == 0 { "out" } else { "in" };
         writeln!(
             file,
-            "{},{},chat,tests,{direction},{},\"Hello, \"\"{}\"\" — ünïcödé ✓\",{}",
-            row.conversation_id,
-            row.external_id,
-            row.sent_at,
-            row.external_id,
-            "5f0000000000000000000001"
+            "{},{},chat,tests,{direction},{},\"Hello, \"\"{}\"\" — ünïcödé ✓\",{AGENT_USER}",
+            row.conversation_id, row.external_id, row.sent_at, row.external_id,
         )
         .unwrap();
     }
