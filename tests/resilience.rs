@@ -99,40 +99,63 @@ fn kill_9_at_several_points_then_resume_loses_and_duplicates_nothing() {
     assert!(report.iter().all(|r| r["state"] == "succeeded"));
 }
 
+/// (staged_through_line, staging_complete) read straight from the checkpoint, if it has a job.
+fn staging_progress(db: &std::path::Path) -> Option<(u64, bool)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row(
+        "SELECT staged_through_line, staging_complete FROM job",
+        [],
+        |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? != 0)),
+    )
+    .ok()
+}
+
 #[test]
 fn kill_9_during_staging_resumes_staging_from_the_recorded_input() {
     let sandbox = Sandbox::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let expected = write_csv(&dir.path().join("in.csv"), 20_000, 200, 12);
+    let expected = write_csv(&dir.path().join("in.csv"), 30_000, 300, 12);
+    let db = dir.path().join("job.sqlite");
     let mut child = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &[]);
-    // Wait for the checkpoint to exist and a batch or two to commit, then cut.
-    wait_until(LIMIT, "checkpoint created", || {
-        dir.path().join("job.sqlite").exists()
+    // Cut as soon as a first batch is committed and staging is still going.
+    wait_until(LIMIT, "a staged batch", || {
+        matches!(staging_progress(&db), Some((line, _)) if line > 0)
+            || child.try_wait().unwrap().is_some()
     });
-    std::thread::sleep(Duration::from_millis(150));
     child.kill().unwrap();
     child.wait().unwrap();
-
-    let status = status_json(dir.path(), "job.sqlite");
-    let staged_sent = sandbox.stored();
-    assert!(
-        status.to_string().contains("staging_complete\":false") || staged_sent > 0,
-        "the cut should land during staging or just after: {status}"
+    let (staged_through, complete) = staging_progress(&db).expect("job recorded");
+    assert!(!complete, "the cut must land during staging");
+    assert!(staged_through > 0 && staged_through < 30_001);
+    assert_eq!(
+        sandbox.stats()["requests_total"],
+        0,
+        "nothing sent while staging"
     );
 
-    // A changed input is refused while staging is unfinished.
-    if status.to_string().contains("staging_complete\":false") {
-        let original = std::fs::read(dir.path().join("in.csv")).unwrap();
-        std::fs::write(dir.path().join("in.csv"), b"conversationId,channel\n").unwrap();
-        let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
-        assert_eq!(code(&output), 2, "{}", text(&output));
-        assert!(
-            String::from_utf8_lossy(&output.stderr).contains("changed"),
-            "{}",
-            text(&output)
-        );
-        std::fs::write(dir.path().join("in.csv"), original).unwrap();
-    }
+    // A changed input is refused while staging is unfinished, and nothing is sent.
+    let original = std::fs::read(dir.path().join("in.csv")).unwrap();
+    std::fs::write(dir.path().join("in.csv"), b"conversationId,channel\n").unwrap();
+    let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 2, "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("changed"),
+        "{}",
+        text(&output)
+    );
+    std::fs::remove_file(dir.path().join("in.csv")).unwrap();
+    let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 2, "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("gone"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(sandbox.stats()["requests_total"], 0);
+
+    std::fs::write(dir.path().join("in.csv"), original).unwrap();
     resume_until_done(dir.path(), &sandbox);
     assert_stored_exactly_once_in_order(&sandbox, &expected);
 }
