@@ -26,6 +26,7 @@ use crate::progress::{Display, SendCounters};
 use crate::retry::RetryPolicy;
 use crate::sandbox::{self, SandboxConfig};
 use crate::scheduler::{self, SendPlan, SendStop};
+use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
 
 const CONVERSATION_SIZE: u64 = 20;
 
@@ -169,9 +170,10 @@ async fn bench_sending(
     let requests = load_requests(&checkpoint)?;
     drop(checkpoint);
 
-    let client = Arc::new(ApiClient::new(client_config(
-        &reference_sandbox.base_url(),
-    ))?);
+    let client = Arc::new(ApiClient::new(
+        client_config(&reference_sandbox.base_url()),
+        None,
+    )?);
     let requests = Arc::new(requests);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -201,12 +203,23 @@ async fn bench_sending(
 
     // Measured: the real send phase, into a fresh sandbox.
     let measured_sandbox = sandbox::start(SandboxConfig::new(loopback())).await?;
-    let client = Arc::new(ApiClient::new(client_config(&measured_sandbox.base_url()))?);
+    // The same concurrency as the reference and a budget far above what loopback can carry, so
+    // the ratio measures the importer's own overhead, not pacing.
+    let throttle = Arc::new(Throttle::new(
+        RateBudget::new(u32::MAX / 2),
+        ConcurrencyLimit::fixed(concurrency),
+    ));
+    let client = Arc::new(ApiClient::new(
+        client_config(&measured_sandbox.base_url()),
+        Some(throttle),
+    )?);
     let counters = SendCounters::with_total(rows);
     let plan = SendPlan {
         checkpoint: db.clone(),
-        concurrency,
+        workers: concurrency,
         retry: RetryPolicy::default(),
+        max_failed_rows: rows,
+        verify_audit_fields: true,
         shutdown_grace: Duration::from_secs(5),
     };
     let started = Instant::now();

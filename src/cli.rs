@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Import historical support messages into Kustomer: ordered, rate-aware, resumable.",
     after_help = "The API key comes from KUSTOMER_API_KEY or --api-key-file. \
                   Exit codes: 0 all imported, 1 some rows invalid/duplicate/failed, 2 usage or input \
-                  error (nothing sent), 3 fatal API condition (resumable), 5 checkpoint unwritable \
-                  (resumable), 130 interrupted (resumable)."
+                  error (nothing sent), 3 fatal API condition (resumable), 4 error budget spent \
+                  (resumable), 5 checkpoint unwritable (resumable), 130 interrupted (resumable)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -33,6 +33,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Parse and validate INPUT only: no network, no checkpoint.
     Validate(ValidateArgs),
+    /// Check the key, region, roles and rate budget before a migration, and say what to fix.
+    Check(CheckArgs),
     /// Run the local Kustomer-compatible API (for trials and tests).
     Sandbox(SandboxArgs),
     /// Import the built-in sample into an in-process sandbox and print the report.
@@ -70,9 +72,8 @@ pub struct RunArgs {
     pub format: Option<FormatArg>,
     #[command(flatten)]
     pub api: ApiArgs,
-    /// Conversations in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub send: SendArgs,
     /// importedAt stamped on every message [default: the job's creation time].
     #[arg(long, value_name = "RFC3339")]
     pub imported_at: Option<String>,
@@ -91,6 +92,34 @@ pub struct RunArgs {
     /// Stage and validate, show what would be sent, send nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// How the send phase spends the API: shared by `run` and `resume`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Requests in flight at once: `auto` adapts to the API (AIMD) up to --max-concurrency, or a
+    /// fixed number.
+    #[arg(long, value_name = "N|auto", default_value = "auto")]
+    pub concurrency: String,
+    /// Ceiling for `--concurrency auto`.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_concurrency: usize,
+    /// Most requests per minute this job may spend, every request counted [default: --budget-share
+    /// of the org limit reported by the API].
+    #[arg(long, value_name = "N")]
+    pub max_rpm: Option<u32>,
+    /// Share of the org limit to take when --max-rpm is not given.
+    #[arg(long, value_name = "0..1", default_value_t = 0.5)]
+    pub budget_share: f64,
+    /// Attempts per row for transient failures, the first included.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_attempts: u32,
+    /// Most seconds one row may spend waiting between attempts.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub max_retry_wait: u64,
+    /// Stop after this many failed rows in one run, or this share of the rows to send (`5%`).
+    #[arg(long, value_name = "N|P%", default_value = "1000")]
+    pub max_errors: String,
     /// Print only the final summary.
     #[arg(long, short)]
     pub quiet: bool,
@@ -108,18 +137,25 @@ pub enum RetryFailedArg {
 pub struct ResumeArgs {
     #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
     pub db: PathBuf,
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub send: SendArgs,
     /// Base URL, when it must differ from the one recorded in the job.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
     #[arg(long, value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
     /// Put failed rows back in the queue first (transient failures, or all).
-    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "transient")]
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "transient")]
     pub retry_failed: Option<RetryFailedArg>,
-    #[arg(long, short)]
-    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Share of the org limit a job would take.
+    #[arg(long, value_name = "0..1", default_value_t = 0.5)]
+    pub budget_share: f64,
 }
 
 #[derive(Debug, Args)]

@@ -6,12 +6,16 @@
 //! puts them, and rate-limit resets as epoch seconds or seconds from now.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 use serde_json::Value;
+
+pub use crate::throttle::RateInfo;
+use crate::throttle::Throttle;
 
 /// Error bodies quoted into the checkpoint and reports are cut to this many characters.
 pub const MAX_QUOTED_ERROR_CHARS: usize = 500;
@@ -35,67 +39,6 @@ impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ApiKey(<redacted>)")
     }
-}
-
-/// What a response said about the org's rate budget.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateInfo {
-    pub limit: Option<u32>,
-    pub remaining: Option<u32>,
-    /// Time until the window resets, from `x-ratelimit-reset` (epoch seconds or seconds from
-    /// now: the unit is unverified, so a value larger than a day is read as an epoch).
-    pub reset_in: Option<Duration>,
-    /// From `Retry-After`, when the server sends it (undocumented by Kustomer).
-    pub retry_after: Option<Duration>,
-}
-
-impl RateInfo {
-    fn from_headers(headers: &HeaderMap) -> RateInfo {
-        let number = |name: &str| -> Option<u64> {
-            headers
-                .get(name)?
-                .to_str()
-                .ok()?
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|n| n.is_finite() && *n >= 0.0)
-                .map(|n| n as u64)
-        };
-        let reset_in = number("x-ratelimit-reset").map(|value| {
-            const ONE_DAY: u64 = 86_400;
-            if value > ONE_DAY {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                Duration::from_secs(value.saturating_sub(now))
-            } else {
-                Duration::from_secs(value)
-            }
-        });
-        RateInfo {
-            limit: number("x-ratelimit-limit").map(|n| n.min(u32::MAX as u64) as u32),
-            remaining: number("x-ratelimit-remaining").map(|n| n.min(u32::MAX as u64) as u32),
-            reset_in,
-            retry_after: headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after),
-        }
-    }
-}
-
-/// `Retry-After` is either delta-seconds or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-    let now = jiff::Timestamp::now();
-    let secs = when.as_second().saturating_sub(now.as_second());
-    Some(Duration::from_secs(secs.max(0) as u64))
 }
 
 /// What to do after an [`ApiError`]: the one place that classifies failures.
@@ -263,6 +206,7 @@ pub struct ApiClient {
     timeout: Duration,
     /// Which lookup spelling the server has answered 200 to, once known.
     lookup_spelling: AtomicU8,
+    throttle: Option<Arc<Throttle>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -270,7 +214,12 @@ pub struct ApiClient {
 pub struct ClientBuildError(#[source] reqwest::Error);
 
 impl ApiClient {
-    pub fn new(config: ClientConfig) -> Result<ApiClient, ClientBuildError> {
+    /// A client whose every request waits for `throttle` (the job's budget and concurrency),
+    /// or goes straight out without one (the preflight check, the benchmark's reference).
+    pub fn new(
+        config: ClientConfig,
+        throttle: Option<Arc<Throttle>>,
+    ) -> Result<ApiClient, ClientBuildError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("kustomer-import/", env!("CARGO_PKG_VERSION")))
             .timeout(config.request_timeout)
@@ -284,6 +233,7 @@ impl ApiClient {
             key: config.key,
             timeout: config.request_timeout,
             lookup_spelling: AtomicU8::new(LOOKUP_UNKNOWN),
+            throttle,
         })
     }
 
@@ -411,11 +361,25 @@ impl ApiClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, RateInfo, String), ApiError> {
-        let response = request.send().await.map_err(|err| self.transport(err))?;
-        let status = response.status();
-        let rate = RateInfo::from_headers(response.headers());
-        let text = response.text().await.map_err(|err| self.transport(err))?;
-        Ok((status, rate, text))
+        let ticket = match &self.throttle {
+            Some(throttle) => Some(throttle.admit().await),
+            None => None,
+        };
+        let result = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let rate = RateInfo::from_headers(response.headers());
+            let text = response.text().await?;
+            Ok::<_, reqwest::Error>((status, rate, text))
+        }
+        .await;
+        if let (Some(throttle), Some(ticket)) = (&self.throttle, ticket) {
+            match &result {
+                Ok((status, rate, _)) => throttle.settle(ticket, Some(status.as_u16()), rate),
+                Err(_) => throttle.settle(ticket, None, &RateInfo::default()),
+            }
+        }
+        result.map_err(|err| self.transport(err))
     }
 
     fn transport(&self, err: reqwest::Error) -> ApiError {
@@ -531,7 +495,6 @@ pub fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
     #[test]
     fn classification_table() {
@@ -611,32 +574,6 @@ mod tests {
         };
         assert!(message.chars().count() < 600);
         assert!(message.ends_with("[truncated]"));
-    }
-
-    #[test]
-    fn rate_headers_in_both_reset_units() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from_static("17"));
-        headers.insert("x-ratelimit-reset", HeaderValue::from_static("42"));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        let info = RateInfo::from_headers(&headers);
-        assert_eq!(info.limit, Some(1000));
-        assert_eq!(info.remaining, Some(17));
-        assert_eq!(info.reset_in, Some(Duration::from_secs(42)));
-        assert_eq!(info.retry_after, Some(Duration::from_secs(3)));
-
-        let epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 30;
-        headers.insert(
-            "x-ratelimit-reset",
-            HeaderValue::from_str(&epoch.to_string()).unwrap(),
-        );
-        let reset = RateInfo::from_headers(&headers).reset_in.unwrap();
-        assert!(reset <= Duration::from_secs(30) && reset >= Duration::from_secs(28));
     }
 
     #[test]

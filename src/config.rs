@@ -6,10 +6,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{ApiArgs, FormatArg, RetryFailedArg, RunArgs};
+use crate::cli::{ApiArgs, FormatArg, RetryFailedArg, RunArgs, SendArgs};
 use crate::client::{ApiKey, ClientConfig};
 use crate::input::Format;
 use crate::progress::Display;
+use crate::retry::RetryPolicy;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.kustomerapp.com";
 pub const API_KEY_ENV: &str = "KUSTOMER_API_KEY";
@@ -36,8 +37,16 @@ pub enum ConfigError {
     CreatedBy(String),
     #[error("--timezone {name:?} is not a known IANA time zone (e.g. UTC, Europe/Paris, America/New_York)")]
     TimeZone { name: String },
-    #[error("--concurrency must be between 1 and {MAX_CONCURRENCY}")]
+    #[error("--concurrency must be `auto` or a number from 1 to {MAX_CONCURRENCY}, and --max-concurrency from 1 to {MAX_CONCURRENCY}")]
     Concurrency,
+    #[error("--max-errors {0:?} must be a count (e.g. 500) or a percentage of the rows to send (e.g. 2%)")]
+    MaxErrors(String),
+    #[error("--budget-share must be greater than 0 and at most 1")]
+    BudgetShare,
+    #[error("--max-rpm must be at least 1")]
+    MaxRpm,
+    #[error("--max-attempts must be at least 1")]
+    MaxAttempts,
     #[error("reading from stdin (-) needs --format csv or --format ndjson")]
     StdinNeedsFormat,
     #[error("input {0} does not exist")]
@@ -108,9 +117,126 @@ pub struct RunConfig {
     pub api: Option<ApiConfig>,
     pub base_url: String,
     pub staging: StagingChoices,
-    pub concurrency: usize,
+    pub send: SendConfig,
     pub dry_run: bool,
+}
+
+/// Requests in flight at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConcurrencyChoice {
+    /// AIMD up to this ceiling.
+    Auto {
+        ceiling: usize,
+    },
+    Fixed(usize),
+}
+
+impl ConcurrencyChoice {
+    /// Conversations worked on at once: each holds at most one request in flight.
+    pub fn workers(self) -> usize {
+        match self {
+            ConcurrencyChoice::Auto { ceiling } => ceiling,
+            ConcurrencyChoice::Fixed(n) => n,
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            ConcurrencyChoice::Auto { ceiling } => format!("auto (up to {ceiling})"),
+            ConcurrencyChoice::Fixed(n) => n.to_string(),
+        }
+    }
+}
+
+/// How many failed rows one run may produce before it stops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorBudget {
+    Rows(u64),
+    Percent(f64),
+}
+
+impl ErrorBudget {
+    pub fn parse(raw: &str) -> Result<ErrorBudget, ConfigError> {
+        let fail = || ConfigError::MaxErrors(raw.to_string());
+        let raw = raw.trim();
+        match raw.strip_suffix('%') {
+            Some(number) => {
+                let percent: f64 = number.trim().parse().map_err(|_| fail())?;
+                if (0.0..=100.0).contains(&percent) {
+                    Ok(ErrorBudget::Percent(percent))
+                } else {
+                    Err(fail())
+                }
+            }
+            None => raw.parse().map(ErrorBudget::Rows).map_err(|_| fail()),
+        }
+    }
+
+    /// The most failed rows allowed when `rows_to_send` rows have work.
+    pub fn allowed(self, rows_to_send: u64) -> u64 {
+        match self {
+            ErrorBudget::Rows(n) => n,
+            ErrorBudget::Percent(percent) => {
+                ((rows_to_send as f64) * percent / 100.0).floor() as u64
+            }
+        }
+    }
+}
+
+/// How the send phase spends the API, validated.
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    pub concurrency: ConcurrencyChoice,
+    pub max_rpm: Option<u32>,
+    pub budget_share: f64,
+    pub retry: RetryPolicy,
+    pub max_errors: ErrorBudget,
     pub display: Display,
+}
+
+impl SendConfig {
+    /// The defaults of `run`, for the demo and the benchmark.
+    pub fn standard(display: Display) -> SendConfig {
+        SendConfig {
+            concurrency: ConcurrencyChoice::Auto { ceiling: 64 },
+            max_rpm: None,
+            budget_share: crate::throttle::DEFAULT_BUDGET_SHARE,
+            retry: RetryPolicy::default(),
+            max_errors: ErrorBudget::Rows(1000),
+            display,
+        }
+    }
+
+    pub fn from_args(args: &SendArgs) -> Result<SendConfig, ConfigError> {
+        let ceiling = check_concurrency(args.max_concurrency)?;
+        let concurrency = match args.concurrency.trim() {
+            "auto" => ConcurrencyChoice::Auto { ceiling },
+            number => ConcurrencyChoice::Fixed(check_concurrency(
+                number.parse().map_err(|_| ConfigError::Concurrency)?,
+            )?),
+        };
+        if !(args.budget_share > 0.0 && args.budget_share <= 1.0) {
+            return Err(ConfigError::BudgetShare);
+        }
+        if args.max_rpm == Some(0) {
+            return Err(ConfigError::MaxRpm);
+        }
+        if args.max_attempts == 0 {
+            return Err(ConfigError::MaxAttempts);
+        }
+        Ok(SendConfig {
+            concurrency,
+            max_rpm: args.max_rpm,
+            budget_share: args.budget_share,
+            retry: RetryPolicy {
+                max_attempts: args.max_attempts,
+                max_total_wait: Duration::from_secs(args.max_retry_wait),
+                ..RetryPolicy::default()
+            },
+            max_errors: ErrorBudget::parse(&args.max_errors)?,
+            display: Display::detect(args.quiet),
+        })
+    }
 }
 
 impl RunConfig {
@@ -157,9 +283,8 @@ impl RunConfig {
                 audit_fields: !args.no_audit_fields,
                 created_by,
             },
-            concurrency: check_concurrency(args.concurrency)?,
+            send: SendConfig::from_args(&args.send)?,
             dry_run: args.dry_run,
-            display: Display::detect(args.quiet),
         })
     }
 }
@@ -334,6 +459,20 @@ mod tests {
         assert!(is_object_id("5f2b6c1e9d3a4b0012345678"));
         assert!(!is_object_id("5F2B6C1E9D3A4B0012345678"));
         assert!(!is_object_id("5f2b6c1e9d3a4b001234567"));
+    }
+
+    #[test]
+    fn error_budget_forms() {
+        assert_eq!(ErrorBudget::parse("250").unwrap(), ErrorBudget::Rows(250));
+        assert_eq!(
+            ErrorBudget::parse("2.5%").unwrap(),
+            ErrorBudget::Percent(2.5)
+        );
+        assert_eq!(ErrorBudget::parse("2%").unwrap().allowed(1_000), 20);
+        assert_eq!(ErrorBudget::parse("10").unwrap().allowed(3), 10);
+        assert!(ErrorBudget::parse("lots").is_err());
+        assert!(ErrorBudget::parse("150%").is_err());
+        assert!(ErrorBudget::parse("-3").is_err());
     }
 
     #[test]

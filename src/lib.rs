@@ -19,6 +19,7 @@ pub mod retry;
 pub mod row;
 pub mod sandbox;
 pub mod scheduler;
+pub mod throttle;
 
 /// Diagnostics on stderr, filtered by `RUST_LOG` (default: warnings). Nothing logged carries the
 /// API key: it lives only in a sensitive Authorization header, which is never logged.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::checkpoint::RowState;
+use crate::throttle::Throttle;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +107,16 @@ pub struct ProgressView {
 
 impl ProgressView {
     /// Shows the send phase until `finish`.
-    pub fn sending(counters: Arc<SendCounters>, display: Display) -> ProgressView {
+    pub fn sending(
+        counters: Arc<SendCounters>,
+        throttle: Arc<Throttle>,
+        display: Display,
+    ) -> ProgressView {
         let stop = tokio_util::sync::CancellationToken::new();
         let task = match display {
             Display::Quiet => None,
-            Display::Bars => Some(tokio::spawn(render_bar(counters, stop.clone()))),
-            Display::Lines => Some(tokio::spawn(render_lines(counters, stop.clone()))),
+            Display::Bars => Some(tokio::spawn(render_bar(counters, throttle, stop.clone()))),
+            Display::Lines => Some(tokio::spawn(render_lines(counters, throttle, stop.clone()))),
         };
         ProgressView { stop, task }
     }
@@ -130,7 +135,41 @@ impl Drop for ProgressView {
     }
 }
 
-async fn render_bar(counters: Arc<SendCounters>, stop: tokio_util::sync::CancellationToken) {
+/// Budget, concurrency and any common pause, for the progress line.
+fn pacing(throttle: &Throttle) -> String {
+    let budget = &throttle.budget;
+    let concurrency = if throttle.concurrency.is_adaptive() {
+        format!(
+            "concurrency {}/{}",
+            throttle.concurrency.limit(),
+            throttle.concurrency.ceiling()
+        )
+    } else {
+        format!("concurrency {}", throttle.concurrency.limit())
+    };
+    let mut text = format!(
+        "budget {}/min, {concurrency}, {} × 429",
+        budget.requests_per_minute(),
+        budget.rate_limited.load(Ordering::Relaxed)
+    );
+    if let Some(until) = budget.paused_until() {
+        let wait = until.saturating_duration_since(tokio::time::Instant::now());
+        let resume_at = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_millis(wait.as_millis() as i64))
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        text.push_str(&format!(
+            "  PAUSED for rate limit until {} UTC",
+            resume_at.strftime("%H:%M:%S")
+        ));
+    }
+    text
+}
+
+async fn render_bar(
+    counters: Arc<SendCounters>,
+    throttle: Arc<Throttle>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let total = counters.total.load(Ordering::Relaxed);
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
@@ -145,13 +184,21 @@ async fn render_bar(counters: Arc<SendCounters>, stop: tokio_util::sync::Cancell
             () = stop.cancelled() => break,
         }
         bar.set_position(counters.done());
-        bar.set_message(counters.summary_line());
+        bar.set_message(format!(
+            "{}  {}",
+            counters.summary_line(),
+            pacing(&throttle)
+        ));
     }
     bar.set_position(counters.done());
     bar.finish_and_clear();
 }
 
-async fn render_lines(counters: Arc<SendCounters>, stop: tokio_util::sync::CancellationToken) {
+async fn render_lines(
+    counters: Arc<SendCounters>,
+    throttle: Arc<Throttle>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let started = Instant::now();
     let total = counters.total.load(Ordering::Relaxed);
     let mut ticker = tokio::time::interval(PLAIN_LINE_EVERY);
@@ -164,9 +211,10 @@ async fn render_lines(counters: Arc<SendCounters>, stop: tokio_util::sync::Cance
         let done = counters.done();
         let secs = started.elapsed().as_secs_f64().max(0.001);
         eprintln!(
-            "progress: {done}/{total} rows ({:.0}/s): {}",
+            "progress: {done}/{total} rows ({:.0}/s): {}; {}",
             done as f64 / secs,
-            counters.summary_line()
+            counters.summary_line(),
+            pacing(&throttle)
         );
     }
 }

@@ -6,9 +6,14 @@
 //! - a request whose outcome is unknown (timeout, lost connection, a crash while `sending`) is
 //!   never simply sent again: the message is first looked up by externalId;
 //! - a conversation stops at a row that failed for a transient reason (retries exhausted), so a
-//!   later `resume --retry-failed` cannot put an older message after newer ones.
+//!   later `resume --retry-failed` cannot put an older message after newer ones;
+//! - the first created message whose createdAt/createdBy came back different from what was sent
+//!   stops the run, before more history is written under the wrong author or time.
+//!
+//! Pacing (rate budget, concurrency, the common pause on 429) lives in the client's throttle; a
+//! 429 therefore waits there and does not use up a row's attempts.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,8 +31,13 @@ use crate::retry::{RetryPolicy, RetrySchedule};
 #[derive(Debug, Clone)]
 pub struct SendPlan {
     pub checkpoint: std::path::PathBuf,
-    pub concurrency: usize,
+    /// Conversations worked on at once.
+    pub workers: usize,
     pub retry: RetryPolicy,
+    /// Failed rows this run may produce before it stops.
+    pub max_failed_rows: u64,
+    /// Check each created message's createdAt/createdBy against what was sent.
+    pub verify_audit_fields: bool,
     /// After an interrupt, how long in-flight requests may take to finish.
     pub shutdown_grace: Duration,
 }
@@ -45,6 +55,10 @@ pub enum SendStop {
     Storage(CheckpointError),
     /// The preflight check refused to start (e.g. audit fields with a non-admin key).
     Refused(String),
+    /// Kustomer replaced the audit fields of a created message.
+    AuditOverwritten(String),
+    /// More rows failed in this run than `--max-errors` allows.
+    ErrorBudget { failed: u64, allowed: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,28 +83,49 @@ enum RowFate {
     Stopped,
 }
 
+/// Why the run was stopped from inside.
+enum Halt {
+    Api(ApiError),
+    AuditOverwritten(String),
+    ErrorBudget { failed: u64, allowed: u64 },
+}
+
 struct Shared {
     client: Arc<ApiClient>,
     writer: WriterHandle,
     retry: RetryPolicy,
+    max_failed_rows: u64,
+    verify_audit_fields: bool,
+    failed_rows: AtomicU64,
     stop: CancellationToken,
-    fatal: Mutex<Option<ApiError>>,
+    halt: Mutex<Option<Halt>>,
     counters: Arc<SendCounters>,
     conversations: Vec<String>,
     next_conversation: AtomicUsize,
 }
 
 impl Shared {
-    fn stop_for(&self, err: ApiError) {
-        if let Ok(mut fatal) = self.fatal.lock() {
-            fatal.get_or_insert(err);
+    fn halt(&self, why: Halt) {
+        if let Ok(mut halt) = self.halt.lock() {
+            halt.get_or_insert(why);
         }
         self.stop.cancel();
     }
 
     fn record(&self, line: u64, result: RowResult) -> Result<(), CheckpointError> {
+        let failed = result.state == RowState::Failed;
         self.counters.record(result.state);
-        self.writer.record(line, result)
+        self.writer.record(line, result)?;
+        if failed {
+            let failed = self.failed_rows.fetch_add(1, Ordering::Relaxed) + 1;
+            if failed > self.max_failed_rows {
+                self.halt(Halt::ErrorBudget {
+                    failed,
+                    allowed: self.max_failed_rows,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -107,13 +142,16 @@ pub async fn send_all(
     let writer = checkpoint.writer()?;
     drop(checkpoint);
 
-    let workers = plan.concurrency.max(1).min(conversations.len().max(1));
+    let workers = plan.workers.max(1).min(conversations.len().max(1));
     let shared = Arc::new(Shared {
         client,
         writer,
         retry: plan.retry,
+        max_failed_rows: plan.max_failed_rows,
+        verify_audit_fields: plan.verify_audit_fields,
+        failed_rows: AtomicU64::new(0),
         stop: interrupt.child_token(),
-        fatal: Mutex::new(None),
+        halt: Mutex::new(None),
         counters,
         conversations,
         next_conversation: AtomicUsize::new(0),
@@ -162,7 +200,7 @@ pub async fn send_all(
 
     let shared = Arc::try_unwrap(shared)
         .map_err(|_| SchedulerError::Worker("a worker outlived the send phase".into()))?;
-    let fatal = shared.fatal.into_inner().ok().flatten();
+    let halt = shared.halt.into_inner().ok().flatten();
     let closed = shared.writer.close();
 
     if let Some(detail) = worker_failure {
@@ -175,8 +213,13 @@ pub async fn send_all(
     if let Err(err) = closed {
         return Ok(SendStop::Storage(err));
     }
-    if let Some(err) = fatal {
-        return Ok(SendStop::ApiFatal(err));
+    match halt {
+        Some(Halt::Api(err)) => return Ok(SendStop::ApiFatal(err)),
+        Some(Halt::AuditOverwritten(detail)) => return Ok(SendStop::AuditOverwritten(detail)),
+        Some(Halt::ErrorBudget { failed, allowed }) => {
+            return Ok(SendStop::ErrorBudget { failed, allowed })
+        }
+        None => {}
     }
     if interrupt.is_cancelled() {
         return Ok(SendStop::Interrupted);
@@ -297,6 +340,7 @@ async fn send_row(
     body: &str,
 ) -> Result<RowFate, CheckpointError> {
     let mut schedule = RetrySchedule::new(shared.retry);
+    let mut rate_limited = 0u32;
     // A row found `sending` was interrupted mid-request in an earlier run.
     let mut outcome_unknown = row.state == RowState::Sending;
     loop {
@@ -310,7 +354,7 @@ async fn send_row(
                 // Not created: fall through and send it.
                 Ok(None) => {}
                 Err(err) if err.retry_action() == RetryAction::StopRun => {
-                    shared.stop_for(err);
+                    shared.halt(Halt::Api(err));
                     return Ok(RowFate::Stopped);
                 }
                 Err(err) => match wait_before_retry(shared, &mut schedule, &err).await {
@@ -338,11 +382,32 @@ async fn send_row(
 
         let err = match result {
             Ok(created) => {
-                shared.record(row.line, created_result(created, latency_ms))?;
+                let overwritten = shared
+                    .verify_audit_fields
+                    .then(|| audit_mismatch(body, &created))
+                    .flatten();
+                let mut result = succeeded(created.id, Some(201), Some(latency_ms));
+                if let Some(detail) = overwritten {
+                    result.error_code = Some("audit_fields_overwritten".into());
+                    result.error_message = Some(detail.clone());
+                    shared.record(row.line, result)?;
+                    shared.halt(Halt::AuditOverwritten(format!(
+                        "line {}: {detail}",
+                        row.line
+                    )));
+                    return Ok(RowFate::Stopped);
+                }
+                shared.record(row.line, result)?;
                 return Ok(RowFate::Finished);
             }
             Err(err) => err,
         };
+        if err.http_status() == Some(429) && rate_limited < MAX_RATE_LIMITED_PER_ROW {
+            // The throttle has paused every worker until the window resets; the row was not
+            // created, so it simply goes again once the pause is over.
+            rate_limited += 1;
+            continue;
+        }
         match err.retry_action() {
             RetryAction::StopRun => {
                 // Refused outright, so not created: back to pending for the resume.
@@ -350,7 +415,7 @@ async fn send_row(
                     row.line,
                     failure(RowState::Pending, &err, false, latency_ms),
                 )?;
-                shared.stop_for(err);
+                shared.halt(Halt::Api(err));
                 return Ok(RowFate::Stopped);
             }
             RetryAction::FailRow => {
@@ -393,8 +458,47 @@ async fn send_row(
     }
 }
 
-fn created_result(created: CreatedMessage, latency_ms: u64) -> RowResult {
-    succeeded(created.id, Some(201), Some(latency_ms))
+/// 429s one row may meet before they count against its attempts: a bound, so that an API that
+/// answers 429 forever cannot hold a row for ever.
+const MAX_RATE_LIMITED_PER_ROW: u32 = 50;
+
+/// The audit fields as sent in a body.
+#[derive(serde::Deserialize)]
+struct SentAudit {
+    #[serde(rename = "createdAt")]
+    created_at: Option<String>,
+    #[serde(rename = "createdBy")]
+    created_by: Option<String>,
+}
+
+/// Says how Kustomer changed createdAt/createdBy, if it did. Fields the response does not carry
+/// cannot be checked and are not reported.
+fn audit_mismatch(body: &str, created: &CreatedMessage) -> Option<String> {
+    let sent: SentAudit = serde_json::from_str(body).ok()?;
+    let mut changes = Vec::new();
+    if let (Some(sent), Some(got)) = (&sent.created_at, &created.created_at) {
+        let same_instant = match (
+            sent.parse::<jiff::Timestamp>(),
+            got.parse::<jiff::Timestamp>(),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => sent == got,
+        };
+        if !same_instant {
+            changes.push(format!("createdAt sent {sent}, stored {got}"));
+        }
+    }
+    if let (Some(sent), Some(got)) = (&sent.created_by, &created.created_by) {
+        if sent != got {
+            changes.push(format!("createdBy sent {sent}, stored {got}"));
+        }
+    }
+    (!changes.is_empty()).then(|| {
+        format!(
+            "created, but Kustomer overwrote its audit fields ({}): the key probably lacks org.admin",
+            changes.join("; ")
+        )
+    })
 }
 
 fn succeeded(message_id: String, http_status: Option<u16>, latency_ms: Option<u64>) -> RowResult {
@@ -441,4 +545,56 @@ fn unresolved(err: &ApiError) -> RowResult {
 
 pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created(at: Option<&str>, by: Option<&str>) -> CreatedMessage {
+        CreatedMessage {
+            id: "x".into(),
+            created_at: at.map(str::to_string),
+            created_by: by.map(str::to_string),
+            rate: Default::default(),
+        }
+    }
+
+    #[test]
+    fn audit_fields_compared_as_instants_and_ids() {
+        let body =
+            r#"{"createdAt":"2020-01-01T10:00:00.000Z","createdBy":"5f0000000000000000000001"}"#;
+        assert_eq!(
+            audit_mismatch(
+                body,
+                &created(
+                    Some("2020-01-01T10:00:00Z"),
+                    Some("5f0000000000000000000001")
+                )
+            ),
+            None
+        );
+        let changed = audit_mismatch(
+            body,
+            &created(
+                Some("2026-11-26T14:00:00Z"),
+                Some("5f00000000000000000000ff"),
+            ),
+        )
+        .unwrap();
+        assert!(
+            changed.contains("createdAt sent 2020-01-01T10:00:00.000Z"),
+            "{changed}"
+        );
+        assert!(
+            changed.contains("createdBy sent 5f0000000000000000000001"),
+            "{changed}"
+        );
+        // Nothing to compare: no verdict.
+        assert_eq!(audit_mismatch(body, &created(None, None)), None);
+        assert_eq!(
+            audit_mismatch("{}", &created(Some("2026-11-26T14:00:00Z"), None)),
+            None
+        );
+    }
 }

@@ -6,16 +6,18 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::cli::{
-    DemoArgs, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs, SandboxArgs, StatusArgs,
+    CheckArgs, DemoArgs, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs, SandboxArgs, StatusArgs,
     ValidateArgs,
 };
-use crate::config::{self, ApiConfig, InputArg, RunConfig, StagingChoices};
+use crate::client::ApiClient;
+use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, InputSource};
 use crate::progress::Display;
 use crate::report::{self, ReportFormat};
 use crate::row::{self, StampOptions, ValidationOptions};
 use crate::sandbox::{self, SandboxConfig};
+use crate::throttle;
 
 use super::pipeline::{self, JobRequest, StageCounts};
 use super::{runtime, signals, AppError};
@@ -34,7 +36,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         db: config.db.clone(),
         staging: config.staging.clone(),
         base_url: config.base_url.clone(),
-        settings: serde_json::json!({ "concurrency": config.concurrency }),
+        settings: serde_json::json!({ "concurrency": config.send.concurrency.describe() }),
     };
     let runtime = runtime()?;
     runtime.block_on(async {
@@ -45,7 +47,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
             &mut checkpoint,
             &job,
             &source,
-            config.display,
+            config.send.display,
             Some(&interrupt),
         )?
         else {
@@ -57,15 +59,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         };
         report_staging(&counts);
         drop(checkpoint);
-        pipeline::send_and_summarise(
-            &config.db,
-            &api,
-            &job,
-            config.concurrency,
-            config.display,
-            &interrupt,
-        )
-        .await
+        pipeline::send_and_summarise(&config.db, &api, &job, &config.send, &interrupt).await
     })
 }
 
@@ -88,8 +82,8 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
         settings: serde_json::json!({ "dry_run": true }),
     };
     let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
-    let counts =
-        pipeline::stage(&mut checkpoint, &job, &source, config.display, None)?.unwrap_or_default();
+    let counts = pipeline::stage(&mut checkpoint, &job, &source, config.send.display, None)?
+        .unwrap_or_default();
     let conversations = checkpoint.conversations_with_work()?;
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock, text: String| {
@@ -147,8 +141,8 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
 }
 
 pub fn resume(args: &ResumeArgs) -> Result<ExitCode, AppError> {
-    let concurrency = config::check_concurrency(args.concurrency)?;
-    let display = Display::detect(args.quiet);
+    let send = SendConfig::from_args(&args.send)?;
+    let display = send.display;
     let mut checkpoint = Checkpoint::open_existing(&args.db)?;
     let job = checkpoint.job()?.ok_or_else(|| CheckpointError::NoJob {
         path: args.db.clone(),
@@ -181,7 +175,7 @@ pub fn resume(args: &ResumeArgs) -> Result<ExitCode, AppError> {
             eprintln!("{requeued} failed rows put back in the queue");
         }
         drop(checkpoint);
-        pipeline::send_and_summarise(&args.db, &api, &job, concurrency, display, &interrupt).await
+        pipeline::send_and_summarise(&args.db, &api, &job, &send, &interrupt).await
     })
 }
 
@@ -303,6 +297,76 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
     })
 }
 
+/// The preflight on its own, printed for a person: key, region, roles, budget, lookup route.
+pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
+    if !(args.budget_share > 0.0 && args.budget_share <= 1.0) {
+        return Err(config::ConfigError::BudgetShare.into());
+    }
+    let api = ApiConfig {
+        base_url: config::resolve_base_url(args.api.base_url.as_deref())?,
+        key: config::read_key(&args.api)?,
+    };
+    let client = ApiClient::new(api.client_config(), None)?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        println!("API base URL   {}", api.base_url);
+        let token = match client.current_token().await {
+            Ok(token) => token,
+            Err(err) => {
+                println!("key            NOT USABLE: {err}");
+                return Ok(ExitCode::ApiFatal);
+            }
+        };
+        println!("key            accepted (GET /v1/auth/tokens/current answered)");
+        let mut problems = Vec::new();
+        match &token.roles {
+            None => {
+                println!("roles          not readable from the token record; the import checks each created message's audit fields instead");
+            }
+            Some(roles) => {
+                println!("roles          {}", roles.join(", "));
+                let has = |wanted: &[&str]| roles.iter().any(|r| wanted.contains(&r.as_str()));
+                if has(&["org.admin"]) {
+                    println!("audit fields   kept as sent (org.admin)");
+                } else {
+                    println!("audit fields   would be overwritten by Kustomer: no org.admin");
+                    problems.push("use an org.admin key to keep original authors and times, or import with --no-audit-fields");
+                }
+                if !has(&["org.admin", "org.permission.message.create", "org.user.message.write"]) {
+                    problems.push("the key cannot create messages (org.permission.message.create)");
+                }
+                if !has(&["org.admin", "org.permission.message.read", "org.user.message.read"]) {
+                    problems.push("the key cannot read messages (org.permission.message.read): unknown outcomes could not be checked");
+                }
+            }
+        }
+        let (rpm, source) = throttle::choose_budget(None, args.budget_share, token.rate.limit);
+        println!("{}", source.describe(rpm).replacen("rate budget:", "rate budget    ", 1));
+        if let Some(remaining) = token.rate.remaining {
+            println!("org window     {remaining} requests left in the current window");
+        }
+        let probe = format!("kustomer-import-check-{}", jiff::Timestamp::now().as_millisecond());
+        match client.find_by_external_id(&probe).await {
+            Ok(None) => println!("lookup         GET /v1/messages/externalId=… answers (404 for an unknown id)"),
+            Ok(Some(_)) => println!("lookup         answered a message for a made-up externalId: unexpected"),
+            Err(err) => {
+                println!("lookup         FAILED: {err}");
+                problems.push("lookups by externalId fail: unknown outcomes could not be checked");
+            }
+        }
+        if problems.is_empty() {
+            println!("\nready to import");
+            Ok(ExitCode::Success)
+        } else {
+            println!("\nfix before importing:");
+            for problem in &problems {
+                println!("  - {problem}");
+            }
+            Ok(ExitCode::ApiFatal)
+        }
+    })
+}
+
 pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {
     let config = sandbox_config(args);
     let runtime = runtime()?;
@@ -384,7 +448,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
                 created_by: None,
             },
             base_url: api.base_url.clone(),
-            settings: serde_json::json!({ "concurrency": 16, "demo": true }),
+            settings: serde_json::json!({ "concurrency": "auto (up to 64)", "demo": true }),
         };
         let display = Display::detect(false);
         let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
@@ -395,7 +459,8 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
         };
         report_staging(&counts);
         drop(checkpoint);
-        let exit = pipeline::send_and_summarise(&db, &api, &job, 16, display, &interrupt).await?;
+        let send = SendConfig::standard(display);
+        let exit = pipeline::send_and_summarise(&db, &api, &job, &send, &interrupt).await?;
         let stats = running.stats();
         eprintln!(
             "sandbox now holds {} messages ({} duplicate externalIds)",

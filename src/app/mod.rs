@@ -68,6 +68,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
         Command::Status(args) => commands::status(&args),
         Command::Report(args) => commands::report(&args),
         Command::Validate(args) => commands::validate(&args),
+        Command::Check(args) => commands::check(&args),
         Command::Sandbox(args) => commands::sandbox(&args),
         Command::Demo(args) => commands::demo(&args),
         Command::Bench(args) => crate::bench::run(&args),

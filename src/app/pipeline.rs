@@ -3,18 +3,21 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{Checkpoint, Job, RowState, StagedKind, StagedRow, StateCounts};
 use crate::client::{ApiClient, RetryAction};
-use crate::config::{format_utc, ApiConfig, InputArg, StagingChoices};
+use crate::config::{
+    format_utc, ApiConfig, ConcurrencyChoice, InputArg, SendConfig, StagingChoices,
+};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, Compression, Format, InputSource};
 use crate::progress::{Display, ProgressView, SendCounters, StagingView};
-use crate::retry::RetryPolicy;
 use crate::row::{self, FieldVerdict, StampOptions, ValidationOptions};
 use crate::scheduler::{self, SendPlan, SendStop};
+use crate::throttle::{self, ConcurrencyLimit, RateBudget, Throttle};
 
 use super::signals::Interrupt;
 use super::AppError;
@@ -270,31 +273,44 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
+/// What the preflight check learned.
+pub struct Preflight {
+    /// The org limit from `x-ratelimit-limit`, when the API sent one.
+    pub org_limit: Option<u32>,
+}
+
 /// Before anything is sent: the key works, reaches the right region, and may write what the job
 /// writes.
-pub async fn preflight(client: &ApiClient, job: &Job) -> Result<(), SendStop> {
+pub async fn preflight(client: &ApiClient, job: &Job) -> Result<Preflight, SendStop> {
     match client.current_token().await {
-        Ok(token) => match token.is_admin() {
-            Some(false) if job.audit_fields => Err(SendStop::Refused(
-                "the API key lacks the org.admin role, so Kustomer would silently replace the \
-                 audit fields (createdAt, createdBy, modifiedAt, modifiedBy) with the key's own \
-                 user and the current time. Use an admin key, or re-run with --no-audit-fields \
-                 (in a new checkpoint) to import without original authors and times."
-                    .into(),
-            )),
-            Some(_) => Ok(()),
-            None => {
-                eprintln!(
-                    "warning: the key's roles could not be read; continuing, and every created \
-                     message's createdAt/createdBy is checked against what was sent"
-                );
-                Ok(())
+        Ok(token) => {
+            let preflight = Preflight {
+                org_limit: token.rate.limit,
+            };
+            match token.is_admin() {
+                Some(false) if job.audit_fields => Err(SendStop::Refused(
+                    "the API key lacks the org.admin role, so Kustomer would silently replace the \
+                     audit fields (createdAt, createdBy, modifiedAt, modifiedBy) with the key's own \
+                     user and the current time. Use an admin key, or re-run with --no-audit-fields \
+                     (in a new checkpoint) to import without original authors and times."
+                        .into(),
+                )),
+                Some(_) => Ok(preflight),
+                None => {
+                    eprintln!(
+                        "warning: the key's roles could not be read; continuing, and every created \
+                         message's createdAt/createdBy is checked against what was sent"
+                    );
+                    Ok(preflight)
+                }
             }
-        },
+        }
         Err(err) if err.retry_action() == RetryAction::StopRun => Err(SendStop::ApiFatal(err)),
         Err(err) => {
             eprintln!("warning: could not check the key before sending ({err}); continuing");
-            Ok(())
+            Ok(Preflight {
+                org_limit: err.rate().and_then(|rate| rate.limit),
+            })
         }
     }
 }
@@ -304,32 +320,53 @@ pub async fn send_and_summarise(
     db: &Path,
     api: &ApiConfig,
     job: &Job,
-    concurrency: usize,
-    display: Display,
+    send: &SendConfig,
     interrupt: &Interrupt,
 ) -> Result<ExitCode, AppError> {
     let started = Instant::now();
-    let client = Arc::new(ApiClient::new(api.client_config())?);
     let before = Checkpoint::open_existing(db)?.counts()?;
-    let stop = match preflight(&client, job).await {
-        Err(stop) => stop,
-        Ok(()) => {
-            let counters = SendCounters::with_total(before.pending + before.sending);
-            let view = ProgressView::sending(Arc::clone(&counters), display);
+    let unthrottled = ApiClient::new(api.client_config(), None)?;
+    let (stop, throttle) = match preflight(&unthrottled, job).await {
+        Err(stop) => (stop, None),
+        Ok(preflight) => {
+            let (rpm, source) =
+                throttle::choose_budget(send.max_rpm, send.budget_share, preflight.org_limit);
+            if send.display != Display::Quiet {
+                eprintln!(
+                    "{}; concurrency {}",
+                    source.describe(rpm),
+                    send.concurrency.describe()
+                );
+            }
+            let concurrency = match send.concurrency {
+                ConcurrencyChoice::Auto { ceiling } => ConcurrencyLimit::adaptive(ceiling),
+                ConcurrencyChoice::Fixed(n) => ConcurrencyLimit::fixed(n),
+            };
+            let throttle = Arc::new(Throttle::new(RateBudget::new(rpm), concurrency));
+            let client = Arc::new(ApiClient::new(
+                api.client_config(),
+                Some(Arc::clone(&throttle)),
+            )?);
+            let to_send = before.pending + before.sending;
+            let counters = SendCounters::with_total(to_send);
+            let view =
+                ProgressView::sending(Arc::clone(&counters), Arc::clone(&throttle), send.display);
             let plan = SendPlan {
                 checkpoint: db.to_path_buf(),
-                concurrency,
-                retry: RetryPolicy::default(),
+                workers: send.concurrency.workers(),
+                retry: send.retry,
+                max_failed_rows: send.max_errors.allowed(to_send),
+                verify_audit_fields: job.audit_fields,
                 shutdown_grace: Duration::from_secs(15),
             };
             let stop =
                 scheduler::send_all(&plan, client, counters, interrupt.token.clone()).await?;
             view.finish().await;
-            stop
+            (stop, Some(throttle))
         }
     };
     let after = Checkpoint::open_existing(db)?.counts()?;
-    print_summary(db, &before, &after, started.elapsed());
+    print_summary(db, &before, &after, started.elapsed(), throttle.as_deref());
     Ok(exit_for(&stop, &after, db))
 }
 
@@ -350,6 +387,14 @@ fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
             eprintln!("refused before sending: {reason}");
             ExitCode::ApiFatal
         }
+        SendStop::AuditOverwritten(detail) => {
+            eprintln!("stopped: {detail}\nnothing more was sent. Use a key with org.admin, or continue without audit fields in a new job (--no-audit-fields); the affected row is marked in the report (errorCode audit_fields_overwritten)");
+            ExitCode::ApiFatal
+        }
+        SendStop::ErrorBudget { failed, allowed } => {
+            eprintln!("stopped: {failed} rows failed in this run, more than --max-errors allows ({allowed}); the remaining rows stay pending. See the errors with: kustomer-import report --db {db}; then: kustomer-import resume --db {db}");
+            ExitCode::ErrorBudget
+        }
         SendStop::Storage(err) => {
             eprintln!("stopped: the checkpoint could not be written ({err}); nothing more was sent. Free space or fix permissions, then: kustomer-import resume --db {db}");
             ExitCode::Storage
@@ -357,7 +402,13 @@ fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
     }
 }
 
-fn print_summary(db: &Path, before: &StateCounts, after: &StateCounts, elapsed: Duration) {
+fn print_summary(
+    db: &Path,
+    before: &StateCounts,
+    after: &StateCounts,
+    elapsed: Duration,
+    throttle: Option<&Throttle>,
+) {
     let sent_now =
         (after.succeeded + after.failed).saturating_sub(before.succeeded + before.failed);
     let secs = elapsed.as_secs_f64().max(0.001);
@@ -379,6 +430,22 @@ fn print_summary(db: &Path, before: &StateCounts, after: &StateCounts, elapsed: 
         secs,
         sent_now as f64 / secs
     );
+    if let Some(throttle) = throttle {
+        let budget = &throttle.budget;
+        let _ = writeln!(
+            out,
+            "requests: {} within a budget of {}/min, {} answered 429, {} common pauses{}",
+            budget.admitted.load(Ordering::Relaxed),
+            budget.requests_per_minute(),
+            budget.rate_limited.load(Ordering::Relaxed),
+            budget.pauses.load(Ordering::Relaxed),
+            if throttle.concurrency.is_adaptive() {
+                format!(", concurrency ended at {}", throttle.concurrency.limit())
+            } else {
+                String::new()
+            }
+        );
+    }
     let db = db.display();
     let _ = writeln!(
         out,

@@ -1,0 +1,203 @@
+//! The job's share of the org's request budget, shared by every worker: a GCRA rate limiter
+//! (governor) paced at `--max-rpm`, and a common pause when the API says the window is spent.
+//!
+//! Kustomer's limit is org-wide and shared with the customer's live integrations, so a 429 or a
+//! nearly spent `x-ratelimit-remaining` is a fact about everyone: all workers stop together until
+//! the window resets, instead of each retrying on its own and prolonging the storm.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+use super::RateInfo;
+
+/// When the API gives no hint, how long the first pause after a 429 lasts; later ones double.
+const FIRST_BLIND_PAUSE: Duration = Duration::from_secs(2);
+const LONGEST_BLIND_PAUSE: Duration = Duration::from_secs(60);
+
+pub struct RateBudget {
+    requests_per_minute: u32,
+    limiter: DefaultDirectRateLimiter,
+    paused_until: Mutex<Option<Instant>>,
+    consecutive_429: AtomicU32,
+    /// Requests admitted, and 429s seen.
+    pub admitted: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub pauses: AtomicU64,
+}
+
+impl RateBudget {
+    pub fn new(requests_per_minute: u32) -> RateBudget {
+        let rpm = NonZeroU32::new(requests_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        // Burst of about one second's worth: a full minute's burst at start would spend the
+        // whole window in an instant and collide with the org's other traffic.
+        let burst = NonZeroU32::new((rpm.get() / 60).max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_minute(rpm).allow_burst(burst);
+        RateBudget {
+            requests_per_minute: rpm.get(),
+            limiter: RateLimiter::direct(quota),
+            paused_until: Mutex::new(None),
+            consecutive_429: AtomicU32::new(0),
+            admitted: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn requests_per_minute(&self) -> u32 {
+        self.requests_per_minute
+    }
+
+    /// Waits for the common pause to end and for a slot in the budget.
+    pub async fn admit(&self) {
+        loop {
+            if let Some(until) = self.paused_until() {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            self.limiter.until_ready().await;
+            // A pause may have begun while we waited for the slot.
+            if self.paused_until().is_none() {
+                self.admitted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    /// The end of the common pause, if one is under way.
+    pub fn paused_until(&self) -> Option<Instant> {
+        let mut guard = self.paused_until.lock().ok()?;
+        match *guard {
+            Some(until) if until > Instant::now() => Some(until),
+            Some(_) => {
+                *guard = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Learns from a response: a 429 pauses everyone until the window resets (`Retry-After`,
+    /// else `x-ratelimit-reset`, else a doubling wait); a nearly spent window pauses everyone
+    /// until it resets.
+    pub fn observe(&self, status: Option<u16>, rate: &RateInfo) {
+        if status == Some(429) {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let streak = self.consecutive_429.fetch_add(1, Ordering::Relaxed);
+            let blind = FIRST_BLIND_PAUSE
+                .saturating_mul(1u32 << streak.min(5))
+                .min(LONGEST_BLIND_PAUSE);
+            let wait = rate.retry_after.or(rate.reset_in).unwrap_or(blind);
+            self.pause_for(wait.max(Duration::from_millis(100)));
+            return;
+        }
+        if status.is_some() {
+            self.consecutive_429.store(0, Ordering::Relaxed);
+        }
+        if let (Some(limit), Some(remaining), Some(reset_in)) =
+            (rate.limit, rate.remaining, rate.reset_in)
+        {
+            if remaining <= low_water(limit) && !reset_in.is_zero() {
+                self.pause_for(reset_in);
+            }
+        }
+    }
+
+    fn pause_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        if let Ok(mut guard) = self.paused_until.lock() {
+            match *guard {
+                Some(current) if current >= until => {}
+                Some(current) if current > Instant::now() => *guard = Some(until),
+                _ => {
+                    *guard = Some(until);
+                    self.pauses.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Remaining requests at or below which the window counts as spent: a little headroom for
+/// requests already in flight and for the org's other integrations.
+fn low_water(limit: u32) -> u32 {
+    (limit / 100).max(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(limit: u32, remaining: u32, reset_secs: u64) -> RateInfo {
+        RateInfo {
+            limit: Some(limit),
+            remaining: Some(remaining),
+            reset_in: Some(Duration::from_secs(reset_secs)),
+            retry_after: None,
+        }
+    }
+
+    // governor keeps its own clock, so this one runs in real time. Only the lower bound is a
+    // property (never faster than the budget); the upper bound just catches a stall.
+    #[tokio::test]
+    async fn never_faster_than_the_budget() {
+        let budget = RateBudget::new(6_000); // 100 per second, burst 100
+        let started = std::time::Instant::now();
+        for _ in 0..150 {
+            budget.admit().await;
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+        assert_eq!(budget.admitted.load(Ordering::Relaxed), 150);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_everyone_for_retry_after() {
+        let budget = RateBudget::new(60_000);
+        let hint = RateInfo {
+            retry_after: Some(Duration::from_secs(7)),
+            ..rate(1000, 0, 30)
+        };
+        budget.observe(Some(429), &hint);
+        let started = Instant::now();
+        budget.admit().await;
+        assert!(started.elapsed() >= Duration::from_secs(7));
+        assert!(started.elapsed() < Duration::from_secs(8));
+        assert_eq!(budget.rate_limited.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_without_hints_backs_off_doubling() {
+        let budget = RateBudget::new(60_000);
+        let none = RateInfo::default();
+        budget.observe(Some(429), &none);
+        let first = budget.paused_until().unwrap() - Instant::now();
+        tokio::time::sleep(first).await;
+        budget.observe(Some(429), &none);
+        let second = budget.paused_until().unwrap() - Instant::now();
+        assert!(
+            second >= first * 2 - Duration::from_millis(10),
+            "{first:?} {second:?}"
+        );
+        budget.observe(Some(201), &none);
+        assert_eq!(budget.consecutive_429.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nearly_spent_window_pauses_until_reset() {
+        let budget = RateBudget::new(60_000);
+        budget.observe(Some(201), &rate(1000, 500, 20));
+        assert!(budget.paused_until().is_none());
+        budget.observe(Some(201), &rate(1000, 3, 20));
+        let pause = budget.paused_until().unwrap() - Instant::now();
+        assert!(pause > Duration::from_secs(19) && pause <= Duration::from_secs(20));
+        // A shorter pause never cuts a longer one short.
+        budget.observe(Some(201), &rate(1000, 1, 5));
+        assert!(budget.paused_until().unwrap() - Instant::now() > Duration::from_secs(19));
+    }
+}
