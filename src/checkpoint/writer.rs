@@ -370,14 +370,12 @@ fn write_result(conn: &Connection, line: u64, result: &RowResult) -> rusqlite::R
     let succeeded = result.state == RowState::Succeeded;
     let finished_ms =
         matches!(result.state, RowState::Succeeded | RowState::Failed).then_some(result.at_ms);
-    let (error_code, error_message) = if succeeded {
-        (None, None)
-    } else {
-        (
-            result.error_code.as_deref(),
-            result.error_message.as_deref(),
-        )
-    };
+    // Stored as given: a success normally carries no error, but one whose audit fields Kustomer
+    // overwrote is created *and* flagged, and the flag must reach the report.
+    let (error_code, error_message) = (
+        result.error_code.as_deref(),
+        result.error_message.as_deref(),
+    );
     conn.prepare_cached(
         "UPDATE row SET state = ?2, message_id = ?3, http_status = ?4, error_code = ?5,
                         error_message = ?6, retryable = ?7, latency_ms = ?8, finished_ms = ?9
@@ -409,8 +407,8 @@ mod tests {
             state: RowState::Succeeded,
             message_id: Some("aaaaaaaaaaaaaaaaaaaaaaaa".to_string()),
             http_status: Some(201),
-            error_code: Some("stale".to_string()),
-            error_message: Some("stale".to_string()),
+            error_code: None,
+            error_message: None,
             retryable: true,
             latency_ms: Some(42),
             at_ms,
