@@ -52,7 +52,28 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
         runtime.block_on(bench_sending(&send_file, &workdir, args.rows, concurrency))?;
     }
 
-    runtime.block_on(bench_memory(&staging_file, &workdir, args.staging_rows))?;
+    if args.budget_secs > 0 {
+        let secs = Duration::from_secs(args.budget_secs);
+        let rows = u64::from(args.org_limit) * 2 * (args.budget_secs / 60 + 1);
+        let budget_file = workdir.join(format!("bench-budget-{rows}.csv"));
+        generate(&budget_file, rows)?;
+        // The default: half the reported org limit. Then a job that asks for 1.5 times the whole
+        // org limit, which only the API's answers (remaining, 429, reset) can rein in.
+        let default_budget = None;
+        let greedy_budget = Some(args.org_limit.saturating_mul(3) / 2);
+        for max_rpm in [default_budget, greedy_budget] {
+            runtime.block_on(bench_budget(
+                &budget_file,
+                &workdir,
+                args.org_limit,
+                max_rpm,
+                secs,
+            ))?;
+        }
+    }
+    if !args.no_memory {
+        runtime.block_on(bench_memory(&staging_file, &workdir, args.staging_rows))?;
+    }
     Ok(ExitCode::Success)
 }
 
@@ -239,6 +260,89 @@ async fn bench_sending(
         rows as f64 / reference_secs,
         if reference_failures > 0 { format!(", {reference_failures} failed") } else { String::new() },
         reference_secs / send_secs,
+    );
+    Ok(())
+}
+
+/// Runs the send phase for `secs` against a sandbox whose org allows `org_limit` requests per
+/// 60 s, and reports the rate achieved against the budget and the share of 429 answers.
+async fn bench_budget(
+    file: &Path,
+    workdir: &Path,
+    org_limit: u32,
+    max_rpm: Option<u32>,
+    secs: Duration,
+) -> Result<(), AppError> {
+    let mut config = SandboxConfig::new(loopback());
+    config.org_limit = Some(org_limit);
+    config.window = Duration::from_secs(60);
+    let sandbox = sandbox::start(config).await?;
+    let db = workdir.join(format!("bench-budget-{}.sqlite", max_rpm.unwrap_or(0)));
+    remove_checkpoint(&db);
+    let request = crate::app::JobRequest {
+        input: InputArg::File(file.to_path_buf()),
+        db: db.clone(),
+        staging: utc_choices()?,
+        base_url: sandbox.base_url(),
+        settings: serde_json::json!({ "bench": "budget" }),
+    };
+    let (mut checkpoint, job, source) = crate::app::create_job(&request)?;
+    crate::app::stage(&mut checkpoint, &job, &source, Display::Quiet, None)?;
+    drop(checkpoint);
+
+    // The same decision `run` makes: preflight reads x-ratelimit-limit, then the budget is chosen.
+    let probe = ApiClient::new(client_config(&sandbox.base_url()), None)?;
+    let reported = probe
+        .current_token()
+        .await
+        .ok()
+        .and_then(|token| token.rate.limit);
+    let (rpm, source) =
+        crate::throttle::choose_budget(max_rpm, crate::throttle::DEFAULT_BUDGET_SHARE, reported);
+    let throttle = Arc::new(Throttle::new(
+        RateBudget::new(rpm),
+        ConcurrencyLimit::adaptive(64),
+    ));
+    let client = Arc::new(ApiClient::new(
+        client_config(&sandbox.base_url()),
+        Some(Arc::clone(&throttle)),
+    )?);
+    let plan = SendPlan {
+        checkpoint: db.clone(),
+        workers: 64,
+        retry: RetryPolicy::default(),
+        max_failed_rows: u64::MAX,
+        verify_audit_fields: true,
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let counters = SendCounters::with_total(0);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let timer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(secs).await;
+            stop.cancel();
+        })
+    };
+    let before = sandbox.stats();
+    let started = Instant::now();
+    scheduler::send_all(&plan, client, counters, stop).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    timer.abort();
+    let after = sandbox.stats();
+    sandbox.shutdown().await;
+
+    let requests = after.requests_total - before.requests_total;
+    let limited = after.requests_by_status.get("429").copied().unwrap_or(0)
+        - before.requests_by_status.get("429").copied().unwrap_or(0);
+    let allowed = f64::from(rpm.min(org_limit)) * elapsed / 60.0;
+    println!(
+        "budget    {} over {elapsed:.0}s: {requests} requests = {:.0}/min, {:.1}% of the {} allowed (min of budget and org limit); {limited} answered 429 ({:.2}%)",
+        source.describe(rpm),
+        requests as f64 * 60.0 / elapsed,
+        100.0 * requests as f64 / allowed,
+        allowed.round(),
+        100.0 * limited as f64 / (requests.max(1)) as f64,
     );
     Ok(())
 }

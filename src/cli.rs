@@ -264,4 +264,13 @@ pub struct BenchArgs {
     /// Keep generated files and checkpoints here (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
+    /// Seconds each rate-budget scenario runs against a sandbox with a 60 s org window (0 skips).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub budget_secs: u64,
+    /// The sandbox's org limit for the rate-budget scenarios, per 60 s.
+    #[arg(long, value_name = "N", default_value_t = 1200)]
+    pub org_limit: u32,
+    /// Skip the peak-memory runs.
+    #[arg(long)]
+    pub no_memory: bool,
 }
