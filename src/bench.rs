@@ -132,7 +132,7 @@ fn bench_staging(file: &Path, workdir: &Path, rows: u64) -> Result<(), AppError>
     let request = crate::app::JobRequest {
         input: InputArg::File(file.to_path_buf()),
         db: db.clone(),
-        staging: utc_choices()?,
+        staging: StagingChoices::utc_defaults(Some(Format::Csv)),
         base_url: "http://127.0.0.1:9".into(),
         settings: serde_json::json!({ "bench": true }),
     };
@@ -146,19 +146,6 @@ fn bench_staging(file: &Path, workdir: &Path, rows: u64) -> Result<(), AppError>
         parse_secs / stage_secs
     );
     Ok(())
-}
-
-fn utc_choices() -> Result<StagingChoices, AppError> {
-    let (timezone_name, timezone) = crate::config::parse_timezone("UTC")?;
-    Ok(StagingChoices {
-        format: Some(Format::Csv),
-        timezone_name,
-        timezone,
-        ignore_unknown: false,
-        imported_at: None,
-        audit_fields: true,
-        created_by: None,
-    })
 }
 
 fn remove_checkpoint(db: &Path) {
@@ -182,7 +169,7 @@ async fn bench_sending(
     let request = crate::app::JobRequest {
         input: InputArg::File(file.to_path_buf()),
         db: db.clone(),
-        staging: utc_choices()?,
+        staging: StagingChoices::utc_defaults(Some(Format::Csv)),
         base_url: reference_sandbox.base_url(),
         settings: serde_json::json!({ "bench": true, "concurrency": concurrency }),
     };
@@ -282,7 +269,7 @@ async fn bench_budget(
     let request = crate::app::JobRequest {
         input: InputArg::File(file.to_path_buf()),
         db: db.clone(),
-        staging: utc_choices()?,
+        staging: StagingChoices::utc_defaults(Some(Format::Csv)),
         base_url: sandbox.base_url(),
         settings: serde_json::json!({ "bench": "budget" }),
     };

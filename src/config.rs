@@ -108,6 +108,21 @@ pub struct StagingChoices {
     pub created_by: Option<String>,
 }
 
+impl StagingChoices {
+    /// UTC, audit fields on, nothing ignored: the demo's and the benchmark's choices.
+    pub fn utc_defaults(format: Option<Format>) -> StagingChoices {
+        StagingChoices {
+            format,
+            timezone_name: "UTC".into(),
+            timezone: jiff::tz::TimeZone::UTC,
+            ignore_unknown: false,
+            imported_at: None,
+            audit_fields: true,
+            created_by: None,
+        }
+    }
+}
+
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
 pub struct RunConfig {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 
-const LIMIT: Duration = Duration::from_secs(240);
+const LIMIT: Duration = COMMAND_LIMIT;
 
 fn run(
     dir: &std::path::Path,
@@ -15,19 +15,11 @@ fn run(
     key: &str,
     extra: &[&str],
 ) -> std::process::Output {
-    let mut command = importer_for(dir, sandbox, key);
-    command
-        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
-        .args(extra);
-    run_bounded(command, LIMIT)
+    run_job(dir, sandbox, key, "in.csv", extra)
 }
 
 fn resume(dir: &std::path::Path, sandbox: &Sandbox, extra: &[&str]) -> std::process::Output {
-    let mut command = importer_for(dir, sandbox, ADMIN_KEY);
-    command
-        .args(["resume", "--db", "job.sqlite", "--quiet"])
-        .args(extra);
-    run_bounded(command, LIMIT)
+    resume_job(dir, sandbox, ADMIN_KEY, extra)
 }
 
 #[test]

@@ -16,11 +16,7 @@ fn run_import(
     input: &str,
     extra: &[&str],
 ) -> std::process::Output {
-    let mut command = importer_for(dir, sandbox, ADMIN_KEY);
-    command
-        .args(["run", input, "--db", "job.sqlite", "--quiet"])
-        .args(extra);
-    run_bounded(command, LIMIT)
+    run_job(dir, sandbox, ADMIN_KEY, input, extra)
 }
 
 #[test]

@@ -25,11 +25,7 @@ fn resume(
     key: &str,
     extra: &[&str],
 ) -> std::process::Output {
-    let mut command = importer_for(dir, sandbox, key);
-    command
-        .args(["resume", "--db", "job.sqlite", "--quiet"])
-        .args(extra);
-    run_bounded(command, LIMIT)
+    resume_job(dir, sandbox, key, extra)
 }
 
 /// Resumes until the job is done (each resume may itself be cut short by a fault).

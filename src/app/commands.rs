@@ -420,7 +420,6 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
         .db
         .clone()
         .unwrap_or_else(|| scratch.path().join("demo.sqlite"));
-    let (timezone_name, timezone) = config::parse_timezone("UTC")?;
     let runtime = runtime()?;
     let exit = runtime.block_on(async {
         let interrupt = signals::install();
@@ -438,15 +437,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
         let request = JobRequest {
             input: InputArg::File(input_path.clone()),
             db: db.clone(),
-            staging: StagingChoices {
-                format: None,
-                timezone_name,
-                timezone,
-                ignore_unknown: false,
-                imported_at: None,
-                audit_fields: true,
-                created_by: None,
-            },
+            staging: StagingChoices::utc_defaults(None),
             base_url: api.base_url.clone(),
             settings: serde_json::json!({ "concurrency": "auto (up to 64)", "demo": true }),
         };

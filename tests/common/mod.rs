@@ -41,6 +41,27 @@ pub fn importer_for(dir: &Path, sandbox: &Sandbox, key: &str) -> Command {
     command
 }
 
+/// How long any one importer command in a test may take before the test fails.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(240);
+
+/// `run INPUT --db job.sqlite --quiet EXTRA...` in `dir`, to completion.
+pub fn run_job(dir: &Path, sandbox: &Sandbox, key: &str, input: &str, extra: &[&str]) -> Output {
+    let mut command = importer_for(dir, sandbox, key);
+    command
+        .args(["run", input, "--db", "job.sqlite", "--quiet"])
+        .args(extra);
+    run_bounded(command, COMMAND_LIMIT)
+}
+
+/// `resume --db job.sqlite --quiet EXTRA...` in `dir`, to completion.
+pub fn resume_job(dir: &Path, sandbox: &Sandbox, key: &str, extra: &[&str]) -> Output {
+    let mut command = importer_for(dir, sandbox, key);
+    command
+        .args(["resume", "--db", "job.sqlite", "--quiet"])
+        .args(extra);
+    run_bounded(command, COMMAND_LIMIT)
+}
+
 /// Runs to completion with a generous bound, so a hung importer fails the test instead of CI.
 /// Output is drained while the process runs: a full pipe would otherwise stall it.
 pub fn run_bounded(mut command: Command, limit: Duration) -> Output {
