@@ -23,11 +23,15 @@ pub mod throttle;
 
 /// Diagnostics on stderr, filtered by `RUST_LOG` (default: warnings). Nothing logged carries the
 /// API key: it lives only in a sensitive Authorization header, which is never logged.
+/// Colour only on a terminal, and never when `NO_COLOR` is set.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let colour = std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -219,7 +219,7 @@ async fn render_lines(
     }
 }
 
-/// Staging progress: rows read so far, shown as a spinner on a terminal.
+/// Staging progress: bytes read (a bar when the total is known), rows per second, invalid rows.
 pub struct StagingView {
     bar: Option<ProgressBar>,
     display: Display,
@@ -228,12 +228,16 @@ pub struct StagingView {
 }
 
 impl StagingView {
-    pub fn new(display: Display) -> StagingView {
+    pub fn new(display: Display, total_bytes: Option<u64>) -> StagingView {
         let bar = (display == Display::Bars).then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            let style =
-                ProgressStyle::with_template("staging {spinner} {pos} rows  {per_sec}  {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let bar = ProgressBar::with_draw_target(total_bytes, ProgressDrawTarget::stderr());
+            let template = if total_bytes.is_some() {
+                "staging {bar:30} {bytes}/{total_bytes}  {msg}"
+            } else {
+                "staging {spinner} {bytes}  {msg}"
+            };
+            let style = ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar
         });
@@ -245,18 +249,19 @@ impl StagingView {
         }
     }
 
-    pub fn update(&mut self, rows: u64, invalid: u64) {
+    /// `rows` read so far, up to byte `position`, `invalid` of them refused.
+    pub fn update(&mut self, rows: u64, position: u64, invalid: u64) {
+        let rate = || rows as f64 / self.started.elapsed().as_secs_f64().max(0.001);
         if let Some(bar) = &self.bar {
             if rows % 256 == 0 {
-                bar.set_position(rows);
-                bar.set_message(format!("{invalid} invalid"));
+                bar.set_position(position);
+                bar.set_message(format!("{rows} rows ({:.0}/s), {invalid} invalid", rate()));
             }
         } else if self.display == Display::Lines && self.last_line.elapsed() >= PLAIN_LINE_EVERY {
             self.last_line = Instant::now();
-            let secs = self.started.elapsed().as_secs_f64().max(0.001);
             eprintln!(
-                "staging: {rows} rows read ({:.0}/s), {invalid} invalid",
-                rows as f64 / secs
+                "staging: {rows} rows read ({:.0}/s), {position} bytes, {invalid} invalid",
+                rate()
             );
         }
     }

@@ -42,7 +42,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
     runtime.block_on(async {
         let interrupt = signals::install();
         let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
-        eprintln!("staging {}", pipeline::describe_source(&source));
+        if config.send.display != Display::Quiet {
+            eprintln!("staging {}", pipeline::describe_source(&source));
+        }
         let Some(counts) = pipeline::stage(
             &mut checkpoint,
             &job,
@@ -57,7 +59,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
             );
             return Ok(ExitCode::Interrupted);
         };
-        report_staging(&counts);
+        if config.send.display != Display::Quiet {
+            report_staging(&counts);
+        }
         drop(checkpoint);
         pipeline::send_and_summarise(&config.db, &api, &job, &config.send, &interrupt).await
     })

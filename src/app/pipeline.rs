@@ -188,7 +188,9 @@ pub fn stage(
 ) -> Result<Option<StageCounts>, AppError> {
     let (validation, stamp) = row_options(job)?;
     let mut counts = StageCounts::default();
-    let mut view = StagingView::new(display);
+    // Offsets are in the decompressed stream, so only a plain file's size is a usable total.
+    let total_bytes = (source.compression == Compression::None).then_some(job.input_size);
+    let mut view = StagingView::new(display, total_bytes);
     let mut stager = checkpoint.stager();
     let mut seen = 0u64;
     for record in input::records(source)? {
@@ -231,7 +233,7 @@ pub fn stage(
             RowState::Duplicate => counts.duplicate += 1,
             _ => counts.valid += 1,
         }
-        view.update(seen, counts.invalid);
+        view.update(seen, record.byte_offset + record.byte_len, counts.invalid);
     }
     stager.finish()?;
     view.finish();
