@@ -59,6 +59,9 @@ pub enum ApiError {
     /// The connection could not be made: the request never left.
     #[error("cannot connect to the API: {detail}")]
     Connect { detail: String },
+    /// The run is stopping and the request was never sent.
+    #[error("not sent: the run is stopping")]
+    NotSent,
     #[error("no response within {secs} s (the request may or may not have been processed)")]
     Timeout { secs: u64 },
     #[error("connection lost before a response arrived: {detail}")]
@@ -98,7 +101,7 @@ fn describe_http(status: u16, code: Option<&str>, message: &str) -> String {
 impl ApiError {
     pub fn retry_action(&self) -> RetryAction {
         match self {
-            ApiError::Connect { .. } => RetryAction::Retry,
+            ApiError::Connect { .. } | ApiError::NotSent => RetryAction::Retry,
             ApiError::Timeout { .. } | ApiError::ConnectionLost { .. } => {
                 RetryAction::ReconcileThenRetry
             }
@@ -126,6 +129,7 @@ impl ApiError {
     pub fn code(&self) -> String {
         match self {
             ApiError::Connect { .. } => "connect_error".into(),
+            ApiError::NotSent => "not_sent".into(),
             ApiError::Timeout { .. } => "timeout".into(),
             ApiError::ConnectionLost { .. } => "connection_lost".into(),
             ApiError::Http {
@@ -239,6 +243,13 @@ impl ApiClient {
 
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// Turns away requests still waiting for the throttle; requests already sent finish.
+    pub fn stop_admitting(&self) {
+        if let Some(throttle) = &self.throttle {
+            throttle.close();
+        }
     }
 
     /// `POST /v1/conversations/{id}/messages` with the exact stored body.
@@ -362,7 +373,7 @@ impl ApiClient {
         request: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, RateInfo, String), ApiError> {
         let ticket = match &self.throttle {
-            Some(throttle) => Some(throttle.admit().await),
+            Some(throttle) => Some(throttle.admit().await.ok_or(ApiError::NotSent)?),
             None => None,
         };
         let result = async {

@@ -186,6 +186,7 @@ pub async fn send_all(
                 }
             },
             () = shared.stop.cancelled(), if grace_deadline.is_none() => {
+                shared.client.stop_admitting();
                 grace_deadline = Some(tokio::time::Instant::now() + plan.shutdown_grace);
             }
             () = sleep_until_opt(grace_deadline) => {

@@ -70,6 +70,9 @@ impl BudgetSource {
 pub struct Throttle {
     pub budget: RateBudget,
     pub concurrency: ConcurrencyLimit,
+    /// Once closed, requests still waiting for admission give up: they were never sent, so
+    /// stopping them is safe, unlike a request already on the wire.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 /// Admission of one request; settle it with what happened.
@@ -82,14 +85,27 @@ impl Throttle {
         Throttle {
             budget,
             concurrency,
+            closed: tokio_util::sync::CancellationToken::new(),
         }
     }
 
-    /// Waits for a concurrency slot, then for the budget (and any common pause).
-    pub async fn admit(&self) -> Ticket {
-        let slot = self.concurrency.acquire().await;
-        self.budget.admit().await;
-        Ticket { slot }
+    /// Waits for a concurrency slot, then for the budget (and any common pause). `None` once the
+    /// throttle is closed: the request must not be sent.
+    pub async fn admit(&self) -> Option<Ticket> {
+        tokio::select! {
+            biased;
+            () = self.closed.cancelled() => None,
+            slot = async {
+                let slot = self.concurrency.acquire().await;
+                self.budget.admit().await;
+                slot
+            } => Some(Ticket { slot }),
+        }
+    }
+
+    /// Stops admitting requests (the run is stopping).
+    pub fn close(&self) {
+        self.closed.cancel();
     }
 
     /// `status` is None when no response arrived (timeout, lost connection).
@@ -168,6 +184,17 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[tokio::test]
+    async fn closing_turns_waiters_away() {
+        let throttle = Throttle::new(RateBudget::new(60), ConcurrencyLimit::fixed(1));
+        let first = throttle.admit().await.expect("a slot is free");
+        let waiter = throttle.admit();
+        throttle.close();
+        assert!(waiter.await.is_none());
+        throttle.settle(first, Some(201), &RateInfo::default());
+        assert!(throttle.admit().await.is_none());
+    }
 
     #[test]
     fn budget_rule() {
