@@ -90,11 +90,10 @@ impl SendCounters {
 
     fn summary_line(&self) -> String {
         format!(
-            "{} succeeded, {} failed, {} retrying, {} in flight",
+            "{} ok, {} failed, {} retrying",
             self.succeeded.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
             self.retrying.load(Ordering::Relaxed).max(0),
-            self.in_flight.load(Ordering::Relaxed).max(0),
         )
     }
 }
@@ -140,15 +139,15 @@ fn pacing(throttle: &Throttle) -> String {
     let budget = &throttle.budget;
     let concurrency = if throttle.concurrency.is_adaptive() {
         format!(
-            "concurrency {}/{}",
+            "{}/{}",
             throttle.concurrency.limit(),
             throttle.concurrency.ceiling()
         )
     } else {
-        format!("concurrency {}", throttle.concurrency.limit())
+        throttle.concurrency.limit().to_string()
     };
     let mut text = format!(
-        "budget {}/min, {concurrency}, {} × 429",
+        "budget {}/min · conc {concurrency} · 429s {}",
         budget.requests_per_minute(),
         budget.rate_limited.load(Ordering::Relaxed)
     );
@@ -158,7 +157,7 @@ fn pacing(throttle: &Throttle) -> String {
             .checked_add(jiff::SignedDuration::from_millis(wait.as_millis() as i64))
             .unwrap_or_else(|_| jiff::Timestamp::now());
         text.push_str(&format!(
-            "  PAUSED for rate limit until {} UTC",
+            " · PAUSED for rate limit until {} UTC",
             resume_at.strftime("%H:%M:%S")
         ));
     }
@@ -172,20 +171,21 @@ async fn render_bar(
 ) {
     let total = counters.total.load(Ordering::Relaxed);
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "sending {bar:30} {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template("sending {bar:24} {pos}/{len} ETA {eta} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
+    let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = stop.cancelled() => break,
         }
-        bar.set_position(counters.done());
+        let done = counters.done();
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        bar.set_position(done);
         bar.set_message(format!(
-            "{}  {}",
+            "{rate:.0}/s · {} · {}",
             counters.summary_line(),
             pacing(&throttle)
         ));
