@@ -276,3 +276,54 @@ fn the_key_appears_in_no_file_or_output() {
         );
     }
 }
+
+#[test]
+fn a_checkpoint_that_cannot_grow_stops_the_run_with_exit_5_and_loses_nothing() {
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 1_500, 30, 17);
+
+    // Stage everything, then stop at the preflight: a revoked key sends nothing.
+    sandbox.post("/_sandbox/revoke");
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    sandbox.post("/_sandbox/restore");
+    assert_eq!(sandbox.stored(), 0);
+
+    // Resume with every file capped just above the checkpoint's size: the write-ahead log soon
+    // cannot grow, as on a full disk. SIGXFSZ is ignored (inherited across exec), so writes
+    // fail with an error instead of killing the process.
+    let db_size = std::fs::metadata(dir.path().join("job.sqlite"))
+        .unwrap()
+        .len();
+    let limit_kib = db_size / 1024 + 48;
+    let mut command = std::process::Command::new("bash");
+    command
+        .current_dir(dir.path())
+        .env_remove("KUSTOMER_API_KEY")
+        .env("KUSTOMER_API_KEY", ADMIN_KEY)
+        .env("KUSTOMER_BASE_URL", &sandbox.url)
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_kib}; exec \"$0\" resume --db job.sqlite --quiet --concurrency 4"
+        ))
+        .arg(bin_path());
+    let output = run_bounded(command, Duration::from_secs(180));
+    assert_eq!(code(&output), 5, "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("checkpoint could not be written"),
+        "{}",
+        text(&output)
+    );
+    let stored_at_stop = sandbox.stored();
+    assert!(
+        stored_at_stop > 0 && stored_at_stop < 1_500,
+        "the cap must bite mid-run: {stored_at_stop} stored"
+    );
+
+    // With room again, resume reconciles what was in flight and finishes: nothing lost, nothing
+    // created twice.
+    let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
