@@ -33,6 +33,15 @@
 //! Header `line,externalId,conversationId,state,messageId,httpStatus,errorCode,errorMessage,`
 //! `attempts,firstAttemptAt,lastAttemptAt`, then one record per input row (invalid and duplicate
 //! rows included) in line order; times RFC 3339 UTC, absent values empty.
+//!
+//! # HTML report and rejects
+//!
+//! `html` renders one self-contained page (summary cards, throughput and latency charts, errors
+//! by class, slowest conversations, the job's settings); `rejects` copies the invalid and
+//! permanently failed rows back out of the input, byte for byte.
+
+mod html;
+mod rejects;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +51,8 @@ use serde::Serialize;
 use crate::checkpoint::{
     Checkpoint, CheckpointError, ErrorGroup, Job, RowOutcome, RowState, StateCounts,
 };
+
+pub use rejects::{errors_path, write_rejects, RejectsSummary, ERRORS_HEADER};
 
 /// Error groups shown by `status`.
 const TOP_ERRORS: u64 = 10;
@@ -60,6 +71,26 @@ pub enum ReportError {
     Csv(#[from] csv::Error),
     #[error("cannot write the JSON report: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("the job's input {path} is gone: the rejects are copied out of it, so put it back where it was staged from")]
+    InputMissing { path: PathBuf },
+    #[error("the job's input {path} has changed since it was staged ({detail}); the rejects are copied out of the staged file, so restore it")]
+    InputChanged { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the checkpoint's row positions do not fit {path}: {detail}")]
+    Spans { path: PathBuf, detail: String },
 }
 
 /// How far staging got.
@@ -95,6 +126,8 @@ pub enum ReportFormat {
     Text,
     Json,
     Csv,
+    /// One self-contained page; see the `html` module.
+    Html,
 }
 
 /// Summarises the checkpoint as of now.
@@ -396,6 +429,7 @@ pub fn write_report(
         ReportFormat::Text => write_text(cp, now_ms, out),
         ReportFormat::Json => write_json(cp, now_ms, out),
         ReportFormat::Csv => write_csv(cp, out),
+        ReportFormat::Html => html::write_html(cp, now_ms, out),
     })
 }
 
