@@ -1125,7 +1125,11 @@ mod tests {
         assert_eq!(bucket_width(3_000), 100);
         assert_eq!(bucket_width(10 * 60_000), 15_000);
         assert_eq!(bucket_width(3 * 86_400_000), 7_200_000);
-        assert_eq!(bucket_width(400 * 86_400_000), 400 * 86_400_000 / 60 + 1);
+        assert_eq!(bucket_width(400 * 86_400_000), 604_800_000);
+        assert_eq!(
+            bucket_width(4_000 * 86_400_000),
+            4_000 * 86_400_000 / 60 + 1
+        );
         for span in [
             0,
             1,
