@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -636,33 +636,4 @@ fn status_answers_quickly_during_a_run_without_disturbing_it() {
     assert_eq!(last["counts"]["succeeded"], rows as u64);
     assert_eq!(last["remaining"], 0);
     assert_stored_exactly_once_in_order(&sandbox, &expected);
-}
-
-/// Renders `samples/report.png` from a fresh demo import:
-/// `cargo test --test report -- --ignored --nocapture sample_screenshot`.
-#[test]
-#[ignore = "regenerates samples/report.png, run by hand"]
-fn sample_screenshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = importer_output(dir.path(), &["demo", "--db", "demo.sqlite"]);
-    assert_eq!(code(&output), 0, "{}", text(&output));
-    let page = dir.path().join("report.html");
-    let output = importer_output(
-        dir.path(),
-        &[
-            "report",
-            "--db",
-            "demo.sqlite",
-            "--format",
-            "html",
-            "--output",
-            page.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&output), 0, "{}", text(&output));
-    let rendered = render_in_chromium(&page);
-    assert!(rendered.console.is_empty(), "{:?}", rendered.console);
-    let target: PathBuf = samples_dir().join("report.png");
-    std::fs::write(&target, rendered.png).unwrap();
-    println!("wrote {}", target.display());
 }

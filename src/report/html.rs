@@ -312,7 +312,8 @@ code, .mono { font-family:ui-monospace,"SFMono-Regular",Menlo,Consolas,"DejaVu S
 .messages .count { color:var(--muted); font-variant-numeric:tabular-nums; }
 .lines { color:var(--muted); font-size:12px; }
 .state { display:inline-block; font-size:11px; padding:0 6px; border-radius:4px; color:#fff; margin-left:6px; vertical-align:1px; }
-dl.settings { display:grid; grid-template-columns:max-content 1fr; gap:6px 18px; margin:0; }
+dl.settings { display:grid; grid-template-columns:max-content minmax(0,1fr) max-content minmax(0,1fr); gap:6px 18px; margin:0; }
+@media (max-width: 900px) { dl.settings { grid-template-columns:max-content minmax(0,1fr); } }
 dl.settings dt { color:var(--muted); }
 dl.settings dd { margin:0; overflow-wrap:anywhere; }
 .next { margin:0; padding-left:18px; }
@@ -381,7 +382,7 @@ fn header(summary: &StatusSummary, out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
         "<header><div><h1>Import report</h1>\
-         <p class=\"sub\">{} → {} · importedAt {} · generated {}</p></div>\
+         <p class=\"sub\">{} → {}<br>importedAt {} · report generated {}</p></div>\
          <span class=\"badge {class}\" data-metric=\"status\" data-value=\"{class}\">{label}</span></header>",
         esc(&summary.job.input_display),
         esc(&summary.job.base_url),
@@ -616,7 +617,7 @@ fn y_axis(out: &mut dyn Write, max: u64, title: &str) -> io::Result<f64> {
     }
     writeln!(
         out,
-        "<text class=\"axis-title\" x=\"{PLOT_LEFT}\" y=\"12\">{}</text>",
+        "<text class=\"axis-title\" x=\"8\" y=\"12\">{}</text>",
         esc(title)
     )?;
     Ok(top)
