@@ -271,7 +271,7 @@ header { display:flex; justify-content:space-between; align-items:flex-start; ga
 .card, .panel { background:var(--panel); border:1px solid var(--line); border-radius:8px; break-inside:avoid; page-break-inside:avoid; }
 .card { padding:8px 10px; border-top:4px solid var(--line); }
 .card .label { color:var(--muted); font-size:11px; text-transform:uppercase; letter-spacing:.04em; white-space:nowrap; }
-.card .value { display:block; font-size:22px; font-weight:650; font-variant-numeric:tabular-nums; margin-top:2px; }
+.card .value { display:block; font-size:20px; letter-spacing:-.01em; white-space:nowrap; font-weight:650; font-variant-numeric:tabular-nums; margin-top:2px; }
 .card .note { color:var(--muted); font-size:12px; }
 .card.succeeded { border-top-color:var(--succeeded); } .card.failed { border-top-color:var(--failed); }
 .card.invalid { border-top-color:var(--invalid); } .card.duplicate { border-top-color:var(--duplicate); }
@@ -667,6 +667,8 @@ fn time_label(chart: &Throughput, index: u64) -> String {
     }
     let pattern = if chart.span_ms >= 86_400_000 {
         "%m-%d %H:%M"
+    } else if chart.width_ms < 60_000 {
+        "%H:%M:%S"
     } else {
         "%H:%M"
     };
@@ -1183,6 +1185,24 @@ mod tests {
         let latency = latency_from(&skewed).unwrap();
         assert_eq!((latency.p50, latency.p90, latency.p99), (3, 3, 2_500));
         assert_eq!(latency_from(&[]), None);
+    }
+
+    #[test]
+    fn time_labels_suit_the_run_length() {
+        let chart = |span_ms: i64, width_ms: i64| Throughput {
+            origin_ms: 1_700_000_000_000,
+            width_ms,
+            span_ms,
+            buckets: Vec::new(),
+        };
+        assert_eq!(time_label(&chart(60, 2), 5), "0.010");
+        assert_eq!(time_label(&chart(20_000, 500), 3), "1.5");
+        assert_eq!(time_label(&chart(120_000, 2_000), 8), "22:13:36");
+        assert_eq!(time_label(&chart(7_200_000, 120_000), 1), "22:15");
+        assert_eq!(
+            time_label(&chart(3 * 86_400_000, 7_200_000), 1),
+            "11-15 00:13"
+        );
     }
 
     #[test]
