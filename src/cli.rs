@@ -172,17 +172,25 @@ pub enum ReportFormatArg {
     Text,
     Json,
     Csv,
+    Html,
 }
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
     pub db: PathBuf,
+    /// text and json: summary and errors; csv: one line per input row; html: one
+    /// self-contained page with charts.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormatArg,
     /// Write to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Instead of a report, write the invalid and permanently failed input rows to FILE, byte
+    /// for byte in the input's format (CSV with its header), and their reasons to
+    /// FILE.errors.csv. Needs the job's input file, unchanged.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["format", "output"])]
+    pub rejects: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -200,10 +200,14 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, AppError> {
 
 pub fn report(args: &ReportArgs) -> Result<ExitCode, AppError> {
     let checkpoint = Checkpoint::open_read_only(&args.db)?;
+    if let Some(rejects_path) = &args.rejects {
+        return write_rejects(&checkpoint, rejects_path);
+    }
     let format = match args.format {
         ReportFormatArg::Text => ReportFormat::Text,
         ReportFormatArg::Json => ReportFormat::Json,
         ReportFormatArg::Csv => ReportFormat::Csv,
+        ReportFormatArg::Html => ReportFormat::Html,
     };
     match &args.output {
         Some(path) => {
@@ -221,6 +225,38 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode, AppError> {
                 .map_err(AppError::io("cannot write to stdout"))?;
         }
     }
+    Ok(ExitCode::Success)
+}
+
+/// `report --rejects FILE`: writes the rows to fix and says what is (and is not) in them.
+fn write_rejects(
+    checkpoint: &Checkpoint,
+    rejects_path: &std::path::Path,
+) -> Result<ExitCode, AppError> {
+    let written = report::write_rejects(checkpoint, rejects_path)?;
+    println!(
+        "wrote {} rejected rows ({} invalid, {} failed permanently) to {}; reasons in {}",
+        written.rows,
+        written.invalid,
+        written.failed,
+        written.rejects_path.display(),
+        written.errors_path.display()
+    );
+    let db = checkpoint.path().display();
+    if written.retryable_failed > 0 {
+        println!(
+            "not included: {} rows that failed transiently; send them again with              `kustomer-import resume --db {db} --retry-failed`",
+            written.retryable_failed
+        );
+    }
+    if !written.staging_complete {
+        println!(
+            "staging is not complete: rows past the staged lines are not judged yet;              finish it with `kustomer-import resume --db {db}`"
+        );
+    }
+    println!(
+        "duplicates are not rejects: their externalId was already imported from an earlier row"
+    );
     Ok(ExitCode::Success)
 }
 

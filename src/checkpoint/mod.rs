@@ -828,6 +828,304 @@ impl Checkpoint {
     }
 }
 
+/// An input row that `report --rejects` copies back out of the input: invalid, or failed for
+/// good (a failure a retry would not fix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    pub line: u64,
+    /// Span of the row in the decompressed input stream.
+    pub byte_offset: u64,
+    pub byte_len: u64,
+    pub state: RowState,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Results that arrived in one time bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResultBucket {
+    /// Bucket number counted from the origin asked for (bucket `n` starts at
+    /// `origin + n * width`).
+    pub index: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// How many results took exactly `latency_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyCount {
+    pub latency_ms: u64,
+    pub count: u64,
+}
+
+/// Rows sharing one error code, with their most frequent messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorClass {
+    pub error_code: Option<String>,
+    /// The state of the class's rows (failed, invalid or duplicate); the most frequent one when
+    /// a code spans several.
+    pub state: RowState,
+    pub count: u64,
+    /// Distinct messages under this code.
+    pub distinct_messages: u64,
+    /// The most frequent messages, largest first, each with its first few lines.
+    pub top_messages: Vec<ErrorGroup>,
+}
+
+/// Send timing of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationTiming {
+    pub conversation_id: String,
+    /// Rows of the conversation that were to be sent (invalid and duplicate rows excluded).
+    pub rows: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub first_attempt_ms: i64,
+    pub last_result_ms: i64,
+}
+
+impl ConversationTiming {
+    /// Last result minus first attempt: how long the conversation kept a send slot busy.
+    pub fn duration_ms(&self) -> i64 {
+        self.last_result_ms - self.first_attempt_ms
+    }
+}
+
+/// Read queries behind `report --rejects` and `report --format html`. Each aggregates in SQL or
+/// streams, so memory stays bounded however many rows the job has.
+impl Checkpoint {
+    /// Offset of the first staged row in the decompressed input: the bytes before it are the
+    /// CSV header (and BOM). None when no row is staged.
+    pub fn first_row_offset(&self) -> Result<Option<u64>> {
+        self.conn
+            .query_row("SELECT MIN(byte_offset) FROM row", [], |row| row.get(0))
+            .at(&self.path)
+    }
+
+    /// Calls `each` for every invalid row and every row failed for good (`retryable = 0`), in
+    /// input order.
+    pub fn for_each_rejected_row<E>(
+        &self,
+        mut each: impl FnMut(&RejectedRow) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<CheckpointError>,
+    {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT line, byte_offset, byte_len, state, error_code, error_message FROM row
+                 WHERE state = 'invalid' OR (state = 'failed' AND retryable = 0)
+                 ORDER BY byte_offset",
+            )
+            .at(&self.path)?;
+        let mut rows = stmt.query([]).at(&self.path)?;
+        while let Some(row) = rows.next().at(&self.path)? {
+            let state: String = row.get(3).at(&self.path)?;
+            let rejected = RejectedRow {
+                line: row.get(0).at(&self.path)?,
+                byte_offset: row.get(1).at(&self.path)?,
+                byte_len: row.get(2).at(&self.path)?,
+                state: self.parse_state(&state)?,
+                error_code: row.get(4).at(&self.path)?,
+                error_message: row.get(5).at(&self.path)?,
+            };
+            each(&rejected)?;
+        }
+        Ok(())
+    }
+
+    /// Failed rows that a retry may fix (`resume --retry-failed`).
+    pub fn retryable_failed_count(&self) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM row WHERE state = 'failed' AND retryable = 1",
+                [],
+                |row| row.get(0),
+            )
+            .at(&self.path)
+    }
+
+    /// Earliest and latest result time (`finished_ms`), or None before any result.
+    pub fn result_span(&self) -> Result<Option<(i64, i64)>> {
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row(
+                "SELECT MIN(finished_ms), MAX(finished_ms) FROM row WHERE finished_ms IS NOT NULL",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .at(&self.path)?;
+        Ok(first.zip(last))
+    }
+
+    /// Succeeded and failed results per bucket of `width_ms` from `origin_ms`, non-empty
+    /// buckets only, in time order. Results before `origin_ms` are left out.
+    pub fn result_buckets(&self, origin_ms: i64, width_ms: i64) -> Result<Vec<ResultBucket>> {
+        if width_ms <= 0 {
+            return Err(self.corrupt(format!("bucket width must be positive, got {width_ms}")));
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT (finished_ms - ?1) / ?2 AS bucket,
+                        SUM(state = 'succeeded'), SUM(state = 'failed')
+                 FROM row WHERE finished_ms IS NOT NULL AND finished_ms >= ?1
+                 GROUP BY bucket ORDER BY bucket",
+            )
+            .at(&self.path)?;
+        let buckets = stmt
+            .query_map(params![origin_ms, width_ms], |row| {
+                Ok(ResultBucket {
+                    index: row.get(0)?,
+                    succeeded: row.get(1)?,
+                    failed: row.get(2)?,
+                })
+            })
+            .at(&self.path)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .at(&self.path)?;
+        Ok(buckets)
+    }
+
+    /// Calls `each` for every distinct recorded latency, ascending, with how many results took
+    /// it. Latencies are whole milliseconds, so there are few distinct values.
+    pub fn for_each_latency<E>(
+        &self,
+        mut each: impl FnMut(LatencyCount) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<CheckpointError>,
+    {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT latency_ms, COUNT(*) FROM row WHERE latency_ms IS NOT NULL
+                 GROUP BY latency_ms ORDER BY latency_ms",
+            )
+            .at(&self.path)?;
+        let mut rows = stmt.query([]).at(&self.path)?;
+        while let Some(row) = rows.next().at(&self.path)? {
+            each(LatencyCount {
+                latency_ms: row.get(0).at(&self.path)?,
+                count: row.get(1).at(&self.path)?,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Failed, invalid and duplicate rows grouped by error code, largest first: at most
+    /// `classes` codes, each with up to `messages` top messages and `examples` lines each.
+    pub fn error_classes(
+        &self,
+        classes: u64,
+        messages: u64,
+        examples: u64,
+    ) -> Result<Vec<ErrorClass>> {
+        let sql = format!(
+            "WITH errors AS (
+                 SELECT line, state, error_code, error_message,
+                        ROW_NUMBER() OVER (PARTITION BY error_code, error_message ORDER BY line)
+                            AS line_rank
+                 FROM row WHERE state IN {ERROR_STATES_SQL}),
+             by_message AS (
+                 SELECT error_code, error_message, COUNT(*) AS size, MIN(state) AS state,
+                        group_concat(CASE WHEN line_rank <= ?3 THEN line END, ',' ORDER BY line)
+                            AS lines
+                 FROM errors GROUP BY error_code, error_message),
+             by_state AS (
+                 SELECT error_code, state, SUM(size) AS size FROM by_message
+                 GROUP BY error_code, state),
+             by_code AS (
+                 SELECT error_code, SUM(size) AS size, COUNT(*) AS distinct_messages,
+                        (SELECT s.state FROM by_state AS s WHERE s.error_code IS m.error_code
+                         ORDER BY s.size DESC, s.state LIMIT 1) AS state
+                 FROM by_message AS m GROUP BY error_code
+                 ORDER BY size DESC, error_code LIMIT ?1),
+             ranked AS (
+                 SELECT m.error_code, m.error_message, m.size, m.lines,
+                        ROW_NUMBER() OVER (PARTITION BY m.error_code
+                                           ORDER BY m.size DESC, m.error_message) AS message_rank
+                 FROM by_message AS m JOIN by_code AS c ON m.error_code IS c.error_code)
+             SELECT c.error_code, c.state, c.size, c.distinct_messages,
+                    r.error_message, r.size, r.lines
+             FROM by_code AS c JOIN ranked AS r ON r.error_code IS c.error_code
+             WHERE r.message_rank <= ?2
+             ORDER BY c.size DESC, c.error_code, r.message_rank"
+        );
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(&sql).at(&self.path)?;
+        let mut rows = stmt
+            .query(params![clamp(classes), clamp(messages), clamp(examples)])
+            .at(&self.path)?;
+        let mut found: Vec<ErrorClass> = Vec::new();
+        while let Some(row) = rows.next().at(&self.path)? {
+            let error_code: Option<String> = row.get(0).at(&self.path)?;
+            let state: String = row.get(1).at(&self.path)?;
+            let lines: Option<String> = row.get(6).at(&self.path)?;
+            let example_lines = lines
+                .unwrap_or_default()
+                .split(',')
+                .filter(|line| !line.is_empty())
+                .map(|line| {
+                    line.parse::<u64>()
+                        .map_err(|_| self.corrupt(format!("bad example line list {line:?}")))
+                })
+                .collect::<Result<Vec<u64>>>()?;
+            let message = ErrorGroup {
+                error_code: error_code.clone(),
+                error_message: row.get(4).at(&self.path)?,
+                count: row.get(5).at(&self.path)?,
+                example_lines,
+            };
+            match found.last_mut() {
+                Some(class) if class.error_code == error_code => class.top_messages.push(message),
+                _ => found.push(ErrorClass {
+                    error_code,
+                    state: self.parse_state(&state)?,
+                    count: row.get(2).at(&self.path)?,
+                    distinct_messages: row.get(3).at(&self.path)?,
+                    top_messages: vec![message],
+                }),
+            }
+        }
+        Ok(found)
+    }
+
+    /// The `limit` conversations that took longest from their first attempt to their last
+    /// result, longest first.
+    pub fn slowest_conversations(&self, limit: u64) -> Result<Vec<ConversationTiming>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT conversation_id, COUNT(*), SUM(state = 'succeeded'), SUM(state = 'failed'),
+                        MIN(first_attempt_ms) AS first, MAX(finished_ms) AS last
+                 FROM row
+                 WHERE conversation_id IS NOT NULL AND state NOT IN ('invalid', 'duplicate')
+                 GROUP BY conversation_id
+                 HAVING first IS NOT NULL AND last IS NOT NULL
+                 ORDER BY last - first DESC, conversation_id
+                 LIMIT ?1",
+            )
+            .at(&self.path)?;
+        let timings = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                Ok(ConversationTiming {
+                    conversation_id: row.get(0)?,
+                    rows: row.get(1)?,
+                    succeeded: row.get(2)?,
+                    failed: row.get(3)?,
+                    first_attempt_ms: row.get(4)?,
+                    last_result_ms: row.get(5)?,
+                })
+            })
+            .at(&self.path)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .at(&self.path)?;
+        Ok(timings)
+    }
+}
+
 /// Batched staging; see [`Checkpoint::stager`].
 ///
 /// One transaction stays open across [`Stager::add`] calls and is committed every

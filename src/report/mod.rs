@@ -33,6 +33,15 @@
 //! Header `line,externalId,conversationId,state,messageId,httpStatus,errorCode,errorMessage,`
 //! `attempts,firstAttemptAt,lastAttemptAt`, then one record per input row (invalid and duplicate
 //! rows included) in line order; times RFC 3339 UTC, absent values empty.
+//!
+//! # HTML report and rejects
+//!
+//! `html` renders one self-contained page (summary cards, throughput and latency charts, errors
+//! by class, slowest conversations, the job's settings); `rejects` copies the invalid and
+//! permanently failed rows back out of the input, byte for byte.
+
+mod html;
+mod rejects;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +51,8 @@ use serde::Serialize;
 use crate::checkpoint::{
     Checkpoint, CheckpointError, ErrorGroup, Job, RowOutcome, RowState, StateCounts,
 };
+
+pub use rejects::{errors_path, write_rejects, RejectsSummary, ERRORS_HEADER};
 
 /// Error groups shown by `status`.
 const TOP_ERRORS: u64 = 10;
@@ -60,6 +71,26 @@ pub enum ReportError {
     Csv(#[from] csv::Error),
     #[error("cannot write the JSON report: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("the job's input {path} is gone: the rejects are copied out of it, so put it back where it was staged from")]
+    InputMissing { path: PathBuf },
+    #[error("the job's input {path} has changed since it was staged ({detail}); the rejects are copied out of the staged file, so restore it")]
+    InputChanged { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the checkpoint's row positions do not fit {path}: {detail}")]
+    Spans { path: PathBuf, detail: String },
 }
 
 /// How far staging got.
@@ -95,6 +126,8 @@ pub enum ReportFormat {
     Text,
     Json,
     Csv,
+    /// One self-contained page; see the `html` module.
+    Html,
 }
 
 /// Summarises the checkpoint as of now.
@@ -396,6 +429,7 @@ pub fn write_report(
         ReportFormat::Text => write_text(cp, now_ms, out),
         ReportFormat::Json => write_json(cp, now_ms, out),
         ReportFormat::Csv => write_csv(cp, out),
+        ReportFormat::Html => html::write_html(cp, now_ms, out),
     })
 }
 
@@ -832,6 +866,176 @@ mod tests {
         );
         writer.execute_batch("COMMIT").unwrap();
         assert_eq!(status(&reader).unwrap().counts.sending, 1);
+    }
+
+    #[tokio::test]
+    async fn report_queries_aggregate_results_errors_and_rejects() {
+        let (_dir, cp) = sample_checkpoint().await;
+        let reader = Checkpoint::open_read_only(cp.path()).unwrap();
+        assert_eq!(reader.first_row_offset().unwrap(), Some(100));
+        let mut rejected = Vec::new();
+        reader
+            .for_each_rejected_row(|row| {
+                rejected.push((row.line, row.byte_offset, row.state));
+                Ok::<(), CheckpointError>(())
+            })
+            .unwrap();
+        assert_eq!(
+            rejected,
+            vec![(5, 500, RowState::Failed), (6, 600, RowState::Invalid)],
+            "the retryable failure (1) and the duplicate (7) are not rejects"
+        );
+        assert_eq!(reader.retryable_failed_count().unwrap(), 1);
+
+        assert_eq!(
+            reader.result_span().unwrap(),
+            Some((T0 + 10_000, T0 + 30_000))
+        );
+        let buckets: Vec<(u64, u64, u64)> = reader
+            .result_buckets(T0, 10_000)
+            .unwrap()
+            .iter()
+            .map(|b| (b.index, b.succeeded, b.failed))
+            .collect();
+        assert_eq!(buckets, vec![(1, 0, 1), (2, 1, 0), (3, 0, 1)]);
+
+        let mut latencies = Vec::new();
+        reader
+            .for_each_latency(|value| {
+                latencies.push((value.latency_ms, value.count));
+                Ok::<(), CheckpointError>(())
+            })
+            .unwrap();
+        assert_eq!(latencies, vec![(5, 3)]);
+
+        let classes: Vec<(String, RowState, u64)> = reader
+            .error_classes(12, 3, 5)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.error_code.unwrap(), c.state, c.count))
+            .collect();
+        assert_eq!(
+            classes,
+            vec![
+                ("duplicate_external_id".to_string(), RowState::Duplicate, 1),
+                ("http_400".to_string(), RowState::Failed, 1),
+                ("http_503".to_string(), RowState::Failed, 1),
+                ("invalid_row".to_string(), RowState::Invalid, 1),
+            ]
+        );
+        assert_eq!(reader.error_classes(1, 3, 5).unwrap().len(), 1);
+
+        let slowest: Vec<(String, u64, u64, u64, i64)> = reader
+            .slowest_conversations(10)
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c.conversation_id.clone(),
+                    c.rows,
+                    c.succeeded,
+                    c.failed,
+                    c.duration_ms(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            slowest,
+            vec![
+                ("c2".to_string(), 2, 1, 1, 25_000),
+                ("c1".to_string(), 4, 0, 1, 10_000),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn error_classes_keep_top_messages_with_examples() {
+        let (_dir, mut cp) = checkpoint_with_job();
+        let mut rows: Vec<_> = (1..=7).map(|l| invalid(l, "sentAt: missing")).collect();
+        rows.extend((8..=10).map(|l| invalid(l, "channel: unknown")));
+        rows.push(invalid(11, "app: empty"));
+        rows.push(invalid(12, "app: empty"));
+        stage(&mut cp, rows);
+        let classes = cp.error_classes(5, 2, 3).unwrap();
+        assert_eq!(classes.len(), 1);
+        let class = &classes[0];
+        assert_eq!((class.count, class.distinct_messages), (12, 3));
+        let messages: Vec<(&str, u64, Vec<u64>)> = class
+            .top_messages
+            .iter()
+            .map(|m| {
+                (
+                    m.error_message.as_deref().unwrap(),
+                    m.count,
+                    m.example_lines.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            vec![
+                ("sentAt: missing", 7, vec![1, 2, 3]),
+                ("channel: unknown", 3, vec![8, 9, 10]),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn html_report_is_self_contained_escaped_and_agrees_with_json() {
+        let (_dir, cp) = sample_checkpoint().await;
+        let mut out = Vec::new();
+        write_report(&cp, ReportFormat::Html, &mut out).unwrap();
+        let html = String::from_utf8(out).unwrap();
+        let metric = |name: &str| -> String {
+            let needle = format!("data-metric=\"{name}\" data-value=\"");
+            let start = html
+                .find(&needle)
+                .unwrap_or_else(|| panic!("{name} missing"))
+                + needle.len();
+            html[start..start + html[start..].find('"').unwrap()].to_string()
+        };
+        let mut json = Vec::new();
+        write_report(&cp, ReportFormat::Json, &mut json).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        for state in ["succeeded", "failed", "invalid", "duplicate"] {
+            assert_eq!(metric(state), json["counts"][state].to_string(), "{state}");
+        }
+        for field in ["total", "held", "remaining"] {
+            assert_eq!(metric(field), json[field].to_string(), "{field}");
+        }
+        assert_eq!(metric("elapsed_seconds"), "30");
+        assert_eq!(metric("latency_p99_ms"), "5");
+        assert_eq!(
+            metric("bucket_ms"),
+            "500",
+            "20 s of results in at most 60 bars"
+        );
+        assert!(html.contains("bad, &quot;quoted&quot;"), "message escaped");
+        assert!(!html.contains("<script"), "no scripts");
+        for external in [
+            "http://",
+            "https://",
+            "url(",
+            "@import",
+            "<link rel=\"stylesheet",
+        ] {
+            let allowed = [
+                "http://www.w3.org/2000/svg",
+                "https://acme.api.kustomerapp.com",
+            ];
+            let mut rest = html.as_str();
+            while let Some(at) = rest.find(external) {
+                let tail = &rest[at..];
+                assert!(
+                    allowed.iter().any(|ok| tail.starts_with(ok)),
+                    "external reference at {}",
+                    &tail[..tail.len().min(60)]
+                );
+                rest = &rest[at + external.len()..];
+            }
+        }
+        assert!(html.contains("--retry-failed"), "next steps name the retry");
+        assert!(html.contains("--rejects"), "next steps name the rejects");
     }
 
     #[test]
