@@ -104,7 +104,11 @@ pub fn generate(path: &Path, rows: u64) -> Result<(), AppError> {
                     (conversation * 3_600 + position * 60) as i64,
                 ))
                 .unwrap_or(start);
-            let direction = if position % 2 == 0 { "in" } else { "out" };
+            let direction = if position.is_multiple_of(2) {
+                "in"
+            } else {
+                "out"
+            };
             writeln!(
                 out,
                 "{conversation:024x},bench-{index},chat,bench,{direction},{},\"Message {position} of conversation {conversation}: the customer asks about order {index}, \"\"quoted\"\", with a comma.\",T{conversation}",

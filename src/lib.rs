@@ -19,6 +19,7 @@ pub mod retry;
 pub mod row;
 pub mod sandbox;
 pub mod scheduler;
+pub mod text;
 pub mod throttle;
 
 /// Diagnostics on stderr, filtered by `RUST_LOG` (default: warnings). Nothing logged carries the

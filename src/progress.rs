@@ -253,7 +253,7 @@ impl StagingView {
     pub fn update(&mut self, rows: u64, position: u64, invalid: u64) {
         let rate = || rows as f64 / self.started.elapsed().as_secs_f64().max(0.001);
         if let Some(bar) = &self.bar {
-            if rows % 256 == 0 {
+            if rows.is_multiple_of(256) {
                 bar.set_position(position);
                 bar.set_message(format!("{rows} rows ({:.0}/s), {invalid} invalid", rate()));
             }

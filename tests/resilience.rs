@@ -327,3 +327,26 @@ fn a_checkpoint_that_cannot_grow_stops_the_run_with_exit_5_and_loses_nothing() {
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
 }
+
+#[test]
+fn a_second_process_on_the_same_checkpoint_is_refused() {
+    let sandbox = Sandbox::start(&["--latency-ms", "20"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 400, 4, 18);
+    let mut first = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &["--concurrency", "4"]);
+    wait_until(LIMIT, "sending under way", || sandbox.stored() >= 20);
+
+    let second = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&second), 2, "{}", text(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another kustomer-import process"),
+        "{}",
+        text(&second)
+    );
+
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    // Once the first process is gone the job can be resumed again (nothing left to do).
+    let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
     CheckArgs, DemoArgs, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs, SandboxArgs, StatusArgs,
     ValidateArgs,
@@ -41,6 +41,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
     let runtime = runtime()?;
     runtime.block_on(async {
         let interrupt = signals::install();
+        let _lock = JobLock::acquire(&config.db)?;
         let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
         if config.send.display != Display::Quiet {
             eprintln!("staging {}", pipeline::describe_source(&source));
@@ -148,6 +149,7 @@ pub fn resume(args: &ResumeArgs) -> Result<ExitCode, AppError> {
     let send = SendConfig::from_args(&args.send)?;
     let display = send.display;
     let mut checkpoint = Checkpoint::open_existing(&args.db)?;
+    let _lock = JobLock::acquire(&args.db)?;
     let job = checkpoint.job()?.ok_or_else(|| CheckpointError::NoJob {
         path: args.db.clone(),
     })?;

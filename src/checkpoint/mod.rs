@@ -83,6 +83,14 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, detail: String },
     #[error("checkpoint writer stopped: {detail}")]
     WriterGone { detail: String },
+    #[error("another kustomer-import process is working on checkpoint {path}; wait for it to end (or stop it) before running or resuming this job, so that no row is sent twice")]
+    Busy { path: PathBuf },
+    #[error("cannot lock checkpoint {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl CheckpointError {
@@ -108,6 +116,40 @@ impl CheckpointError {
 }
 
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
+
+/// Held by a process for as long as it stages or sends a job. Two processes sending the same
+/// checkpoint would both send its pending rows, so the second is refused. The lock is an OS
+/// file lock on `<checkpoint>.lock`: it goes away with the process, however the process ends, so
+/// a `kill -9` never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct JobLock {
+    _file: std::fs::File,
+}
+
+impl JobLock {
+    pub fn acquire(checkpoint: &Path) -> Result<JobLock> {
+        let mut name = checkpoint.as_os_str().to_owned();
+        name.push(".lock");
+        let lock_path = PathBuf::from(name);
+        let lock_error = |source| CheckpointError::Lock {
+            path: checkpoint.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(lock_error)?;
+        match file.try_lock() {
+            Ok(()) => Ok(JobLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(CheckpointError::Busy {
+                path: checkpoint.to_path_buf(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(lock_error(source)),
+        }
+    }
+}
 
 /// Attaches the checkpoint's path to a SQLite error.
 pub(crate) trait SqliteResultExt<T> {
@@ -1766,6 +1808,19 @@ mod tests {
         assert_eq!(lines, vec![1, 4], "equal sentAt falls back to line order");
         assert!(matches!(cp.body(99), Err(CheckpointError::Corrupt { .. })));
         assert!(matches!(cp.body(6), Err(CheckpointError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_second_job_lock_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("job.sqlite");
+        let first = JobLock::acquire(&db).unwrap();
+        assert!(matches!(
+            JobLock::acquire(&db),
+            Err(CheckpointError::Busy { .. })
+        ));
+        drop(first);
+        assert!(JobLock::acquire(&db).is_ok());
     }
 
     #[test]

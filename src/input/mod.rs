@@ -263,7 +263,7 @@ fn count_of(count: usize, noun: &str) -> String {
 /// "64 MiB" for whole mebibytes, else "100 bytes".
 fn size_text(bytes: usize) -> String {
     const MIB: usize = 1024 * 1024;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{bytes} bytes")

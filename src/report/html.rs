@@ -774,7 +774,7 @@ fn throughput_panel(chart: Option<&Throughput>, out: &mut dyn Write) -> io::Resu
 fn latency_label(ms: u64) -> String {
     if ms < 1_000 {
         ms.to_string()
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{:.1}s", ms as f64 / 1_000.0)

@@ -48,6 +48,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::text::thousands;
+
 use crate::checkpoint::{
     Checkpoint, CheckpointError, ErrorGroup, Job, RowOutcome, RowState, StateCounts,
 };
@@ -194,19 +196,6 @@ fn rfc3339(ms: i64) -> Option<String> {
     jiff::Timestamp::from_millisecond(ms)
         .ok()
         .map(|at| format!("{at:.3}"))
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    grouped
 }
 
 /// Seconds as `2h 05m 09s`, `4m 03s` or `12s`.

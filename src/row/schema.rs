@@ -532,13 +532,5 @@ pub(super) fn quoted(text: &str) -> String {
 
 /// 10240 → "10,240".
 pub(super) fn thousands(number: usize) -> String {
-    let digits = number.to_string();
-    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    grouped
+    crate::text::thousands(number as u64)
 }
