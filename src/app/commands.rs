@@ -41,8 +41,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
     let runtime = runtime()?;
     runtime.block_on(async {
         let interrupt = signals::install();
-        let _lock = JobLock::acquire(&config.db)?;
+        // Locked once the job exists: a second `run` on the same checkpoint is already refused
+        // by the job record itself, and a refused input leaves no lock file behind.
         let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
+        let _lock = JobLock::acquire(&config.db)?;
         if config.send.display != Display::Quiet {
             eprintln!("staging {}", pipeline::describe_source(&source));
         }
