@@ -43,12 +43,11 @@ pub struct SendCounters {
     pub total: AtomicU64,
     pub succeeded: AtomicU64,
     pub failed: AtomicU64,
-    /// Rows sent back to pending (refused key) or left unresolved.
-    pub returned: AtomicU64,
+    /// Rows left pending behind a transient failure earlier in their conversation.
     pub held: AtomicU64,
+    /// Rows whose unknown outcome a lookup by externalId settled as created.
     pub reconciled: AtomicU64,
     retrying: AtomicI64,
-    in_flight: AtomicI64,
 }
 
 impl SendCounters {
@@ -58,13 +57,13 @@ impl SendCounters {
         Arc::new(counters)
     }
 
+    /// Counts a settled row; rows sent back to pending or left `sending` are not settled.
     pub fn record(&self, state: RowState) {
-        let counter = match state {
-            RowState::Succeeded => &self.succeeded,
-            RowState::Failed => &self.failed,
-            _ => &self.returned,
+        match state {
+            RowState::Succeeded => self.succeeded.fetch_add(1, Ordering::Relaxed),
+            RowState::Failed => self.failed.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_held(&self, rows: u64) {
@@ -79,22 +78,27 @@ impl SendCounters {
         self.retrying.fetch_add(delta, Ordering::Relaxed);
     }
 
-    pub fn in_flight(&self, delta: i64) {
-        self.in_flight.fetch_add(delta, Ordering::Relaxed);
-    }
-
     /// Rows whose fate this run has settled.
     pub fn done(&self) -> u64 {
         self.succeeded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
     }
 
     fn summary_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{} ok, {} failed, {} retrying",
             self.succeeded.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
             self.retrying.load(Ordering::Relaxed).max(0),
-        )
+        );
+        let held = self.held.load(Ordering::Relaxed);
+        if held > 0 {
+            line.push_str(&format!(", {held} held"));
+        }
+        let reconciled = self.reconciled.load(Ordering::Relaxed);
+        if reconciled > 0 {
+            line.push_str(&format!(", {reconciled} found by lookup"));
+        }
+        line
     }
 }
 

@@ -375,11 +375,9 @@ async fn send_row(
         }
 
         shared.writer.mark_sending(row.line, now_ms()).await?;
-        shared.counters.in_flight(1);
         let started = Instant::now();
         let result = shared.client.create_message(conversation_id, body).await;
         let latency_ms = started.elapsed().as_millis() as u64;
-        shared.counters.in_flight(-1);
 
         let err = match result {
             Ok(created) => {
