@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, QueuedRow, RowResult, RowState, WriterHandle,
+    now_ms, Checkpoint, CheckpointError, QueuedRow, RowResult, RowState, WriterHandle,
 };
 use crate::client::{ApiClient, ApiError, CreatedMessage, RetryAction};
 use crate::progress::SendCounters;
@@ -540,10 +540,6 @@ fn unresolved(err: &ApiError) -> RowResult {
         latency_ms: None,
         at_ms: now_ms(),
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 #[cfg(test)]

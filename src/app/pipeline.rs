@@ -118,11 +118,7 @@ fn spool_stdin(db: &Path, format: Option<Format>) -> Result<InputSource, AppErro
     let path = std::fs::canonicalize(&spool)
         .map_err(AppError::io(format!("cannot open {}", spool.display())))?;
     // Sniff gzip on the copy: `InputSource::detect` honours the magic bytes.
-    let detected = InputSource::detect(&path, Some(format))?;
-    Ok(InputSource {
-        compression: detected.compression,
-        ..detected
-    })
+    Ok(InputSource::detect(&path, Some(format))?)
 }
 
 /// Every field name the API does not know, or that the importer refuses, stops the run here,
