@@ -48,6 +48,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/revoke", post(revoke))
         .route("/_sandbox/restore", post(restore))
         .route("/_sandbox/seed", post(seed))
+        .route("/_sandbox/hold", post(hold))
+        .route("/_sandbox/release", post(release))
         .route("/_sandbox/redirected", any(redirected))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
@@ -64,6 +66,7 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
     if let Some(target) = &shared.config.redirect_to {
         return redirect(&shared, target);
     }
+    shared.pass_hold().await;
     let delay = shared.next_delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -550,6 +553,16 @@ async fn revoke(State(shared): State<Arc<Shared>>) -> StatusCode {
 
 async fn restore(State(shared): State<Arc<Shared>>) -> StatusCode {
     shared.set_admin_revoked(false);
+    StatusCode::NO_CONTENT
+}
+
+async fn hold(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_hold(true);
+    StatusCode::NO_CONTENT
+}
+
+async fn release(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_hold(false);
     StatusCode::NO_CONTENT
 }
 

@@ -106,6 +106,10 @@
 //!   see them like any message; `/_sandbox/messages` marks them `"seeded": true`; they count in
 //!   `seeded`, not in `messages_stored`, and never as duplicates (an imported message whose
 //!   externalId only a seeded one carries is no duplicate).
+//! - `POST /_sandbox/hold`: from now on every `/v1` request waits (in flight, before latency and
+//!   auth) until `POST /_sandbox/release` (both 204). Tests use it to keep requests in flight
+//!   for as long as they need, instead of guessing with latency; stats show `held` (waiting now)
+//!   and `in_flight`.
 //! - `/_sandbox/redirected`, any method: counts a hit in `redirect_hits` (204). Point
 //!   `redirect_to` at it (`/_sandbox/redirected`) to prove a client never follows a redirect.
 //!
@@ -298,6 +302,12 @@ pub struct SandboxStats {
     /// Requests to `/_sandbox/redirected` (a redirect someone followed).
     #[serde(default)]
     pub redirect_hits: u64,
+    /// `/v1` requests in flight right now.
+    #[serde(default)]
+    pub in_flight: u64,
+    /// `/v1` requests waiting on `POST /_sandbox/hold` right now.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// ExternalId lookups (`GET /v1/messages/externalId=..` and `externalid=..`) that reached the
@@ -408,6 +418,12 @@ impl RunningSandbox {
     /// Revokes (`true`) or restores (`false`) [`ADMIN_KEY`], like the control endpoints.
     pub fn set_admin_revoked(&self, revoked: bool) {
         self.shared.set_admin_revoked(revoked);
+    }
+
+    /// Holds (`true`) every `/v1` request at the gate until released (`false`), like
+    /// `POST /_sandbox/hold` and `POST /_sandbox/release`.
+    pub fn set_hold(&self, hold: bool) {
+        self.shared.set_hold(hold);
     }
 
     /// Asks the server to stop without waiting: no new connections, open ones finish their

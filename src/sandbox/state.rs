@@ -341,7 +341,20 @@ pub(crate) struct Shared {
     pub clock: Clock,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// While true, every `/v1` request waits in the gate (`POST /_sandbox/hold` / `release`).
+    hold: tokio::sync::watch::Sender<bool>,
+    /// Requests waiting on the hold right now.
+    held: AtomicU64,
     world: Mutex<World>,
+}
+
+/// Counts one request as waiting on the hold for as long as it waits.
+struct Held<'a>(&'a Shared);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts one /v1 request as in flight for as long as it lives (dropped connections included).
@@ -383,6 +396,8 @@ impl Shared {
             config,
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            hold: tokio::sync::watch::Sender::new(false),
+            held: AtomicU64::new(0),
             world: Mutex::new(world),
         }
     }
@@ -396,6 +411,23 @@ impl Shared {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    /// Holds (`true`) or releases (`false`) every `/v1` request at the gate.
+    pub(crate) fn set_hold(&self, hold: bool) {
+        self.hold.send_replace(hold);
+    }
+
+    /// Waits while the hold is on; counted in `held` meanwhile (a dropped request included).
+    pub(crate) async fn pass_hold(&self) {
+        let mut hold = self.hold.subscribe();
+        if !*hold.borrow_and_update() {
+            return;
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Held(self);
+        // Err only if the sender is gone, which cannot happen while `self` lives.
+        let _ = hold.wait_for(|held| !*held).await;
     }
 
     pub(crate) fn next_delay(&self) -> Duration {
@@ -625,6 +657,8 @@ impl Shared {
                 .collect(),
             dropped_connections: counters.dropped_connections,
             max_concurrency: self.max_in_flight.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
             faults_injected: counters.faults.clone(),
             creates: world.creates_seen,
             creates_by_conversation: counters

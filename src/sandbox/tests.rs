@@ -840,10 +840,20 @@ async fn stats_count_v1_requests_by_status_but_not_control_requests() {
 }
 
 #[tokio::test]
-async fn latency_applies_and_max_concurrency_is_measured() {
-    let sandbox = sandbox_with(|config| config.faults.latency = Duration::from_millis(400)).await;
-    let client = client();
+async fn latency_applies() {
+    let sandbox = sandbox_with(|config| config.faults.latency = Duration::from_millis(300)).await;
     let started = Instant::now();
+    assert_eq!(token(&sandbox, AGENT_KEY).await.status(), StatusCode::OK);
+    // A lower bound only: a sleep never ends early, however loaded the machine.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn held_requests_stay_in_flight_until_released_and_max_concurrency_is_measured() {
+    let sandbox = sandbox().await;
+    sandbox.set_hold(true);
+    let client = client();
     let requests: Vec<_> = (0..6)
         .map(|_| {
             let request = client
@@ -852,6 +862,17 @@ async fn latency_applies_and_max_concurrency_is_measured() {
             tokio::spawn(request.send())
         })
         .collect();
+    eventually("six requests held", || sandbox.stats().held == 6).await;
+    let stats = sandbox.stats();
+    assert_eq!(stats.in_flight, 6);
+    assert_eq!(stats.max_concurrency, 6);
+    assert!(requests.iter().all(|request| !request.is_finished()));
+    let released = client
+        .post(format!("{}/_sandbox/release", sandbox.base_url()))
+        .send()
+        .await
+        .expect("release");
+    assert_eq!(released.status(), StatusCode::NO_CONTENT);
     for request in requests {
         let response = request.await.expect("task joins");
         assert_eq!(
@@ -859,8 +880,38 @@ async fn latency_applies_and_max_concurrency_is_measured() {
             StatusCode::OK
         );
     }
-    assert!(started.elapsed() >= Duration::from_millis(400));
-    assert_eq!(sandbox.stats().max_concurrency, 6);
+    let stats = sandbox.stats();
+    assert_eq!(
+        (stats.held, stats.in_flight, stats.max_concurrency),
+        (0, 0, 6)
+    );
+    // Control endpoints are never held.
+    let hold = client
+        .post(format!("{}/_sandbox/hold", sandbox.base_url()))
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(hold.status(), StatusCode::NO_CONTENT);
+    assert_eq!(sandbox.messages().conversations.len(), 0);
+    let held = tokio::spawn(
+        client
+            .post(format!(
+                "{}/v1/conversations/{CONVERSATION}/messages",
+                sandbox.base_url()
+            ))
+            .bearer_auth(ADMIN_KEY)
+            .json(&minimal_body("after-hold"))
+            .send(),
+    );
+    eventually("the create held", || sandbox.stats().held == 1).await;
+    assert_eq!(
+        sandbox.stats().creates,
+        0,
+        "held before anything is processed"
+    );
+    sandbox.set_hold(false);
+    let created = held.await.expect("joins").expect("request completes");
+    assert_eq!(created.status(), StatusCode::CREATED);
     sandbox.shutdown().await;
 }
 
