@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
-    CheckArgs, DemoArgs, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs, SandboxArgs, StatusArgs,
-    ValidateArgs,
+    CheckArgs, DemoArgs, LookupRouteArg, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs,
+    SandboxArgs, SandboxOutcomeArgs, StatusArgs, ValidateArgs,
 };
 use crate::client::{ApiClient, LookupAnswer};
 use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
@@ -16,7 +16,7 @@ use crate::input::{self, InputSource};
 use crate::progress::Display;
 use crate::report::{self, ReportFormat};
 use crate::row::{self, StampOptions, ValidationOptions};
-use crate::sandbox::{self, SandboxConfig};
+use crate::sandbox::{self, LookupSpelling, SandboxConfig};
 use crate::throttle;
 
 use super::pipeline::{self, JobRequest, StageCounts};
@@ -481,7 +481,30 @@ fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
     config.faults.drop_before_store = args.drop_before_store;
     config.faults.store_then_drop = args.store_then_drop;
     config.faults.revoke_admin_after = args.revoke_admin_after;
+    apply_outcome_switches(&args.outcomes, &mut config);
     config
+}
+
+/// The issue 7 switches: unknown create outcomes and misleading lookups.
+fn apply_outcome_switches(args: &SandboxOutcomeArgs, config: &mut SandboxConfig) {
+    config.lookup = match args.lookup_route {
+        LookupRouteArg::Both => LookupSpelling::Both,
+        LookupRouteArg::Camel => LookupSpelling::CamelOnly,
+        LookupRouteArg::Lower => LookupSpelling::LowerOnly,
+        LookupRouteArg::None => LookupSpelling::NoRoute,
+    };
+    config.not_found_as_empty = args.not_found_as_empty;
+    config.lookup_list = args.lookup_list;
+    config.redirect_to = args.redirect_to.clone();
+    let faults = &mut config.faults;
+    faults.store_then_error = args.store_then_error;
+    faults.store_then_error_statuses = args.store_then_error_status.clone();
+    faults.slow_store = args.slow_store;
+    faults.slow_store_delay = std::time::Duration::from_millis(args.slow_store_ms);
+    faults.accepted_202 = args.accepted_202;
+    faults.created_without_id = args.created_without_id;
+    faults.oversize_body = args.oversize_body;
+    faults.lookup_429 = args.lookup_429;
 }
 
 /// Imports the embedded sample into an in-process sandbox and prints the report.
@@ -548,4 +571,97 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
         .map_err(AppError::io("cannot write to stdout"))?;
     }
     Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn sandbox_args(flags: &[&str]) -> Result<SandboxArgs, clap::Error> {
+        let argv = ["kustomer-import", "sandbox"].iter().chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Sandbox(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn issue_7_switches_map_onto_the_sandbox_config() {
+        let args = sandbox_args(&[
+            "--store-then-error",
+            "0.1",
+            "--store-then-error-status",
+            "408,520,599",
+            "--lookup-route",
+            "none",
+            "--not-found-as-empty",
+            "--lookup-list",
+            "--slow-store",
+            "0.2",
+            "--slow-store-ms",
+            "1500",
+            "--accepted-202",
+            "0.05",
+            "--created-without-id",
+            "0.04",
+            "--oversize-body",
+            "0.03",
+            "--redirect-to",
+            "/_sandbox/redirected",
+            "--lookup-429",
+            "0.5",
+        ])
+        .expect("flags parse");
+        let config = sandbox_config(&args);
+        assert_eq!(config.lookup, LookupSpelling::NoRoute);
+        assert!(config.not_found_as_empty && config.lookup_list);
+        assert_eq!(config.redirect_to.as_deref(), Some("/_sandbox/redirected"));
+        let faults = &config.faults;
+        assert_eq!(faults.store_then_error, 0.1);
+        assert_eq!(faults.store_then_error_statuses, [408, 520, 599]);
+        assert_eq!(faults.slow_store, 0.2);
+        assert_eq!(faults.slow_store_delay, Duration::from_millis(1500));
+        assert_eq!(faults.accepted_202, 0.05);
+        assert_eq!(faults.created_without_id, 0.04);
+        assert_eq!(faults.oversize_body, 0.03);
+        assert_eq!(faults.lookup_429, 0.5);
+        assert!(faults.check().is_ok());
+
+        for (route, spelling) in [
+            ("both", LookupSpelling::Both),
+            ("camel", LookupSpelling::CamelOnly),
+            ("lower", LookupSpelling::LowerOnly),
+        ] {
+            let args = sandbox_args(&["--lookup-route", route]).expect("flags parse");
+            assert_eq!(sandbox_config(&args).lookup, spelling);
+        }
+    }
+
+    #[test]
+    fn issue_7_switches_default_to_off_and_bad_values_are_refused() {
+        let config = sandbox_config(&sandbox_args(&[]).expect("no flags parse"));
+        assert_eq!(config.lookup, LookupSpelling::Both);
+        assert!(!config.not_found_as_empty && !config.lookup_list);
+        assert!(config.redirect_to.is_none());
+        assert_eq!(config.faults.store_then_error_statuses, [500, 502, 504]);
+        assert_eq!(config.faults.store_then_error, 0.0);
+
+        assert!(sandbox_args(&["--lookup-route", "upper"]).is_err());
+        assert!(sandbox_args(&["--store-then-error-status", "5xx"]).is_err());
+        for flags in [
+            &["--store-then-error", "1.5"][..],
+            &["--store-then-error-status", "404"],
+            &["--lookup-429=-0.1"],
+            &["--slow-store", "0.6", "--accepted-202", "0.6"],
+            &["--slow-store-ms", "600001"],
+        ] {
+            let config = sandbox_config(&sandbox_args(flags).expect("flags parse"));
+            assert!(config.faults.check().is_err(), "{flags:?}");
+        }
+    }
 }
