@@ -132,12 +132,12 @@ fn a_message_with_the_same_external_id_elsewhere_is_never_claimed() {
     let sandbox = Sandbox::start(&["--drop-before-store", "0.3", "--lookup-list", "--seed", "9"]);
     let dir = tempfile::tempdir().unwrap();
     let expected = write_csv(&dir.path().join("in.csv"), 400, 20, 4);
+    let foreign: Vec<String> = (0..60).map(|i| format!("{:024x}", 0xf00000 + i)).collect();
     let seeded: Vec<Value> = expected
         .iter()
-        .take(60)
-        .enumerate()
-        .map(|(index, row)| {
-            json!({"conversationId": format!("{:024x}", 0xf00000 + index), "externalId": row.external_id})
+        .zip(&foreign)
+        .map(|(row, conversation)| {
+            json!({"conversationId": conversation, "externalId": row.external_id})
         })
         .collect();
     sandbox.post_json("/_sandbox/seed", &Value::Array(seeded));
@@ -152,7 +152,10 @@ fn a_message_with_the_same_external_id_elsewhere_is_never_claimed() {
         .collect();
     assert!(!elsewhere.is_empty(), "no row met its foreign twin");
     for row in &elsewhere {
-        assert!(row["errorMessage"].contains("conversation f0"), "{row:?}");
+        let named = foreign
+            .iter()
+            .any(|c| row["errorMessage"].contains(&format!("conversation {c}")));
+        assert!(named, "the report names the other conversation: {row:?}");
     }
     let status = status_json(dir.path(), "job.sqlite");
     assert!(status["held"].as_u64().unwrap_or(0) > 0, "{status}");
@@ -201,14 +204,14 @@ fn lookups_answered_429_use_no_attempts() {
         "--lookup-429",
         "0.5",
         "--store-then-drop",
-        "0.2",
+        "0.15",
         "--window-secs",
         "1",
         "--seed",
         "3",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let expected = write_csv(&dir.path().join("in.csv"), 200, 10, 7);
+    let expected = write_csv(&dir.path().join("in.csv"), 100, 10, 7);
     let output = run_job(
         dir.path(),
         &sandbox,
@@ -458,5 +461,56 @@ fn a_worker_panic_exits_70_and_the_job_resumes() {
     );
     let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &[]);
     assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+/// A row whose outcome stays unknown (its create got no answer and its lookups fail) is failed
+/// visibly as `outcome_unknown`, holds its conversation, is never resent blind, and `resume`
+/// moves it forward once lookups answer again.
+#[test]
+fn an_outcome_that_stays_unknown_is_reported_and_resume_settles_it() {
+    let sandbox = Sandbox::start(&["--store-then-drop", "0.2", "--seed", "21"]);
+    sandbox.post("/_sandbox/lookups/fail");
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 100, 10, 17);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        "in.csv",
+        &["--max-attempts", "2"],
+    );
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert!(fired(&sandbox, "lookup_503") > 0);
+    let report = report_rows(dir.path(), "job.sqlite");
+    let unknown = report
+        .iter()
+        .filter(|r| r["errorCode"] == "outcome_unknown")
+        .count();
+    assert!(unknown > 0, "some outcomes stayed unknown");
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["failed"], unknown as u64, "{status}");
+    assert!(status["held"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["counts"]["sending"], 0, "{status}");
+    // Every one of them was in fact stored (store then drop): nothing was resent blind.
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
+
+    // Even --retry-failed does not resend them blind while lookups still fail.
+    let output = resume_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        &["--retry-failed", "--max-attempts", "2"],
+    );
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
+
+    sandbox.post("/_sandbox/lookups/heal");
+    for _ in 0..5 {
+        let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &[]);
+        if code(&output) == 0 {
+            break;
+        }
+    }
     assert_stored_exactly_once_in_order(&sandbox, &expected);
 }

@@ -51,6 +51,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/hold", post(hold))
         .route("/_sandbox/release", post(release))
         .route("/_sandbox/redirected", any(redirected))
+        .route("/_sandbox/lookups/fail", post(fail_lookups))
+        .route("/_sandbox/lookups/heal", post(heal_lookups))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
         .with_state(shared)
@@ -498,6 +500,13 @@ async fn lookup_message(
             &format!("Message {spec} not found"),
         );
     };
+    if shared.lookup_fails() {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "Lookups are failing (POST /_sandbox/lookups/fail)",
+        );
+    }
     if shared.roll_lookup_429() {
         return rate_limited(&shared, "Rate limit exceeded");
     }
@@ -544,6 +553,16 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn messages(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.messages()).into_response()
+}
+
+async fn fail_lookups(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_lookups_failing(true);
+    StatusCode::NO_CONTENT
+}
+
+async fn heal_lookups(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_lookups_failing(false);
+    StatusCode::NO_CONTENT
 }
 
 async fn revoke(State(shared): State<Arc<Shared>>) -> StatusCode {

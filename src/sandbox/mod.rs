@@ -110,6 +110,10 @@
 //!   auth) until `POST /_sandbox/release` (both 204). Tests use it to keep requests in flight
 //!   for as long as they need, instead of guessing with latency; stats show `held` (waiting now)
 //!   and `in_flight`.
+//! - `POST /_sandbox/lookups/fail`: from now on every lookup by externalId answers 503 (counted
+//!   in `faults_injected.lookup_503`) while creates still work, until `POST
+//!   /_sandbox/lookups/heal` (both 204): a read path that is down, so an unknown outcome stays
+//!   unknown until it heals.
 //! - `/_sandbox/redirected`, any method: counts a hit in `redirect_hits` (204). Point
 //!   `redirect_to` at it (`/_sandbox/redirected`) to prove a client never follows a redirect.
 //!
@@ -353,6 +357,9 @@ pub struct FaultCounts {
     pub oversize_body: u64,
     #[serde(default)]
     pub lookup_429: u64,
+    /// Lookups answered 503 while `POST /_sandbox/lookups/fail` is in force.
+    #[serde(default)]
+    pub lookup_503: u64,
     /// `/v1` requests answered 307 by `redirect_to`.
     #[serde(default)]
     pub redirected: u64,

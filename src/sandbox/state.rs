@@ -345,6 +345,9 @@ pub(crate) struct Shared {
     hold: tokio::sync::watch::Sender<bool>,
     /// Requests waiting on the hold right now.
     held: AtomicU64,
+    /// While true, every lookup answers 503 (`POST /_sandbox/lookups/fail` / `heal`): a read
+    /// path that is down while creates still work.
+    lookups_failing: std::sync::atomic::AtomicBool,
     world: Mutex<World>,
 }
 
@@ -398,6 +401,7 @@ impl Shared {
             max_in_flight: AtomicU64::new(0),
             hold: tokio::sync::watch::Sender::new(false),
             held: AtomicU64::new(0),
+            lookups_failing: std::sync::atomic::AtomicBool::new(false),
             world: Mutex::new(world),
         }
     }
@@ -612,6 +616,19 @@ impl Shared {
     }
 
     /// Rolls the lookup dice; counts a 429 when they ask for one.
+    pub(crate) fn set_lookups_failing(&self, failing: bool) {
+        self.lookups_failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// Whether this lookup fails (503), counting it when it does.
+    pub(crate) fn lookup_fails(&self) -> bool {
+        let failing = self.lookups_failing.load(Ordering::Relaxed);
+        if failing {
+            self.world().counters.faults.lookup_503 += 1;
+        }
+        failing
+    }
+
     pub(crate) fn roll_lookup_429(&self) -> bool {
         let mut world = self.world();
         let limited =

@@ -41,7 +41,7 @@ impl Lane {
 /// What a worker should do next.
 pub enum Next {
     /// Work this lane.
-    Lane(Lane),
+    Lane(Box<Lane>),
     /// Start this conversation: read its rows, then work it.
     Fresh(String),
     /// Nothing left for this worker.
@@ -107,13 +107,13 @@ impl LaneBoard {
                 if let Some(index) = state.parked.iter().position(|(at, _)| *at <= now) {
                     let (_, lane) = state.parked.swap_remove(index);
                     state.active += 1;
-                    return Next::Lane(lane);
+                    return Next::Lane(Box::new(lane));
                 }
                 let route = route();
                 if route.proven {
                     if let Some(lane) = state.awaiting_route.pop() {
                         state.active += 1;
-                        return Next::Lane(lane);
+                        return Next::Lane(Box::new(lane));
                     }
                 }
                 if let Some(conversation) = state.fresh.pop_front() {

@@ -476,24 +476,36 @@ async fn work(shared: &Arc<Shared>, reader: &mut Checkpoint) -> Result<(), Check
                 ));
                 return Ok(());
             }
-            Next::Lane(lane) => lane,
+            Next::Lane(lane) => *lane,
             Next::Fresh(conversation_id) => {
                 let queue = reader.conversation_queue(&conversation_id)?;
                 Lane::new(conversation_id, queue)
             }
         };
-        let ended = match drive_lane(shared, reader, lane).await {
-            Ok(LaneEnd::Done) => Ok(shared.board.finished()),
-            Ok(LaneEnd::Park(lane, until)) => Ok(shared.board.park(lane, until)),
-            Ok(LaneEnd::AwaitRoute(lane)) => Ok(shared.board.await_route(lane)),
+        // Every lane handed out goes back exactly once: finished, parked or waiting.
+        let failure = match drive_lane(shared, reader, lane).await {
+            Ok(LaneEnd::Done) => {
+                shared.board.finished();
+                None
+            }
+            Ok(LaneEnd::Park(lane, until)) => {
+                shared.board.park(lane, until);
+                None
+            }
+            Ok(LaneEnd::AwaitRoute(lane)) => {
+                shared.board.await_route(lane);
+                None
+            }
             Err(err) => {
                 shared.board.finished();
-                Err(err)
+                Some(err)
             }
         };
         let (settling, awaiting_route) = shared.board.waiting();
         shared.counters.set_waiting(settling, awaiting_route);
-        ended?;
+        if let Some(err) = failure {
+            return Err(err);
+        }
     }
 }
 

@@ -45,11 +45,11 @@ pub fn importer_for(dir: &Path, sandbox: &Sandbox, key: &str) -> Command {
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(240);
 
 /// The send flags with short waits, for tests: the loopback sandbox answers in milliseconds, so
-/// a slow write has landed long before 0.2 s, and a request is given up after 10 s.
+/// a slow write has landed long before 0.2 s, and a request is given up after 3 s.
 /// `extra` wins where it names the same flag.
 pub fn send_flags(extra: &[&str]) -> Vec<String> {
     let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    for (flag, value) in [("--settle-delay", "0.2"), ("--request-timeout", "10")] {
+    for (flag, value) in [("--settle-delay", "0.2"), ("--request-timeout", "3")] {
         if !extra.contains(&flag) {
             flags.extend([flag.to_string(), value.to_string()]);
         }
