@@ -9,6 +9,10 @@
 //!   sandbox with no added latency.
 //! - Memory: peak resident set (VmHWM) of a child `kustomer-import` process staging, then
 //!   staging and sending, a large generated file (Linux only).
+//! - Exactly-once (`faults`): lookups and extra requests that unknown outcomes cost, and the wall
+//!   time against a fault-free run of the same job at the same budget.
+
+mod faults;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,6 +73,13 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
                 secs,
             ))?;
         }
+    }
+    if args.fault_rows > 0 {
+        runtime.block_on(faults::bench_faults(
+            &workdir,
+            args.fault_rows,
+            args.fault_rpm,
+        ))?;
     }
     if !args.no_memory {
         runtime.block_on(bench_memory(&staging_file, &workdir, args.staging_rows))?;

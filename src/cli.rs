@@ -360,4 +360,11 @@ pub struct BenchArgs {
     /// Skip the peak-memory runs.
     #[arg(long)]
     pub no_memory: bool,
+    /// Rows of the exactly-once scenario: the same job with and without 5% stored-then-5xx and
+    /// 5% dropped connections (0 skips).
+    #[arg(long, value_name = "N", default_value_t = 3_000)]
+    pub fault_rows: u64,
+    /// The budget both runs of the exactly-once scenario are paced at, requests per minute.
+    #[arg(long, value_name = "N", default_value_t = 6_000)]
+    pub fault_rpm: u32,
 }

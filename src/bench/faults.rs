@@ -1,0 +1,113 @@
+//! The price of exactly-once: the same job sent twice at the same budget, once against a sandbox
+//! that answers every create, once against one that stores some messages and then answers 5xx
+//! and drops some connections (before and after storing). Reported: lookups made, requests spent
+//! beyond one per row, and the wall time of the faulty run against the clean one.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::app::AppError;
+use crate::client::ApiClient;
+use crate::config::{InputArg, StagingChoices};
+use crate::input::Format;
+use crate::progress::{Display, SendCounters};
+use crate::sandbox::{self, Faults, SandboxConfig};
+use crate::send::{self, SendPlan, SendStop};
+use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
+
+use super::{client_config, generate, loopback, remove_checkpoint};
+
+/// Runs both jobs of `rows` rows at `rpm` requests per minute and prints the comparison.
+pub async fn bench_faults(workdir: &Path, rows: u64, rpm: u32) -> Result<(), AppError> {
+    let file = workdir.join(format!("bench-faults-{rows}.csv"));
+    generate(&file, rows)?;
+    let faulty = Faults {
+        store_then_error: 0.05,
+        drop_before_store: 0.025,
+        store_then_drop: 0.025,
+        ..Faults::default()
+    };
+    let clean = send_once(&file, workdir, "clean", Faults::default(), rpm).await?;
+    let faults = send_once(&file, workdir, "faulty", faulty, rpm).await?;
+    println!(
+        "exactly-once, {rows} rows at {rpm}/min: fault-free {:.1}s, {} requests; with 5% stored-then-5xx and 5% dropped connections {:.1}s ({:.2}x), {} requests ({} beyond one per row, {:.1}%), {} lookups, {} unknown outcomes ({} found already stored), stored {} of {rows}, {} duplicates",
+        clean.secs,
+        clean.requests,
+        faults.secs,
+        faults.secs / clean.secs.max(0.001),
+        faults.requests,
+        faults.requests.saturating_sub(rows),
+        faults.requests.saturating_sub(rows) as f64 * 100.0 / rows.max(1) as f64,
+        faults.lookups,
+        faults.unknown,
+        faults.reconciled,
+        faults.stored,
+        faults.duplicates,
+    );
+    Ok(())
+}
+
+struct Outcome {
+    secs: f64,
+    requests: u64,
+    lookups: u64,
+    unknown: u64,
+    reconciled: u64,
+    stored: u64,
+    duplicates: u64,
+}
+
+async fn send_once(
+    file: &Path,
+    workdir: &Path,
+    label: &str,
+    faults: Faults,
+    rpm: u32,
+) -> Result<Outcome, AppError> {
+    let mut config = SandboxConfig::new(loopback());
+    config.faults = faults;
+    config.seed = 7;
+    let sandbox = sandbox::start(config).await?;
+    let db = workdir.join(format!("bench-faults-{label}.sqlite"));
+    remove_checkpoint(&db);
+    let request = crate::app::JobRequest {
+        input: InputArg::File(file.to_path_buf()),
+        db: db.clone(),
+        staging: StagingChoices::utc_defaults(Some(Format::Csv)),
+        base_url: sandbox.base_url(),
+        settings: serde_json::json!({ "bench": "faults" }),
+    };
+    let (mut checkpoint, job, source) = crate::app::create_job(&request)?;
+    crate::app::stage(&mut checkpoint, &job, &source, Display::Quiet, None)?;
+    drop(checkpoint);
+
+    let throttle = Arc::new(Throttle::new(
+        RateBudget::new(rpm),
+        ConcurrencyLimit::adaptive(64),
+    ));
+    let client = Arc::new(ApiClient::new(
+        client_config(&sandbox.base_url()),
+        Some(throttle),
+    )?);
+    let counters = SendCounters::with_total(0);
+    let plan = SendPlan::standard(db, 64);
+    let started = Instant::now();
+    let stop = send::send_all(&plan, client, Arc::clone(&counters), Default::default()).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let stats = sandbox.stats();
+    sandbox.shutdown().await;
+    if !matches!(stop, SendStop::Completed) {
+        eprintln!("warning: the {label} run ended {stop:?}");
+    }
+    Ok(Outcome {
+        secs,
+        requests: stats.requests_total,
+        lookups: counters.lookups.load(Ordering::Relaxed),
+        unknown: counters.unknown.load(Ordering::Relaxed),
+        reconciled: counters.reconciled.load(Ordering::Relaxed),
+        stored: stats.messages_stored,
+        duplicates: stats.duplicate_external_ids,
+    })
+}
