@@ -23,9 +23,8 @@ use crate::config::{format_utc, InputArg, StagingChoices};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, Format, InputSource};
 use crate::progress::{Display, SendCounters};
-use crate::retry::RetryPolicy;
 use crate::sandbox::{self, SandboxConfig};
-use crate::scheduler::{self, SendPlan, SendStop};
+use crate::send::{self, SendPlan, SendStop};
 use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
 
 const CONVERSATION_SIZE: u64 = 20;
@@ -199,7 +198,7 @@ async fn bench_sending(
                 let Some((conversation, body)) = requests.get(index) else {
                     break;
                 };
-                if client.create_message(conversation, body).await.is_err() {
+                if client.create_message(conversation, body).await.0.is_err() {
                     failures += 1;
                 }
             }
@@ -227,15 +226,11 @@ async fn bench_sending(
     )?);
     let counters = SendCounters::with_total(rows);
     let plan = SendPlan {
-        checkpoint: db.clone(),
-        workers: concurrency,
-        retry: RetryPolicy::default(),
         max_failed_rows: rows,
-        verify_audit_fields: true,
-        shutdown_grace: Duration::from_secs(5),
+        ..SendPlan::standard(db.clone(), concurrency)
     };
     let started = Instant::now();
-    let stop = scheduler::send_all(&plan, client, counters.clone(), Default::default()).await?;
+    let stop = send::send_all(&plan, client, counters.clone(), Default::default()).await?;
     let send_secs = started.elapsed().as_secs_f64();
     let stored = measured_sandbox.stats().messages_stored;
     measured_sandbox.shutdown().await;
@@ -298,14 +293,7 @@ async fn bench_budget(
         client_config(&sandbox.base_url()),
         Some(Arc::clone(&throttle)),
     )?);
-    let plan = SendPlan {
-        checkpoint: db.clone(),
-        workers: 64,
-        retry: RetryPolicy::default(),
-        max_failed_rows: u64::MAX,
-        verify_audit_fields: true,
-        shutdown_grace: Duration::from_secs(5),
-    };
+    let plan = SendPlan::standard(db.clone(), 64);
     let counters = SendCounters::with_total(0);
     let stop = tokio_util::sync::CancellationToken::new();
     let timer = {
@@ -317,7 +305,7 @@ async fn bench_budget(
     };
     let before = sandbox.stats();
     let started = Instant::now();
-    scheduler::send_all(&plan, client, counters, stop).await?;
+    send::send_all(&plan, client, counters, stop).await?;
     let elapsed = started.elapsed().as_secs_f64();
     timer.abort();
     let after = sandbox.stats();

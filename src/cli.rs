@@ -120,6 +120,18 @@ pub struct SendArgs {
     /// Stop after this many failed rows in one run, or this share of the rows to send (`5%`).
     #[arg(long, value_name = "N|P%", default_value = "1000")]
     pub max_errors: String,
+    /// After a create whose outcome is unknown (5xx, timeout, lost connection), how long its
+    /// conversation waits before looking the row up, so a slow write has landed first. Other
+    /// conversations go on meanwhile.
+    #[arg(long, value_name = "SECS", default_value = "30")]
+    pub settle_delay: String,
+    /// How long to wait for an answer to one request.
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    pub request_timeout: String,
+    /// Look every row up by externalId before creating it, and skip those already in their
+    /// conversation (recorded succeeded, code found_existing). One extra request per row.
+    #[arg(long)]
+    pub skip_existing: bool,
     /// Print only the final summary.
     #[arg(long, short)]
     pub quiet: bool,
@@ -156,6 +168,9 @@ pub struct CheckArgs {
     /// Share of the org limit a job would take.
     #[arg(long, value_name = "0..1", default_value_t = 0.5)]
     pub budget_share: f64,
+    /// A job's checkpoint: one of its created messages proves the lookup route.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

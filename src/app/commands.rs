@@ -9,7 +9,7 @@ use crate::cli::{
     CheckArgs, DemoArgs, LookupRouteArg, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs,
     SandboxArgs, SandboxOutcomeArgs, StatusArgs, ValidateArgs,
 };
-use crate::client::ApiClient;
+use crate::client::{ApiClient, LookupAnswer};
 use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, InputSource};
@@ -150,8 +150,14 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
 pub fn resume(args: &ResumeArgs) -> Result<ExitCode, AppError> {
     let send = SendConfig::from_args(&args.send)?;
     let display = send.display;
-    let mut checkpoint = Checkpoint::open_existing(&args.db)?;
+    // The lock is taken before any connection is opened and released after all are closed (see
+    // `JobLock`): a second process must be refused before SQLite opens the file under another
+    // name (a hard link would get a WAL file of its own).
+    if !args.db.exists() {
+        Checkpoint::open_existing(&args.db)?;
+    }
     let _lock = JobLock::acquire(&args.db)?;
+    let mut checkpoint = Checkpoint::open_existing(&args.db)?;
     let job = checkpoint.job()?.ok_or_else(|| CheckpointError::NoJob {
         path: args.db.clone(),
     })?;
@@ -350,7 +356,12 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
         base_url: config::resolve_base_url(args.api.base_url.as_deref())?,
         key: config::read_key(&args.api)?,
     };
-    let client = ApiClient::new(api.client_config(), None)?;
+    let client = ApiClient::new(api.client_config(config::DEFAULT_REQUEST_TIMEOUT), None)?;
+    // A message an earlier run created, to prove the lookup route on.
+    let known = match &args.db {
+        Some(db) => Checkpoint::open_read_only(db)?.known_created_message()?,
+        None => None,
+    };
     let runtime = runtime()?;
     runtime.block_on(async {
         println!("API base URL   {}", api.base_url);
@@ -391,12 +402,34 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
         }
         let probe = format!("kustomer-import-check-{}", jiff::Timestamp::now().as_millisecond());
         match client.find_by_external_id(&probe).await {
-            Ok(None) => println!("lookup         GET /v1/messages/externalId=… answers (404 for an unknown id)"),
-            Ok(Some(_)) => println!("lookup         answered a message for a made-up externalId: unexpected"),
+            Ok(LookupAnswer::Empty) => println!("lookup         GET /v1/messages/externalId=… answers 200 with no data for an unknown id: its \"not found\" can be believed"),
+            Ok(LookupAnswer::Missing) => println!("lookup         GET /v1/messages/externalId=… answers 404 for an unknown id; a 404 looks the same as a missing route"),
+            Ok(LookupAnswer::Found(_)) => {
+                println!("lookup         answered a message for a made-up externalId: the route ignores the id");
+                problems.push("lookups by externalId answer messages that do not match: unknown outcomes could not be checked");
+            }
             Err(err) => {
                 println!("lookup         FAILED: {err}");
                 problems.push("lookups by externalId fail: unknown outcomes could not be checked");
             }
+        }
+        match known {
+            None => println!("lookup route   unproven: no message is known to exist yet (pass --db with a job's checkpoint to prove it on one of its messages); a run proves it on the first message it creates, and stops (exit 3) if it cannot"),
+            Some(known) => match client.find_by_external_id(&known.external_id).await {
+                Ok(LookupAnswer::Found(found)) if found.iter().any(|m| m.id == known.message_id) => {
+                    println!(
+                        "lookup route   proven: found message {} (line {}) by its externalId{}",
+                        known.message_id,
+                        known.line,
+                        client.lookup_spelling().map(|s| format!(" (spelling {s})")).unwrap_or_default()
+                    );
+                }
+                Ok(_) => {
+                    println!("lookup route   BROKEN: message {} (line {}) exists but was not found by its externalId", known.message_id, known.line);
+                    problems.push("the lookup route does not find messages that exist: a run would stop (exit 3) at its first unknown outcome");
+                }
+                Err(err) => println!("lookup route   unproven: the lookup failed ({err})"),
+            },
         }
         if problems.is_empty() {
             println!("\nready to import");
