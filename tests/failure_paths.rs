@@ -19,7 +19,7 @@ fn run_command(dir: &Path, sandbox: &Sandbox, extra: &[&str]) -> std::process::C
     let mut command = importer_for(dir, sandbox, ADMIN_KEY);
     command
         .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
-        .args(extra);
+        .args(send_flags(extra));
     command
 }
 
@@ -74,9 +74,10 @@ fn a_404_fails_the_rest_of_its_conversation_without_sending_it() {
     let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
     assert_eq!(code(&output), 1, "some rows failed: {}", text(&output));
 
-    // The fault fired once, and only the conversation's first row was ever sent.
+    // The fault fired (lookups may answer 404 too), and only the conversation's first row was
+    // ever sent.
     let stats = sandbox.stats();
-    assert_eq!(stats["requests_by_status"]["404"], 1, "{stats}");
+    assert!(sandbox.stat(&["requests_by_status", "404"]) >= 1, "{stats}");
     assert_eq!(
         sandbox.stat(&["creates_by_conversation", DEAD_CONVERSATION]),
         1,

@@ -556,15 +556,8 @@ fn status_answers_during_a_run_without_disturbing_it() {
     let expected = write_csv(&dir.path().join("in.csv"), rows, 4, 31);
     let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
     command
-        .args([
-            "run",
-            "in.csv",
-            "--db",
-            "job.sqlite",
-            "--quiet",
-            "--concurrency",
-            "4",
-        ])
+        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
+        .args(send_flags(&["--concurrency", "4"]))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut run = command.spawn().unwrap();

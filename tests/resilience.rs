@@ -65,14 +65,8 @@ fn kill_9_at_several_points_then_resume_loses_and_duplicates_nothing() {
     for threshold in [200u64, 700, 1200] {
         let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
         command
-            .args([
-                "resume",
-                "--db",
-                "job.sqlite",
-                "--quiet",
-                "--concurrency",
-                "8",
-            ])
+            .args(["resume", "--db", "job.sqlite", "--quiet"])
+            .args(send_flags(&["--concurrency", "8"]))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if staging_progress(&dir.path().join("job.sqlite")).is_none() {
@@ -229,7 +223,8 @@ fn the_key_appears_in_no_file_or_output() {
             "job.sqlite",
             "--api-key-file",
             "key.txt",
-        ]);
+        ])
+        .args(send_flags(&[]));
     let output = run_bounded(command, LIMIT);
     assert_eq!(code(&output), 0, "{}", text(&output));
     let mut seen = String::from_utf8_lossy(&output.stdout).to_string();

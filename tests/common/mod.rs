@@ -241,20 +241,6 @@ impl Sandbox {
             .unwrap_or(0)
     }
 
-    pub fn post_json(&self, path: &str, body: &Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .expect("control request");
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-    }
-
     fn get(&self, path: &str) -> Value {
         self.http
             .get(format!("{}{path}", self.url))
@@ -335,10 +321,7 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
 /// and nothing else stored. Messages seeded through `/_sandbox/seed` (another integration's) are
 /// left out.
 pub fn assert_stored_exactly_once_in_order(sandbox: &Sandbox, expected: &[Expected]) {
-    let mut stored = sandbox.messages();
-    for list in stored.values_mut() {
-        list.retain(|message| message["seeded"] != true);
-    }
+    let stored = sandbox.messages();
     let mut wanted: HashMap<&str, Vec<&Expected>> = HashMap::new();
     for row in expected {
         wanted
@@ -533,21 +516,5 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
     while !condition() {
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Waits for a child process, killing it and failing the test if it outlives `limit`.
-pub fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child process did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
