@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -198,31 +198,47 @@ impl Sandbox {
         out
     }
 
-    pub fn post(&self, path: &str) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .send()
-            .expect("control request");
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
+    /// POSTs a JSON body to a control endpoint, e.g. `/_sandbox/seed`; returns the answer.
+    pub fn post_json(&self, path: &str, body: &Value) -> Value {
+        self.control_post(path, Some(body))
+            .json()
+            .expect("control json")
     }
 
-    pub fn post_json(&self, path: &str, body: &Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .expect("control request");
+    pub fn post(&self, path: &str) {
+        self.control_post(path, None);
+    }
+
+    fn control_post(&self, path: &str, body: Option<&Value>) -> reqwest::blocking::Response {
+        let mut request = self.http.post(format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().expect("control request");
         assert!(
             response.status().is_success(),
             "{path}: {}",
             response.status()
         );
+        response
+    }
+
+    /// Every `/v1` request waits at the sandbox's door until [`Sandbox::release`].
+    pub fn hold(&self) {
+        self.post("/_sandbox/hold");
+    }
+
+    pub fn release(&self) {
+        self.post("/_sandbox/release");
+    }
+
+    /// A counter of `/_sandbox/stats` by its path of keys, 0 when absent.
+    pub fn stat(&self, path: &[&str]) -> u64 {
+        let stats = self.stats();
+        path.iter()
+            .fold(&stats, |value, key| &value[*key])
+            .as_u64()
+            .unwrap_or(0)
     }
 
     fn get(&self, path: &str) -> Value {
@@ -305,10 +321,7 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
 /// and nothing else stored. Messages seeded through `/_sandbox/seed` (another integration's) are
 /// left out.
 pub fn assert_stored_exactly_once_in_order(sandbox: &Sandbox, expected: &[Expected]) {
-    let mut stored = sandbox.messages();
-    for list in stored.values_mut() {
-        list.retain(|message| message["seeded"] != true);
-    }
+    let stored = sandbox.messages();
     let mut wanted: HashMap<&str, Vec<&Expected>> = HashMap::new();
     for row in expected {
         wanted
@@ -415,17 +428,9 @@ pub fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-/// Polls until `condition` holds, or panics after `limit`.
-pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Waits for a child process, killing it and failing the test if it outlives `limit`.
-pub fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+/// Waits for a child to exit, or kills it and panics after `limit`: a hung importer fails its
+/// test instead of hanging the suite.
+pub fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -434,8 +439,82 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatu
         if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("child process did not finish within {limit:?}");
+            panic!("child {} did not exit within {limit:?}", child.id());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child whose stderr is read line by line as it comes (and kept, for failure messages).
+pub struct Watched {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub stderr: Vec<String>,
+}
+
+impl Watched {
+    /// Spawns `command` with stderr piped and stdout discarded.
+    pub fn spawn(mut command: Command) -> Watched {
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watched {
+            child,
+            lines,
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Waits until a stderr line contains `needle`, or panics after `limit`.
+    pub fn wait_for_line(&mut self, needle: &str, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            if self.stderr.iter().any(|line| line.contains(needle)) {
+                return;
+            }
+            let left = limit.saturating_sub(started.elapsed());
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) => self.stderr.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {}
+                Err(_) => panic!(
+                    "no stderr line with {needle:?} within {limit:?}:\n{}",
+                    self.stderr.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the exit (bounded by `limit`), then collects the rest of stderr.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let status = wait_child(&mut self.child, limit);
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.stderr.push(line);
+        }
+        status
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.join("\n")
+    }
+}
+
+/// Polls until `condition` holds, or panics after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
