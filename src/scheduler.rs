@@ -286,6 +286,7 @@ async fn work_conversation(
                         )),
                         retryable: false,
                         latency_ms: None,
+                        budget_wait_ms: None,
                         at_ms: now_ms(),
                     },
                 )?;
@@ -509,6 +510,7 @@ fn succeeded(message_id: String, http_status: Option<u16>, latency_ms: Option<u6
         error_message: None,
         retryable: false,
         latency_ms,
+        budget_wait_ms: None,
         at_ms: now_ms(),
     }
 }
@@ -522,6 +524,7 @@ fn failure(state: RowState, err: &ApiError, retryable: bool, latency_ms: u64) ->
         error_message: Some(err.to_string()),
         retryable,
         latency_ms: Some(latency_ms),
+        budget_wait_ms: None,
         at_ms: now_ms(),
     }
 }
@@ -538,6 +541,7 @@ fn unresolved(err: &ApiError) -> RowResult {
         )),
         retryable: true,
         latency_ms: None,
+        budget_wait_ms: None,
         at_ms: now_ms(),
     }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::input::{Compression, Format};
@@ -85,6 +86,8 @@ pub enum CheckpointError {
     WriterGone { detail: String },
     #[error("another kustomer-import process is working on checkpoint {path}; wait for it to end (or stop it) before running or resuming this job, so that no row is sent twice")]
     Busy { path: PathBuf },
+    #[error("{path} is not a kustomer-import checkpoint: {reason}; name the checkpoint file of a job with --db")]
+    NotACheckpoint { path: PathBuf, reason: String },
     #[error("cannot lock checkpoint {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -191,7 +194,99 @@ fn configure(conn: &Connection, path: &Path) -> Result<()> {
     // staged row, tripling staging time). Our plans never depend on the values.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .at(path)?;
+    // Error groups are formed on the message with its ids and numbers replaced.
+    conn.create_scalar_function(
+        "normalised_message",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let message: Option<String> = ctx.get(0)?;
+            Ok(message.map(|m| crate::text::normalise_message(&m)))
+        },
+    )
+    .at(path)?;
     Ok(())
+}
+
+/// `<checkpoint><suffix>`: the SQLite companions (`-wal`, `-shm`) and our `.lock`.
+pub fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// True while a `run` or `resume` process holds the job's lock: the job is being worked on now.
+/// Never creates the lock file, so it works on read-only media. Takes the lock shared for an
+/// instant only when it is free.
+pub fn run_in_progress(checkpoint: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(companion(checkpoint, ".lock")) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+/// Refuses a `--db` that cannot be a checkpoint file before SQLite sees it: a directory, or a
+/// file in a directory that does not exist.
+fn check_checkpoint_path(path: &Path) -> Result<()> {
+    let not_a_checkpoint = |reason: &str| CheckpointError::NotACheckpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if path.is_dir() {
+        return Err(not_a_checkpoint("it is a directory"));
+    }
+    if !path.exists() {
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(not_a_checkpoint("its directory does not exist"));
+        }
+    }
+    Ok(())
+}
+
+/// A SQLite error that means "this file is not a database at all".
+fn not_a_database(path: &Path, err: CheckpointError) -> CheckpointError {
+    match &err {
+        CheckpointError::Sqlite { source, .. }
+            if source.sqlite_error_code() == Some(ErrorCode::NotADatabase) =>
+        {
+            CheckpointError::NotACheckpoint {
+                path: path.to_path_buf(),
+                reason: "it is not a SQLite database".to_string(),
+            }
+        }
+        _ => err,
+    }
+}
+
+/// `file:` URI for `path` with `immutable=1`: SQLite reads it without locks and never creates a
+/// `-wal` or `-shm` beside it.
+fn immutable_uri(path: &Path) -> Result<String> {
+    let absolute = std::path::absolute(path).map_err(|err| CheckpointError::NotACheckpoint {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    })?;
+    let mut uri = String::from("file:");
+    for byte in absolute.as_os_str().as_encoded_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                uri.push(char::from(*byte))
+            }
+            other => uri.push_str(&format!("%{other:02X}")),
+        }
+    }
+    uri.push_str("?immutable=1");
+    Ok(uri)
 }
 
 /// Opens a read-write connection in WAL mode with our pragmas; no schema work.
@@ -356,6 +451,10 @@ pub struct Activity {
     pub finished: u64,
     /// Rows whose result came at or after the `since_ms` asked for.
     pub finished_since: u64,
+    /// Earliest last attempt among the rows whose result came at or after `since_ms`: when the
+    /// work behind those results began, so a run younger than the window (or resumed within it)
+    /// is measured over the time it actually ran.
+    pub recent_work_started_ms: Option<i64>,
 }
 
 /// Rows sharing one error code and message.
@@ -390,42 +489,69 @@ const ERROR_STATES_SQL: &str = "('failed', 'invalid', 'duplicate')";
 pub struct Checkpoint {
     conn: Connection,
     path: PathBuf,
+    /// The file's schema version (`PRAGMA user_version`): a read-only open applies no
+    /// migrations, so queries of newer columns ask first.
+    schema: i64,
 }
 
 impl Checkpoint {
     /// Opens or creates the checkpoint for writing and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Checkpoint> {
-        let mut conn = open_read_write(path, Durability::Process)?;
-        migrate::migrate(&mut conn, path)?;
+        check_checkpoint_path(path)?;
+        let mut conn =
+            open_read_write(path, Durability::Process).map_err(|err| not_a_database(path, err))?;
+        migrate::migrate(&mut conn, path).map_err(|err| not_a_database(path, err))?;
         Ok(Checkpoint {
             conn,
             path: path.to_path_buf(),
+            schema: migrate::newest_version(),
         })
     }
 
     /// Opens an existing checkpoint for writing; a missing file is an error.
     pub fn open_existing(path: &Path) -> Result<Checkpoint> {
+        check_checkpoint_path(path)?;
         if !path.exists() {
             return Err(CheckpointError::Missing {
                 path: path.to_path_buf(),
             });
         }
+        // Another program's database must not get our tables: only a checkpoint is opened for
+        // writing.
+        drop(Checkpoint::open_read_only(path)?);
         Checkpoint::open(path)
     }
 
-    /// Opens an existing checkpoint read-only; never blocks a writer in another process.
+    /// Opens an existing checkpoint read-only; never blocks a writer in another process and never
+    /// writes beside the file, so it works on read-only media and on a copy mailed to someone.
     ///
-    /// Applies no migrations: a file from an older build is read as it is.
+    /// While a run is live (its `-wal` file exists) the connection reads the WAL too. Otherwise
+    /// the file is read as immutable: no lock, no `-wal`/`-shm` created. Applies no migrations:
+    /// a file from an older build is read as it is.
     pub fn open_read_only(path: &Path) -> Result<Checkpoint> {
+        check_checkpoint_path(path)?;
         if !path.exists() {
             return Err(CheckpointError::Missing {
                 path: path.to_path_buf(),
             });
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).at(path)?;
-        configure(&conn, path)?;
-        let found = migrate::user_version(&conn, path)?;
+        let conn = if companion(path, "-wal").exists() {
+            match Checkpoint::read_only_connection(path, false) {
+                Ok(conn) => conn,
+                Err(err) => {
+                    // A `-wal` left by a crashed run on read-only media cannot be recovered
+                    // here: read the last checkpointed state rather than nothing.
+                    tracing::warn!(
+                        error = %err,
+                        "cannot read the checkpoint's -wal file; showing the state as of its last checkpoint"
+                    );
+                    Checkpoint::read_only_connection(path, true)?
+                }
+            }
+        } else {
+            Checkpoint::read_only_connection(path, true)?
+        };
+        let found = migrate::user_version(&conn, path).map_err(|err| not_a_database(path, err))?;
         let supported = migrate::newest_version();
         if found > supported {
             return Err(CheckpointError::NewerSchema {
@@ -435,16 +561,32 @@ impl Checkpoint {
             });
         }
         if found < 1 {
-            return Err(CheckpointError::Corrupt {
+            return Err(CheckpointError::NotACheckpoint {
                 path: path.to_path_buf(),
-                detail: "this is not a kustomer-import checkpoint (it has no checkpoint schema)"
-                    .to_string(),
+                reason: "it has no checkpoint schema".to_string(),
             });
         }
         Ok(Checkpoint {
             conn,
             path: path.to_path_buf(),
+            schema: found,
         })
+    }
+
+    fn read_only_connection(path: &Path, immutable: bool) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if immutable {
+            // A URI only for this form, built from the path: a user's `file:`-looking path
+            // stays a path.
+            Connection::open_with_flags(immutable_uri(path)?, flags | OpenFlags::SQLITE_OPEN_URI)
+        } else {
+            Connection::open_with_flags(path, flags)
+        }
+        .at(path)?;
+        configure(&conn, path)?;
+        // Opening is lazy: read the header now so that a file that is not a database says so.
+        migrate::user_version(&conn, path).map_err(|err| not_a_database(path, err))?;
+        Ok(conn)
     }
 
     pub fn path(&self) -> &Path {
@@ -552,6 +694,23 @@ impl Checkpoint {
     }
 
     /// Records a new job; refuses with `JobExists` when the checkpoint already holds one.
+    /// Replaces the job's settings (a `resume` that changed some records what it now uses).
+    pub fn update_settings(&mut self, settings: &serde_json::Value) -> Result<()> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE job SET settings_json = ?1, updated_at_ms = ?2 WHERE id = 1",
+                params![settings.to_string(), now_ms()],
+            )
+            .at(&self.path)?;
+        if changed == 0 {
+            return Err(CheckpointError::NoJob {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn create_job(&mut self, job: &Job) -> Result<()> {
         let path = self.path.clone();
         let tx = self
@@ -743,23 +902,34 @@ impl Checkpoint {
 
     /// Send timing for rates: see [`Activity`].
     pub fn activity(&self, since_ms: i64) -> Result<Activity> {
-        let (first_attempt_ms, last_result_ms, finished, finished_since) = self
-            .conn
-            .query_row(
-                "SELECT (SELECT MIN(first_attempt_ms) FROM row WHERE first_attempt_ms IS NOT NULL),
+        let (first_attempt_ms, last_result_ms, finished, finished_since, recent_work_started_ms) =
+            self.conn
+                .query_row(
+                    "SELECT (SELECT MIN(first_attempt_ms) FROM row WHERE first_attempt_ms IS NOT NULL),
                         (SELECT MAX(finished_ms) FROM row WHERE finished_ms IS NOT NULL),
                         (SELECT COUNT(*) FROM row WHERE finished_ms IS NOT NULL),
                         (SELECT COUNT(*) FROM row WHERE finished_ms IS NOT NULL
+                                                    AND finished_ms >= ?1),
+                        (SELECT MIN(last_attempt_ms) FROM row WHERE finished_ms IS NOT NULL
                                                     AND finished_ms >= ?1)",
-                [since_ms],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-            )
-            .at(&self.path)?;
+                    [since_ms],
+                    |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        ))
+                    },
+                )
+                .at(&self.path)?;
         Ok(Activity {
             first_attempt_ms,
             last_result_ms,
             finished,
             finished_since,
+            recent_work_started_ms,
         })
     }
 
@@ -786,7 +956,7 @@ impl Checkpoint {
     }
 
     /// Calls `each` for groups of failed, invalid and duplicate rows sharing an error code and
-    /// message, largest first, with up to `examples` lines each; at most `limit` groups.
+    /// normalised message (ids and numbers replaced, see `text::normalise_message`), largest first, with up to `examples` lines each; at most `limit` groups.
     pub fn for_each_error_group<E>(
         &self,
         limit: Option<u64>,
@@ -797,12 +967,15 @@ impl Checkpoint {
         E: From<CheckpointError>,
     {
         let sql = format!(
-            "WITH ranked AS (
+            "WITH normalised AS (
+                 SELECT line, error_code, normalised_message(error_message) AS error_message
+                 FROM row WHERE state IN {ERROR_STATES_SQL}),
+             ranked AS (
                  SELECT line, error_code, error_message,
                         ROW_NUMBER() OVER (PARTITION BY error_code, error_message ORDER BY line)
                             AS rank,
                         COUNT(*) OVER (PARTITION BY error_code, error_message) AS size
-                 FROM row WHERE state IN {ERROR_STATES_SQL})
+                 FROM normalised)
              SELECT error_code, error_message, size, group_concat(line, ',' ORDER BY line)
              FROM ranked WHERE rank <= ?1
              GROUP BY error_code, error_message
@@ -1034,6 +1207,33 @@ impl Checkpoint {
     /// it. Latencies are whole milliseconds, so there are few distinct values.
     pub fn for_each_latency<E>(
         &self,
+        each: impl FnMut(LatencyCount) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<CheckpointError>,
+    {
+        self.for_each_duration("latency_ms", each)
+    }
+
+    /// Like [`Checkpoint::for_each_latency`], for the time attempts waited for the rate budget
+    /// and a concurrency slot (none in a checkpoint older than that column).
+    pub fn for_each_budget_wait<E>(
+        &self,
+        each: impl FnMut(LatencyCount) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<CheckpointError>,
+    {
+        if self.schema < 3 {
+            return Ok(());
+        }
+        self.for_each_duration("budget_wait_ms", each)
+    }
+
+    /// Distinct values of a millisecond column with their counts, ascending.
+    fn for_each_duration<E>(
+        &self,
+        column: &'static str,
         mut each: impl FnMut(LatencyCount) -> Result<(), E>,
     ) -> Result<(), E>
     where
@@ -1041,10 +1241,10 @@ impl Checkpoint {
     {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT latency_ms, COUNT(*) FROM row WHERE latency_ms IS NOT NULL
-                 GROUP BY latency_ms ORDER BY latency_ms",
-            )
+            .prepare_cached(&format!(
+                "SELECT {column}, COUNT(*) FROM row WHERE {column} IS NOT NULL
+                 GROUP BY {column} ORDER BY {column}"
+            ))
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
         while let Some(row) = rows.next().at(&self.path)? {
@@ -1065,11 +1265,14 @@ impl Checkpoint {
         examples: u64,
     ) -> Result<Vec<ErrorClass>> {
         let sql = format!(
-            "WITH errors AS (
+            "WITH normalised AS (
+                 SELECT line, state, error_code, normalised_message(error_message) AS error_message
+                 FROM row WHERE state IN {ERROR_STATES_SQL}),
+             errors AS (
                  SELECT line, state, error_code, error_message,
                         ROW_NUMBER() OVER (PARTITION BY error_code, error_message ORDER BY line)
                             AS line_rank
-                 FROM row WHERE state IN {ERROR_STATES_SQL}),
+                 FROM normalised),
              by_message AS (
                  SELECT error_code, error_message, COUNT(*) AS size, MIN(state) AS state,
                         group_concat(CASE WHEN line_rank <= ?3 THEN line END, ',' ORDER BY line)

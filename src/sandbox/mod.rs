@@ -120,6 +120,8 @@ pub struct SandboxConfig {
     pub seed: u64,
     /// Answer `GET /v1/auth/tokens/current` without roles (as if they could not be read).
     pub hide_roles: bool,
+    /// Message of 404 answers for unknown conversations, instead of the usual one.
+    pub error_body_text: Option<String>,
 }
 
 impl SandboxConfig {
@@ -137,6 +139,7 @@ impl SandboxConfig {
             faults: Faults::default(),
             seed: 0,
             hide_roles: false,
+            error_body_text: None,
         }
     }
 }
