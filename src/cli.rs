@@ -286,6 +286,7 @@ pub struct SandboxArgs {
     pub hide_roles: bool,
     /// Message of the error bodies the sandbox answers for unknown conversations (404), instead
     /// of "Conversation <id> not found": to see how API text reaches a terminal or a page.
+    /// `\u{1b}` stands for any character (NUL included).
     #[arg(long, value_name = "TEXT")]
     pub error_body_text: Option<String>,
     /// Seed for the fault dice.

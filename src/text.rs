@@ -51,6 +51,35 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
+/// The inverse of [`escape_control`]: `\u{1b}` becomes the character it names (an invalid one
+/// stays as written). Lets a command-line argument carry characters argv cannot, such as NUL.
+pub fn unescape_code_points(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\\u{") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 3..];
+        let decoded = after.find('}').and_then(|end| {
+            let c = u32::from_str_radix(&after[..end], 16)
+                .ok()
+                .and_then(char::from_u32)?;
+            Some((c, end))
+        });
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("\\u{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// An error message with what varies from row to row (ids, numbers, quoted values) replaced by
 /// placeholders, so that "Conversation 5f3a… not found" on 88 rows is one group, not 88.
 pub fn normalise_message(message: &str) -> String {
@@ -121,6 +150,13 @@ mod tests {
             "a\\u{a}b\\u{9}c\\u{7f}\\u{9b}"
         );
         assert_eq!(escape_control("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+    }
+
+    #[test]
+    fn escaped_text_unescapes_to_the_original() {
+        let original = "\u{1b}[31mred\u{0} \u{202e}(line 5) ✓";
+        assert_eq!(unescape_code_points(&escape_control(original)), original);
+        assert_eq!(unescape_code_points("a\\u{zz}b\\u{"), "a\\u{zz}b\\u{");
     }
 
     #[test]

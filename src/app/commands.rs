@@ -543,7 +543,10 @@ fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
     config.reset_as_epoch = args.reset_as_epoch;
     config.seed = args.seed;
     config.hide_roles = args.hide_roles;
-    config.error_body_text = args.error_body_text.clone();
+    config.error_body_text = args
+        .error_body_text
+        .as_deref()
+        .map(crate::text::unescape_code_points);
     config.faults.latency = std::time::Duration::from_millis(args.latency_ms);
     config.faults.jitter = std::time::Duration::from_millis(args.jitter_ms);
     config.faults.error_500 = args.error_500;

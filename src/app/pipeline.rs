@@ -435,7 +435,7 @@ pub async fn send_and_summarise(
         &after,
         started.elapsed(),
         throttle.as_deref(),
-        next_steps.then(|| Hints {
+        next_steps.then_some(Hints {
             db,
             retryable_failed,
         }),
