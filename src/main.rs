@@ -10,7 +10,11 @@ fn main() -> std::process::ExitCode {
         // The reader of stdout went away (`status | head -1`): stop quietly, like ripgrep.
         Err(err) if err.is_broken_pipe() => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            // Errors quote the input and the API: shown, never obeyed by the terminal.
+            eprintln!(
+                "error: {}",
+                kustomer_import::text::escape_lines(&err.to_string())
+            );
             err.exit_code().into()
         }
     }

@@ -51,6 +51,15 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
+/// [`escape_control`] for a message of several lines: its line breaks stay, everything else that
+/// could drive a terminal is escaped.
+pub fn escape_lines(text: &str) -> String {
+    text.split('\n')
+        .map(escape_control)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The inverse of [`escape_control`]: `\u{1b}` becomes the character it names (an invalid one
 /// stays as written). Lets a command-line argument carry characters argv cannot, such as NUL.
 pub fn unescape_code_points(text: &str) -> String {
@@ -150,6 +159,14 @@ mod tests {
             "a\\u{a}b\\u{9}c\\u{7f}\\u{9b}"
         );
         assert_eq!(escape_control("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+    }
+
+    #[test]
+    fn multi_line_messages_keep_their_lines() {
+        assert_eq!(
+            escape_lines("fields:\n  \"a\u{202e}\" (line 1)\n\u{1b}[2J"),
+            "fields:\n  \"a\\u{202e}\" (line 1)\n\\u{1b}[2J"
+        );
     }
 
     #[test]

@@ -795,6 +795,17 @@ fn small_refusals_and_acceptances() {
         "{}",
         text(&output)
     );
+    // The copy of stdin is made beside the checkpoint, never over an existing file.
+    std::fs::write(dir.path().join("job.sqlite.stdin.csv"), "mine").unwrap();
+    let output = run_without_api(
+        dir.path(),
+        &["run", "-", "--format", "csv", "--db", "job.sqlite"],
+    );
+    assert_eq!(code(&output), 2, "{}", text(&output));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("job.sqlite.stdin.csv")).unwrap(),
+        "mine"
+    );
     // --created-by with --no-audit-fields would be ignored: refused.
     let output = importer_output(
         dir.path(),

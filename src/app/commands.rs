@@ -82,6 +82,15 @@ fn report_staging(counts: &StageCounts) {
     );
 }
 
+/// A dry run's job settings: the staging choices, and that it is a dry run.
+fn dry_run_settings(staging: &StagingChoices) -> serde_json::Value {
+    let mut settings = pipeline::staging_settings(staging);
+    if let Some(object) = settings.as_object_mut() {
+        object.insert("dry_run".into(), serde_json::Value::Bool(true));
+    }
+    settings
+}
+
 /// Stages into a throwaway checkpoint, shows what would be sent, sends nothing.
 fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
     let scratch =
@@ -91,7 +100,7 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
         db: scratch.path().join("dry-run.sqlite"),
         staging: config.staging.clone(),
         base_url: config.base_url.clone(),
-        settings: serde_json::json!({ "dry_run": true }),
+        settings: dry_run_settings(&config.staging),
     };
     let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
     let counts = pipeline::stage(&mut checkpoint, &job, &source, config.send.display, None)?
@@ -459,7 +468,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
         let token = match client.current_token().await {
             Ok(token) => token,
             Err(err) => {
-                say!("key            NOT USABLE: {err}");
+                say!("key            NOT USABLE: {}", escape_control(&err.to_string()));
                 return Ok(ExitCode::ApiFatal);
             }
         };
@@ -470,7 +479,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
                 say!("roles          not readable from the token record; the import checks each created message's audit fields instead");
             }
             Some(roles) => {
-                say!("roles          {}", roles.join(", "));
+                say!("roles          {}", escape_control(&roles.join(", ")));
                 let has = |wanted: &[&str]| roles.iter().any(|r| wanted.contains(&r.as_str()));
                 if token.is_admin() == Some(true) {
                     say!("audit fields   kept as sent (org.admin)");
@@ -496,7 +505,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
             Ok(None) => say!("lookup         GET /v1/messages/externalId=… answers (404 for an unknown id)"),
             Ok(Some(_)) => say!("lookup         answered a message for a made-up externalId: unexpected"),
             Err(err) => {
-                say!("lookup         FAILED: {err}");
+                say!("lookup         FAILED: {}", escape_control(&err.to_string()));
                 problems.push("lookups by externalId fail: unknown outcomes could not be checked");
             }
         }

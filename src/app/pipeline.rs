@@ -85,14 +85,29 @@ pub fn create_job_interruptible(
     interrupt: Option<&Interrupt>,
 ) -> Result<(Checkpoint, Job, InputSource), AppError> {
     refuse_existing_job(&request.db)?;
-    let source = match &request.input {
+    match &request.input {
         InputArg::File(path) => {
             let path = std::fs::canonicalize(path)
                 .map_err(AppError::io(format!("cannot open {}", path.display())))?;
-            InputSource::detect(&path, request.staging.format)?
+            let source = InputSource::detect(&path, request.staging.format)?;
+            record_job(request, source)
         }
-        InputArg::Stdin => spool_stdin(&request.db, request.staging.format, interrupt)?,
-    };
+        InputArg::Stdin => {
+            let source = spool_stdin(&request.db, request.staging.format, interrupt)?;
+            let spool = source.path.clone();
+            // A refused input leaves no copy behind to be mistaken for a user's file.
+            record_job(request, source).inspect_err(|_| {
+                let _ = std::fs::remove_file(&spool);
+            })
+        }
+    }
+}
+
+/// Surveys the input, refuses what cannot be a job, and records the job.
+fn record_job(
+    request: &JobRequest,
+    source: InputSource,
+) -> Result<(Checkpoint, Job, InputSource), AppError> {
     let survey = input::survey(&source)?;
     if survey.rows == 0 {
         return Err(input::InputError::NoRows { path: source.path }.into());
@@ -145,8 +160,16 @@ fn spool_stdin(
     let mut spool_name = db.as_os_str().to_owned();
     spool_name.push(format!(".stdin.{extension}"));
     let spool = PathBuf::from(spool_name);
-    let mut file = std::fs::File::create(&spool)
-        .map_err(AppError::io(format!("cannot create {}", spool.display())))?;
+    // Never over an existing file: it may be the user's.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&spool)
+        .map_err(AppError::io(format!(
+            "cannot create {} for a copy of stdin (if it exists, it is not overwritten: remove \
+             it or pass another --db)",
+            spool.display()
+        )))?;
     let (done, copied) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let result =
@@ -366,7 +389,10 @@ pub async fn preflight(client: &ApiClient, job: &Job) -> Result<Preflight, SendS
         }
         Err(err) if err.retry_action() == RetryAction::StopRun => Err(SendStop::ApiFatal(err)),
         Err(err) => {
-            eprintln!("warning: could not check the key before sending ({err}); continuing");
+            eprintln!(
+                "warning: could not check the key before sending ({}); continuing",
+                crate::text::escape_control(&err.to_string())
+            );
             Ok(Preflight {
                 org_limit: err.rate().and_then(|rate| rate.limit),
             })
@@ -453,6 +479,7 @@ fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
             ExitCode::Interrupted
         }
         SendStop::ApiFatal(err) => {
+            let err = crate::text::escape_control(&err.to_string()).into_owned();
             eprintln!("stopped: {err}\nnothing more was sent; fix the key and continue with: kustomer-import resume --db {db}");
             ExitCode::ApiFatal
         }

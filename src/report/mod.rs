@@ -1016,6 +1016,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn csv_to_a_terminal_escapes_what_a_file_keeps() {
+        let (_dir, mut cp) = checkpoint_with_job();
+        stage(&mut cp, vec![invalid(1, "bad \u{1b}[2J\u{202e}(line 5)")]);
+        let csv_of = |escape_csv| {
+            let mut out = Vec::new();
+            let style = Style {
+                escape_csv,
+                ..Style::default()
+            };
+            write_report_styled(&cp, ReportFormat::Csv, &mut out, style).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let terminal = csv_of(true);
+        assert!(
+            terminal.contains(r"bad \u{1b}[2J\u{202e}(line 5)"),
+            "{terminal}"
+        );
+        assert!(!terminal.contains('\u{1b}') && !terminal.contains('\u{202e}'));
+        assert!(csv_of(false).contains("bad \u{1b}[2J\u{202e}(line 5)"));
+        let mut text = Vec::new();
+        write_report(&cp, ReportFormat::Text, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn error_groups_count_rows_and_cap_examples() {
         let (_dir, mut cp) = checkpoint_with_job();
         stage(
