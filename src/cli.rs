@@ -104,40 +104,34 @@ pub struct RunArgs {
 /// given are stored with the job (as this struct, in the job's settings), `resume` uses them, a
 /// flag given to `resume` overrides the stored value and is recorded. Defaults are applied in
 /// `config::SendConfig`. A new send setting is one more `Option` field here (plus its use in
-/// `config`). `quiet` is about this process's output, not the job, and is not stored.
+/// `config`; unset fields are left out of the stored object). `quiet` is about this process's
+/// output, not the job, and is not stored.
 #[derive(Debug, Clone, Default, PartialEq, Args, serde::Serialize, serde::Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct SendArgs {
     /// Requests in flight at once: `auto` adapts to the API (AIMD) up to --max-concurrency, or a
     /// fixed number [default: auto].
     #[arg(long, value_name = "N|auto")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<String>,
     /// Ceiling for `--concurrency auto` [default: 64].
     #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<usize>,
     /// Most requests per minute this job may spend, every request counted [default: --budget-share
     /// of the org limit reported by the API].
     #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rpm: Option<u32>,
     /// Share of the org limit to take when --max-rpm is not given [default: 0.5].
     #[arg(long, value_name = "0..1")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_share: Option<f64>,
     /// Attempts per row for transient failures, the first included [default: 8].
     #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// Most seconds one row may spend waiting between attempts [default: 300].
     #[arg(long, value_name = "SECS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retry_wait: Option<u64>,
     /// Stop after this many failed rows in one run, or this share of the rows to send (`5%`)
     /// [default: 1000].
     #[arg(long, value_name = "N|P%")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_errors: Option<String>,
     /// Print only the final summary.
     #[arg(long, short)]
