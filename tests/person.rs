@@ -851,11 +851,20 @@ fn small_refusals_and_acceptances() {
 #[test]
 fn resume_quiet_prints_only_the_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let sandbox = Sandbox::start(&["--revoke-admin-after", "2"]);
-    write_csv(&dir.path().join("in.csv"), 10, 2, 5);
-    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    let sandbox = Sandbox::start(&[]);
+    let expected = write_csv(&dir.path().join("in.csv"), 10, 2, 5);
+    // A key refused before anything is sent: every row stays pending.
+    let output = run_job(dir.path(), &sandbox, AGENT_KEY, "in.csv", &[]);
     assert_eq!(code(&output), 3, "{}", text(&output));
-    sandbox.post("/_sandbox/restore");
+    assert_eq!(sandbox.stored(), 0);
+    // As if staging had been cut short after line 6: resume must finish it, quietly.
+    let db = rusqlite::Connection::open(dir.path().join("job.sqlite")).unwrap();
+    db.execute_batch(
+        "DELETE FROM row WHERE line > 6;
+         UPDATE job SET staging_complete = 0, staged_through_line = 6;",
+    )
+    .unwrap();
+    drop(db);
     let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &["--retry-failed"]);
     assert_eq!(code(&output), 0, "{}", text(&output));
     let err = stderr(&output);
@@ -871,6 +880,7 @@ fn resume_quiet_prints_only_the_summary() {
         );
     }
     assert!(err.contains("10 rows: 10 succeeded"), "{err}");
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
 }
 
 #[test]

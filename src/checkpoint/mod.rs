@@ -124,6 +124,10 @@ pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 /// checkpoint would both send its pending rows, so the second is refused. The lock is an OS
 /// file lock on `<checkpoint>.lock`: it goes away with the process, however the process ends, so
 /// a `kill -9` never leaves a stale lock behind.
+/// Tries to take the job lock before a held one is taken to mean another run.
+const LOCK_ATTEMPTS: u32 = 10;
+const LOCK_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 #[derive(Debug)]
 pub struct JobLock {
     _file: std::fs::File,
@@ -144,13 +148,18 @@ impl JobLock {
             .truncate(false)
             .open(&lock_path)
             .map_err(lock_error)?;
-        match file.try_lock() {
-            Ok(()) => Ok(JobLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(CheckpointError::Busy {
-                path: checkpoint.to_path_buf(),
-            }),
-            Err(std::fs::TryLockError::Error(source)) => Err(lock_error(source)),
+        // `status` takes the lock shared for an instant to see whether a run is live: a few
+        // short retries keep that probe from refusing a run that starts at the same moment.
+        for _ in 0..LOCK_ATTEMPTS {
+            match file.try_lock() {
+                Ok(()) => return Ok(JobLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(LOCK_RETRY_PAUSE),
+                Err(std::fs::TryLockError::Error(source)) => return Err(lock_error(source)),
+            }
         }
+        Err(CheckpointError::Busy {
+            path: checkpoint.to_path_buf(),
+        })
     }
 }
 
