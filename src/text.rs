@@ -51,6 +51,29 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
+/// JSON text with every [`is_unsafe_char`] left raw by the serializer (DEL, C1 controls, bidi
+/// marks; serde_json already escapes C0) written as a `\uXXXX` escape. Outside strings JSON
+/// has only ASCII and its whitespace, so such characters only occur inside strings, where the
+/// escape means the same.
+pub fn json_escape_unsafe(json: &str) -> Cow<'_, str> {
+    let unsafe_in_json = |c: char| is_unsafe_char(c) && !matches!(c, '\n' | '\r' | '\t');
+    if !json.chars().any(unsafe_in_json) {
+        return Cow::Borrowed(json);
+    }
+    let mut escaped = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if unsafe_in_json(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
 /// [`escape_control`] for a message of several lines: its line breaks stay, everything else that
 /// could drive a terminal is escaped.
 pub fn escape_lines(text: &str) -> String {
@@ -159,6 +182,20 @@ mod tests {
             "a\\u{a}b\\u{9}c\\u{7f}\\u{9b}"
         );
         assert_eq!(escape_control("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+    }
+
+    #[test]
+    fn json_keeps_its_meaning_without_raw_bidi_or_controls() {
+        let value = serde_json::json!({"message": "a\u{202e}b\u{1b}c\u{7f}\u{9b} ✓"});
+        let json = serde_json::to_string_pretty(&value).unwrap();
+        let safe = json_escape_unsafe(&json);
+        assert!(
+            !safe.chars().any(|c| is_unsafe_char(c) && c != '\n'),
+            "{safe}"
+        );
+        assert!(safe.contains("\\u202e"), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, value);
     }
 
     #[test]

@@ -481,6 +481,20 @@ fn api_error_text_is_escaped_on_output_and_stored_untouched() {
             assert!(out.contains(part), "{args:?}:\n{out}");
         }
     }
+    // JSON escapes them too, and still means the original text.
+    for args in [
+        &["status", "--db", "job.sqlite", "--json"][..],
+        &["report", "--db", "job.sqlite", "--format", "json"],
+    ] {
+        let output = importer_output(dir.path(), args);
+        let out = stdout(&output);
+        for raw in ['\u{1b}', '\u{0}', '\u{202e}'] {
+            assert!(!out.contains(raw), "{args:?} shows {raw:?} raw:\n{out}");
+        }
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let message = json["top_errors"][0]["error_message"].as_str().unwrap();
+        assert!(message.contains("\u{202e}(line <n>)"), "{message}");
+    }
     // The checkpoint keeps what the API said: the CSV report into a pipe (not a terminal)
     // carries the original bytes.
     let output = importer_output(

@@ -232,10 +232,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, AppError> {
     let checkpoint = Checkpoint::open_read_only(&args.db)?;
     let summary = report::status(&checkpoint)?;
     let text = if args.json {
-        serde_json::to_string_pretty(&summary).map_err(|err| AppError::Io {
-            context: "cannot encode the status".into(),
-            source: std::io::Error::other(err),
-        })?
+        report::status_json(&summary)?
     } else {
         report::render_status_text(&summary, report::Style::default())
     };

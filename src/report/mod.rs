@@ -723,9 +723,9 @@ fn write_json(
     out.write_all(b"{")?;
     if let serde_json::Value::Object(fields) = &summary {
         for (key, value) in fields {
-            serde_json::to_writer(&mut *out, key)?;
+            out.write_all(to_json_text(key)?.as_bytes())?;
             out.write_all(b":")?;
-            serde_json::to_writer(&mut *out, value)?;
+            out.write_all(to_json_text(value)?.as_bytes())?;
             out.write_all(b",")?;
         }
     }
@@ -736,12 +736,23 @@ fn write_json(
             out.write_all(b",")?;
         }
         first = false;
-        serde_json::to_writer(&mut *out, &group)?;
+        out.write_all(to_json_text(&group)?.as_bytes())?;
         Ok::<(), ReportError>(())
     })?;
     out.write_all(b"]}\n")?;
     out.flush()?;
     Ok(())
+}
+
+/// `value` as compact JSON with control and bidi characters written as `\uXXXX` escapes: the
+/// same JSON to a parser, inert on a terminal.
+fn to_json_text(value: &impl Serialize) -> Result<String, ReportError> {
+    Ok(crate::text::json_escape_unsafe(&serde_json::to_string(value)?).into_owned())
+}
+
+/// `status --json`: the summary as pretty JSON, terminal-safe like the JSON report.
+pub fn status_json(summary: &StatusSummary) -> Result<String, ReportError> {
+    Ok(crate::text::json_escape_unsafe(&serde_json::to_string_pretty(summary)?).into_owned())
 }
 
 /// The CSV report's header, in column order.
