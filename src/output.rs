@@ -152,38 +152,28 @@ impl OutputFile {
                 path: target.to_path_buf(),
             });
         }
-        let followed = if exists {
-            std::fs::canonicalize(target).map_err(io_error)?
-        } else {
-            target.to_path_buf()
-        };
-        let metadata = std::fs::metadata(&followed).ok();
-        if metadata.as_ref().is_some_and(|m| m.is_dir()) {
-            return Err(OutputError::Directory {
-                path: target.to_path_buf(),
-            });
-        }
-        let regular_or_new = metadata.as_ref().is_none_or(|m| m.is_file());
-        let kind = if regular_or_new {
-            let dir = match followed.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => parent,
-                _ => Path::new("."),
-            };
-            let file = tempfile::Builder::new()
-                .prefix(".kustomer-import-output")
-                .tempfile_in(dir)
-                .map_err(io_error)?;
-            Kind::Staged {
-                file: BufWriter::new(file),
-                rename_to: followed,
-                replace: exists,
+        // Through symlinks: the file a link names is what gets written.
+        let kind = match std::fs::metadata(target) {
+            Ok(metadata) if metadata.is_dir() => {
+                return Err(OutputError::Directory {
+                    path: target.to_path_buf(),
+                })
             }
-        } else {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&followed)
-                .map_err(io_error)?;
-            Kind::InPlace(BufWriter::new(file))
+            Ok(metadata) if metadata.is_file() => {
+                staged(std::fs::canonicalize(target).map_err(io_error)?, true).map_err(io_error)?
+            }
+            // A device or a FIFO (`/dev/stdout` included): written where it is.
+            Ok(_) => Kind::InPlace(BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(target)
+                    .map_err(io_error)?,
+            )),
+            Err(err) if err.kind() == io::ErrorKind::NotFound && !exists => {
+                staged(target.to_path_buf(), false).map_err(io_error)?
+            }
+            // A symlink to nothing, or a file we may not read: not ours to guess about.
+            Err(err) => return Err(io_error(err)),
         };
         Ok(OutputFile {
             target: target.to_path_buf(),
@@ -241,6 +231,22 @@ impl OutputFile {
     }
 }
 
+/// A temporary file beside `rename_to`, renamed over it (or into place) by `finish`.
+fn staged(rename_to: PathBuf, replace: bool) -> io::Result<Kind> {
+    let dir = match rename_to.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file = tempfile::Builder::new()
+        .prefix(".kustomer-import-output")
+        .tempfile_in(dir)?;
+    Ok(Kind::Staged {
+        file: BufWriter::new(file),
+        rename_to,
+        replace,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +297,24 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
+
+        // A device behind a symlink is written in place, never replaced by a file.
+        let null_link = dir.path().join("null");
+        std::os::unix::fs::symlink("/dev/null", &null_link).unwrap();
+        write(&null_link, true, &none, "gone").unwrap();
+        assert!(std::fs::symlink_metadata(&null_link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(
+            write(&dangling, true, &none, "x"),
+            Err(OutputError::Io { .. })
+        ));
+        assert!(!dir.path().join("nowhere").exists());
     }
 
     #[cfg(unix)]

@@ -242,6 +242,24 @@ fn report_outputs_never_clobber_the_checkpoint_the_input_or_an_existing_file() {
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert!(stdout(&output).starts_with("line,externalId"));
     assert!(!dir.path().join("-").exists(), "no file named -");
+    // /dev/stdout is a symlink to whatever stdout is: written through, never replaced.
+    let output = importer_output(
+        dir.path(),
+        &[
+            "report",
+            "--db",
+            "job.sqlite",
+            "--output",
+            "/dev/stdout",
+            "--force",
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert!(stdout(&output).contains("Rows"), "{}", text(&output));
+    assert!(std::fs::symlink_metadata("/dev/stdout")
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 // 2. ----------------------------------------------------------------------------------------
