@@ -32,6 +32,13 @@ fn run_without_api(dir: &Path, args: &[&str]) -> Output {
     run_bounded(command, LIMIT)
 }
 
+/// `report --db job.sqlite ARGS...` in `dir`.
+fn report_job(dir: &Path, args: &[&str]) -> Output {
+    let mut command = importer(dir);
+    command.args(["report", "--db", "job.sqlite"]).args(args);
+    run_bounded(command, LIMIT)
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -141,27 +148,14 @@ fn report_outputs_never_clobber_the_checkpoint_the_input_or_an_existing_file() {
     assert!(!dir.path().join("job.sqlite-wal").exists());
     // A symlink to the checkpoint is the checkpoint.
     std::os::unix::fs::symlink(&db, dir.path().join("innocent.csv")).unwrap();
-    let output = importer_output(
-        dir.path(),
-        &[
-            "report",
-            "--db",
-            "job.sqlite",
-            "--rejects",
-            "innocent.csv",
-            "--force",
-        ],
-    );
+    let output = report_job(dir.path(), &["--rejects", "innocent.csv", "--force"]);
     assert_eq!(code(&output), 2, "{}", text(&output));
     assert_eq!(sha(&db), db_before);
 
     // An existing file: only with --force.
     std::fs::write(dir.path().join("mine.csv"), "precious").unwrap();
     std::fs::write(dir.path().join("out.txt"), "precious").unwrap();
-    let output = importer_output(
-        dir.path(),
-        &["report", "--db", "job.sqlite", "--rejects", "mine.csv"],
-    );
+    let output = report_job(dir.path(), &["--rejects", "mine.csv"]);
     assert_eq!(code(&output), 2, "{}", text(&output));
     assert!(
         stderr(&output).contains("already exists"),
@@ -172,26 +166,13 @@ fn report_outputs_never_clobber_the_checkpoint_the_input_or_an_existing_file() {
         std::fs::read_to_string(dir.path().join("mine.csv")).unwrap(),
         "precious"
     );
-    let output = importer_output(
-        dir.path(),
-        &["report", "--db", "job.sqlite", "--output", "out.txt"],
-    );
+    let output = report_job(dir.path(), &["--output", "out.txt"]);
     assert_eq!(code(&output), 2, "{}", text(&output));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
         "precious"
     );
-    let output = importer_output(
-        dir.path(),
-        &[
-            "report",
-            "--db",
-            "job.sqlite",
-            "--output",
-            "out.txt",
-            "--force",
-        ],
-    );
+    let output = report_job(dir.path(), &["--output", "out.txt", "--force"]);
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert!(std::fs::read_to_string(dir.path().join("out.txt"))
         .unwrap()
@@ -200,17 +181,7 @@ fn report_outputs_never_clobber_the_checkpoint_the_input_or_an_existing_file() {
     // A symlink is followed, not replaced.
     std::fs::write(dir.path().join("real.csv"), "old").unwrap();
     std::os::unix::fs::symlink("real.csv", dir.path().join("link.csv")).unwrap();
-    let output = importer_output(
-        dir.path(),
-        &[
-            "report",
-            "--db",
-            "job.sqlite",
-            "--rejects",
-            "link.csv",
-            "--force",
-        ],
-    );
+    let output = report_job(dir.path(), &["--rejects", "link.csv", "--force"]);
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert!(std::fs::symlink_metadata(dir.path().join("link.csv"))
         .unwrap()
@@ -221,39 +192,15 @@ fn report_outputs_never_clobber_the_checkpoint_the_input_or_an_existing_file() {
     assert_eq!(written.lines().count(), 3, "header and the two 404 rows");
 
     // `-` is stdout, for both.
-    let output = importer_output(
-        dir.path(),
-        &["report", "--db", "job.sqlite", "--rejects", "-"],
-    );
+    let output = report_job(dir.path(), &["--rejects", "-"]);
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert_eq!(stdout(&output), written);
-    let output = importer_output(
-        dir.path(),
-        &[
-            "report",
-            "--db",
-            "job.sqlite",
-            "--format",
-            "csv",
-            "--output",
-            "-",
-        ],
-    );
+    let output = report_job(dir.path(), &["--format", "csv", "--output", "-"]);
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert!(stdout(&output).starts_with("line,externalId"));
     assert!(!dir.path().join("-").exists(), "no file named -");
     // /dev/stdout is a symlink to whatever stdout is: written through, never replaced.
-    let output = importer_output(
-        dir.path(),
-        &[
-            "report",
-            "--db",
-            "job.sqlite",
-            "--output",
-            "/dev/stdout",
-            "--force",
-        ],
-    );
+    let output = report_job(dir.path(), &["--output", "/dev/stdout", "--force"]);
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert!(stdout(&output).contains("Rows"), "{}", text(&output));
     assert!(std::fs::symlink_metadata("/dev/stdout")
@@ -515,10 +462,7 @@ fn api_error_text_is_escaped_on_output_and_stored_untouched() {
     }
     // The checkpoint keeps what the API said: the CSV report into a pipe (not a terminal)
     // carries the original bytes.
-    let output = importer_output(
-        dir.path(),
-        &["report", "--db", "job.sqlite", "--format", "csv"],
-    );
+    let output = report_job(dir.path(), &["--format", "csv"]);
     assert!(stdout(&output).contains(hostile), "{}", text(&output));
 }
 
