@@ -1140,8 +1140,13 @@ mod tests {
             "elapsed_seconds",
             "finished",
             "average_rate_per_second",
+            "run_state",
+            "retryable_failed",
+            "rate_window_seconds",
             "last_minute_rate_per_second",
             "eta_seconds",
+            "latency_ms",
+            "budget_wait_ms",
             "top_errors",
             "errors",
         ] {
@@ -1153,6 +1158,8 @@ mod tests {
         assert_eq!(json["job"]["input_display"], "messages.csv");
         assert_eq!(json["job"]["format"], "csv");
         assert_eq!(json["job"]["settings"]["concurrency"], 8);
+        assert_eq!(json["run_state"], "stopped");
+        assert_eq!(json["budget_wait_ms"]["p50"], 40);
         assert_eq!(json["staging"]["complete"], true);
         assert_eq!(json["errors"].as_array().unwrap().len(), 4);
         assert_eq!(json["errors"][0]["error_code"], "duplicate_external_id");
@@ -1340,6 +1347,11 @@ mod tests {
         }
         assert_eq!(metric("elapsed_seconds"), "30");
         assert_eq!(metric("latency_p99_ms"), "5");
+        assert_eq!(
+            metric("budget_wait_p50_ms"),
+            "40",
+            "the wait for the budget is shown apart from the latency"
+        );
         assert_eq!(
             metric("bucket_ms"),
             "500",
