@@ -1720,6 +1720,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_run_is_in_progress_exactly_while_the_job_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        assert!(!run_in_progress(&path), "no lock file: nothing running");
+        let lock = JobLock::acquire(&path).unwrap();
+        assert!(run_in_progress(&path));
+        drop(lock);
+        assert!(!run_in_progress(&path));
+        // The probe leaves the lock free for the next run.
+        drop(JobLock::acquire(&path).unwrap());
+    }
+
+    #[test]
+    fn read_only_opening_writes_nothing_beside_a_closed_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        drop(Checkpoint::open(&path).unwrap());
+        let before = std::fs::read(&path).unwrap();
+        let reader = Checkpoint::open_read_only(&path).unwrap();
+        reader.counts().unwrap();
+        drop(reader);
+        assert!(!companion(&path, "-wal").exists());
+        assert!(!companion(&path, "-shm").exists());
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+
+        std::fs::write(dir.path().join("notes.txt"), "not a database at all").unwrap();
+        for (path, reason) in [
+            (dir.path().join("notes.txt"), "not a SQLite database"),
+            (dir.path().to_path_buf(), "is a directory"),
+            (dir.path().join("gone/cp.db"), "directory does not exist"),
+        ] {
+            match Checkpoint::open_read_only(&path) {
+                Err(err @ CheckpointError::NotACheckpoint { .. }) => {
+                    assert!(err.to_string().contains(reason), "{err}");
+                    assert!(!err.is_storage_failure());
+                }
+                Err(other) => panic!("{path:?}: {other}"),
+                Ok(_) => panic!("{path:?} opened"),
+            }
+        }
+    }
+
+    #[test]
     fn open_creates_and_open_existing_requires_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.db");
