@@ -43,7 +43,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
     std::fs::create_dir_all(&workdir)
         .map_err(AppError::io(format!("cannot create {}", workdir.display())))?;
     let runtime = crate::app::runtime()?;
-    println!("kustomer-import bench ({} cores)", num_cpus());
+    crate::app::say!("kustomer-import bench ({} cores)", num_cpus());
 
     let staging_file = workdir.join(format!("bench-{}.csv", args.staging_rows));
     generate(&staging_file, args.staging_rows)?;
@@ -153,7 +153,7 @@ fn bench_staging(file: &Path, workdir: &Path, rows: u64) -> Result<(), AppError>
     let (mut checkpoint, job, source) = crate::app::create_job(&request)?;
     crate::app::stage(&mut checkpoint, &job, &source, Display::Quiet, None)?;
     let stage_secs = started.elapsed().as_secs_f64();
-    println!(
+    crate::app::say!(
         "staging   {rows} rows: {:.0} rows/s (reference bare parse: {:.0} rows/s; ratio {:.2})",
         rows as f64 / stage_secs,
         parsed as f64 / parse_secs,
@@ -251,7 +251,7 @@ async fn bench_sending(
     if !matches!(stop, SendStop::Completed) || succeeded != rows {
         eprintln!("warning: the measured run ended {stop:?} with {succeeded} of {rows} succeeded");
     }
-    println!(
+    crate::app::say!(
         "sending   {rows} rows at concurrency {concurrency}: {:.0} msg/s (reference raw POSTs: {:.0} req/s{}; ratio {:.2}); sandbox stored {stored}",
         rows as f64 / send_secs,
         rows as f64 / reference_secs,
@@ -326,7 +326,7 @@ async fn bench_budget(
     let limited = after.requests_by_status.get("429").copied().unwrap_or(0)
         - before.requests_by_status.get("429").copied().unwrap_or(0);
     let allowed = f64::from(rpm.min(org_limit)) * elapsed / 60.0;
-    println!(
+    crate::app::say!(
         "budget    {} over {elapsed:.0}s: {requests} requests = {:.0}/min, {:.1}% of the {} allowed (min of budget and org limit); {limited} answered 429 ({:.2}%)",
         source.describe(rpm),
         requests as f64 * 60.0 / elapsed,
@@ -391,7 +391,7 @@ async fn bench_memory(file: &Path, workdir: &Path, rows: u64) -> Result<(), AppE
         let (status, peak_kb) = tokio::task::spawn_blocking(move || watch_peak_memory(command))
             .await
             .map_err(|err| AppError::io("measuring memory")(std::io::Error::other(err)))??;
-        println!(
+        crate::app::say!(
             "memory    {rows} rows ({file_mb:.0} MB), {label}: peak RSS {:.1} MB in {:.1}s (exit {})",
             peak_kb as f64 / 1024.0,
             started.elapsed().as_secs_f64(),

@@ -29,7 +29,7 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Counts by state and the job's settings; safe while a run is going on.
     Status(StatusArgs),
-    /// What happened to every row, as text, JSON or CSV.
+    /// What happened to every row, as text, JSON, CSV or an HTML page; or the rejected rows to fix.
     Report(ReportArgs),
     /// Parse and validate INPUT only: no network, no checkpoint.
     Validate(ValidateArgs),
@@ -64,7 +64,7 @@ pub struct RunArgs {
     /// Input file (.csv, .ndjson or .jsonl, optionally .gz), or - for stdin (needs --format).
     #[arg(value_name = "INPUT")]
     pub input: String,
-    /// Checkpoint file.
+    /// Checkpoint file: a new one for this job (SQLite; keeps every row's fate).
     #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
     pub db: PathBuf,
     /// Input format, when the file name does not say.
@@ -89,51 +89,66 @@ pub struct RunArgs {
     /// Drop columns the API does not know instead of refusing the input.
     #[arg(long)]
     pub ignore_unknown: bool,
+    /// Most physical lines one quoted CSV field may span before it is taken for a quote that
+    /// never closed.
+    #[arg(long, value_name = "N", default_value_t = crate::input::DEFAULT_MAX_FIELD_LINES)]
+    pub max_field_lines: u64,
     /// Stage and validate, show what would be sent, send nothing.
     #[arg(long)]
     pub dry_run: bool,
 }
 
 /// How the send phase spends the API: shared by `run` and `resume`.
-#[derive(Debug, Args)]
+///
+/// Every setting is optional so that a flag the user gave can be told from a default: the ones
+/// given are stored with the job (as this struct, in the job's settings), `resume` uses them, a
+/// flag given to `resume` overrides the stored value and is recorded. Defaults are applied in
+/// `config::SendConfig`. A new send setting is one more `Option` field here (plus its use in
+/// `config`; unset fields are left out of the stored object). `quiet` is about this process's
+/// output, not the job, and is not stored.
+#[derive(Debug, Clone, Default, PartialEq, Args, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct SendArgs {
     /// Requests in flight at once: `auto` adapts to the API (AIMD) up to --max-concurrency, or a
-    /// fixed number.
-    #[arg(long, value_name = "N|auto", default_value = "auto")]
-    pub concurrency: String,
-    /// Ceiling for `--concurrency auto`.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub max_concurrency: usize,
+    /// fixed number [default: auto].
+    #[arg(long, value_name = "N|auto")]
+    pub concurrency: Option<String>,
+    /// Ceiling for `--concurrency auto` [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<usize>,
     /// Most requests per minute this job may spend, every request counted [default: --budget-share
     /// of the org limit reported by the API].
     #[arg(long, value_name = "N")]
     pub max_rpm: Option<u32>,
-    /// Share of the org limit to take when --max-rpm is not given.
-    #[arg(long, value_name = "0..1", default_value_t = 0.5)]
-    pub budget_share: f64,
-    /// Attempts per row for transient failures, the first included.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub max_attempts: u32,
-    /// Most seconds one row may spend waiting between attempts.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub max_retry_wait: u64,
-    /// Stop after this many failed rows in one run, or this share of the rows to send (`5%`).
-    #[arg(long, value_name = "N|P%", default_value = "1000")]
-    pub max_errors: String,
+    /// Share of the org limit to take when --max-rpm is not given [default: 0.5].
+    #[arg(long, value_name = "0..1")]
+    pub budget_share: Option<f64>,
+    /// Attempts per row for transient failures, the first included [default: 8].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Most seconds one row may spend waiting between attempts [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub max_retry_wait: Option<u64>,
+    /// Stop after this many failed rows in one run, or this share of the rows to send (`5%`)
+    /// [default: 1000].
+    #[arg(long, value_name = "N|P%")]
+    pub max_errors: Option<String>,
     /// After a create whose outcome is unknown (5xx, timeout, lost connection), how long its
     /// conversation waits before looking the row up, so a slow write has landed first. Other
-    /// conversations go on meanwhile.
-    #[arg(long, value_name = "SECS", default_value = "30")]
-    pub settle_delay: String,
-    /// How long to wait for an answer to one request.
-    #[arg(long, value_name = "SECS", default_value = "60")]
-    pub request_timeout: String,
+    /// conversations go on meanwhile [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub settle_delay: Option<String>,
+    /// How long to wait for an answer to one request [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub request_timeout: Option<String>,
     /// Look every row up by externalId before creating it, and skip those already in their
     /// conversation (recorded succeeded, code found_existing). One extra request per row.
-    #[arg(long)]
-    pub skip_existing: bool,
+    /// `--skip-existing=false` turns it off for a resume.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub skip_existing: Option<bool>,
     /// Print only the final summary.
     #[arg(long, short)]
+    #[serde(skip)]
     pub quiet: bool,
 }
 
@@ -147,6 +162,7 @@ pub enum RetryFailedArg {
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
+    /// Checkpoint file of the job to continue.
     #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
     pub db: PathBuf,
     #[command(flatten)]
@@ -154,6 +170,7 @@ pub struct ResumeArgs {
     /// Base URL, when it must differ from the one recorded in the job.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+    /// Read the API key from this file instead of $KUSTOMER_API_KEY.
     #[arg(long, value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
     /// Put failed rows back in the queue first (transient failures, or all).
@@ -175,6 +192,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Checkpoint file of the job (opened read-only).
     #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
     pub db: PathBuf,
     /// One JSON object instead of text.
@@ -192,32 +210,47 @@ pub enum ReportFormatArg {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// Checkpoint file of the job (opened read-only).
     #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
     pub db: PathBuf,
     /// text and json: summary and errors; csv: one line per input row; html: one
     /// self-contained page with charts.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormatArg,
-    /// Write to FILE instead of stdout.
+    /// Write to FILE instead of stdout (`-` is stdout). An existing FILE is not overwritten
+    /// unless --force.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Instead of a report, write the invalid and permanently failed input rows to FILE, byte
     /// for byte in the input's format (CSV with its header), and their reasons to
-    /// FILE.errors.csv. Needs the job's input file, unchanged.
+    /// FILE.errors.csv. Needs the job's input file, unchanged. `-` writes the rows to stdout
+    /// (and no reasons file).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["format", "output"])]
     pub rejects: Option<PathBuf>,
+    /// Overwrite an existing --output or --rejects file. The job's checkpoint and input are
+    /// never overwritten, even with --force.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
+    /// Input file (.csv, .ndjson or .jsonl, optionally .gz).
     #[arg(value_name = "INPUT")]
     pub input: String,
+    /// Input format, when the file name does not say.
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
+    /// Time zone for timestamps without an offset (IANA name).
     #[arg(long, value_name = "TZ", default_value = "UTC")]
     pub timezone: String,
+    /// Accept columns the API does not know (run drops them) instead of refusing the input.
     #[arg(long)]
     pub ignore_unknown: bool,
+    /// Most physical lines one quoted CSV field may span before it is taken for a quote that
+    /// never closed.
+    #[arg(long, value_name = "N", default_value_t = crate::input::DEFAULT_MAX_FIELD_LINES)]
+    pub max_field_lines: u64,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +294,11 @@ pub struct SandboxArgs {
     /// Answer the token record without roles.
     #[arg(long)]
     pub hide_roles: bool,
+    /// Message of the error bodies the sandbox answers for unknown conversations (404), instead
+    /// of "Conversation <id> not found": to see how API text reaches a terminal or a page.
+    /// `\u{1b}` stands for any character (NUL included).
+    #[arg(long, value_name = "TEXT")]
+    pub error_body_text: Option<String>,
     /// Seed for the fault dice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

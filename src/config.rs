@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{ApiArgs, FormatArg, RetryFailedArg, RunArgs, SendArgs};
+
 use crate::client::{ApiKey, ClientConfig};
 use crate::input::Format;
 use crate::progress::Display;
@@ -58,6 +59,12 @@ pub enum ConfigError {
     StdinNeedsFormat,
     #[error("input {0} does not exist")]
     InputMissing(PathBuf),
+    #[error("--created-by sets the createdBy audit field, which --no-audit-fields leaves out; pass one or the other")]
+    CreatedByWithoutAuditFields,
+    #[error("--max-field-lines must be at least 1")]
+    MaxFieldLines,
+    #[error("the job's stored settings cannot be read ({0}); pass the send settings to resume explicitly")]
+    StoredSettings(String),
 }
 
 /// Where the API is and how to authenticate.
@@ -138,6 +145,8 @@ pub struct StagingChoices {
     pub imported_at: Option<String>,
     pub audit_fields: bool,
     pub created_by: Option<String>,
+    /// Most physical lines one quoted CSV field may span.
+    pub max_field_lines: u64,
 }
 
 impl StagingChoices {
@@ -151,6 +160,7 @@ impl StagingChoices {
             imported_at: None,
             audit_fields: true,
             created_by: None,
+            max_field_lines: crate::input::DEFAULT_MAX_FIELD_LINES,
         }
     }
 }
@@ -246,11 +256,92 @@ pub struct SendConfig {
     pub skip_existing: bool,
 }
 
+/// The defaults of the send settings, applied to whatever the user did not choose.
+const DEFAULT_CONCURRENCY: &str = "auto";
+const DEFAULT_MAX_CONCURRENCY: usize = 64;
+const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+const DEFAULT_MAX_RETRY_WAIT_SECS: u64 = 300;
+const DEFAULT_MAX_ERRORS: &str = "1000";
+
+/// Key of the send settings inside the job's settings object.
+const SEND_SETTINGS_KEY: &str = "send";
+
+impl SendArgs {
+    /// These settings with every one `given` sets replaced by its value. Works on the serialized
+    /// form, so a new field needs no code here.
+    pub fn overridden_by(&self, given: &SendArgs) -> Result<SendArgs, ConfigError> {
+        let mut merged = settings_object(self)?;
+        merged.extend(settings_object(given)?);
+        let mut settings: SendArgs = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|err| ConfigError::StoredSettings(err.to_string()))?;
+        settings.quiet = given.quiet;
+        Ok(settings)
+    }
+
+    /// The send settings stored with a job; none for a job recorded before they were stored.
+    pub fn from_job_settings(settings: &serde_json::Value) -> Result<SendArgs, ConfigError> {
+        match settings.get(SEND_SETTINGS_KEY) {
+            None => Ok(SendArgs::default()),
+            Some(stored) => serde_json::from_value(stored.clone())
+                .map_err(|err| ConfigError::StoredSettings(err.to_string())),
+        }
+    }
+
+    /// The job's settings object with these as its send settings.
+    pub fn into_job_settings(
+        &self,
+        mut settings: serde_json::Value,
+    ) -> Result<serde_json::Value, ConfigError> {
+        let send = serde_json::Value::Object(settings_object(self)?);
+        match settings.as_object_mut() {
+            Some(object) => {
+                object.insert(SEND_SETTINGS_KEY.to_string(), send);
+            }
+            None => settings = serde_json::json!({ SEND_SETTINGS_KEY: send }),
+        }
+        Ok(settings)
+    }
+
+    /// `--max-rpm 300, --concurrency 8`: the settings given, as the flags that set them.
+    pub fn describe(&self) -> String {
+        settings_object(self)
+            .map(|object| {
+                object
+                    .iter()
+                    .map(|(key, value)| match value {
+                        serde_json::Value::String(text) => format!("--{key} {text}"),
+                        other => format!("--{key} {other}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The settings that are set, as a JSON object keyed by flag name.
+fn settings_object(
+    settings: &SendArgs,
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+    match serde_json::to_value(settings) {
+        Ok(serde_json::Value::Object(object)) => Ok(object
+            .into_iter()
+            .filter(|(_, value)| !value.is_null())
+            .collect()),
+        Ok(other) => Err(ConfigError::StoredSettings(format!(
+            "expected an object, found {other}"
+        ))),
+        Err(err) => Err(ConfigError::StoredSettings(err.to_string())),
+    }
+}
+
 impl SendConfig {
     /// The defaults of `run`, for the demo and the benchmark.
     pub fn standard(display: Display) -> SendConfig {
         SendConfig {
-            concurrency: ConcurrencyChoice::Auto { ceiling: 64 },
+            concurrency: ConcurrencyChoice::Auto {
+                ceiling: DEFAULT_MAX_CONCURRENCY,
+            },
             max_rpm: None,
             budget_share: crate::throttle::DEFAULT_BUDGET_SHARE,
             retry: RetryPolicy::default(),
@@ -262,37 +353,57 @@ impl SendConfig {
         }
     }
 
+    /// Validates the settings, applying the default of each one not given.
     pub fn from_args(args: &SendArgs) -> Result<SendConfig, ConfigError> {
-        let ceiling = check_concurrency(args.max_concurrency)?;
-        let concurrency = match args.concurrency.trim() {
+        let ceiling = check_concurrency(args.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY))?;
+        let concurrency = match args
+            .concurrency
+            .as_deref()
+            .unwrap_or(DEFAULT_CONCURRENCY)
+            .trim()
+        {
             "auto" => ConcurrencyChoice::Auto { ceiling },
             number => ConcurrencyChoice::Fixed(check_concurrency(
                 number.parse().map_err(|_| ConfigError::Concurrency)?,
             )?),
         };
-        if !(args.budget_share > 0.0 && args.budget_share <= 1.0) {
+        let budget_share = args
+            .budget_share
+            .unwrap_or(crate::throttle::DEFAULT_BUDGET_SHARE);
+        if !(budget_share > 0.0 && budget_share <= 1.0) {
             return Err(ConfigError::BudgetShare);
         }
         if args.max_rpm == Some(0) {
             return Err(ConfigError::MaxRpm);
         }
-        if args.max_attempts == 0 {
+        let max_attempts = args.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if max_attempts == 0 {
             return Err(ConfigError::MaxAttempts);
         }
         Ok(SendConfig {
             concurrency,
             max_rpm: args.max_rpm,
-            budget_share: args.budget_share,
+            budget_share,
             retry: RetryPolicy {
-                max_attempts: args.max_attempts,
-                max_total_wait: Duration::from_secs(args.max_retry_wait),
+                max_attempts,
+                max_total_wait: Duration::from_secs(
+                    args.max_retry_wait.unwrap_or(DEFAULT_MAX_RETRY_WAIT_SECS),
+                ),
                 ..RetryPolicy::default()
             },
-            max_errors: ErrorBudget::parse(&args.max_errors)?,
+            max_errors: ErrorBudget::parse(
+                args.max_errors.as_deref().unwrap_or(DEFAULT_MAX_ERRORS),
+            )?,
             display: Display::detect(args.quiet),
-            settle_delay: parse_seconds("--settle-delay", &args.settle_delay, 0.0, 3600.0)?,
-            request_timeout: parse_seconds("--request-timeout", &args.request_timeout, 0.1, 600.0)?,
-            skip_existing: args.skip_existing,
+            settle_delay: match &args.settle_delay {
+                Some(raw) => parse_seconds("--settle-delay", raw, 0.0, 3600.0)?,
+                None => DEFAULT_SETTLE_DELAY,
+            },
+            request_timeout: match &args.request_timeout {
+                Some(raw) => parse_seconds("--request-timeout", raw, 0.1, 600.0)?,
+                None => DEFAULT_REQUEST_TIMEOUT,
+            },
+            skip_existing: args.skip_existing.unwrap_or(false),
         })
     }
 }
@@ -324,9 +435,15 @@ impl RunConfig {
             .map(normalise_imported_at)
             .transpose()?;
         let created_by = match &args.created_by {
+            Some(_) if args.no_audit_fields => {
+                return Err(ConfigError::CreatedByWithoutAuditFields)
+            }
             Some(id) if !is_object_id(id) => return Err(ConfigError::CreatedBy(id.clone())),
             other => other.clone(),
         };
+        if args.max_field_lines == 0 {
+            return Err(ConfigError::MaxFieldLines);
+        }
         Ok(RunConfig {
             input,
             db: args.db.clone(),
@@ -340,6 +457,7 @@ impl RunConfig {
                 imported_at,
                 audit_fields: !args.no_audit_fields,
                 created_by,
+                max_field_lines: args.max_field_lines,
             },
             send: SendConfig::from_args(&args.send)?,
             dry_run: args.dry_run,
@@ -531,6 +649,49 @@ mod tests {
         assert!(ErrorBudget::parse("lots").is_err());
         assert!(ErrorBudget::parse("150%").is_err());
         assert!(ErrorBudget::parse("-3").is_err());
+    }
+
+    #[test]
+    fn send_settings_given_override_stored_and_defaults_fill_the_rest() {
+        let stored = SendArgs {
+            max_rpm: Some(12_000),
+            concurrency: Some("8".into()),
+            ..SendArgs::default()
+        };
+        let job_settings = stored
+            .into_job_settings(serde_json::json!({"demo": true}))
+            .unwrap();
+        assert_eq!(job_settings["demo"], true);
+        assert_eq!(job_settings["send"]["max-rpm"], 12_000);
+        let read_back = SendArgs::from_job_settings(&job_settings).unwrap();
+        assert_eq!(read_back, stored);
+        assert_eq!(read_back.describe(), "--concurrency 8, --max-rpm 12000");
+
+        let given = SendArgs {
+            max_rpm: Some(600),
+            quiet: true,
+            ..SendArgs::default()
+        };
+        let merged = read_back.overridden_by(&given).unwrap();
+        assert_eq!(merged.max_rpm, Some(600));
+        assert_eq!(merged.concurrency.as_deref(), Some("8"));
+        assert!(merged.quiet);
+        let config = SendConfig::from_args(&merged).unwrap();
+        assert_eq!(config.max_rpm, Some(600));
+        assert_eq!(config.concurrency, ConcurrencyChoice::Fixed(8));
+        assert_eq!(config.retry.max_attempts, DEFAULT_MAX_ATTEMPTS);
+
+        // A job recorded before settings were stored follows the defaults.
+        let old =
+            SendArgs::from_job_settings(&serde_json::json!({"concurrency": "auto (up to 64)"}))
+                .unwrap();
+        assert_eq!(old, SendArgs::default());
+        let defaults = SendConfig::from_args(&old).unwrap();
+        assert_eq!(
+            defaults.concurrency,
+            ConcurrencyChoice::Auto { ceiling: 64 }
+        );
+        assert_eq!(defaults.max_errors, ErrorBudget::Rows(1000));
     }
 
     #[test]

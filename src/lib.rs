@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod exit_codes;
 pub mod input;
+pub mod output;
 pub mod progress;
 pub mod report;
 pub mod retry;

@@ -7,8 +7,14 @@ fn main() -> std::process::ExitCode {
     let cli = kustomer_import::cli::Cli::parse();
     match kustomer_import::app::run(cli) {
         Ok(code) => code.into(),
+        // The reader of stdout went away (`status | head -1`): stop quietly, like ripgrep.
+        Err(err) if err.is_broken_pipe() => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            // Errors quote the input and the API: shown, never obeyed by the terminal.
+            eprintln!(
+                "error: {}",
+                kustomer_import::text::escape_lines(&err.to_string())
+            );
             err.exit_code().into()
         }
     }

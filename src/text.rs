@@ -1,19 +1,8 @@
-//! Number formatting and escaping shared by validation messages and reports.
+//! Text for people: number formatting shared by validation messages and reports, and the
+//! escaping every string from the input or the API goes through on its way to a terminal or a
+//! page. The checkpoint keeps such strings untouched; escaping happens on output only.
 
-/// Text from the input or the API, safe to print: control characters and bidi overrides are
-/// shown as `\u{..}` escapes instead of steering the terminal.
-pub fn escape_for_terminal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
-        if c.is_control() || bidi {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+use std::borrow::Cow;
 
 /// `1234567` as `1,234,567`.
 pub fn thousands(number: u64) -> String {
@@ -28,17 +17,147 @@ pub fn thousands(number: u64) -> String {
     grouped
 }
 
+/// Characters that must not reach a terminal or a page as they are: C0 and C1 controls (escape
+/// sequences, NUL, line breaks inside a one-line value), DEL, and the Unicode marks that reorder
+/// the text around them (bidi embeddings, overrides and isolates, the directional marks).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+/// `text` with every [`is_unsafe_char`] written as `\u{1b}`-style escape, so that it is shown
+/// rather than obeyed. Borrowed when nothing needs escaping (the common case).
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_unsafe_char(c) {
+            escaped.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// JSON text with every [`is_unsafe_char`] left raw by the serializer (DEL, C1 controls, bidi
+/// marks; serde_json already escapes C0) written as a `\uXXXX` escape. Outside strings JSON
+/// has only ASCII and its whitespace, so such characters only occur inside strings, where the
+/// escape means the same.
+pub fn json_escape_unsafe(json: &str) -> Cow<'_, str> {
+    let unsafe_in_json = |c: char| is_unsafe_char(c) && !matches!(c, '\n' | '\r' | '\t');
+    if !json.chars().any(unsafe_in_json) {
+        return Cow::Borrowed(json);
+    }
+    let mut escaped = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if unsafe_in_json(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// [`escape_control`] for a message of several lines: its line breaks stay, everything else that
+/// could drive a terminal is escaped.
+pub fn escape_lines(text: &str) -> String {
+    text.split('\n')
+        .map(escape_control)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The inverse of [`escape_control`]: `\u{1b}` becomes the character it names (an invalid one
+/// stays as written). Lets a command-line argument carry characters argv cannot, such as NUL.
+pub fn unescape_code_points(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\\u{") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 3..];
+        let decoded = after.find('}').and_then(|end| {
+            let c = u32::from_str_radix(&after[..end], 16)
+                .ok()
+                .and_then(char::from_u32)?;
+            Some((c, end))
+        });
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("\\u{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An error message with what varies from row to row (ids, numbers, quoted values) replaced by
+/// placeholders, so that "Conversation 5f3a… not found" on 88 rows is one group, not 88.
+pub fn normalise_message(message: &str) -> String {
+    let mut normal = String::with_capacity(message.len());
+    let mut chars = message.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            let mut end = start + c.len_utf8();
+            while let Some(&(at, next)) = chars.peek() {
+                if next.is_alphanumeric() || matches!(next, '_' | '-') {
+                    end = at + next.len_utf8();
+                    chars.next();
+                } else if matches!(next, '.' | ',') && word_continues(message, at + 1) {
+                    // 10,240 and 1.5 are one number; "found 3, expected" is not.
+                    end = at + 1;
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let word = &message[start..end];
+            if word
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | ','))
+            {
+                normal.push_str("<n>");
+            } else if word.chars().any(|c| c.is_ascii_digit()) {
+                normal.push_str("<id>");
+            } else {
+                normal.push_str(word);
+            }
+        } else {
+            normal.push(c);
+        }
+    }
+    normal
+}
+
+/// True when the byte at `at` starts a digit (the tail of a number such as `10,240`).
+fn word_continues(text: &str, at: usize) -> bool {
+    text.as_bytes().get(at).is_some_and(u8::is_ascii_digit)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::thousands;
-
-    #[test]
-    fn controls_and_bidi_overrides_are_escaped() {
-        assert_eq!(
-            super::escape_for_terminal("a\u{1b}[31mb\0c\u{202E}d é"),
-            "a\\u{1b}[31mb\\u{0}c\\u{202e}d é"
-        );
-    }
+    use super::*;
 
     #[test]
     fn groups_by_three() {
@@ -46,5 +165,79 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(10_240), "10,240");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn controls_and_bidi_overrides_are_shown_not_obeyed() {
+        assert!(matches!(
+            escape_control("plain (line 5) ✓"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_control("\u{1b}[31mred\u{0}\u{202e}(line 5)"),
+            "\\u{1b}[31mred\\u{0}\\u{202e}(line 5)"
+        );
+        assert_eq!(
+            escape_control("a\nb\tc\u{7f}\u{9b}"),
+            "a\\u{a}b\\u{9}c\\u{7f}\\u{9b}"
+        );
+        assert_eq!(escape_control("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+    }
+
+    #[test]
+    fn json_keeps_its_meaning_without_raw_bidi_or_controls() {
+        let value = serde_json::json!({"message": "a\u{202e}b\u{1b}c\u{7f}\u{9b} ✓"});
+        let json = serde_json::to_string_pretty(&value).unwrap();
+        let safe = json_escape_unsafe(&json);
+        assert!(
+            !safe.chars().any(|c| is_unsafe_char(c) && c != '\n'),
+            "{safe}"
+        );
+        assert!(safe.contains("\\u202e"), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn multi_line_messages_keep_their_lines() {
+        assert_eq!(
+            escape_lines("fields:\n  \"a\u{202e}\" (line 1)\n\u{1b}[2J"),
+            "fields:\n  \"a\\u{202e}\" (line 1)\n\\u{1b}[2J"
+        );
+    }
+
+    #[test]
+    fn escaped_text_unescapes_to_the_original() {
+        let original = "\u{1b}[31mred\u{0} \u{202e}(line 5) ✓";
+        assert_eq!(unescape_code_points(&escape_control(original)), original);
+        assert_eq!(unescape_code_points("a\\u{zz}b\\u{"), "a\\u{zz}b\\u{");
+    }
+
+    #[test]
+    fn messages_are_normalised_for_grouping() {
+        assert_eq!(
+            normalise_message("Conversation dead00000000000000000001 not found"),
+            "Conversation <id> not found"
+        );
+        assert_eq!(
+            normalise_message("Conversation 5f3a00000000000000000002 not found"),
+            "Conversation <id> not found"
+        );
+        assert_eq!(
+            normalise_message("preview: at most 10,240 characters (found 12001)"),
+            "preview: at most <n> characters (found <n>)"
+        );
+        assert_eq!(
+            normalise_message("has 7 fields, 6 expected"),
+            "has <n> fields, <n> expected"
+        );
+        assert_eq!(
+            normalise_message("sentAt: not a date"),
+            "sentAt: not a date"
+        );
+        assert_eq!(
+            normalise_message("id 123e4567-e89b-12d3-a456-426614174000 gone"),
+            "id <id> gone"
+        );
     }
 }

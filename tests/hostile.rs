@@ -195,8 +195,11 @@ fn error_budget_exhaustion_exits_4_and_the_job_resumes() {
     // A percentage of the rows left to send: about a third of them fail, so 10% trips again.
     let output = resume(dir.path(), &sandbox, &["--max-errors", "10%"]);
     assert_eq!(code(&output), 4, "{}", text(&output));
-    // The default budget (1000) lets the job finish: exit 1, because rows failed.
+    // The job keeps the budget its last resume recorded (10%): without flags it trips again.
     let output = resume(dir.path(), &sandbox, &[]);
+    assert_eq!(code(&output), 4, "{}", text(&output));
+    // A larger budget lets the job finish: exit 1, because rows failed.
+    let output = resume(dir.path(), &sandbox, &["--max-errors", "1000"]);
     assert_eq!(code(&output), 1, "{}", text(&output));
     let status = status_json(dir.path(), "job.sqlite");
     assert_eq!(status["counts"]["failed"], 30, "{status}");

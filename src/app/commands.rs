@@ -7,20 +7,22 @@ use std::path::PathBuf;
 use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
     CheckArgs, DemoArgs, LookupRouteArg, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs,
-    SandboxArgs, SandboxOutcomeArgs, StatusArgs, ValidateArgs,
+    SandboxArgs, SandboxOutcomeArgs, SendArgs, StatusArgs, ValidateArgs,
 };
 use crate::client::{ApiClient, LookupAnswer};
 use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
 use crate::exit_codes::ExitCode;
-use crate::input::{self, InputSource};
+use crate::input::{self, InputError, InputSource};
+use crate::output::{Destination, OutputFile, Protected};
 use crate::progress::Display;
 use crate::report::{self, ReportFormat};
 use crate::row::{self, StampOptions, ValidationOptions};
 use crate::sandbox::{self, LookupSpelling, SandboxConfig};
+use crate::text::escape_control;
 use crate::throttle;
 
 use super::pipeline::{self, JobRequest, StageCounts};
-use super::{runtime, signals, AppError};
+use super::{runtime, say, signals, AppError};
 
 /// The sample the demo imports, embedded so the demo works from any directory.
 const SAMPLE_CSV: &str = include_str!("../../samples/messages.csv");
@@ -36,14 +38,17 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         db: config.db.clone(),
         staging: config.staging.clone(),
         base_url: config.base_url.clone(),
-        settings: serde_json::json!({ "concurrency": config.send.concurrency.describe() }),
+        settings: args
+            .send
+            .into_job_settings(pipeline::staging_settings(&config.staging))?,
     };
     let runtime = runtime()?;
     runtime.block_on(async {
         let interrupt = signals::install();
         // Locked once the job exists: a second `run` on the same checkpoint is already refused
         // by the job record itself, and a refused input leaves no lock file behind.
-        let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
+        let (mut checkpoint, job, source) =
+            pipeline::create_job_interruptible(&request, Some(&interrupt))?;
         let _lock = JobLock::acquire(&config.db)?;
         if config.send.display != Display::Quiet {
             eprintln!("staging {}", pipeline::describe_source(&source));
@@ -66,7 +71,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
             report_staging(&counts);
         }
         drop(checkpoint);
-        pipeline::send_and_summarise(&config.db, &api, &job, &config.send, &interrupt).await
+        pipeline::send_and_summarise(&config.db, &api, &job, &config.send, &interrupt, true).await
     })
 }
 
@@ -75,6 +80,15 @@ fn report_staging(counts: &StageCounts) {
         "staged: {} valid, {} invalid, {} duplicate",
         counts.valid, counts.invalid, counts.duplicate
     );
+}
+
+/// A dry run's job settings: the staging choices, and that it is a dry run.
+fn dry_run_settings(staging: &StagingChoices) -> serde_json::Value {
+    let mut settings = pipeline::staging_settings(staging);
+    if let Some(object) = settings.as_object_mut() {
+        object.insert("dry_run".into(), serde_json::Value::Bool(true));
+    }
+    settings
 }
 
 /// Stages into a throwaway checkpoint, shows what would be sent, sends nothing.
@@ -86,7 +100,7 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
         db: scratch.path().join("dry-run.sqlite"),
         staging: config.staging.clone(),
         base_url: config.base_url.clone(),
-        settings: serde_json::json!({ "dry_run": true }),
+        settings: dry_run_settings(&config.staging),
     };
     let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
     let counts = pipeline::stage(&mut checkpoint, &job, &source, config.send.display, None)?
@@ -127,6 +141,8 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
             let pretty = serde_json::from_str::<serde_json::Value>(&body)
                 .and_then(|value| serde_json::to_string_pretty(&value))
                 .unwrap_or(body);
+            let pretty: Vec<_> = pretty.lines().map(escape_control).collect();
+            let pretty = pretty.join("\n");
             write(
                 &mut out,
                 format!(
@@ -148,8 +164,6 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
 }
 
 pub fn resume(args: &ResumeArgs) -> Result<ExitCode, AppError> {
-    let send = SendConfig::from_args(&args.send)?;
-    let display = send.display;
     // The lock is taken before any connection is opened and released after all are closed (see
     // `JobLock`): a second process must be refused before SQLite opens the file under another
     // name (a hard link would get a WAL file of its own).
@@ -158,38 +172,65 @@ pub fn resume(args: &ResumeArgs) -> Result<ExitCode, AppError> {
     }
     let _lock = JobLock::acquire(&args.db)?;
     let mut checkpoint = Checkpoint::open_existing(&args.db)?;
-    let job = checkpoint.job()?.ok_or_else(|| CheckpointError::NoJob {
+    let mut job = checkpoint.job()?.ok_or_else(|| CheckpointError::NoJob {
         path: args.db.clone(),
     })?;
+    // The job's own settings, with every flag given now taking precedence and recorded.
+    let stored = SendArgs::from_job_settings(&job.settings)?;
+    let settings = stored.overridden_by(&args.send)?;
+    let send = SendConfig::from_args(&settings)?;
+    let display = send.display;
+    if settings.describe() != stored.describe() {
+        job.settings = settings.into_job_settings(job.settings.clone())?;
+        checkpoint.update_settings(&job.settings)?;
+    }
     let base_url = match &args.base_url {
         Some(url) => config::check_base_url(url)?,
         None => config::check_base_url(&job.base_url)?,
     };
     let key = config::read_key_from(args.api_key_file.as_deref())?;
     let api = ApiConfig { base_url, key };
+    let quiet = display == Display::Quiet;
+    if !quiet {
+        let chosen = settings.describe();
+        eprintln!(
+            "send settings: {}",
+            if chosen.is_empty() {
+                "all at their defaults".to_string()
+            } else {
+                format!("{chosen} (the rest at their defaults)")
+            }
+        );
+    }
     let runtime = runtime()?;
     runtime.block_on(async {
         let interrupt = signals::install();
         if !job.staging_complete {
             let source = pipeline::verify_input_unchanged(&job)?;
-            eprintln!(
-                "finishing staging of {} from line {}",
-                pipeline::describe_source(&source),
-                job.staged_through_line + 1
-            );
+            if !quiet {
+                eprintln!(
+                    "finishing staging of {} from line {}",
+                    pipeline::describe_source(&source),
+                    job.staged_through_line + 1
+                );
+            }
             let Some(counts) =
                 pipeline::stage(&mut checkpoint, &job, &source, display, Some(&interrupt))?
             else {
                 return Ok(ExitCode::Interrupted);
             };
-            report_staging(&counts);
+            if !quiet {
+                report_staging(&counts);
+            }
         }
         if let Some(scope) = args.retry_failed {
             let requeued = checkpoint.requeue_failed(scope.into())?;
-            eprintln!("{requeued} failed rows put back in the queue");
+            if !quiet {
+                eprintln!("{requeued} failed rows put back in the queue");
+            }
         }
         drop(checkpoint);
-        pipeline::send_and_summarise(&args.db, &api, &job, &send, &interrupt).await
+        pipeline::send_and_summarise(&args.db, &api, &job, &send, &interrupt, true).await
     })
 }
 
@@ -197,21 +238,33 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, AppError> {
     let checkpoint = Checkpoint::open_read_only(&args.db)?;
     let summary = report::status(&checkpoint)?;
     let text = if args.json {
-        serde_json::to_string_pretty(&summary).map_err(|err| AppError::Io {
-            context: "cannot encode the status".into(),
-            source: std::io::Error::other(err),
-        })?
+        report::status_json(&summary)?
     } else {
-        report::render_status_text(&summary)
+        report::render_status_text(&summary, report::Style::default())
     };
-    println!("{text}");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(AppError::io("cannot write to stdout"))?;
     Ok(ExitCode::Success)
+}
+
+/// The files no report may overwrite: the checkpoint with its companions, and the job's input.
+fn protected_files(checkpoint: &Checkpoint) -> Result<Protected, AppError> {
+    let mut protected = Protected::checkpoint(checkpoint.path());
+    if let Some(job) = checkpoint.job()? {
+        protected.add(&job.input_path, "the job's input");
+        if let InputArg::File(named) = InputArg::parse(&job.input_display) {
+            protected.add(&named, "the job's input");
+        }
+    }
+    Ok(protected)
 }
 
 pub fn report(args: &ReportArgs) -> Result<ExitCode, AppError> {
     let checkpoint = Checkpoint::open_read_only(&args.db)?;
     if let Some(rejects_path) = &args.rejects {
-        return write_rejects(&checkpoint, rejects_path);
+        return write_rejects(&checkpoint, rejects_path, args.force);
     }
     let format = match args.format {
         ReportFormatArg::Text => ReportFormat::Text,
@@ -219,18 +272,22 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode, AppError> {
         ReportFormatArg::Csv => ReportFormat::Csv,
         ReportFormatArg::Html => ReportFormat::Html,
     };
-    match &args.output {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .map_err(AppError::io(format!("cannot create {}", path.display())))?;
-            let mut out = std::io::BufWriter::new(file);
-            report::write_report(&checkpoint, format, &mut out)?;
-            out.flush()
-                .map_err(AppError::io(format!("cannot write {}", path.display())))?;
+    match args.output.as_deref().map(Destination::parse) {
+        Some(Destination::File(path)) => {
+            let mut file = OutputFile::create(&path, args.force, &protected_files(&checkpoint)?)?;
+            report::write_report(&checkpoint, format, file.writer())?;
+            file.finish()?;
         }
-        None => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            report::write_report(&checkpoint, format, &mut out)?;
+        None | Some(Destination::Stdout) => {
+            let stdout = std::io::stdout();
+            // Text meant for a person is escaped when it goes to a terminal (CSV included);
+            // piped into a file or a program, the values stay as they are.
+            let style = report::Style {
+                escape_csv: std::io::IsTerminal::is_terminal(&stdout),
+                ..report::Style::default()
+            };
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            report::write_report_styled(&checkpoint, format, &mut out, style)?;
             out.flush()
                 .map_err(AppError::io("cannot write to stdout"))?;
         }
@@ -242,29 +299,55 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode, AppError> {
 fn write_rejects(
     checkpoint: &Checkpoint,
     rejects_path: &std::path::Path,
+    force: bool,
 ) -> Result<ExitCode, AppError> {
-    let written = report::write_rejects(checkpoint, rejects_path)?;
-    println!(
-        "wrote {} rejected rows ({} invalid, {} failed permanently) to {}; reasons in {}",
-        written.rows,
-        written.invalid,
-        written.failed,
-        written.rejects_path.display(),
-        written.errors_path.display()
-    );
     let db = checkpoint.path().display();
+    let written = match Destination::parse(rejects_path) {
+        Destination::Stdout => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = report::write_rejects(checkpoint, &mut out, &mut std::io::sink())?;
+            out.flush()
+                .map_err(AppError::io("cannot write to stdout"))?;
+            eprintln!(
+                "wrote {} rejected rows ({} invalid, {} failed permanently) to stdout; their \
+                 reasons are in `kustomer-import report --db {db} --format csv`",
+                written.rows, written.invalid, written.failed
+            );
+            written
+        }
+        Destination::File(path) => {
+            let protected = protected_files(checkpoint)?;
+            let errors_path = report::errors_path(&path);
+            let mut rejects = OutputFile::create(&path, force, &protected)?;
+            let mut errors = OutputFile::create(&errors_path, force, &protected)?;
+            let written = report::write_rejects(checkpoint, rejects.writer(), errors.writer())?;
+            rejects.finish()?;
+            errors.finish()?;
+            say!(
+                "wrote {} rejected rows ({} invalid, {} failed permanently) to {}; reasons in {}",
+                written.rows,
+                written.invalid,
+                written.failed,
+                path.display(),
+                errors_path.display()
+            );
+            written
+        }
+    };
     if written.retryable_failed > 0 {
-        println!(
-            "not included: {} rows that failed transiently; send them again with              `kustomer-import resume --db {db} --retry-failed`",
+        eprintln!(
+            "not included: {} rows that failed transiently; send them again with \
+             `kustomer-import resume --db {db} --retry-failed`",
             written.retryable_failed
         );
     }
     if !written.staging_complete {
-        println!(
-            "staging is not complete: rows past the staged lines are not judged yet;              finish it with `kustomer-import resume --db {db}`"
+        eprintln!(
+            "staging is not complete: rows past the staged lines are not judged yet; \
+             finish it with `kustomer-import resume --db {db}`"
         );
     }
-    println!(
+    eprintln!(
         "duplicates are not rejects: their externalId was already imported from an earlier row"
     );
     Ok(ExitCode::Success)
@@ -282,8 +365,29 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
     if !path.exists() {
         return Err(config::ConfigError::InputMissing(path).into());
     }
+    if args.max_field_lines == 0 {
+        return Err(config::ConfigError::MaxFieldLines.into());
+    }
     let source = InputSource::detect(&path, args.format.map(Into::into))?;
-    let survey = input::survey(&source)?;
+    let survey = match input::survey(&source) {
+        Ok(survey) => survey,
+        // Found by the survey, before any row: the quote merges every row after it.
+        Err(InputError::UnclosedQuote { line, .. }) => {
+            say!(
+                "line {line}: a quoted field opened on line {line} is never closed: it runs to \
+                 the end of the input and would swallow every row after it"
+            );
+            say!(
+                "{}: not importable until the quote is closed",
+                escape_control(&pipeline::describe_source(&source))
+            );
+            return Ok(ExitCode::Incomplete);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if survey.rows == 0 {
+        return Err(InputError::NoRows { path: source.path }.into());
+    }
     pipeline::check_field_names(&survey.field_names, args.ignore_unknown)?;
     let (_, timezone) = config::parse_timezone(&args.timezone)?;
     let validation = ValidationOptions {
@@ -300,10 +404,12 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
     // one thing that grows with the input.
     let mut external_ids: HashMap<String, u64> = HashMap::new();
     let mut counts = StageCounts::default();
-    let mut out = std::io::stdout().lock();
-    let mut emit =
-        |text: String| writeln!(out, "{text}").map_err(AppError::io("cannot write to stdout"));
-    for record in input::records(&source)? {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Messages quote the input: escaped, so that a hostile file cannot drive the terminal.
+    let mut emit = |text: String| {
+        writeln!(out, "{}", escape_control(&text)).map_err(AppError::io("cannot write to stdout"))
+    };
+    for record in input::records_with_field_lines(&source, args.max_field_lines)? {
         let record = record?;
         let fields = match &record.fields {
             Ok(fields) => fields,
@@ -340,6 +446,8 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
         counts.invalid,
         counts.duplicate
     ))?;
+    out.flush()
+        .map_err(AppError::io("cannot write to stdout"))?;
     Ok(if counts.invalid + counts.duplicate > 0 {
         ExitCode::Incomplete
     } else {
@@ -364,27 +472,27 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
     };
     let runtime = runtime()?;
     runtime.block_on(async {
-        println!("API base URL   {}", api.base_url);
+        say!("API base URL   {}", api.base_url);
         let token = match client.current_token().await {
             Ok(token) => token,
             Err(err) => {
-                println!("key            NOT USABLE: {err}");
+                say!("key            NOT USABLE: {}", escape_control(&err.to_string()));
                 return Ok(ExitCode::ApiFatal);
             }
         };
-        println!("key            accepted (GET /v1/auth/tokens/current answered)");
+        say!("key            accepted (GET /v1/auth/tokens/current answered)");
         let mut problems = Vec::new();
         match &token.roles {
             None => {
-                println!("roles          not readable from the token record; the import checks each created message's audit fields instead");
+                say!("roles          not readable from the token record; the import checks each created message's audit fields instead");
             }
             Some(roles) => {
-                println!("roles          {}", roles.join(", "));
+                say!("roles          {}", escape_control(&roles.join(", ")));
                 let has = |wanted: &[&str]| roles.iter().any(|r| wanted.contains(&r.as_str()));
                 if token.is_admin() == Some(true) {
-                    println!("audit fields   kept as sent (org.admin)");
+                    say!("audit fields   kept as sent (org.admin)");
                 } else {
-                    println!("audit fields   would be overwritten by Kustomer: no org.admin");
+                    say!("audit fields   would be overwritten by Kustomer: no org.admin");
                     problems.push("use an org.admin key to keep original authors and times, or import with --no-audit-fields");
                 }
                 if !has(&["org.admin", "org.permission.message.create", "org.user.message.write"]) {
@@ -396,48 +504,48 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
             }
         }
         let (rpm, source) = throttle::choose_budget(None, args.budget_share, token.rate.limit);
-        println!("{}", source.describe(rpm).replacen("rate budget:", "rate budget    ", 1));
+        say!("{}", source.describe(rpm).replacen("rate budget:", "rate budget    ", 1));
         if let Some(remaining) = token.rate.remaining {
-            println!("org window     {remaining} requests left in the current window");
+            say!("org window     {remaining} requests left in the current window");
         }
         let probe = format!("kustomer-import-check-{}", jiff::Timestamp::now().as_millisecond());
         match client.find_by_external_id(&probe).await {
-            Ok(LookupAnswer::Empty) => println!("lookup         GET /v1/messages/externalId=… answers 200 with no data for an unknown id: its \"not found\" can be believed"),
-            Ok(LookupAnswer::Missing) => println!("lookup         GET /v1/messages/externalId=… answers 404 for an unknown id; a 404 looks the same as a missing route"),
+            Ok(LookupAnswer::Empty) => say!("lookup         GET /v1/messages/externalId=… answers 200 with no data for an unknown id: its \"not found\" can be believed"),
+            Ok(LookupAnswer::Missing) => say!("lookup         GET /v1/messages/externalId=… answers 404 for an unknown id; a 404 looks the same as a missing route"),
             Ok(LookupAnswer::Found(_)) => {
-                println!("lookup         answered a message for a made-up externalId: the route ignores the id");
+                say!("lookup         answered a message for a made-up externalId: the route ignores the id");
                 problems.push("lookups by externalId answer messages that do not match: unknown outcomes could not be checked");
             }
             Err(err) => {
-                println!("lookup         FAILED: {err}");
+                say!("lookup         FAILED: {}", escape_control(&err.to_string()));
                 problems.push("lookups by externalId fail: unknown outcomes could not be checked");
             }
         }
         match known {
-            None => println!("lookup route   unproven: no message is known to exist yet (pass --db with a job's checkpoint to prove it on one of its messages); a run proves it on the first message it creates, and stops (exit 3) if it cannot"),
+            None => say!("lookup route   unproven: no message is known to exist yet (pass --db with a job's checkpoint to prove it on one of its messages); a run proves it on the first message it creates, and stops (exit 3) if it cannot"),
             Some(known) => match client.find_by_external_id(&known.external_id).await {
                 Ok(LookupAnswer::Found(found)) if found.iter().any(|m| m.id == known.message_id) => {
-                    println!(
+                    say!(
                         "lookup route   proven: found message {} (line {}) by its externalId{}",
-                        known.message_id,
+                        escape_control(&known.message_id),
                         known.line,
                         client.lookup_spelling().map(|s| format!(" (spelling {s})")).unwrap_or_default()
                     );
                 }
                 Ok(_) => {
-                    println!("lookup route   BROKEN: message {} (line {}) exists but was not found by its externalId", known.message_id, known.line);
+                    say!("lookup route   BROKEN: message {} (line {}) exists but was not found by its externalId", escape_control(&known.message_id), known.line);
                     problems.push("the lookup route does not find messages that exist: a run would stop (exit 3) at its first unknown outcome");
                 }
-                Err(err) => println!("lookup route   unproven: the lookup failed ({err})"),
+                Err(err) => say!("lookup route   unproven: the lookup failed ({})", escape_control(&err.to_string())),
             },
         }
         if problems.is_empty() {
-            println!("\nready to import");
+            say!("\nready to import");
             Ok(ExitCode::Success)
         } else {
-            println!("\nfix before importing:");
+            say!("\nfix before importing:");
             for problem in &problems {
-                println!("  - {problem}");
+                say!("  - {problem}");
             }
             Ok(ExitCode::ApiFatal)
         }
@@ -450,11 +558,11 @@ pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {
     runtime.block_on(async {
         let running = sandbox::start(config).await?;
         // Scripts and tests read this first line to learn the port.
-        println!(
+        say!(
             "kustomer-import sandbox listening on {}",
             running.base_url()
         );
-        println!(
+        say!(
             "admin key: {}   non-admin key: {}   (Ctrl-C to stop)",
             sandbox::ADMIN_KEY,
             sandbox::AGENT_KEY
@@ -474,6 +582,10 @@ fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
     config.reset_as_epoch = args.reset_as_epoch;
     config.seed = args.seed;
     config.hide_roles = args.hide_roles;
+    config.error_body_text = args
+        .error_body_text
+        .as_deref()
+        .map(crate::text::unescape_code_points);
     config.faults.latency = std::time::Duration::from_millis(args.latency_ms);
     config.faults.jitter = std::time::Duration::from_millis(args.jitter_ms);
     config.faults.error_500 = args.error_500;
@@ -539,7 +651,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
             db: db.clone(),
             staging: StagingChoices::utc_defaults(None),
             base_url: api.base_url.clone(),
-            settings: serde_json::json!({ "concurrency": "auto (up to 64)", "demo": true }),
+            settings: SendArgs::default().into_job_settings(serde_json::json!({ "demo": true }))?,
         };
         let display = Display::detect(false);
         let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
@@ -551,7 +663,9 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
         report_staging(&counts);
         drop(checkpoint);
         let send = SendConfig::standard(display);
-        let exit = pipeline::send_and_summarise(&db, &api, &job, &send, &interrupt).await?;
+        // A temporary checkpoint is deleted on exit: no command naming it is worth printing.
+        let kept = args.db.is_some();
+        let exit = pipeline::send_and_summarise(&db, &api, &job, &send, &interrupt, kept).await?;
         let stats = running.stats();
         eprintln!(
             "sandbox now holds {} messages ({} duplicate externalIds)",
@@ -562,7 +676,11 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
     })?;
     let checkpoint = Checkpoint::open_read_only(&db)?;
     let mut out = std::io::stdout().lock();
-    report::write_report(&checkpoint, ReportFormat::Text, &mut out)?;
+    let style = report::Style {
+        next_steps: args.db.is_some(),
+        ..report::Style::default()
+    };
+    report::write_report_styled(&checkpoint, ReportFormat::Text, &mut out, style)?;
     if args.db.is_none() {
         writeln!(
             out,

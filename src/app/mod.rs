@@ -11,7 +11,7 @@ use crate::config::ConfigError;
 use crate::exit_codes::ExitCode;
 use crate::input::InputError;
 
-pub use pipeline::{create_job, stage, JobRequest, StageCounts};
+pub use pipeline::{create_job, create_job_interruptible, stage, JobRequest, StageCounts};
 
 /// Everything that can end a command early, each with the exit code it means.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,11 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
+    /// Ctrl-C or SIGTERM before the job could start.
+    #[error("{0}")]
+    Interrupted(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -54,8 +59,36 @@ impl AppError {
             }
             AppError::Send(crate::send::SendError::Worker(_)) => ExitCode::Internal,
             AppError::Send(_) => ExitCode::Storage,
+            AppError::Interrupted(_) => ExitCode::Interrupted,
             _ => ExitCode::Usage,
         }
+    }
+
+    /// True when the error is stdout (or another pipe) closed by its reader, as in
+    /// `status | head -1`: like ripgrep, the command then stops quietly with success.
+    pub fn is_broken_pipe(&self) -> bool {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = current {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return true;
+                }
+            }
+            if let Some(csv) = err.downcast_ref::<csv::Error>() {
+                if let csv::ErrorKind::Io(io) = csv.kind() {
+                    if io.kind() == std::io::ErrorKind::BrokenPipe {
+                        return true;
+                    }
+                }
+            }
+            if let Some(json) = err.downcast_ref::<serde_json::Error>() {
+                if json.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) {
+                    return true;
+                }
+            }
+            current = err.source();
+        }
+        false
     }
 
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
@@ -78,6 +111,24 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
         Command::Bench(args) => crate::bench::run(&args),
     }
 }
+
+/// Writes one line to stdout. A failed write (a closed pipe above all) is an error, never a
+/// panic as with `println!`; `main` ends quietly on a closed pipe.
+pub(crate) fn print_line(line: std::fmt::Arguments) -> Result<(), AppError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(AppError::io("cannot write to stdout"))
+}
+
+/// `println!` that returns an error instead of panicking: see [`print_line`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::app::print_line(format_args!($($arg)*))?
+    };
+}
+pub(crate) use say;
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
     tokio::runtime::Builder::new_multi_thread()

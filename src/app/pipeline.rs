@@ -39,12 +39,29 @@ pub struct StageCounts {
     pub duplicate: u64,
 }
 
-/// Refuses a checkpoint that already holds a job, before anything else is touched.
+/// Key of `--max-field-lines` in the job's settings: staging resumed later reads the same way.
+const MAX_FIELD_LINES_KEY: &str = "max-field-lines";
+
+/// The staging choices kept in the job's settings object (beside the send settings).
+pub fn staging_settings(staging: &StagingChoices) -> serde_json::Value {
+    serde_json::json!({ MAX_FIELD_LINES_KEY: staging.max_field_lines })
+}
+
+fn max_field_lines(job: &Job) -> u64 {
+    job.settings
+        .get(MAX_FIELD_LINES_KEY)
+        .and_then(serde_json::Value::as_u64)
+        .filter(|lines| *lines > 0)
+        .unwrap_or(input::DEFAULT_MAX_FIELD_LINES)
+}
+
+/// Refuses a checkpoint that already holds a job, and a `--db` that is not a checkpoint at all
+/// (a user's file is never turned into one), before anything else is touched.
 pub fn refuse_existing_job(db: &Path) -> Result<(), AppError> {
     if !db.exists() {
         return Ok(());
     }
-    let checkpoint = Checkpoint::open_existing(db)?;
+    let checkpoint = Checkpoint::open_read_only(db)?;
     if let Some(job) = checkpoint.job()? {
         return Err(crate::checkpoint::CheckpointError::JobExists {
             path: db.to_path_buf(),
@@ -55,19 +72,46 @@ pub fn refuse_existing_job(db: &Path) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Reads the input once (hash, field names), refuses unknown or refused fields, and records the
-/// job. Nothing is staged yet.
+/// Reads the input once (hash, field names), refuses unknown or refused fields and an input
+/// without rows, and records the job. Nothing is staged yet.
 pub fn create_job(request: &JobRequest) -> Result<(Checkpoint, Job, InputSource), AppError> {
+    create_job_interruptible(request, None)
+}
+
+/// [`create_job`] that gives up reading stdin when `interrupt` is asked for
+/// ([`AppError::Interrupted`]).
+pub fn create_job_interruptible(
+    request: &JobRequest,
+    interrupt: Option<&Interrupt>,
+) -> Result<(Checkpoint, Job, InputSource), AppError> {
     refuse_existing_job(&request.db)?;
-    let source = match &request.input {
+    match &request.input {
         InputArg::File(path) => {
             let path = std::fs::canonicalize(path)
                 .map_err(AppError::io(format!("cannot open {}", path.display())))?;
-            InputSource::detect(&path, request.staging.format)?
+            let source = InputSource::detect(&path, request.staging.format)?;
+            record_job(request, source)
         }
-        InputArg::Stdin => spool_stdin(&request.db, request.staging.format)?,
-    };
+        InputArg::Stdin => {
+            let source = spool_stdin(&request.db, request.staging.format, interrupt)?;
+            let spool = source.path.clone();
+            // A refused input leaves no copy behind to be mistaken for a user's file.
+            record_job(request, source).inspect_err(|_| {
+                let _ = std::fs::remove_file(&spool);
+            })
+        }
+    }
+}
+
+/// Surveys the input, refuses what cannot be a job, and records the job.
+fn record_job(
+    request: &JobRequest,
+    source: InputSource,
+) -> Result<(Checkpoint, Job, InputSource), AppError> {
     let survey = input::survey(&source)?;
+    if survey.rows == 0 {
+        return Err(input::InputError::NoRows { path: source.path }.into());
+    }
     check_field_names(&survey.field_names, request.staging.ignore_unknown)?;
 
     let now = jiff::Timestamp::now();
@@ -100,8 +144,14 @@ pub fn create_job(request: &JobRequest) -> Result<(Checkpoint, Job, InputSource)
 }
 
 /// Stdin cannot be read twice, and a killed staging must be able to read it again: it is copied
-/// beside the checkpoint first, and the job refers to the copy.
-fn spool_stdin(db: &Path, format: Option<Format>) -> Result<InputSource, AppError> {
+/// beside the checkpoint first, and the job refers to the copy. The copy runs on a thread of its
+/// own so that Ctrl-C is obeyed at once even while stdin has nothing to read (the partial copy
+/// is removed then).
+fn spool_stdin(
+    db: &Path,
+    format: Option<Format>,
+    interrupt: Option<&Interrupt>,
+) -> Result<InputSource, AppError> {
     let format = format.ok_or(crate::config::ConfigError::StdinNeedsFormat)?;
     let extension = match format {
         Format::Csv => "csv",
@@ -110,11 +160,45 @@ fn spool_stdin(db: &Path, format: Option<Format>) -> Result<InputSource, AppErro
     let mut spool_name = db.as_os_str().to_owned();
     spool_name.push(format!(".stdin.{extension}"));
     let spool = PathBuf::from(spool_name);
-    let mut file = std::fs::File::create(&spool)
-        .map_err(AppError::io(format!("cannot create {}", spool.display())))?;
-    std::io::copy(&mut std::io::stdin().lock(), &mut file)
-        .and_then(|_| file.sync_all())
-        .map_err(AppError::io("cannot copy stdin"))?;
+    // Never over an existing file: it may be the user's.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&spool)
+        .map_err(AppError::io(format!(
+            "cannot create {} for a copy of stdin (if it exists, it is not overwritten: remove \
+             it or pass another --db)",
+            spool.display()
+        )))?;
+    let (done, copied) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result =
+            std::io::copy(&mut std::io::stdin().lock(), &mut file).and_then(|_| file.sync_all());
+        let _ = done.send(result);
+    });
+    loop {
+        match copied.recv_timeout(Duration::from_millis(100)) {
+            Ok(result) => {
+                result.map_err(AppError::io("cannot copy stdin"))?;
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if interrupt.is_some_and(Interrupt::requested) {
+                    // The reading thread stays blocked on stdin; the process ends with it.
+                    let _ = std::fs::remove_file(&spool);
+                    return Err(AppError::Interrupted(
+                        "interrupted while reading stdin; nothing was staged".into(),
+                    ));
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(AppError::Io {
+                    context: "cannot copy stdin".into(),
+                    source: std::io::Error::other("the copying thread ended without a result"),
+                })
+            }
+        }
+    }
     let path = std::fs::canonicalize(&spool)
         .map_err(AppError::io(format!("cannot open {}", spool.display())))?;
     // Sniff gzip on the copy: `InputSource::detect` honours the magic bytes.
@@ -189,7 +273,7 @@ pub fn stage(
     let mut view = StagingView::new(display, total_bytes);
     let mut stager = checkpoint.stager();
     let mut seen = 0u64;
-    for record in input::records(source)? {
+    for record in input::records_with_field_lines(source, max_field_lines(job))? {
         let record = record?;
         seen += 1;
         if record.line <= job.staged_through_line {
@@ -271,13 +355,15 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-/// Sends what the checkpoint has pending and prints the final summary.
+/// Sends what the checkpoint has pending and prints the final summary; `next_steps` says whether
+/// the commands to go further are worth printing (not for a checkpoint about to be deleted).
 pub async fn send_and_summarise(
     db: &Path,
     api: &ApiConfig,
     job: &Job,
     send: &SendConfig,
     interrupt: &Interrupt,
+    next_steps: bool,
 ) -> Result<ExitCode, AppError> {
     let started = Instant::now();
     let before = Checkpoint::open_existing(db)?.counts()?;
@@ -331,8 +417,20 @@ pub async fn send_and_summarise(
             (stop, Some((throttle, counters)))
         }
     };
-    let after = Checkpoint::open_existing(db)?.counts()?;
-    print_summary(db, &before, &after, started.elapsed(), throttle.as_ref());
+    let finished = Checkpoint::open_existing(db)?;
+    let after = finished.counts()?;
+    let retryable_failed = finished.retryable_failed_count()?;
+    drop(finished);
+    print_summary(
+        &before,
+        &after,
+        started.elapsed(),
+        throttle.as_ref(),
+        next_steps.then_some(Hints {
+            db,
+            retryable_failed,
+        }),
+    );
     Ok(exit_for(&stop, &after, db))
 }
 
@@ -346,6 +444,7 @@ fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
             ExitCode::Interrupted
         }
         SendStop::ApiFatal(err) => {
+            let err = crate::text::escape_control(&err.to_string()).into_owned();
             eprintln!("stopped: {err}\nnothing more was sent; fix the key and continue with: kustomer-import resume --db {db}");
             ExitCode::ApiFatal
         }
@@ -382,8 +481,8 @@ fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
                 eprintln!(
                     "  line {}: externalId {:?} is message {} in conversation {}",
                     found.line,
-                    crate::text::escape_for_terminal(&found.external_id),
-                    crate::text::escape_for_terminal(&found.message_id),
+                    crate::text::escape_control(&found.external_id),
+                    crate::text::escape_control(&found.message_id),
                     found.conversation_id
                 );
             }
@@ -398,12 +497,19 @@ fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
     }
 }
 
+/// What the summary's suggested commands depend on.
+struct Hints<'a> {
+    db: &'a Path,
+    /// Failed rows a retry may fix (the rest failed for good and are rejects).
+    retryable_failed: u64,
+}
+
 fn print_summary(
-    db: &Path,
     before: &StateCounts,
     after: &StateCounts,
     elapsed: Duration,
     throttle: Option<&(Arc<Throttle>, Arc<SendCounters>)>,
+    hints: Option<Hints>,
 ) {
     let sent_now =
         (after.succeeded + after.failed).saturating_sub(before.succeeded + before.failed);
@@ -451,15 +557,26 @@ fn print_summary(
             }
         );
     }
-    let db = db.display();
+    let Some(hints) = hints else {
+        return;
+    };
+    let db = crate::report::shell_quoted(hints.db);
     let _ = writeln!(
         out,
-        "report:   kustomer-import report --db {db} [--format csv]"
+        "report:   kustomer-import report --db {db} [--format csv|html]"
     );
-    if after.failed > 0 {
+    let rejects = after.invalid + after.failed.saturating_sub(hints.retryable_failed);
+    if rejects > 0 {
         let _ = writeln!(
             out,
-            "retry:    kustomer-import resume --db {db} --retry-failed (transient failures; =all for every failed row)"
+            "rejects:  kustomer-import report --db {db} --rejects rejects.csv ({rejects} rows to fix and import again)"
+        );
+    }
+    if hints.retryable_failed > 0 {
+        let _ = writeln!(
+            out,
+            "retry:    kustomer-import resume --db {db} --retry-failed ({} rows failed transiently)",
+            hints.retryable_failed
         );
     }
     if after.pending + after.sending > 0 {

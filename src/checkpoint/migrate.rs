@@ -24,6 +24,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         "first_attempt_index",
         include_str!("../../migrations/0002_first_attempt_index.sql"),
     ),
+    (
+        3,
+        "budget_wait",
+        include_str!("../../migrations/0003_budget_wait.sql"),
+    ),
 ];
 
 /// The newest schema version this build can read and write.
@@ -117,7 +122,7 @@ mod tests {
         let mut conn = Connection::open(&path).unwrap();
         migrate(&mut conn, &path).unwrap();
         assert_eq!(user_version(&conn, &path).unwrap(), newest_version());
-        assert_eq!(newest_version(), 2);
+        assert_eq!(newest_version(), 3);
         assert_eq!(
             table_names(&conn),
             vec!["job".to_string(), "row".to_string()]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::input::{Compression, Format};
@@ -85,6 +86,8 @@ pub enum CheckpointError {
     WriterGone { detail: String },
     #[error("another kustomer-import process is working on checkpoint {path}; wait for it to end (or stop it) before running or resuming this job, so that no row is sent twice")]
     Busy { path: PathBuf },
+    #[error("{path} is not a kustomer-import checkpoint: {reason}; name the checkpoint file of a job with --db")]
+    NotACheckpoint { path: PathBuf, reason: String },
     #[error("cannot lock checkpoint {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -120,16 +123,24 @@ pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 /// Held by a process for as long as it stages or sends a job. Two processes sending the same
 /// checkpoint would both send its pending rows, so the second is refused.
 ///
-/// The lock is an OS file lock (flock) on the database file itself, so it follows the file's
-/// identity: a symlink, `./x` against `/abs/x`, or a hard link all name the same lock. It goes
-/// away with the process, however the process ends, so a `kill -9` never leaves a stale lock.
-/// SQLite's own locks are POSIX record locks, a separate kind the flock does not disturb; and
-/// because closing any descriptor of the file drops this process's POSIX locks, the lock must be
-/// released only after every connection of the command is closed (declare it before them).
+/// Two OS file locks (flock), both gone with the process however it ends, so a `kill -9` never
+/// leaves a stale lock:
+/// - on the database file itself, for exclusivity: it follows the file's identity, so a symlink,
+///   `./x` against `/abs/x`, or a hard link all meet the same lock. SQLite's own locks are POSIX
+///   record locks, a separate kind that flock does not disturb; but closing any descriptor of the
+///   file drops this process's POSIX locks, so the lock is released only after every connection
+///   of the command is closed (declare it before them);
+/// - on `<canonical path>.lock`, which [`run_in_progress`] probes: a reader such as `status` must
+///   not open and close a descriptor of the database file while its own connection reads it.
 #[derive(Debug)]
 pub struct JobLock {
-    _file: std::fs::File,
+    _database: std::fs::File,
+    _probe: std::fs::File,
 }
+
+/// Tries to take the job lock before a held one is taken to mean another run.
+const LOCK_ATTEMPTS: u32 = 10;
+const LOCK_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 impl JobLock {
     pub fn acquire(checkpoint: &Path) -> Result<JobLock> {
@@ -137,14 +148,38 @@ impl JobLock {
             path: checkpoint.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(checkpoint).map_err(lock_error)?;
-        match file.try_lock() {
-            Ok(()) => Ok(JobLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(CheckpointError::Busy {
-                path: checkpoint.to_path_buf(),
-            }),
-            Err(std::fs::TryLockError::Error(source)) => Err(lock_error(source)),
+        let database = std::fs::File::open(checkpoint).map_err(lock_error)?;
+        let canonical = std::fs::canonicalize(checkpoint).map_err(lock_error)?;
+        let probe = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(companion(&canonical, ".lock"))
+            .map_err(lock_error)?;
+        // `status` takes the probe lock shared for an instant to see whether a run is live: a
+        // few short retries keep that probe from refusing a run that starts at the same moment.
+        for file in [&database, &probe] {
+            let mut attempts = 0;
+            loop {
+                match file.try_lock() {
+                    Ok(()) => break,
+                    Err(std::fs::TryLockError::WouldBlock) if attempts + 1 < LOCK_ATTEMPTS => {
+                        attempts += 1;
+                        std::thread::sleep(LOCK_RETRY_PAUSE);
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(CheckpointError::Busy {
+                            path: checkpoint.to_path_buf(),
+                        })
+                    }
+                    Err(std::fs::TryLockError::Error(source)) => return Err(lock_error(source)),
+                }
+            }
         }
+        Ok(JobLock {
+            _database: database,
+            _probe: probe,
+        })
     }
 }
 
@@ -188,7 +223,102 @@ fn configure(conn: &Connection, path: &Path) -> Result<()> {
     // staged row, tripling staging time). Our plans never depend on the values.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .at(path)?;
+    // Error groups are formed on the message with its ids and numbers replaced.
+    conn.create_scalar_function(
+        "normalised_message",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let message: Option<String> = ctx.get(0)?;
+            Ok(message.map(|m| crate::text::normalise_message(&m)))
+        },
+    )
+    .at(path)?;
     Ok(())
+}
+
+/// `<checkpoint><suffix>`: the SQLite companions (`-wal`, `-shm`) and our `.lock`.
+pub fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// True while a `run` or `resume` process holds the job's lock: the job is being worked on now.
+/// Never creates the lock file, so it works on read-only media. Takes the lock shared for an
+/// instant only when it is free.
+pub fn run_in_progress(checkpoint: &Path) -> bool {
+    let Ok(canonical) = std::fs::canonicalize(checkpoint) else {
+        return false;
+    };
+    let Ok(file) = std::fs::File::open(companion(&canonical, ".lock")) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+/// Refuses a `--db` that cannot be a checkpoint file before SQLite sees it: a directory, or a
+/// file in a directory that does not exist.
+fn check_checkpoint_path(path: &Path) -> Result<()> {
+    let not_a_checkpoint = |reason: &str| CheckpointError::NotACheckpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if path.is_dir() {
+        return Err(not_a_checkpoint("it is a directory"));
+    }
+    if !path.exists() {
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(not_a_checkpoint("its directory does not exist"));
+        }
+    }
+    Ok(())
+}
+
+/// A SQLite error that means "this file is not a database at all".
+fn not_a_database(path: &Path, err: CheckpointError) -> CheckpointError {
+    match &err {
+        CheckpointError::Sqlite { source, .. }
+            if source.sqlite_error_code() == Some(ErrorCode::NotADatabase) =>
+        {
+            CheckpointError::NotACheckpoint {
+                path: path.to_path_buf(),
+                reason: "it is not a SQLite database".to_string(),
+            }
+        }
+        _ => err,
+    }
+}
+
+/// `file:` URI for `path` with `immutable=1`: SQLite reads it without locks and never creates a
+/// `-wal` or `-shm` beside it.
+fn immutable_uri(path: &Path) -> Result<String> {
+    let absolute = std::path::absolute(path).map_err(|err| CheckpointError::NotACheckpoint {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    })?;
+    let mut uri = String::from("file:");
+    for byte in absolute.as_os_str().as_encoded_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                uri.push(char::from(*byte))
+            }
+            other => uri.push_str(&format!("%{other:02X}")),
+        }
+    }
+    uri.push_str("?immutable=1");
+    Ok(uri)
 }
 
 /// Opens a read-write connection in WAL mode with our pragmas; no schema work.
@@ -364,6 +494,10 @@ pub struct Activity {
     pub finished: u64,
     /// Rows whose result came at or after the `since_ms` asked for.
     pub finished_since: u64,
+    /// Earliest last attempt among the rows whose result came at or after `since_ms`: when the
+    /// work behind those results began, so a run younger than the window (or resumed within it)
+    /// is measured over the time it actually ran.
+    pub recent_work_started_ms: Option<i64>,
 }
 
 /// Rows sharing one error code and message.
@@ -398,42 +532,69 @@ const ERROR_STATES_SQL: &str = "('failed', 'invalid', 'duplicate')";
 pub struct Checkpoint {
     conn: Connection,
     path: PathBuf,
+    /// The file's schema version (`PRAGMA user_version`): a read-only open applies no
+    /// migrations, so queries of newer columns ask first.
+    schema: i64,
 }
 
 impl Checkpoint {
     /// Opens or creates the checkpoint for writing and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Checkpoint> {
-        let mut conn = open_read_write(path, Durability::Process)?;
-        migrate::migrate(&mut conn, path)?;
+        check_checkpoint_path(path)?;
+        let mut conn =
+            open_read_write(path, Durability::Process).map_err(|err| not_a_database(path, err))?;
+        migrate::migrate(&mut conn, path).map_err(|err| not_a_database(path, err))?;
         Ok(Checkpoint {
             conn,
             path: path.to_path_buf(),
+            schema: migrate::newest_version(),
         })
     }
 
     /// Opens an existing checkpoint for writing; a missing file is an error.
     pub fn open_existing(path: &Path) -> Result<Checkpoint> {
+        check_checkpoint_path(path)?;
         if !path.exists() {
             return Err(CheckpointError::Missing {
                 path: path.to_path_buf(),
             });
         }
+        // Another program's database must not get our tables: only a checkpoint is opened for
+        // writing.
+        drop(Checkpoint::open_read_only(path)?);
         Checkpoint::open(path)
     }
 
-    /// Opens an existing checkpoint read-only; never blocks a writer in another process.
+    /// Opens an existing checkpoint read-only; never blocks a writer in another process and never
+    /// writes beside the file, so it works on read-only media and on a copy mailed to someone.
     ///
-    /// Applies no migrations: a file from an older build is read as it is.
+    /// While a run is live (its `-wal` file exists) the connection reads the WAL too. Otherwise
+    /// the file is read as immutable: no lock, no `-wal`/`-shm` created. Applies no migrations:
+    /// a file from an older build is read as it is.
     pub fn open_read_only(path: &Path) -> Result<Checkpoint> {
+        check_checkpoint_path(path)?;
         if !path.exists() {
             return Err(CheckpointError::Missing {
                 path: path.to_path_buf(),
             });
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).at(path)?;
-        configure(&conn, path)?;
-        let found = migrate::user_version(&conn, path)?;
+        let conn = if companion(path, "-wal").exists() {
+            match Checkpoint::read_only_connection(path, false) {
+                Ok(conn) => conn,
+                Err(err) => {
+                    // A `-wal` left by a crashed run on read-only media cannot be recovered
+                    // here: read the last checkpointed state rather than nothing.
+                    tracing::warn!(
+                        error = %err,
+                        "cannot read the checkpoint's -wal file; showing the state as of its last checkpoint"
+                    );
+                    Checkpoint::read_only_connection(path, true)?
+                }
+            }
+        } else {
+            Checkpoint::read_only_connection(path, true)?
+        };
+        let found = migrate::user_version(&conn, path).map_err(|err| not_a_database(path, err))?;
         let supported = migrate::newest_version();
         if found > supported {
             return Err(CheckpointError::NewerSchema {
@@ -443,16 +604,32 @@ impl Checkpoint {
             });
         }
         if found < 1 {
-            return Err(CheckpointError::Corrupt {
+            return Err(CheckpointError::NotACheckpoint {
                 path: path.to_path_buf(),
-                detail: "this is not a kustomer-import checkpoint (it has no checkpoint schema)"
-                    .to_string(),
+                reason: "it has no checkpoint schema".to_string(),
             });
         }
         Ok(Checkpoint {
             conn,
             path: path.to_path_buf(),
+            schema: found,
         })
+    }
+
+    fn read_only_connection(path: &Path, immutable: bool) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if immutable {
+            // A URI only for this form, built from the path: a user's `file:`-looking path
+            // stays a path.
+            Connection::open_with_flags(immutable_uri(path)?, flags | OpenFlags::SQLITE_OPEN_URI)
+        } else {
+            Connection::open_with_flags(path, flags)
+        }
+        .at(path)?;
+        configure(&conn, path)?;
+        // Opening is lazy: read the header now so that a file that is not a database says so.
+        migrate::user_version(&conn, path).map_err(|err| not_a_database(path, err))?;
+        Ok(conn)
     }
 
     pub fn path(&self) -> &Path {
@@ -560,6 +737,23 @@ impl Checkpoint {
     }
 
     /// Records a new job; refuses with `JobExists` when the checkpoint already holds one.
+    /// Replaces the job's settings (a `resume` that changed some records what it now uses).
+    pub fn update_settings(&mut self, settings: &serde_json::Value) -> Result<()> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE job SET settings_json = ?1, updated_at_ms = ?2 WHERE id = 1",
+                params![settings.to_string(), now_ms()],
+            )
+            .at(&self.path)?;
+        if changed == 0 {
+            return Err(CheckpointError::NoJob {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn create_job(&mut self, job: &Job) -> Result<()> {
         let path = self.path.clone();
         let tx = self
@@ -803,23 +997,34 @@ impl Checkpoint {
 
     /// Send timing for rates: see [`Activity`].
     pub fn activity(&self, since_ms: i64) -> Result<Activity> {
-        let (first_attempt_ms, last_result_ms, finished, finished_since) = self
-            .conn
-            .query_row(
-                "SELECT (SELECT MIN(first_attempt_ms) FROM row WHERE first_attempt_ms IS NOT NULL),
+        let (first_attempt_ms, last_result_ms, finished, finished_since, recent_work_started_ms) =
+            self.conn
+                .query_row(
+                    "SELECT (SELECT MIN(first_attempt_ms) FROM row WHERE first_attempt_ms IS NOT NULL),
                         (SELECT MAX(finished_ms) FROM row WHERE finished_ms IS NOT NULL),
                         (SELECT COUNT(*) FROM row WHERE finished_ms IS NOT NULL),
                         (SELECT COUNT(*) FROM row WHERE finished_ms IS NOT NULL
+                                                    AND finished_ms >= ?1),
+                        (SELECT MIN(last_attempt_ms) FROM row WHERE finished_ms IS NOT NULL
                                                     AND finished_ms >= ?1)",
-                [since_ms],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-            )
-            .at(&self.path)?;
+                    [since_ms],
+                    |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        ))
+                    },
+                )
+                .at(&self.path)?;
         Ok(Activity {
             first_attempt_ms,
             last_result_ms,
             finished,
             finished_since,
+            recent_work_started_ms,
         })
     }
 
@@ -846,7 +1051,7 @@ impl Checkpoint {
     }
 
     /// Calls `each` for groups of failed, invalid and duplicate rows sharing an error code and
-    /// message, largest first, with up to `examples` lines each; at most `limit` groups.
+    /// normalised message (ids and numbers replaced, see `text::normalise_message`), largest first, with up to `examples` lines each; at most `limit` groups.
     pub fn for_each_error_group<E>(
         &self,
         limit: Option<u64>,
@@ -857,12 +1062,15 @@ impl Checkpoint {
         E: From<CheckpointError>,
     {
         let sql = format!(
-            "WITH ranked AS (
+            "WITH normalised AS (
+                 SELECT line, error_code, normalised_message(error_message) AS error_message
+                 FROM row WHERE state IN {ERROR_STATES_SQL}),
+             ranked AS (
                  SELECT line, error_code, error_message,
                         ROW_NUMBER() OVER (PARTITION BY error_code, error_message ORDER BY line)
                             AS rank,
                         COUNT(*) OVER (PARTITION BY error_code, error_message) AS size
-                 FROM row WHERE state IN {ERROR_STATES_SQL})
+                 FROM normalised)
              SELECT error_code, error_message, size, group_concat(line, ',' ORDER BY line)
              FROM ranked WHERE rank <= ?1
              GROUP BY error_code, error_message
@@ -1094,6 +1302,33 @@ impl Checkpoint {
     /// it. Latencies are whole milliseconds, so there are few distinct values.
     pub fn for_each_latency<E>(
         &self,
+        each: impl FnMut(LatencyCount) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<CheckpointError>,
+    {
+        self.for_each_duration("latency_ms", each)
+    }
+
+    /// Like [`Checkpoint::for_each_latency`], for the time attempts waited for the rate budget
+    /// and a concurrency slot (none in a checkpoint older than that column).
+    pub fn for_each_budget_wait<E>(
+        &self,
+        each: impl FnMut(LatencyCount) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<CheckpointError>,
+    {
+        if self.schema < 3 {
+            return Ok(());
+        }
+        self.for_each_duration("budget_wait_ms", each)
+    }
+
+    /// Distinct values of a millisecond column with their counts, ascending.
+    fn for_each_duration<E>(
+        &self,
+        column: &'static str,
         mut each: impl FnMut(LatencyCount) -> Result<(), E>,
     ) -> Result<(), E>
     where
@@ -1101,10 +1336,10 @@ impl Checkpoint {
     {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT latency_ms, COUNT(*) FROM row WHERE latency_ms IS NOT NULL
-                 GROUP BY latency_ms ORDER BY latency_ms",
-            )
+            .prepare_cached(&format!(
+                "SELECT {column}, COUNT(*) FROM row WHERE {column} IS NOT NULL
+                 GROUP BY {column} ORDER BY {column}"
+            ))
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
         while let Some(row) = rows.next().at(&self.path)? {
@@ -1125,11 +1360,14 @@ impl Checkpoint {
         examples: u64,
     ) -> Result<Vec<ErrorClass>> {
         let sql = format!(
-            "WITH errors AS (
+            "WITH normalised AS (
+                 SELECT line, state, error_code, normalised_message(error_message) AS error_message
+                 FROM row WHERE state IN {ERROR_STATES_SQL}),
+             errors AS (
                  SELECT line, state, error_code, error_message,
                         ROW_NUMBER() OVER (PARTITION BY error_code, error_message ORDER BY line)
                             AS line_rank
-                 FROM row WHERE state IN {ERROR_STATES_SQL}),
+                 FROM normalised),
              by_message AS (
                  SELECT error_code, error_message, COUNT(*) AS size, MIN(state) AS state,
                         group_concat(CASE WHEN line_rank <= ?3 THEN line END, ',' ORDER BY line)
@@ -1566,6 +1804,50 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+
+    #[test]
+    fn a_run_is_in_progress_exactly_while_the_job_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        drop(Checkpoint::open(&path).unwrap());
+        assert!(!run_in_progress(&path), "no lock file: nothing running");
+        let lock = JobLock::acquire(&path).unwrap();
+        assert!(run_in_progress(&path));
+        drop(lock);
+        assert!(!run_in_progress(&path));
+        // The probe leaves the lock free for the next run.
+        drop(JobLock::acquire(&path).unwrap());
+    }
+
+    #[test]
+    fn read_only_opening_writes_nothing_beside_a_closed_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        drop(Checkpoint::open(&path).unwrap());
+        let before = std::fs::read(&path).unwrap();
+        let reader = Checkpoint::open_read_only(&path).unwrap();
+        reader.counts().unwrap();
+        drop(reader);
+        assert!(!companion(&path, "-wal").exists());
+        assert!(!companion(&path, "-shm").exists());
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+
+        std::fs::write(dir.path().join("notes.txt"), "not a database at all").unwrap();
+        for (path, reason) in [
+            (dir.path().join("notes.txt"), "not a SQLite database"),
+            (dir.path().to_path_buf(), "is a directory"),
+            (dir.path().join("gone/cp.db"), "directory does not exist"),
+        ] {
+            match Checkpoint::open_read_only(&path) {
+                Err(err @ CheckpointError::NotACheckpoint { .. }) => {
+                    assert!(err.to_string().contains(reason), "{err}");
+                    assert!(!err.is_storage_failure());
+                }
+                Err(other) => panic!("{path:?}: {other}"),
+                Ok(_) => panic!("{path:?} opened"),
+            }
+        }
+    }
 
     #[test]
     fn open_creates_and_open_existing_requires_a_file() {

@@ -31,8 +31,11 @@ pub struct RowResult {
     pub error_message: Option<String>,
     /// For failed rows: a retry might succeed.
     pub retryable: bool,
-    /// Duration of the last attempt in milliseconds.
+    /// The last attempt's time from request start to response, in milliseconds.
     pub latency_ms: Option<u64>,
+    /// How long the last attempt waited for the rate budget and a concurrency slot before it
+    /// started, in milliseconds (None when not measured).
+    pub budget_wait_ms: Option<u64>,
     /// When the result was known, ms since the Unix epoch.
     pub at_ms: i64,
 }
@@ -378,7 +381,8 @@ fn write_result(conn: &Connection, line: u64, result: &RowResult) -> rusqlite::R
     );
     conn.prepare_cached(
         "UPDATE row SET state = ?2, message_id = ?3, http_status = ?4, error_code = ?5,
-                        error_message = ?6, retryable = ?7, latency_ms = ?8, finished_ms = ?9
+                        error_message = ?6, retryable = ?7, latency_ms = ?8, finished_ms = ?9,
+                        budget_wait_ms = ?10
          WHERE line = ?1",
     )?
     .execute(params![
@@ -391,6 +395,7 @@ fn write_result(conn: &Connection, line: u64, result: &RowResult) -> rusqlite::R
         result.retryable && !succeeded,
         result.latency_ms,
         finished_ms,
+        result.budget_wait_ms,
     ])
 }
 
@@ -411,6 +416,7 @@ mod tests {
             error_message: None,
             retryable: true,
             latency_ms: Some(42),
+            budget_wait_ms: Some(3),
             at_ms,
         }
     }
@@ -424,6 +430,7 @@ mod tests {
             error_message: Some(message.to_string()),
             retryable: true,
             latency_ms: Some(7),
+            budget_wait_ms: None,
             at_ms,
         }
     }

@@ -19,6 +19,10 @@ use serde_json::{Map, Value};
 /// message is that large, and a missing closing quote must not exhaust memory.
 pub const MAX_ROW_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default of `--max-field-lines`: a quoted CSV field spanning more physical lines than this is
+/// taken for a quote that never closed, swallowing the rows after it.
+pub const DEFAULT_MAX_FIELD_LINES: u64 = 200;
+
 /// The two bytes every gzip member starts with.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -70,6 +74,8 @@ pub struct Survey {
     pub header: Option<Vec<String>>,
     /// Every distinct field name seen, each with the first line it appeared on, in first-seen order.
     pub field_names: Vec<(String, u64)>,
+    /// Rows (CSV records after the header, non-blank NDJSON lines).
+    pub rows: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +96,10 @@ pub enum InputError {
     UnknownFormat { path: PathBuf },
     #[error("{path}: the CSV header is unusable: {reason}")]
     BadHeader { path: PathBuf, reason: String },
+    #[error("{path}: line {line}: a quoted field opened on line {line} is never closed: it runs to the end of the input and would swallow every row after it; nothing was staged")]
+    UnclosedQuote { path: PathBuf, line: u64 },
+    #[error("{path}: no rows in input (a header and nothing else, or no lines)")]
+    NoRows { path: PathBuf },
 }
 
 impl InputSource {
@@ -176,31 +186,41 @@ fn starts_with_gzip_magic(path: &Path) -> Result<bool, InputError> {
 /// Hashes the file and collects its field names, reading it once from start to end.
 pub fn survey(source: &InputSource) -> Result<Survey, InputError> {
     let mut on_disk = stream::Hashing::new(source.open()?);
-    let (header, field_names) = {
+    let (header, field_names, rows) = {
         let decoded = stream::decoded(&mut on_disk, source.compression);
         let text = stream::TextStream::open(decoded).map_err(|e| source.read_error(e))?;
         match source.format {
             Format::Csv => {
-                let mut reader = csv::CsvReader::new(text, MAX_ROW_BYTES);
+                let mut reader = csv::CsvReader::new(text, MAX_ROW_BYTES, DEFAULT_MAX_FIELD_LINES);
                 let (header, header_line) = reader.read_header(source)?;
-                // The rest is read only so that the hash covers the whole file (and a corrupt
-                // gzip tail is noticed now rather than halfway through sending).
-                reader.drain().map_err(|e| source.read_error(e))?;
+                // The rest is read so that the hash covers the whole file (and a corrupt gzip
+                // tail is noticed now rather than halfway through sending), and so that a quote
+                // left open, which would merge every later row into one, stops the job now.
+                let (rows, unclosed) = reader.drain().map_err(|e| source.read_error(e))?;
+                if let Some(line) = unclosed {
+                    return Err(InputError::UnclosedQuote {
+                        path: source.path.clone(),
+                        line,
+                    });
+                }
                 let names = header
                     .iter()
+                    .filter(|name| !name.is_empty())
                     .map(|name| (name.clone(), header_line))
                     .collect();
-                (Some(header), names)
+                (Some(header), names, rows)
             }
             Format::Ndjson => {
                 let mut lines = ndjson::LineSplitter::new(text, MAX_ROW_BYTES);
                 let mut seen = HashSet::new();
                 let mut names = Vec::new();
                 let mut buffer = Vec::new();
+                let mut rows = 0;
                 while let Some(line) = lines
                     .next_line(&mut buffer)
                     .map_err(|e| source.read_error(e))?
                 {
+                    rows += 1;
                     if line.oversize {
                         continue;
                     }
@@ -211,7 +231,7 @@ pub fn survey(source: &InputSource) -> Result<Survey, InputError> {
                         }
                     }
                 }
-                (None, names)
+                (None, names, rows)
             }
         }
     };
@@ -221,26 +241,36 @@ pub fn survey(source: &InputSource) -> Result<Survey, InputError> {
         sha256,
         header,
         field_names,
+        rows,
     })
 }
 
-/// Streams the rows of the input in file order.
+/// Streams the rows of the input in file order, with the default `--max-field-lines`.
 pub fn records(
     source: &InputSource,
 ) -> Result<Box<dyn Iterator<Item = Result<RawRecord, InputError>> + Send>, InputError> {
-    records_limited(source, MAX_ROW_BYTES)
+    records_limited(source, MAX_ROW_BYTES, DEFAULT_MAX_FIELD_LINES)
 }
 
-/// [`records`] with a configurable row size limit, so tests can exercise the guard cheaply.
+/// [`records`] with the most physical lines a quoted CSV field may span.
+pub fn records_with_field_lines(
+    source: &InputSource,
+    max_field_lines: u64,
+) -> Result<Box<dyn Iterator<Item = Result<RawRecord, InputError>> + Send>, InputError> {
+    records_limited(source, MAX_ROW_BYTES, max_field_lines)
+}
+
+/// [`records`] with configurable limits, so tests can exercise the guards cheaply.
 fn records_limited(
     source: &InputSource,
     max_row_bytes: usize,
+    max_field_lines: u64,
 ) -> Result<Box<dyn Iterator<Item = Result<RawRecord, InputError>> + Send>, InputError> {
     let decoded = stream::decoded(source.open()?, source.compression);
     let text = stream::TextStream::open(decoded).map_err(|e| source.read_error(e))?;
     Ok(match source.format {
         Format::Csv => {
-            let mut reader = csv::CsvReader::new(text, max_row_bytes);
+            let mut reader = csv::CsvReader::new(text, max_row_bytes, max_field_lines);
             let (header, _) = reader.read_header(source)?;
             Box::new(csv::CsvRecords::new(source.clone(), reader, header))
         }
@@ -562,7 +592,6 @@ mod tests {
             (&b""[..], "empty"),
             (&b"\n\n"[..], "empty"),
             (&b"a,b,a\n1,2,3\n"[..], "\"a\" appears more than once"),
-            (&b"a,,c\n1,2,3\n"[..], "column 2 has no name"),
             (&b"a,\xff\n"[..], "column 2 is not valid UTF-8"),
         ] {
             let file = fixture("m.csv", text);
@@ -577,6 +606,126 @@ mod tests {
     }
 
     #[test]
+    fn unnamed_columns_are_accepted_while_their_cells_are_empty() {
+        // Excel's trailing comma: an unnamed last column, empty in every row.
+        let rows = read_all("m.csv", b"a,b,\n1,2,\n3,4,x\n");
+        assert_eq!(rows[0].fields, Ok(object(json!({"a": "1", "b": "2"}))));
+        assert_eq!(
+            rows[1].fields,
+            Err("column 3 has no name in the header but holds a value in this row".to_string())
+        );
+        let file = fixture("m.csv", b"a,b,\n1,2,\n");
+        let survey = survey(&InputSource::detect(&file.path, None).unwrap()).unwrap();
+        assert_eq!(survey.field_names, vec![("a".into(), 1), ("b".into(), 1)]);
+        assert_eq!(survey.rows, 1);
+    }
+
+    #[test]
+    fn a_quote_never_closed_is_an_input_error_naming_its_line() {
+        let bytes = b"a,b\n1,2\n3,\"oops\n4,5\n6,7\n";
+        let file = fixture("m.csv", bytes);
+        let source = InputSource::detect(&file.path, None).unwrap();
+        match survey(&source) {
+            Err(InputError::UnclosedQuote { line, .. }) => assert_eq!(line, 3),
+            other => panic!("expected an unclosed quote, got {other:?}"),
+        }
+        let rows = read_all("m.csv", bytes);
+        assert_eq!(rows.len(), 2, "the open quote swallows the rest: {rows:?}");
+        let reason = rows[1].fields.clone().unwrap_err();
+        assert!(
+            reason.contains("a quoted field opened on line 3 is never closed")
+                && reason.contains("line 5"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_record_spanning_lines_says_which_lines_when_its_field_count_is_wrong() {
+        // Line 3 opens a quote that closes on line 5, merging three physical rows.
+        let bytes = b"a,b,c\n1,2,3\n4,\"x\n6,7,8\n9,y\"\n10,11,12\n";
+        let rows = read_all("m.csv", bytes);
+        let reason = rows[1].fields.clone().unwrap_err();
+        assert_eq!(
+            reason,
+            "spans lines 3-5: a quoted field opened on line 3 runs to line 5; the row has 2 \
+             fields, the header has 3 fields",
+            "{rows:?}"
+        );
+        assert_eq!(rows[2].line, 6);
+        // A doubled quote inside a quoted field does not close it.
+        let rows = read_all("m.csv", b"a,b\n1,\"say \"\"hi\"\"\nthere\"\n");
+        assert_eq!(
+            rows[0].fields,
+            Ok(object(json!({"a": "1", "b": "say \"hi\"\nthere"})))
+        );
+    }
+
+    #[test]
+    fn a_quoted_field_longer_than_max_field_lines_is_refused() {
+        let mut bytes = b"a,b\n1,\"".to_vec();
+        for _ in 0..5 {
+            bytes.extend_from_slice(b"text\n");
+        }
+        bytes.extend_from_slice(b"end\"\n2,3\n");
+        let file = fixture("m.csv", &bytes);
+        let source = InputSource::detect(&file.path, None).unwrap();
+        let within: Vec<_> = records_with_field_lines(&source, 6)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(within[0].fields.is_ok(), "{:?}", within[0]);
+        let beyond: Vec<_> = records_with_field_lines(&source, 5)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            beyond[0].fields,
+            Err(
+                "spans lines 2-7: a quoted field opened on line 2 runs to line 7, more than \
+                 --max-field-lines (5) allows; is a quote missing its closing quote?"
+                    .to_string()
+            )
+        );
+        assert_eq!(beyond[1].line, 8);
+        assert!(beyond[1].fields.is_ok());
+    }
+
+    #[test]
+    fn empty_inputs_have_no_rows() {
+        for (name, bytes) in [
+            ("m.csv", &b"a,b\n"[..]),
+            ("m.csv", &b"a,b\n\n\r\n"[..]),
+            ("m.ndjson", &b""[..]),
+            ("m.ndjson", &b"\n  \n"[..]),
+        ] {
+            let file = fixture(name, bytes);
+            let survey = survey(&InputSource::detect(&file.path, None).unwrap()).unwrap();
+            assert_eq!(survey.rows, 0, "{name} {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn ndjson_repeated_keys_are_refused() {
+        let rows = read_all(
+            "m.ndjson",
+            b"{\"a\":1,\"b\":2,\"a\":3}\n{\"a\":{\"x\":1},\"b\":[1,2]}\n[1]\n",
+        );
+        let reason = rows[0].fields.clone().unwrap_err();
+        assert!(
+            reason.contains("the key \"a\" appears more than once"),
+            "{reason}"
+        );
+        assert_eq!(
+            rows[1].fields,
+            Ok(object(json!({"a": {"x": 1}, "b": [1, 2]})))
+        );
+        assert_eq!(
+            rows[2].fields,
+            Err("a JSON object was expected, found an array".to_string())
+        );
+    }
+
+    #[test]
     fn csv_header_alone_yields_no_rows() {
         assert!(read_all("m.csv", b"a,b\n").is_empty());
     }
@@ -586,7 +735,7 @@ mod tests {
         let text = "a,b\n\"0123456789012345678901234567890123456789\",x\n1,2\n";
         let file = fixture("m.csv", text.as_bytes());
         let source = InputSource::detect(&file.path, None).unwrap();
-        let rows: Vec<_> = records_limited(&source, 16)
+        let rows: Vec<_> = records_limited(&source, 16, DEFAULT_MAX_FIELD_LINES)
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
@@ -689,7 +838,7 @@ mod tests {
         let text = "{\"a\":\"0123456789012345678901234567890123456789\"}\n{\"a\":1}\n";
         let file = fixture("m.ndjson", text.as_bytes());
         let source = InputSource::detect(&file.path, None).unwrap();
-        let rows: Vec<_> = records_limited(&source, 16)
+        let rows: Vec<_> = records_limited(&source, 16, DEFAULT_MAX_FIELD_LINES)
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
@@ -713,7 +862,7 @@ mod tests {
         let text = "{\"a\":\"0123456\"}\r\n";
         let file = fixture("m.ndjson", text.as_bytes());
         let source = InputSource::detect(&file.path, None).unwrap();
-        let rows: Vec<_> = records_limited(&source, 16)
+        let rows: Vec<_> = records_limited(&source, 16, DEFAULT_MAX_FIELD_LINES)
             .unwrap()
             .map(|r| r.unwrap())
             .collect();

@@ -118,6 +118,73 @@ pub(super) fn top_level_keys(line: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A line's top-level JSON value: an object whose keys are all distinct, or what else it is.
+enum TopLevel {
+    Object(Map<String, Value>),
+    Other(&'static str),
+}
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TopLevel, D::Error> {
+        deserializer.deserialize_any(TopLevelVisitor)
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    /// Builds the object, refusing a key given twice: `serde_json::Value` would keep the last
+    /// value silently, and which of two values the export meant is not ours to guess.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value::<Value>()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} appears more than once"
+                )));
+            }
+            object.insert(key, value);
+        }
+        Ok(TopLevel::Object(object))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(TopLevel::Other("an array"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other("a string"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other("a number"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other("a boolean"))
+    }
+
+    fn visit_unit<E>(self) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other("null"))
+    }
+}
+
 /// Why a line is not a JSON object, or the object.
 fn parse_object(line: &[u8]) -> Result<Map<String, Value>, String> {
     let text = std::str::from_utf8(line).map_err(|error| {
@@ -126,19 +193,11 @@ fn parse_object(line: &[u8]) -> Result<Map<String, Value>, String> {
             error.valid_up_to() + 1
         )
     })?;
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(other) => Err(format!(
-            "a JSON object was expected, found {}",
-            match other {
-                Value::Array(_) => "an array",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                Value::Bool(_) => "a boolean",
-                Value::Null => "null",
-                Value::Object(_) => "an object",
-            }
-        )),
+    match serde_json::from_str::<TopLevel>(text) {
+        Ok(TopLevel::Object(object)) => Ok(object),
+        Ok(TopLevel::Other(what)) => Err(format!("a JSON object was expected, found {what}")),
+        // Our own refusal (a repeated key) is a data error; anything else is bad syntax.
+        Err(error) if error.is_data() => Err(error.to_string()),
         Err(error) => Err(format!("not valid JSON: {error}")),
     }
 }

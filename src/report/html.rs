@@ -14,7 +14,7 @@ use crate::checkpoint::{
 };
 
 use super::{human_duration, rfc3339, serde_plain, shell_quoted, summarize, thousands};
-use super::{ReportError, StatusSummary};
+use super::{send_settings_text, ReportError, RunState, StatusSummary};
 
 /// Error codes shown, and messages per code.
 const ERROR_CLASSES: u64 = 12;
@@ -67,6 +67,8 @@ struct PageData {
     retryable_failed: u64,
     throughput: Option<Throughput>,
     latency: Option<Latency>,
+    /// Time attempts waited for the rate budget and a concurrency slot, apart from latency.
+    budget_wait: Option<Latency>,
     error_classes: Vec<ErrorClass>,
     slowest: Vec<ConversationTiming>,
 }
@@ -74,13 +76,15 @@ struct PageData {
 pub(super) fn write_html(
     cp: &Checkpoint,
     now_ms: i64,
+    live: bool,
     out: &mut dyn Write,
 ) -> Result<(), ReportError> {
     let data = PageData {
-        summary: summarize(cp, now_ms)?,
+        summary: summarize(cp, now_ms, live)?,
         retryable_failed: cp.retryable_failed_count()?,
         throughput: throughput(cp)?,
         latency: latency(cp)?,
+        budget_wait: budget_wait(cp)?,
         error_classes: cp.error_classes(ERROR_CLASSES, MESSAGES_PER_CLASS, EXAMPLES_PER_MESSAGE)?,
         slowest: cp.slowest_conversations(SLOWEST_CONVERSATIONS)?,
     };
@@ -174,6 +178,15 @@ fn latency(cp: &Checkpoint) -> Result<Option<Latency>, ReportError> {
     Ok(latency_from(&values))
 }
 
+fn budget_wait(cp: &Checkpoint) -> Result<Option<Latency>, ReportError> {
+    let mut values: Vec<LatencyCount> = Vec::new();
+    cp.for_each_budget_wait(|value| {
+        values.push(value);
+        Ok::<(), ReportError>(())
+    })?;
+    Ok(latency_from(&values))
+}
+
 fn latency_from(values: &[LatencyCount]) -> Option<Latency> {
     let count: u64 = values.iter().map(|v| v.count).sum();
     let max = values.last()?.latency_ms;
@@ -214,12 +227,15 @@ fn latency_from(values: &[LatencyCount]) -> Option<Latency> {
     })
 }
 
-/// Text made safe for HTML content and quoted attribute values.
+/// Text made safe for HTML content and quoted attribute values: markup escaped, and control and
+/// bidi-override characters shown as `\u{202e}` (U+202E would otherwise turn `(line 5)` into
+/// `(5 enil)` on the page).
 struct Escaped<'a>(&'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
+        let visible = crate::text::escape_control(self.0);
+        let mut rest: &str = &visible;
         while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
             f.write_str(&rest[..at])?;
             f.write_str(match rest.as_bytes()[at] {
@@ -353,7 +369,7 @@ fn render(data: &PageData, out: &mut dyn Write) -> io::Result<()> {
     state_bar(summary, out)?;
     writeln!(out, "<div class=\"charts\">")?;
     throughput_panel(data.throughput.as_ref(), out)?;
-    latency_panel(data.latency.as_ref(), out)?;
+    latency_panel(data.latency.as_ref(), data.budget_wait.as_ref(), out)?;
     writeln!(out, "</div>")?;
     errors_panel(data, out)?;
     slowest_panel(&data.slowest, out)?;
@@ -372,8 +388,8 @@ fn render(data: &PageData, out: &mut dyn Write) -> io::Result<()> {
 fn header(summary: &StatusSummary, out: &mut dyn Write) -> io::Result<()> {
     let counts = &summary.counts;
     let problems = counts.failed + counts.invalid + counts.duplicate;
-    let (class, label) = if summary.remaining > 0 || !summary.staging.complete {
-        ("busy", "In progress or interrupted")
+    let (class, label) = if summary.run_state != RunState::Complete {
+        ("busy", summary.run_state.label())
     } else if problems > 0 {
         ("warn", "Finished, with rows to look at")
     } else {
@@ -521,7 +537,10 @@ fn cards(data: &PageData, out: &mut dyn Write) -> io::Result<()> {
         "average_rate_per_second",
         &rate.map_or_else(String::new, |r| r.to_string()),
         &rate.map_or_else(|| "—".to_string(), |r| format!("{r:.1}/s")),
-        &format!("{:.1}/s last minute", summary.last_minute_rate_per_second),
+        &match summary.last_minute_rate_per_second {
+            Some(current) => format!("{current:.1}/s now"),
+            None => summary.run_state.describe().to_string(),
+        },
     )?;
     writeln!(out, "</section>")
 }
@@ -781,11 +800,15 @@ fn latency_label(ms: u64) -> String {
     }
 }
 
-fn latency_panel(latency: Option<&Latency>, out: &mut dyn Write) -> io::Result<()> {
+fn latency_panel(
+    latency: Option<&Latency>,
+    budget_wait: Option<&Latency>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     writeln!(
         out,
         "<section class=\"panel\"><header><h2>Latency</h2>\
-         <span class=\"key\">last attempt of each sent row</span></header>"
+         <span class=\"key\">last attempt of each sent row, from request start to response</span></header>"
     )?;
     let Some(latency) = latency else {
         return writeln!(
@@ -875,10 +898,35 @@ fn latency_panel(latency: Option<&Latency>, out: &mut dyn Write) -> io::Result<(
     }
     writeln!(
         out,
-        "<span>timed <b data-metric=\"latency_count\" data-value=\"{}\">{}</b> rows</span></p></section>",
+        "<span>timed <b data-metric=\"latency_count\" data-value=\"{}\">{}</b> rows</span></p>",
         latency.count,
         thousands(latency.count)
-    )
+    )?;
+    budget_wait_figures(budget_wait, out)?;
+    writeln!(out, "</section>")
+}
+
+/// Time spent waiting for the rate budget before requests started: our own pacing, not the
+/// API's speed, so shown apart from the latency.
+fn budget_wait_figures(wait: Option<&Latency>, out: &mut dyn Write) -> io::Result<()> {
+    let Some(wait) = wait else {
+        return writeln!(
+            out,
+            "<p class=\"figures\">Waiting for the rate budget before each request: not recorded.</p>"
+        );
+    };
+    write!(
+        out,
+        "<p class=\"figures\">Waiting for the rate budget before each request (not in the latency above):"
+    )?;
+    for (name, value) in [("p50", wait.p50), ("p90", wait.p90), ("max", wait.max)] {
+        write!(
+            out,
+            " <span>{name} <b data-metric=\"budget_wait_{name}_ms\" data-value=\"{value}\">{} ms</b></span>",
+            thousands(value)
+        )?;
+    }
+    writeln!(out, "</p>")
 }
 
 fn lines_text(lines: &[u64], count: u64) -> String {
@@ -998,7 +1046,12 @@ fn next_steps_panel(data: &PageData, out: &mut dyn Write) -> io::Result<()> {
             format!("kustomer-import report --db {db} --rejects rejects.csv"),
         ));
     }
-    if data.retryable_failed > 0 {
+    if summary.run_state == RunState::Live {
+        steps.push((
+            "A run is working on this job now; follow it with:".to_string(),
+            format!("kustomer-import status --db {db}"),
+        ));
+    } else if data.retryable_failed > 0 {
         steps.push((
             "Send the rows that failed transiently again:".to_string(),
             format!("kustomer-import resume --db {db} --retry-failed"),
@@ -1058,7 +1111,7 @@ fn settings_panel(summary: &StatusSummary, out: &mut dyn Write) -> io::Result<()
             yes_no(job.ignore_unknown).to_string(),
             false,
         ),
-        ("Run settings", job.settings.to_string(), true),
+        ("Send settings", send_settings_text(&job.settings), false),
         (
             "Staging",
             format!(

@@ -23,9 +23,14 @@
 //! | `elapsed_seconds` | from `first_attempt_at` to `last_result_at`, or null |
 //! | `finished` | rows with a final result (succeeded + failed) |
 //! | `average_rate_per_second` | `finished / elapsed_seconds`, or null |
-//! | `last_minute_rate_per_second` | results in the 60 s before `generated_at`, per second |
-//! | `eta_seconds` | `remaining / last_minute_rate_per_second`; 0 when nothing remains; null when the rate is 0 |
-//! | `top_errors` | the 10 largest error groups: `error_code`, `error_message`, `count`, `example_lines` |
+//! | `run_state` | `live` (a run holds the job's lock now), `complete` (nothing left to send), `interrupted` (rows were in flight or staging unfinished when the last run ended), `stopped` (rows left, nothing running) |
+//! | `retryable_failed` | failed rows a retry may fix (`resume --retry-failed`) |
+//! | `rate_window_seconds` | the window the current rate is measured over: the last 60 s, or less when the run is younger; null unless `live` |
+//! | `last_minute_rate_per_second` | results in that window, per second; null unless `live` |
+//! | `eta_seconds` | `remaining / last_minute_rate_per_second`; null unless `live` with a rate |
+//! | `latency_ms` | the last attempt of each sent row, from request start to response: `count`, `p50`, `p90`, `p99`, `max`; null before any |
+//! | `budget_wait_ms` | the time those attempts waited for the rate budget and a concurrency slot before starting, same shape; null when not recorded |
+//! | `top_errors` | the 10 largest error groups: `error_code`, `error_message` (ids and numbers replaced by `<id>` and `<n>`), `count`, `example_lines` |
 //! | `errors` | every error group (failed, invalid and duplicate rows), largest first, same shape |
 //!
 //! # CSV report
@@ -48,10 +53,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::text::thousands;
+use crate::text::{escape_control, thousands};
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, ErrorGroup, Job, RowOutcome, RowState, StateCounts,
+    Checkpoint, CheckpointError, ErrorGroup, Job, LatencyCount, RowOutcome, RowState, StateCounts,
 };
 
 pub use rejects::{errors_path, write_rejects, RejectsSummary, ERRORS_HEADER};
@@ -62,6 +67,8 @@ const TOP_ERRORS: u64 = 10;
 const EXAMPLE_LINES: u32 = 5;
 /// Window for the current rate.
 const RATE_WINDOW_MS: i64 = 60_000;
+/// The shortest window a rate is measured over, so one early result is not a huge rate.
+const MIN_RATE_WINDOW_MS: i64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -102,6 +109,125 @@ pub struct StagingProgress {
     pub complete: bool,
 }
 
+/// Whether a run is working on the job now, or how the last one left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Live,
+    Complete,
+    Interrupted,
+    Stopped,
+}
+
+impl RunState {
+    fn of(live: bool, counts: &StateCounts, staging_complete: bool) -> RunState {
+        if live {
+            RunState::Live
+        } else if counts.sending > 0 || !staging_complete {
+            RunState::Interrupted
+        } else if counts.pending > 0 {
+            RunState::Stopped
+        } else {
+            RunState::Complete
+        }
+    }
+
+    /// For a heading: "Running now".
+    pub fn label(self) -> &'static str {
+        match self {
+            RunState::Live => "Running now",
+            RunState::Complete => "Complete",
+            RunState::Interrupted => "Interrupted",
+            RunState::Stopped => "Stopped",
+        }
+    }
+
+    /// Within a sentence: "stopped".
+    pub fn describe(self) -> &'static str {
+        match self {
+            RunState::Live => "running now",
+            RunState::Complete => "complete",
+            RunState::Interrupted => "interrupted",
+            RunState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A distribution of millisecond timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timings {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Timings {
+    /// From distinct values with their counts, ascending; None when there are none.
+    pub(crate) fn of(values: &[LatencyCount]) -> Option<Timings> {
+        let count: u64 = values.iter().map(|v| v.count).sum();
+        if count == 0 {
+            return None;
+        }
+        Some(Timings {
+            count,
+            p50: nearest_rank(values, count, 0.50),
+            p90: nearest_rank(values, count, 0.90),
+            p99: nearest_rank(values, count, 0.99),
+            max: values.last()?.latency_ms,
+        })
+    }
+}
+
+/// The nearest-rank percentile `p` of `count` values given as distinct values with counts.
+pub(crate) fn nearest_rank(values: &[LatencyCount], count: u64, p: f64) -> u64 {
+    let rank = ((p * count as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for value in values {
+        seen += value.count;
+        if seen >= rank {
+            return value.latency_ms;
+        }
+    }
+    values.last().map_or(0, |v| v.latency_ms)
+}
+
+fn timings(
+    read: impl FnOnce(
+        &mut dyn FnMut(LatencyCount) -> Result<(), ReportError>,
+    ) -> Result<(), ReportError>,
+) -> Result<Option<Timings>, ReportError> {
+    let mut values = Vec::new();
+    read(&mut |value| {
+        values.push(value);
+        Ok(())
+    })?;
+    Ok(Timings::of(&values))
+}
+
+/// How a report is written for its reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    /// Escape control and bidi characters in CSV values (for a terminal; a file keeps them).
+    pub escape_csv: bool,
+    /// Print the commands to go further (not for a checkpoint about to be deleted).
+    pub next_steps: bool,
+    /// Show the largest error groups in the summary (`status`; the text report lists them all
+    /// once instead).
+    pub top_errors: bool,
+}
+
+impl Default for Style {
+    fn default() -> Style {
+        Style {
+            escape_csv: false,
+            next_steps: true,
+            top_errors: true,
+        }
+    }
+}
+
 /// What `status` shows; see the module docs for the field meanings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusSummary {
@@ -118,8 +244,13 @@ pub struct StatusSummary {
     pub elapsed_seconds: Option<f64>,
     pub finished: u64,
     pub average_rate_per_second: Option<f64>,
-    pub last_minute_rate_per_second: f64,
+    pub run_state: RunState,
+    pub retryable_failed: u64,
+    pub rate_window_seconds: Option<f64>,
+    pub last_minute_rate_per_second: Option<f64>,
     pub eta_seconds: Option<f64>,
+    pub latency_ms: Option<Timings>,
+    pub budget_wait_ms: Option<Timings>,
     pub top_errors: Vec<ErrorGroup>,
 }
 
@@ -135,10 +266,11 @@ pub enum ReportFormat {
 /// Summarises the checkpoint as of now.
 pub fn status(cp: &Checkpoint) -> Result<StatusSummary, ReportError> {
     let now_ms = jiff::Timestamp::now().as_millisecond();
-    cp.read_consistent(|cp| summarize(cp, now_ms))
+    let live = crate::checkpoint::run_in_progress(cp.path());
+    cp.read_consistent(|cp| summarize(cp, now_ms, live))
 }
 
-fn summarize(cp: &Checkpoint, now_ms: i64) -> Result<StatusSummary, ReportError> {
+fn summarize(cp: &Checkpoint, now_ms: i64, live: bool) -> Result<StatusSummary, ReportError> {
     let job = cp.job()?.ok_or_else(|| CheckpointError::NoJob {
         path: cp.path().to_path_buf(),
     })?;
@@ -158,16 +290,21 @@ fn summarize(cp: &Checkpoint, now_ms: i64) -> Result<StatusSummary, ReportError>
     let average_rate_per_second = elapsed_seconds
         .filter(|elapsed| *elapsed > 0.0)
         .map(|elapsed| activity.finished as f64 / elapsed);
-    let last_minute_rate_per_second =
-        activity.finished_since as f64 / (RATE_WINDOW_MS as f64 / 1000.0);
     let remaining = counts.pending + counts.sending;
-    let eta_seconds = if remaining == 0 {
-        Some(0.0)
-    } else if last_minute_rate_per_second > 0.0 {
-        Some(remaining as f64 / last_minute_rate_per_second)
-    } else {
-        None
-    };
+    let run_state = RunState::of(live, &counts, job.staging_complete);
+    // The rate is measured over the time the recent results took, never longer than the
+    // window: an 8-second-old run is not divided by 60 s. Only a live run has a current rate.
+    let rate_window_ms = activity
+        .recent_work_started_ms
+        .map_or(RATE_WINDOW_MS, |started| now_ms - started)
+        .clamp(MIN_RATE_WINDOW_MS, RATE_WINDOW_MS);
+    let rate_window_seconds =
+        (run_state == RunState::Live).then_some(rate_window_ms as f64 / 1000.0);
+    let last_minute_rate_per_second =
+        rate_window_seconds.map(|window| activity.finished_since as f64 / window);
+    let eta_seconds = last_minute_rate_per_second
+        .filter(|rate| *rate > 0.0)
+        .map(|rate| remaining as f64 / rate);
     Ok(StatusSummary {
         checkpoint: cp.path().to_path_buf(),
         generated_at: rfc3339(now_ms).unwrap_or_default(),
@@ -185,8 +322,13 @@ fn summarize(cp: &Checkpoint, now_ms: i64) -> Result<StatusSummary, ReportError>
         elapsed_seconds,
         finished: activity.finished,
         average_rate_per_second,
+        run_state,
+        retryable_failed: cp.retryable_failed_count()?,
+        rate_window_seconds,
         last_minute_rate_per_second,
         eta_seconds,
+        latency_ms: timings(|each| cp.for_each_latency(each))?,
+        budget_wait_ms: timings(|each| cp.for_each_budget_wait(each))?,
         top_errors,
     })
 }
@@ -212,7 +354,7 @@ fn human_duration(seconds: f64) -> String {
 }
 
 /// A path as a shell argument the user can paste.
-fn shell_quoted(path: &Path) -> String {
+pub(crate) fn shell_quoted(path: &Path) -> String {
     let text = path.to_string_lossy();
     let plain = text
         .chars()
@@ -224,12 +366,28 @@ fn shell_quoted(path: &Path) -> String {
     }
 }
 
+/// Code and message of an error group, escaped: messages quote the input and the API.
 fn error_label(group: &ErrorGroup) -> String {
     format!(
         "{}  {}",
-        group.error_code.as_deref().unwrap_or("(no code)"),
-        group.error_message.as_deref().unwrap_or("(no message)")
+        escape_control(group.error_code.as_deref().unwrap_or("(no code)")),
+        escape_control(group.error_message.as_deref().unwrap_or("(no message)"))
     )
+}
+
+/// The send settings stored with the job, as the flags that chose them.
+pub fn send_settings_text(settings: &serde_json::Value) -> String {
+    match crate::cli::SendArgs::from_job_settings(settings) {
+        Ok(send) => {
+            let chosen = send.describe();
+            if chosen.is_empty() {
+                "all at their defaults".to_string()
+            } else {
+                format!("{chosen} (the rest at their defaults)")
+            }
+        }
+        Err(err) => format!("unreadable ({err})"),
+    }
 }
 
 fn example_list(lines: &[u64], count: u64) -> String {
@@ -246,14 +404,15 @@ fn example_list(lines: &[u64], count: u64) -> String {
     )
 }
 
-/// The summary for people: aligned, with the commands to go further.
-pub fn render_status_text(summary: &StatusSummary) -> String {
+/// The summary for people: aligned, with the commands that apply to go further. Every string
+/// from the input or the API is escaped (control and bidi characters shown, not obeyed).
+pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
     use std::fmt::Write as _;
     let job = &summary.job;
     let mut text = String::new();
     // Writing to a String cannot fail.
     let mut line = |label: &str, value: String| {
-        let _ = writeln!(text, "  {label:<15} {value}");
+        let _ = writeln!(text, "  {label:<15} {}", escape_control(&value));
     };
     line("Checkpoint", summary.checkpoint.display().to_string());
     line(
@@ -280,9 +439,7 @@ pub fn render_status_text(summary: &StatusSummary) -> String {
         ),
     );
     line("Timezone", job.timezone.clone());
-    if job.settings.as_object().is_some_and(|s| !s.is_empty()) {
-        line("Settings", job.settings.to_string());
-    }
+    line("Send settings", send_settings_text(&job.settings));
     line(
         "Staging",
         if summary.staging.complete {
@@ -292,11 +449,17 @@ pub fn render_status_text(summary: &StatusSummary) -> String {
             )
         } else {
             format!(
-                "in progress or interrupted (through line {})",
+                "{} (through line {})",
+                if summary.run_state == RunState::Live {
+                    "in progress"
+                } else {
+                    "interrupted"
+                },
                 thousands(summary.staging.staged_through_line)
             )
         },
     );
+    line("Run", summary.run_state.describe().to_string());
 
     let width = thousands(summary.total).len();
     line(
@@ -315,7 +478,17 @@ pub fn render_status_text(summary: &StatusSummary) -> String {
                 "  ({} held behind a retryable failure in their conversation)",
                 thousands(summary.held)
             ),
-            RowState::Sending if count > 0 => "  (outcome unknown until resumed)".to_string(),
+            RowState::Sending if count > 0 && summary.run_state == RunState::Live => {
+                "  (requests in flight)".to_string()
+            }
+            RowState::Sending if count > 0 => {
+                "  (in flight when the run ended: resume looks each one up before sending)"
+                    .to_string()
+            }
+            RowState::Failed if summary.retryable_failed > 0 => format!(
+                "  ({} transient, may succeed with --retry-failed)",
+                thousands(summary.retryable_failed)
+            ),
             _ => String::new(),
         };
         line(
@@ -345,27 +518,61 @@ pub fn render_status_text(summary: &StatusSummary) -> String {
             },
         ),
     );
-    line(
-        "Last minute",
-        format!("{:.1} rows/s", summary.last_minute_rate_per_second),
-    );
+    match (
+        summary.last_minute_rate_per_second,
+        summary.rate_window_seconds,
+    ) {
+        (Some(rate), Some(window)) => line(
+            "Current rate",
+            format!(
+                "{rate:.1} rows/s (over the last {})",
+                human_duration(window)
+            ),
+        ),
+        _ => line(
+            "Current rate",
+            format!("— ({})", summary.run_state.describe()),
+        ),
+    }
+    let left = thousands(summary.remaining);
     line(
         "ETA",
-        match summary.eta_seconds {
-            _ if summary.remaining == 0 => "nothing left to send".to_string(),
-            Some(eta) => format!(
-                "{} for {} rows left",
-                human_duration(eta),
-                thousands(summary.remaining)
-            ),
-            None => format!(
-                "unknown: no results in the last minute ({} rows left)",
-                thousands(summary.remaining)
-            ),
+        match (summary.run_state, summary.eta_seconds) {
+            (RunState::Complete, _) => "complete: nothing left to send".to_string(),
+            (RunState::Live, Some(eta)) => {
+                format!("{} for {left} rows left", human_duration(eta))
+            }
+            (RunState::Live, None) => {
+                format!("unknown: no results in the last minute ({left} rows left)")
+            }
+            (RunState::Interrupted, _) => format!("— interrupted, {left} rows left"),
+            (RunState::Stopped, _) => format!("— stopped, {left} rows left"),
         },
     );
+    if let Some(latency) = &summary.latency_ms {
+        line(
+            "Latency",
+            format!(
+                "p50 {} ms, p99 {} ms, max {} ms (request start to response)",
+                thousands(latency.p50),
+                thousands(latency.p99),
+                thousands(latency.max)
+            ),
+        );
+    }
+    if let Some(wait) = &summary.budget_wait_ms {
+        line(
+            "Budget wait",
+            format!(
+                "p50 {} ms, p99 {} ms, max {} ms (before requests started, for the rate budget)",
+                thousands(wait.p50),
+                thousands(wait.p99),
+                thousands(wait.max)
+            ),
+        );
+    }
 
-    if !summary.top_errors.is_empty() {
+    if style.top_errors && !summary.top_errors.is_empty() {
         let _ = writeln!(text, "\n  Top errors");
         let width = summary
             .top_errors
@@ -383,17 +590,52 @@ pub fn render_status_text(summary: &StatusSummary) -> String {
             );
         }
     }
+    if style.next_steps {
+        text.push_str(&next_steps(summary));
+    }
+    text
+}
 
+/// The commands that apply to the job as it is, each only when it does something.
+fn next_steps(summary: &StatusSummary) -> String {
+    use std::fmt::Write as _;
     let db = shell_quoted(&summary.checkpoint);
+    let mut text = String::new();
     let _ = writeln!(
         text,
         "\n  Every row, with errors:  kustomer-import report --db {db} --format csv"
     );
-    if summary.remaining > 0 || summary.counts.failed > 0 || !summary.staging.complete {
+    let rejects = summary.counts.invalid
+        + summary
+            .counts
+            .failed
+            .saturating_sub(summary.retryable_failed);
+    if rejects > 0 {
         let _ = writeln!(
             text,
-            "  Continue the job:        kustomer-import resume --db {db}"
+            "  Rows to fix:             kustomer-import report --db {db} --rejects rejects.csv"
         );
+    }
+    match summary.run_state {
+        RunState::Live => {
+            let _ = writeln!(
+                text,
+                "  A run is working on this job now; follow it with: kustomer-import status --db {db}"
+            );
+        }
+        _ if summary.retryable_failed > 0 => {
+            let _ = writeln!(
+                text,
+                "  Retry transient failures: kustomer-import resume --db {db} --retry-failed"
+            );
+        }
+        RunState::Interrupted | RunState::Stopped => {
+            let _ = writeln!(
+                text,
+                "  Continue the job:        kustomer-import resume --db {db}"
+            );
+        }
+        RunState::Complete => {}
     }
     text
 }
@@ -413,18 +655,40 @@ pub fn write_report(
     format: ReportFormat,
     out: &mut dyn Write,
 ) -> Result<(), ReportError> {
+    write_report_styled(cp, format, out, Style::default())
+}
+
+/// [`write_report`] for a given reader (a terminal, a temporary checkpoint).
+pub fn write_report_styled(
+    cp: &Checkpoint,
+    format: ReportFormat,
+    out: &mut dyn Write,
+    style: Style,
+) -> Result<(), ReportError> {
     let now_ms = jiff::Timestamp::now().as_millisecond();
+    let live = crate::checkpoint::run_in_progress(cp.path());
     cp.read_consistent(|cp| match format {
-        ReportFormat::Text => write_text(cp, now_ms, out),
-        ReportFormat::Json => write_json(cp, now_ms, out),
-        ReportFormat::Csv => write_csv(cp, out),
-        ReportFormat::Html => html::write_html(cp, now_ms, out),
+        ReportFormat::Text => write_text(cp, now_ms, live, style, out),
+        ReportFormat::Json => write_json(cp, now_ms, live, out),
+        ReportFormat::Csv => write_csv(cp, style.escape_csv, out),
+        ReportFormat::Html => html::write_html(cp, now_ms, live, out),
     })
 }
 
-fn write_text(cp: &Checkpoint, now_ms: i64, out: &mut dyn Write) -> Result<(), ReportError> {
-    let summary = summarize(cp, now_ms)?;
-    out.write_all(render_status_text(&summary).as_bytes())?;
+fn write_text(
+    cp: &Checkpoint,
+    now_ms: i64,
+    live: bool,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<(), ReportError> {
+    let summary = summarize(cp, now_ms, live)?;
+    // Every error group follows, once: the summary's top ten would repeat them.
+    let style = Style {
+        top_errors: false,
+        ..style
+    };
+    out.write_all(render_status_text(&summary, style).as_bytes())?;
     let mut any = false;
     cp.for_each_error_group(None, EXAMPLE_LINES, |group| {
         if !any {
@@ -447,16 +711,21 @@ fn write_text(cp: &Checkpoint, now_ms: i64, out: &mut dyn Write) -> Result<(), R
     Ok(())
 }
 
-fn write_json(cp: &Checkpoint, now_ms: i64, out: &mut dyn Write) -> Result<(), ReportError> {
-    let summary = serde_json::to_value(summarize(cp, now_ms)?)?;
+fn write_json(
+    cp: &Checkpoint,
+    now_ms: i64,
+    live: bool,
+    out: &mut dyn Write,
+) -> Result<(), ReportError> {
+    let summary = serde_json::to_value(summarize(cp, now_ms, live)?)?;
     // The summary is small; the error groups can be as many as the rows, so they are streamed
     // into the same object after the summary's fields.
     out.write_all(b"{")?;
     if let serde_json::Value::Object(fields) = &summary {
         for (key, value) in fields {
-            serde_json::to_writer(&mut *out, key)?;
+            out.write_all(to_json_text(key)?.as_bytes())?;
             out.write_all(b":")?;
-            serde_json::to_writer(&mut *out, value)?;
+            out.write_all(to_json_text(value)?.as_bytes())?;
             out.write_all(b",")?;
         }
     }
@@ -467,12 +736,23 @@ fn write_json(cp: &Checkpoint, now_ms: i64, out: &mut dyn Write) -> Result<(), R
             out.write_all(b",")?;
         }
         first = false;
-        serde_json::to_writer(&mut *out, &group)?;
+        out.write_all(to_json_text(&group)?.as_bytes())?;
         Ok::<(), ReportError>(())
     })?;
     out.write_all(b"]}\n")?;
     out.flush()?;
     Ok(())
+}
+
+/// `value` as compact JSON with control and bidi characters written as `\uXXXX` escapes: the
+/// same JSON to a parser, inert on a terminal.
+fn to_json_text(value: &impl Serialize) -> Result<String, ReportError> {
+    Ok(crate::text::json_escape_unsafe(&serde_json::to_string(value)?).into_owned())
+}
+
+/// `status --json`: the summary as pretty JSON, terminal-safe like the JSON report.
+pub fn status_json(summary: &StatusSummary) -> Result<String, ReportError> {
+    Ok(crate::text::json_escape_unsafe(&serde_json::to_string_pretty(summary)?).into_owned())
 }
 
 /// The CSV report's header, in column order.
@@ -490,11 +770,15 @@ pub const CSV_HEADER: [&str; 11] = [
     "lastAttemptAt",
 ];
 
-fn write_csv(cp: &Checkpoint, out: &mut dyn Write) -> Result<(), ReportError> {
+fn write_csv(cp: &Checkpoint, escape: bool, out: &mut dyn Write) -> Result<(), ReportError> {
     let mut csv = csv::Writer::from_writer(out);
     csv.write_record(CSV_HEADER)?;
     cp.for_each_row_outcome(|row: &RowOutcome| {
-        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        let text = |value: &Option<String>| match value {
+            Some(value) if escape => escape_control(value).into_owned(),
+            Some(value) => value.clone(),
+            None => String::new(),
+        };
         let time = |ms: Option<i64>| ms.and_then(rfc3339).unwrap_or_default();
         csv.write_record([
             row.line.to_string(),
@@ -541,7 +825,7 @@ pub fn write_problem_rows(
             "line {}: [{}] {}",
             row.line,
             row.state.as_str(),
-            row.error_message.as_deref().unwrap_or("")
+            escape_control(row.error_message.as_deref().unwrap_or(""))
         )?;
         Ok::<(), ReportError>(())
     })?;
@@ -582,6 +866,7 @@ mod tests {
             error_message: code.map(|_| message.to_string()),
             retryable,
             latency_ms: Some(5),
+            budget_wait_ms: Some(40),
             at_ms,
         }
     }
@@ -643,7 +928,7 @@ mod tests {
         let (_dir, cp) = sample_checkpoint().await;
         let reader = Checkpoint::open_read_only(cp.path()).unwrap();
         let summary = reader
-            .read_consistent(|r| summarize(r, T0 + 60_000))
+            .read_consistent(|r| summarize(r, T0 + 60_000, true))
             .unwrap();
         assert_eq!(summary.counts, reader.counts().unwrap());
         assert_eq!(
@@ -679,8 +964,19 @@ mod tests {
         assert_eq!(summary.elapsed_seconds, Some(30.0));
         assert_eq!(summary.finished, 3);
         assert_eq!(summary.average_rate_per_second, Some(0.1));
-        assert_eq!(summary.last_minute_rate_per_second, 3.0 / 60.0);
+        assert_eq!(summary.run_state, RunState::Live);
+        assert_eq!(summary.last_minute_rate_per_second, Some(3.0 / 60.0));
+        assert_eq!(summary.rate_window_seconds, Some(60.0));
         assert_eq!(summary.eta_seconds, Some(60.0));
+        assert_eq!(summary.retryable_failed, 1);
+        let latency = summary.latency_ms.unwrap();
+        assert_eq!((latency.count, latency.p50, latency.max), (3, 5, 5));
+        let wait = summary.budget_wait_ms.unwrap();
+        assert_eq!(
+            (wait.count, wait.p50),
+            (3, 40),
+            "budget wait kept apart from latency"
+        );
         let codes: Vec<_> = summary
             .top_errors
             .iter()
@@ -702,12 +998,61 @@ mod tests {
             ]
         );
 
+        // Right after the last result the work of the last minute began 30 s ago: the rate is
+        // over those 30 s, not over a minute the run was not there for.
+        let young = reader
+            .read_consistent(|r| summarize(r, T0 + 30_000, true))
+            .unwrap();
+        assert_eq!(young.rate_window_seconds, Some(30.0));
+        assert_eq!(young.last_minute_rate_per_second, Some(0.1));
+        assert_eq!(young.eta_seconds, Some(30.0));
+
         // An hour later nothing finished in the last minute: no rate, no ETA.
         let later = reader
-            .read_consistent(|r| summarize(r, T0 + 3_600_000))
+            .read_consistent(|r| summarize(r, T0 + 3_600_000, true))
             .unwrap();
-        assert_eq!(later.last_minute_rate_per_second, 0.0);
+        assert_eq!(later.last_minute_rate_per_second, Some(0.0));
         assert_eq!(later.eta_seconds, None);
+
+        // Nothing running: no current rate and no ETA, and the text says why.
+        let stopped = reader
+            .read_consistent(|r| summarize(r, T0 + 60_000, false))
+            .unwrap();
+        assert_eq!(stopped.run_state, RunState::Stopped);
+        assert_eq!(stopped.last_minute_rate_per_second, None);
+        assert_eq!(stopped.eta_seconds, None);
+        let text = render_status_text(&stopped, Style::default());
+        assert!(text.contains("— stopped, 3 rows left"), "{text}");
+        assert!(!text.contains("rows/s (over"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn csv_to_a_terminal_escapes_what_a_file_keeps() {
+        let (_dir, mut cp) = checkpoint_with_job();
+        stage(&mut cp, vec![invalid(1, "bad \u{1b}[2J\u{202e}(line 5)")]);
+        let csv_of = |escape_csv| {
+            let mut out = Vec::new();
+            let style = Style {
+                escape_csv,
+                ..Style::default()
+            };
+            write_report_styled(&cp, ReportFormat::Csv, &mut out, style).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let terminal = csv_of(true);
+        assert!(
+            terminal.contains(r"bad \u{1b}[2J\u{202e}(line 5)"),
+            "{terminal}"
+        );
+        assert!(!terminal.contains('\u{1b}') && !terminal.contains('\u{202e}'));
+        assert!(csv_of(false).contains("bad \u{1b}[2J\u{202e}(line 5)"));
+        let mut text = Vec::new();
+        write_report(&cp, ReportFormat::Text, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -721,7 +1066,8 @@ mod tests {
         assert_eq!(summary.top_errors.len(), 1);
         assert_eq!(summary.top_errors[0].count, 12);
         assert_eq!(summary.top_errors[0].example_lines, vec![1, 2, 3, 4, 5]);
-        assert_eq!(summary.eta_seconds, Some(0.0), "nothing to send");
+        assert_eq!(summary.run_state, RunState::Complete, "nothing to send");
+        assert_eq!(summary.eta_seconds, None);
     }
 
     #[tokio::test]
@@ -794,8 +1140,13 @@ mod tests {
             "elapsed_seconds",
             "finished",
             "average_rate_per_second",
+            "run_state",
+            "retryable_failed",
+            "rate_window_seconds",
             "last_minute_rate_per_second",
             "eta_seconds",
+            "latency_ms",
+            "budget_wait_ms",
             "top_errors",
             "errors",
         ] {
@@ -807,6 +1158,8 @@ mod tests {
         assert_eq!(json["job"]["input_display"], "messages.csv");
         assert_eq!(json["job"]["format"], "csv");
         assert_eq!(json["job"]["settings"]["concurrency"], 8);
+        assert_eq!(json["run_state"], "stopped");
+        assert_eq!(json["budget_wait_ms"]["p50"], 40);
         assert_eq!(json["staging"]["complete"], true);
         assert_eq!(json["errors"].as_array().unwrap().len(), 4);
         assert_eq!(json["errors"][0]["error_code"], "duplicate_external_id");
@@ -994,6 +1347,11 @@ mod tests {
         }
         assert_eq!(metric("elapsed_seconds"), "30");
         assert_eq!(metric("latency_p99_ms"), "5");
+        assert_eq!(
+            metric("budget_wait_p50_ms"),
+            "40",
+            "the wait for the budget is shown apart from the latency"
+        );
         assert_eq!(
             metric("bucket_ms"),
             "500",

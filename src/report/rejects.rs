@@ -5,11 +5,11 @@
 //! The input is checked against the size and SHA-256 recorded at `run` first: the checkpoint
 //! knows rows only by their byte spans, and spans of a different file would cut rows in half.
 //! Then it is read once, in order (decompressed as it streams), copying the rejected spans;
-//! memory stays constant. Both files are written beside their target and renamed into place at
-//! the end, so a failure never leaves half a rejects file behind.
+//! memory stays constant. Where the two outputs go (files under the overwrite rule, or stdout) is
+//! the caller's business: see `crate::output`.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, Job, RejectedRow, RowState};
@@ -23,8 +23,6 @@ pub const ERRORS_HEADER: [&str; 4] = ["line", "state", "errorCode", "reason"];
 /// What [`write_rejects`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectsSummary {
-    pub rejects_path: PathBuf,
-    pub errors_path: PathBuf,
     /// Rows written (invalid + failed).
     pub rows: u64,
     pub invalid: u64,
@@ -42,8 +40,13 @@ pub fn errors_path(rejects_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes the rejects file and its sidecar; see the module docs.
-pub fn write_rejects(cp: &Checkpoint, rejects_path: &Path) -> Result<RejectsSummary, ReportError> {
+/// Writes the rejected rows to `rejects` and one line per row to `errors`; see the module docs.
+/// Nothing is written when the input is missing or changed.
+pub fn write_rejects(
+    cp: &Checkpoint,
+    rejects: &mut dyn Write,
+    errors: &mut dyn Write,
+) -> Result<RejectsSummary, ReportError> {
     cp.read_consistent(|cp| {
         let job = cp.job()?.ok_or_else(|| CheckpointError::NoJob {
             path: cp.path().to_path_buf(),
@@ -54,15 +57,9 @@ pub fn write_rejects(cp: &Checkpoint, rejects_path: &Path) -> Result<RejectsSumm
             compression: job.compression,
         };
         check_unchanged(&job, &source)?;
-        let errors_path = errors_path(rejects_path);
-        let mut rejects = Staged::create(rejects_path)?;
-        let mut errors = Staged::create(&errors_path)?;
-        let counts = copy_rejected_rows(cp, &source, rejects.writer(), errors.writer())?;
-        rejects.persist()?;
-        errors.persist()?;
+        let counts = copy_rejected_rows(cp, &source, rejects, errors)?;
+        rejects.flush()?;
         Ok(RejectsSummary {
-            rejects_path: rejects_path.to_path_buf(),
-            errors_path,
             rows: counts.invalid + counts.failed,
             invalid: counts.invalid,
             failed: counts.failed,
@@ -213,52 +210,6 @@ impl Span<'_> {
                 ),
             });
         }
-        Ok(())
-    }
-}
-
-/// A file written under a temporary name beside its target and renamed into place.
-struct Staged {
-    target: PathBuf,
-    file: BufWriter<tempfile::NamedTempFile>,
-}
-
-impl Staged {
-    fn create(target: &Path) -> Result<Staged, ReportError> {
-        let dir = match target.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let file = tempfile::Builder::new()
-            .prefix(".kustomer-import-rejects")
-            .tempfile_in(dir)
-            .map_err(|source| ReportError::Write {
-                path: target.to_path_buf(),
-                source,
-            })?;
-        Ok(Staged {
-            target: target.to_path_buf(),
-            file: BufWriter::new(file),
-        })
-    }
-
-    fn writer(&mut self) -> &mut dyn Write {
-        &mut self.file
-    }
-
-    fn persist(self) -> Result<(), ReportError> {
-        let target = self.target;
-        let write_error = |source: io::Error| ReportError::Write {
-            path: target.clone(),
-            source,
-        };
-        let file = self
-            .file
-            .into_inner()
-            .map_err(|err| write_error(err.into_error()))?;
-        file.as_file().sync_all().map_err(write_error)?;
-        file.persist(&target)
-            .map_err(|err| write_error(err.error))?;
         Ok(())
     }
 }

@@ -291,11 +291,11 @@ async fn create_message(
         }
     };
     if conversation_id.starts_with(UNKNOWN_CONVERSATION_PREFIX) {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("Conversation {conversation_id} not found"),
-        );
+        let message = match &shared.config.error_body_text {
+            Some(text) => text.clone(),
+            None => format!("Conversation {conversation_id} not found"),
+        };
+        return api_error(StatusCode::NOT_FOUND, "not_found", &message);
     }
     let body = match body {
         Ok(bytes) => bytes,

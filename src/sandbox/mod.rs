@@ -178,6 +178,8 @@ pub struct SandboxConfig {
     /// Every `/v1` request is answered 307 with this `Location`, nothing processed. An absolute
     /// `http(s)` URL, or a path starting with `/` (the sandbox itself).
     pub redirect_to: Option<String>,
+    /// Message of 404 answers for unknown conversations, instead of the usual one.
+    pub error_body_text: Option<String>,
 }
 
 impl SandboxConfig {
@@ -198,6 +200,7 @@ impl SandboxConfig {
             not_found_as_empty: false,
             lookup_list: false,
             redirect_to: None,
+            error_body_text: None,
         }
     }
 }

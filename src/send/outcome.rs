@@ -119,6 +119,7 @@ pub fn succeeded(message_id: String, http_status: Option<u16>, timing: Timing) -
         error_message: None,
         retryable: false,
         latency_ms: millis(timing.latency),
+        budget_wait_ms: timing.latency.and(millis(Some(timing.admission))),
         at_ms: now_ms(),
     }
 }
@@ -143,6 +144,7 @@ pub fn failure(state: RowState, err: &ApiError, retryable: bool, timing: Timing)
         error_message: Some(err.to_string()),
         retryable,
         latency_ms: millis(timing.latency),
+        budget_wait_ms: timing.latency.and(millis(Some(timing.admission))),
         at_ms: now_ms(),
     }
 }
@@ -157,6 +159,7 @@ pub fn failed(code: &str, message: String, retryable: bool) -> RowResult {
         error_message: Some(message),
         retryable,
         latency_ms: None,
+        budget_wait_ms: None,
         at_ms: now_ms(),
     }
 }
@@ -171,6 +174,7 @@ pub fn not_sent(err: &ApiError) -> RowResult {
         error_message: Some(err.to_string()),
         retryable: true,
         latency_ms: None,
+        budget_wait_ms: None,
         at_ms: now_ms(),
     }
 }
