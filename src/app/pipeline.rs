@@ -58,7 +58,8 @@ fn max_field_lines(job: &Job) -> u64 {
 /// Refuses a checkpoint that already holds a job, and a `--db` that is not a checkpoint at all
 /// (a user's file is never turned into one), before anything else is touched.
 pub fn refuse_existing_job(db: &Path) -> Result<(), AppError> {
-    if !db.exists() {
+    // An empty database is what a run killed as it created the checkpoint leaves: adopt it.
+    if !db.exists() || crate::checkpoint::is_empty_database(db) {
         return Ok(());
     }
     let checkpoint = Checkpoint::open_read_only(db)?;

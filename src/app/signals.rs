@@ -30,9 +30,14 @@ pub fn install() -> Interrupt {
     };
     let handle = interrupt.clone();
     tokio::spawn(async move {
+        // Listeners are made once: one made afresh after each signal could miss a second signal
+        // that arrives in between.
+        let Ok(mut signals) = Signals::new() else {
+            return;
+        };
         let mut signals_seen = 0;
         loop {
-            if wait_for_signal().await.is_err() {
+            if signals.next().await.is_none() {
                 return;
             }
             signals_seen += 1;
@@ -53,17 +58,41 @@ pub fn install() -> Interrupt {
     interrupt
 }
 
+/// Ctrl-C (SIGINT) and SIGTERM, as one stream.
 #[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> Option<()> {
+        tokio::select! {
+            received = self.interrupt.recv() => received,
+            received = self.terminate.recv() => received,
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn next(&mut self) -> Option<()> {
+        tokio::signal::ctrl_c().await.ok()
+    }
 }

@@ -244,6 +244,27 @@ pub fn companion(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A database with nothing in it, not even a schema: what a `run` killed while creating the file
+/// leaves behind. `run` may adopt it; it is no other program's data.
+pub fn is_empty_database(path: &Path) -> bool {
+    let wal_has_data = std::fs::metadata(companion(path, "-wal")).is_ok_and(|m| m.len() > 0);
+    if wal_has_data {
+        return false;
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 => return true,
+        Ok(meta) if meta.is_file() => {}
+        _ => return false,
+    }
+    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return false;
+    };
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .is_ok_and(|objects| objects == 0)
+}
+
 /// True while a `run` or `resume` process holds the job's lock: the job is being worked on now.
 /// Never creates the lock file, so it works on read-only media. Takes the lock shared for an
 /// instant only when it is free.
@@ -604,9 +625,14 @@ impl Checkpoint {
             });
         }
         if found < 1 {
+            let reason = if is_empty_database(path) {
+                "it is empty (a run stopped as it created it): start the job with `run`"
+            } else {
+                "it has no checkpoint schema"
+            };
             return Err(CheckpointError::NotACheckpoint {
                 path: path.to_path_buf(),
-                reason: "it has no checkpoint schema".to_string(),
+                reason: reason.to_string(),
             });
         }
         Ok(Checkpoint {
@@ -1804,6 +1830,31 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+
+    #[test]
+    fn only_a_database_with_nothing_in_it_counts_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let zero = dir.path().join("zero.sqlite");
+        std::fs::write(&zero, b"").unwrap();
+        assert!(is_empty_database(&zero));
+        let bare = dir.path().join("bare.sqlite");
+        Connection::open(&bare)
+            .unwrap()
+            .pragma_update(None, "user_version", 0)
+            .unwrap();
+        assert!(is_empty_database(&bare));
+        let other = dir.path().join("other.sqlite");
+        Connection::open(&other)
+            .unwrap()
+            .execute("CREATE TABLE t (x)", [])
+            .unwrap();
+        assert!(!is_empty_database(&other));
+        let checkpoint = dir.path().join("job.sqlite");
+        drop(Checkpoint::open(&checkpoint).unwrap());
+        assert!(!is_empty_database(&checkpoint));
+        assert!(!is_empty_database(&dir.path().join("missing.sqlite")));
+        assert!(!is_empty_database(dir.path()));
+    }
 
     #[test]
     fn a_run_is_in_progress_exactly_while_the_job_lock_is_held() {

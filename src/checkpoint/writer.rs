@@ -530,12 +530,32 @@ mod tests {
         writer.on_connection(move |_| {
             let _ = gate.recv();
         });
+        // Each task counts itself once its mark is queued (the first poll queues it), so the
+        // writer is let go when all 300 wait, not after a guessed sleep.
+        let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for line in 1..=rows {
-            let writer = writer.clone();
-            tasks.spawn(async move { writer.mark_sending(line, 5).await });
+            let (writer, queued) = (writer.clone(), queued.clone());
+            tasks.spawn(async move {
+                let mark = writer.mark_sending(line, 5);
+                tokio::pin!(mark);
+                tokio::select! {
+                    biased;
+                    done = &mut mark => return done,
+                    () = std::future::ready(()) => {}
+                }
+                queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                mark.await
+            });
         }
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        while queued.load(std::sync::atomic::Ordering::SeqCst) < rows {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "marks not queued"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         release.send(()).unwrap();
         while let Some(joined) = tasks.join_next().await {
             joined.unwrap().unwrap();
