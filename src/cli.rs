@@ -111,6 +111,15 @@ pub struct SendArgs {
     /// Share of the org limit to take when --max-rpm is not given.
     #[arg(long, value_name = "0..1", default_value_t = 0.5)]
     pub budget_share: f64,
+    /// Room left in every rate-limit window for the org's other clients (live integrations):
+    /// a share of x-ratelimit-limit (`10%`) or a number of requests per window. Under its
+    /// ceiling the import adapts to what the others spend, keeping this much unspent.
+    #[arg(long, value_name = "N|P%", default_value = "10%")]
+    pub reserve: String,
+    /// Longest common pause for the rate limit, in seconds, whatever Retry-After or
+    /// x-ratelimit-reset ask for.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    pub max_pause: u64,
     /// Attempts per row for transient failures, the first included.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_attempts: u32,
@@ -219,9 +228,25 @@ pub struct SandboxArgs {
     /// Answer 429 without a Retry-After header.
     #[arg(long)]
     pub no_retry_after: bool,
-    /// Send x-ratelimit-reset as epoch seconds instead of seconds from now.
-    #[arg(long)]
+    /// Send x-ratelimit-reset as epoch seconds instead of seconds from now (= --reset-unit epoch).
+    #[arg(long, conflicts_with = "reset_unit")]
     pub reset_as_epoch: bool,
+    /// Unit of x-ratelimit-reset: seconds from now, epoch seconds, or epoch milliseconds.
+    #[arg(long, value_enum, value_name = "UNIT")]
+    pub reset_unit: Option<ResetUnitArg>,
+    /// Send this exact Retry-After value with every 429 (e.g. `18446744073709551615`, an HTTP
+    /// date, or garbage), instead of the seconds until the reset.
+    #[arg(long, value_name = "VALUE", conflicts_with = "no_retry_after")]
+    pub retry_after_value: Option<String>,
+    /// Send no x-ratelimit-* headers at all (an API that does not report its budget).
+    #[arg(long)]
+    pub no_rate_headers: bool,
+    /// Run a live client inside the sandbox that spends the org's limit beside the import,
+    /// counting its own 429s in /_sandbox/stats: `constant:RATE` or `bursts:HIGH/SECS,LOW/SECS`
+    /// (requests per second; e.g. `bursts:24/15,12/15`). It starts with the sandbox and stops
+    /// with it.
+    #[arg(long, value_name = "PATTERN")]
+    pub live_client: Option<String>,
     /// Added latency per request, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency_ms: u64,
@@ -249,6 +274,13 @@ pub struct SandboxArgs {
     /// Seed for the fault dice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResetUnitArg {
+    Seconds,
+    Epoch,
+    EpochMs,
 }
 
 #[derive(Debug, Args)]
@@ -281,4 +313,8 @@ pub struct BenchArgs {
     /// Skip the peak-memory runs.
     #[arg(long)]
     pub no_memory: bool,
+    /// Seconds of the live-integration scenario (a live client bursting beside the import,
+    /// adaptive share against the plain ceiling; 0 skips). Windows are 15 s.
+    #[arg(long, value_name = "SECS", default_value_t = 45)]
+    pub share_secs: u64,
 }

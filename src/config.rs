@@ -47,6 +47,10 @@ pub enum ConfigError {
     MaxRpm,
     #[error("--max-attempts must be at least 1")]
     MaxAttempts,
+    #[error("--reserve {0:?} must be a number of requests per window (e.g. 100) or a share of the limit below 100% (e.g. 10%)")]
+    Reserve(String),
+    #[error("--max-pause must be at least 1 second")]
+    MaxPause,
     #[error("reading from stdin (-) needs --format csv or --format ndjson")]
     StdinNeedsFormat,
     #[error("input {0} does not exist")]
@@ -207,6 +211,10 @@ pub struct SendConfig {
     pub retry: RetryPolicy,
     pub max_errors: ErrorBudget,
     pub display: Display,
+    /// Room kept in every window for the org's other clients.
+    pub reserve: crate::throttle::Reserve,
+    /// Longest common pause for the rate limit.
+    pub max_pause: Duration,
 }
 
 impl SendConfig {
@@ -219,6 +227,8 @@ impl SendConfig {
             retry: RetryPolicy::default(),
             max_errors: ErrorBudget::Rows(1000),
             display,
+            reserve: crate::throttle::Reserve::default(),
+            max_pause: crate::throttle::DEFAULT_MAX_PAUSE,
         }
     }
 
@@ -239,6 +249,9 @@ impl SendConfig {
         if args.max_attempts == 0 {
             return Err(ConfigError::MaxAttempts);
         }
+        if args.max_pause == 0 {
+            return Err(ConfigError::MaxPause);
+        }
         Ok(SendConfig {
             concurrency,
             max_rpm: args.max_rpm,
@@ -250,6 +263,8 @@ impl SendConfig {
             },
             max_errors: ErrorBudget::parse(&args.max_errors)?,
             display: Display::detect(args.quiet),
+            reserve: parse_reserve(&args.reserve)?,
+            max_pause: Duration::from_secs(args.max_pause),
         })
     }
 }
@@ -319,6 +334,24 @@ impl From<RetryFailedArg> for crate::checkpoint::RetryScope {
             RetryFailedArg::Transient => crate::checkpoint::RetryScope::Transient,
             RetryFailedArg::All => crate::checkpoint::RetryScope::All,
         }
+    }
+}
+
+/// `--reserve`: `10%` of the limit, or `100` requests per window.
+pub fn parse_reserve(raw: &str) -> Result<crate::throttle::Reserve, ConfigError> {
+    use crate::throttle::Reserve;
+    let fail = || ConfigError::Reserve(raw.to_string());
+    let raw = raw.trim();
+    match raw.strip_suffix('%') {
+        Some(number) => {
+            let percent: f64 = number.trim().parse().map_err(|_| fail())?;
+            if (0.0..100.0).contains(&percent) {
+                Ok(Reserve::Percent(percent))
+            } else {
+                Err(fail())
+            }
+        }
+        None => raw.parse().map(Reserve::Requests).map_err(|_| fail()),
     }
 }
 
@@ -488,6 +521,17 @@ mod tests {
         assert!(ErrorBudget::parse("lots").is_err());
         assert!(ErrorBudget::parse("150%").is_err());
         assert!(ErrorBudget::parse("-3").is_err());
+    }
+
+    #[test]
+    fn reserve_forms() {
+        use crate::throttle::Reserve;
+        assert_eq!(parse_reserve("10%").unwrap(), Reserve::Percent(10.0));
+        assert_eq!(parse_reserve(" 0% ").unwrap(), Reserve::Percent(0.0));
+        assert_eq!(parse_reserve("120").unwrap(), Reserve::Requests(120));
+        for bad in ["100%", "-1%", "lots", "-3", "12.5"] {
+            assert!(parse_reserve(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
