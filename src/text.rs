@@ -13,9 +13,27 @@ pub fn thousands(number: u64) -> String {
     grouped
 }
 
+/// A duration for people: `45s`, `3m 05s`, `2h 07m`.
+pub fn duration(span: std::time::Duration) -> String {
+    let secs = span.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3_600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3_600, secs % 3_600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::thousands;
+    use super::{duration, thousands};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(duration(Duration::from_millis(45_900)), "45s");
+        assert_eq!(duration(Duration::from_secs(185)), "3m 05s");
+        assert_eq!(duration(Duration::from_secs(7_620)), "2h 07m");
+    }
 
     #[test]
     fn groups_by_three() {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
-    CheckArgs, DemoArgs, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs, SandboxArgs, StatusArgs,
-    ValidateArgs,
+    CheckArgs, DemoArgs, ReportArgs, ReportFormatArg, ResetUnitArg, ResumeArgs, RunArgs,
+    SandboxArgs, StatusArgs, ValidateArgs,
 };
 use crate::client::ApiClient;
 use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
@@ -412,7 +412,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
 }
 
 pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {
-    let config = sandbox_config(args);
+    let config = sandbox_config(args)?;
     let runtime = runtime()?;
     runtime.block_on(async {
         let running = sandbox::start(config).await?;
@@ -433,12 +433,26 @@ pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {
     })
 }
 
-fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
+fn sandbox_config(args: &SandboxArgs) -> Result<SandboxConfig, AppError> {
     let mut config = SandboxConfig::new(args.listen);
     config.org_limit = args.org_limit;
     config.window = std::time::Duration::from_secs(args.window_secs.max(1));
     config.retry_after = !args.no_retry_after;
-    config.reset_as_epoch = args.reset_as_epoch;
+    config.reset_unit = match (args.reset_unit, args.reset_as_epoch) {
+        (Some(ResetUnitArg::Seconds), _) | (None, false) => sandbox::ResetUnit::Seconds,
+        (Some(ResetUnitArg::Epoch), _) | (None, true) => sandbox::ResetUnit::EpochSeconds,
+        (Some(ResetUnitArg::EpochMs), _) => sandbox::ResetUnit::EpochMillis,
+    };
+    config.retry_after_value = args.retry_after_value.clone();
+    config.rate_headers = !args.no_rate_headers;
+    config.live_client = args
+        .live_client
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|reason| {
+            sandbox::SandboxError::InvalidConfig(format!("--live-client {reason}"))
+        })?;
     config.seed = args.seed;
     config.hide_roles = args.hide_roles;
     config.faults.latency = std::time::Duration::from_millis(args.latency_ms);
@@ -448,7 +462,7 @@ fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
     config.faults.drop_before_store = args.drop_before_store;
     config.faults.store_then_drop = args.store_then_drop;
     config.faults.revoke_admin_after = args.revoke_admin_after;
-    config
+    Ok(config)
 }
 
 /// Imports the embedded sample into an in-process sandbox and prints the report.

@@ -17,7 +17,9 @@ use crate::input::{self, Compression, Format, InputSource};
 use crate::progress::{Display, ProgressView, SendCounters, StagingView};
 use crate::row::{self, FieldVerdict, StampOptions, ValidationOptions};
 use crate::scheduler::{self, SendPlan, SendStop};
-use crate::throttle::{self, ConcurrencyLimit, RateBudget, Throttle};
+use crate::throttle::{
+    self, ConcurrencyLimit, PacingSnapshot, RateBudget, Throttle, NO_RATE_HEADERS_NOTE,
+};
 
 use super::signals::Interrupt;
 use super::AppError;
@@ -331,16 +333,21 @@ pub async fn send_and_summarise(
                 throttle::choose_budget(send.max_rpm, send.budget_share, preflight.org_limit);
             if send.display != Display::Quiet {
                 eprintln!(
-                    "{}; concurrency {}",
+                    "{}; concurrency {}; under it the import adapts to the org's other clients, \
+                     keeping {} free for them (--reserve)",
                     source.describe(rpm),
-                    send.concurrency.describe()
+                    send.concurrency.describe(),
+                    send.reserve.describe()
                 );
             }
             let concurrency = match send.concurrency {
                 ConcurrencyChoice::Auto { ceiling } => ConcurrencyLimit::adaptive(ceiling),
                 ConcurrencyChoice::Fixed(n) => ConcurrencyLimit::fixed(n),
             };
-            let throttle = Arc::new(Throttle::new(RateBudget::new(rpm), concurrency));
+            let budget = RateBudget::new(rpm)
+                .sharing(send.reserve)
+                .with_max_pause(send.max_pause);
+            let throttle = Arc::new(Throttle::new(budget, concurrency));
             let client = Arc::new(ApiClient::new(
                 api.client_config(),
                 Some(Arc::clone(&throttle)),
@@ -357,15 +364,79 @@ pub async fn send_and_summarise(
                 verify_audit_fields: job.audit_fields,
                 shutdown_grace: Duration::from_secs(15),
             };
+            let recorder = PacingRecorder::start(db, Arc::clone(&throttle), send.display);
             let stop =
                 scheduler::send_all(&plan, client, counters, interrupt.token.clone()).await?;
             view.finish().await;
+            recorder.finish().await;
             (stop, Some(throttle))
         }
     };
     let after = Checkpoint::open_existing(db)?.counts()?;
     print_summary(db, &before, &after, started.elapsed(), throttle.as_deref());
     Ok(exit_for(&stop, &after, db))
+}
+
+/// How often the running job writes its pacing figures for `status`.
+const PACING_RECORD_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps the checkpoint's pacing row current while the send phase runs, and says once when the
+/// API sends no rate-limit headers. Its writes are display data: a failure is logged, never
+/// fatal (the rows' own writes decide whether the run can go on).
+struct PacingRecorder {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PacingRecorder {
+    fn start(db: &Path, throttle: Arc<Throttle>, display: Display) -> PacingRecorder {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let db = db.to_path_buf();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let writer = match crate::checkpoint::PacingWriter::open(&db) {
+                    Ok(writer) => Some(writer),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "pacing figures will not reach status");
+                        None
+                    }
+                };
+                let mut said_no_headers = false;
+                let mut ticker = tokio::time::interval(PACING_RECORD_EVERY);
+                loop {
+                    let stopping = tokio::select! {
+                        _ = ticker.tick() => false,
+                        () = stop.cancelled() => true,
+                    };
+                    let snapshot = PacingSnapshot::of(&throttle);
+                    if snapshot.rate_headers_missing && !said_no_headers {
+                        said_no_headers = true;
+                        if display != Display::Quiet {
+                            eprintln!("note: {NO_RATE_HEADERS_NOTE}");
+                        }
+                    }
+                    if let Some(writer) = &writer {
+                        // A short synchronous write on its own connection; rare enough (every
+                        // 2 s) not to need the blocking pool.
+                        if let Err(err) = writer.write(&snapshot) {
+                            tracing::debug!(error = %err, "could not record pacing figures");
+                        }
+                    }
+                    if stopping {
+                        return;
+                    }
+                }
+            }
+        });
+        PacingRecorder { stop, task }
+    }
+
+    /// Writes the last figures and stops.
+    async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
 }
 
 fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
@@ -430,6 +501,19 @@ fn print_summary(
     );
     if let Some(throttle) = throttle {
         let budget = &throttle.budget;
+        let pacing = PacingSnapshot::of(throttle);
+        let _ = if pacing.rate_headers_missing {
+            writeln!(out, "pacing:   {NO_RATE_HEADERS_NOTE}")
+        } else if pacing.adaptive {
+            writeln!(
+                out,
+                "pacing:   yielded to the org's other clients for {} in all; last seen: {}",
+                crate::text::duration(Duration::from_millis(pacing.yielded_ms)),
+                pacing.describe()
+            )
+        } else {
+            Ok(())
+        };
         let _ = writeln!(
             out,
             "requests: {} within a budget of {}/min, {} answered 429, {} common pauses{}",

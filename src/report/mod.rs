@@ -121,6 +121,8 @@ pub struct StatusSummary {
     pub last_minute_rate_per_second: f64,
     pub eta_seconds: Option<f64>,
     pub top_errors: Vec<ErrorGroup>,
+    /// The org window as the last run saw it (others' rate, ours, time yielded).
+    pub pacing: Option<crate::throttle::PacingSnapshot>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +190,7 @@ fn summarize(cp: &Checkpoint, now_ms: i64) -> Result<StatusSummary, ReportError>
         last_minute_rate_per_second,
         eta_seconds,
         top_errors,
+        pacing: cp.pacing()?,
     })
 }
 
@@ -364,6 +367,11 @@ pub fn render_status_text(summary: &StatusSummary) -> String {
             ),
         },
     );
+
+    if let Some(pacing) = &summary.pacing {
+        let as_of = rfc3339(pacing.updated_at_ms).unwrap_or_default();
+        line("Pacing", format!("{} (as of {as_of})", pacing.describe()));
+    }
 
     if !summary.top_errors.is_empty() {
         let _ = writeln!(text, "\n  Top errors");

@@ -23,7 +23,7 @@ use super::state::{
     StoredMessage, ORG_ID, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
 };
 use super::validate::{format_timestamp, is_object_id, FieldError};
-use super::LookupSpelling;
+use super::{LookupSpelling, ResetUnit};
 
 const CREATE_ROUTE: &str = "/v1/conversations/{id}/messages";
 
@@ -104,10 +104,13 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn add_rate_headers(shared: &Shared, headers: &mut HeaderMap, rate: RateSnapshot) {
-    let reset = if shared.config.reset_as_epoch {
-        rate.reset_epoch
-    } else {
-        rate.reset_seconds
+    if !shared.config.rate_headers {
+        return;
+    }
+    let reset = match shared.config.reset_unit {
+        ResetUnit::Seconds => rate.reset_seconds,
+        ResetUnit::EpochSeconds => rate.reset_epoch,
+        ResetUnit::EpochMillis => rate.reset_epoch_ms,
     };
     headers.insert(RATE_LIMIT.clone(), HeaderValue::from(rate.limit));
     headers.insert(RATE_REMAINING.clone(), HeaderValue::from(rate.remaining));
@@ -115,11 +118,19 @@ fn add_rate_headers(shared: &Shared, headers: &mut HeaderMap, rate: RateSnapshot
 }
 
 fn add_retry_after(shared: &Shared, response: &mut Response, seconds: u64) {
-    if shared.config.retry_after {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    if !shared.config.retry_after {
+        return;
     }
+    let value = match &shared.config.retry_after_value {
+        // A value that cannot be a header at all is sent as its bytes would be refused; the
+        // switch exists to send hostile values, so only truly unsendable ones are dropped.
+        Some(verbatim) => match HeaderValue::from_str(verbatim) {
+            Ok(value) => value,
+            Err(_) => return,
+        },
+        None => HeaderValue::from(seconds.max(1)),
+    };
+    response.headers_mut().insert(RETRY_AFTER, value);
 }
 
 /// The usual Kustomer error body.

@@ -140,6 +140,15 @@ impl Clock {
         let end = self.started_wall + self.window_end(now);
         end.duration_since(UNIX_EPOCH).map_or(0, ceil_seconds)
     }
+
+    /// The end of the current window as Unix epoch milliseconds, rounded up.
+    pub(crate) fn reset_epoch_ms(&self, now: Instant) -> u64 {
+        let end = self.started_wall + self.window_end(now);
+        end.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            let millis = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
+            millis + u64::from(since.subsec_nanos() % 1_000_000 > 0)
+        })
+    }
 }
 
 fn ceil_seconds(span: Duration) -> u64 {
@@ -184,6 +193,7 @@ pub(crate) struct RateSnapshot {
     pub remaining: u32,
     pub reset_seconds: u64,
     pub reset_epoch: u64,
+    pub reset_epoch_ms: u64,
 }
 
 /// Why a /v1 request was turned away before reaching its handler.
@@ -250,6 +260,7 @@ struct Counters {
     dropped_connections: u64,
     duplicate_external_ids: u64,
     faults: FaultCounts,
+    live_client: super::LiveClientStats,
 }
 
 /// Everything behind the mutex.
@@ -388,8 +399,29 @@ impl Shared {
             remaining: limit.saturating_sub(used),
             reset_seconds: self.clock.seconds_to_reset(now),
             reset_epoch: self.clock.reset_epoch(now),
+            reset_epoch_ms: self.clock.reset_epoch_ms(now),
         };
         (outcome, snapshot)
+    }
+
+    /// Charges one request of the live client to the org window (it has no key to check).
+    pub(crate) fn charge_live_request(&self, now: Instant) {
+        let window = self.clock.window_index(now);
+        let mut world = self.world();
+        let allowed = match self.config.org_limit {
+            Some(limit) => world.org_window.try_take(window, limit),
+            None => {
+                world.org_window.take(window);
+                true
+            }
+        };
+        let live = &mut world.counters.live_client;
+        live.requests += 1;
+        if allowed {
+            live.ok += 1;
+        } else {
+            live.rate_limited += 1;
+        }
     }
 
     pub(crate) fn record_status(&self, status: u16) {
@@ -502,6 +534,7 @@ impl Shared {
             dropped_connections: counters.dropped_connections,
             max_concurrency: self.max_in_flight.load(Ordering::Relaxed),
             faults_injected: counters.faults.clone(),
+            live_client: counters.live_client,
         }
     }
 

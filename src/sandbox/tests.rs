@@ -575,7 +575,7 @@ async fn org_limit_can_omit_retry_after_and_send_epoch_resets() {
     let sandbox = sandbox_with(|config| {
         config.org_limit = Some(1);
         config.retry_after = false;
-        config.reset_as_epoch = true;
+        config.reset_unit = super::ResetUnit::EpochSeconds;
     })
     .await;
     assert_eq!(token(&sandbox, ADMIN_KEY).await.status(), StatusCode::OK);

@@ -8,6 +8,7 @@
 //! is clamped to `--max-pause`, whatever the server asked for.
 
 use std::num::NonZeroU32;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -39,7 +40,12 @@ pub struct RateBudget {
     /// Answers that carried no rate-limit headers, and answers that did.
     answers_without_headers: AtomicU64,
     answers_with_headers: AtomicU64,
+    /// Samples of `admitted` over the last minute, taken when someone asks for our rate.
+    samples: Mutex<VecDeque<(Instant, u64)>>,
 }
+
+/// Our rate is measured over this much recent time.
+const RATE_SPAN: Duration = Duration::from_secs(60);
 
 impl RateBudget {
     /// Paced at `requests_per_minute` alone: no adaptive share.
@@ -61,6 +67,7 @@ impl RateBudget {
             pauses: AtomicU64::new(0),
             answers_without_headers: AtomicU64::new(0),
             answers_with_headers: AtomicU64::new(0),
+            samples: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -214,6 +221,32 @@ impl RateBudget {
     pub fn rate_headers_missing(&self) -> bool {
         self.answers_with_headers.load(Ordering::Relaxed) == 0
             && self.answers_without_headers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Requests per minute the job admitted over the last minute (or since the first call);
+    /// `None` until two samples a second apart exist. Sampled by the callers (progress,
+    /// `status` writer), so the admission path pays nothing for it.
+    pub fn recent_rate_per_minute(&self) -> Option<f64> {
+        let now = Instant::now();
+        let admitted = self.admitted.load(Ordering::Relaxed);
+        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        if samples
+            .back()
+            .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= Duration::from_secs(1))
+        {
+            samples.push_back((now, admitted));
+        }
+        while samples.len() > 2
+            && samples
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RATE_SPAN)
+        {
+            samples.pop_front();
+        }
+        let (since, then) = *samples.front()?;
+        let span = now.saturating_duration_since(since);
+        (span >= Duration::from_secs(1))
+            .then(|| admitted.saturating_sub(then) as f64 * 60.0 / span.as_secs_f64())
     }
 
     /// The adaptive share's figures (`None` when the budget does not adapt).

@@ -123,6 +123,83 @@ impl Throttle {
     }
 }
 
+/// The pacing figures of a running job, for the progress line, `status` (through the checkpoint)
+/// and the final summary. Rates are requests per minute.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PacingSnapshot {
+    pub updated_at_ms: i64,
+    /// The share adapts to the others (the API reports its window).
+    pub adaptive: bool,
+    /// Responses came back without rate-limit headers: paced at the ceiling alone.
+    pub rate_headers_missing: bool,
+    pub ceiling_per_minute: u32,
+    pub org_limit: Option<u32>,
+    pub reserve: Option<u32>,
+    pub others_per_minute: Option<f64>,
+    pub import_per_minute: Option<f64>,
+    pub allowed_per_minute: Option<f64>,
+    /// How long the import held back for the others so far in this run.
+    pub yielded_ms: u64,
+    /// End of a common pause under way, ms since the Unix epoch.
+    pub paused_until_ms: Option<i64>,
+}
+
+impl PacingSnapshot {
+    /// The throttle's figures now.
+    pub fn of(throttle: &Throttle) -> PacingSnapshot {
+        let budget = &throttle.budget;
+        let share = budget.share_view().unwrap_or_default();
+        let now = jiff::Timestamp::now().as_millisecond();
+        let paused_until_ms = budget.paused_until().map(|until| {
+            let wait = until.saturating_duration_since(tokio::time::Instant::now());
+            now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+        });
+        PacingSnapshot {
+            updated_at_ms: now,
+            adaptive: share.adaptive,
+            rate_headers_missing: budget.rate_headers_missing(),
+            ceiling_per_minute: budget.requests_per_minute(),
+            org_limit: share.org_limit,
+            reserve: share.reserve,
+            others_per_minute: share.others_per_minute,
+            import_per_minute: budget.recent_rate_per_minute(),
+            allowed_per_minute: share.allowed_per_minute,
+            yielded_ms: u64::try_from(share.yielded.as_millis()).unwrap_or(u64::MAX),
+            paused_until_ms,
+        }
+    }
+
+    /// `others ~1,080/min, import 540/min of 900`, or why there is no such view.
+    pub fn describe(&self) -> String {
+        let per_minute = |rate: f64| crate::text::thousands(rate.max(0.0).round() as u64);
+        let ceiling = crate::text::thousands(u64::from(self.ceiling_per_minute));
+        let import = self
+            .import_per_minute
+            .map_or_else(|| "…".to_string(), per_minute);
+        if self.rate_headers_missing {
+            return format!("import {import}/min of {ceiling} (no rate-limit headers)");
+        }
+        let mut text = match self.others_per_minute {
+            Some(others) if self.adaptive => {
+                format!("others ~{}/min, import {import}/min of {ceiling}", per_minute(others))
+            }
+            _ => format!("import {import}/min of {ceiling}"),
+        };
+        if self.yielded_ms >= 1_000 {
+            text.push_str(&format!(
+                ", yielded {}",
+                crate::text::duration(Duration::from_millis(self.yielded_ms))
+            ));
+        }
+        text
+    }
+}
+
+/// Said once when answers carry no rate-limit headers.
+pub const NO_RATE_HEADERS_NOTE: &str = "the API sends no x-ratelimit-* headers: the import \
+    cannot see what other clients spend, so it paces at its budget alone (as without adaptive \
+    pacing); lower --max-rpm or --budget-share to leave them more room";
+
 /// The longest wait any server-given number may ask for, applied when the headers are read: a
 /// number beyond it is absurd (or a unit we misread), and bounding it here keeps every later
 /// sum or `Instant` addition safe. Pauses are clamped further to `--max-pause`.
