@@ -26,7 +26,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         "first_attempt_index",
         include_str!("../../migrations/0002_first_attempt_index.sql"),
     ),
-    (4, "pacing", include_str!("../../migrations/0004_pacing.sql")),
+    (
+        4,
+        "pacing",
+        include_str!("../../migrations/0004_pacing.sql"),
+    ),
 ];
 
 /// The newest schema version this build can read and write.

@@ -7,8 +7,8 @@
 //! the window resets, instead of each retrying on its own and prolonging the storm. Every pause
 //! is clamped to `--max-pause`, whatever the server asked for.
 
-use std::num::NonZeroU32;
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

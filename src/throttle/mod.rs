@@ -181,7 +181,10 @@ impl PacingSnapshot {
         }
         let mut text = match self.others_per_minute {
             Some(others) if self.adaptive => {
-                format!("others ~{}/min, import {import}/min of {ceiling}", per_minute(others))
+                format!(
+                    "others ~{}/min, import {import}/min of {ceiling}",
+                    per_minute(others)
+                )
             }
             _ => format!("import {import}/min of {ceiling}"),
         };
