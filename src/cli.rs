@@ -238,6 +238,10 @@ pub struct SandboxArgs {
     /// date, or garbage), instead of the seconds until the reset.
     #[arg(long, value_name = "VALUE", conflicts_with = "no_retry_after")]
     pub retry_after_value: Option<String>,
+    /// Probability (0..1) of answering a create 429 although the org has room (with the rate
+    /// headers and Retry-After as configured).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub error_429: f64,
     /// Send no x-ratelimit-* headers at all (an API that does not report its budget).
     #[arg(long)]
     pub no_rate_headers: bool,

@@ -445,6 +445,7 @@ fn sandbox_config(args: &SandboxArgs) -> Result<SandboxConfig, AppError> {
     };
     config.retry_after_value = args.retry_after_value.clone();
     config.rate_headers = !args.no_rate_headers;
+    config.error_429 = args.error_429;
     config.live_client = args
         .live_client
         .as_deref()

@@ -364,7 +364,7 @@ pub async fn send_and_summarise(
                 verify_audit_fields: job.audit_fields,
                 shutdown_grace: Duration::from_secs(15),
             };
-            let recorder = PacingRecorder::start(db, Arc::clone(&throttle), send.display);
+            let recorder = PacingRecorder::start(db, Arc::clone(&throttle));
             let stop =
                 scheduler::send_all(&plan, client, counters, interrupt.token.clone()).await?;
             view.finish().await;
@@ -389,7 +389,7 @@ struct PacingRecorder {
 }
 
 impl PacingRecorder {
-    fn start(db: &Path, throttle: Arc<Throttle>, display: Display) -> PacingRecorder {
+    fn start(db: &Path, throttle: Arc<Throttle>) -> PacingRecorder {
         let stop = tokio_util::sync::CancellationToken::new();
         let db = db.to_path_buf();
         let task = tokio::spawn({
@@ -410,11 +410,10 @@ impl PacingRecorder {
                         () = stop.cancelled() => true,
                     };
                     let snapshot = PacingSnapshot::of(&throttle);
+                    // A warning, so said even with --quiet; once.
                     if snapshot.rate_headers_missing && !said_no_headers {
                         said_no_headers = true;
-                        if display != Display::Quiet {
-                            eprintln!("note: {NO_RATE_HEADERS_NOTE}");
-                        }
+                        eprintln!("warning: {NO_RATE_HEADERS_NOTE}");
                     }
                     if let Some(writer) = &writer {
                         // A short synchronous write on its own connection; rare enough (every
@@ -503,7 +502,7 @@ fn print_summary(
         let budget = &throttle.budget;
         let pacing = PacingSnapshot::of(throttle);
         let _ = if pacing.rate_headers_missing {
-            writeln!(out, "pacing:   {NO_RATE_HEADERS_NOTE}")
+            writeln!(out, "pacing:   {}", pacing.describe())
         } else if pacing.adaptive {
             writeln!(
                 out,

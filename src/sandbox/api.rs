@@ -71,6 +71,11 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
     let bearer = bearer_token(request.headers());
     let (admission, rate) = shared.admit(bearer, is_create, Instant::now());
     let mut response = match admission {
+        Ok(_) if is_create && shared.roll_injected_429() => rate_limited(
+            &shared,
+            "Rate limit exceeded (injected)",
+            rate.reset_seconds,
+        ),
         Ok(profile) => {
             request.extensions_mut().insert(Caller(profile));
             next.run(request).await
@@ -80,15 +85,11 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
             "unauthorized",
             "The API key is missing, unknown or revoked",
         ),
-        Err(Refusal::OrgLimited) => {
-            let mut refused = api_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "Organization rate limit exceeded",
-            );
-            add_retry_after(&shared, &mut refused, rate.reset_seconds);
-            refused
-        }
+        Err(Refusal::OrgLimited) => rate_limited(
+            &shared,
+            "Organization rate limit exceeded",
+            rate.reset_seconds,
+        ),
     };
     add_rate_headers(&shared, response.headers_mut(), rate);
     shared.record_status(response.status().as_u16());
@@ -117,20 +118,22 @@ fn add_rate_headers(shared: &Shared, headers: &mut HeaderMap, rate: RateSnapshot
     headers.insert(RATE_RESET.clone(), HeaderValue::from(reset));
 }
 
-fn add_retry_after(shared: &Shared, response: &mut Response, seconds: u64) {
+/// A 429 with `Retry-After` as configured: the seconds to the reset, a verbatim value, or none.
+fn rate_limited(shared: &Shared, message: &str, seconds: u64) -> Response {
+    let mut response = api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
     if !shared.config.retry_after {
-        return;
+        return response;
     }
     let value = match &shared.config.retry_after_value {
-        // A value that cannot be a header at all is sent as its bytes would be refused; the
-        // switch exists to send hostile values, so only truly unsendable ones are dropped.
+        // Only a value HTTP cannot carry at all (control characters) is left out.
         Some(verbatim) => match HeaderValue::from_str(verbatim) {
             Ok(value) => value,
-            Err(_) => return,
+            Err(_) => return response,
         },
         None => HeaderValue::from(seconds.max(1)),
     };
     response.headers_mut().insert(RETRY_AFTER, value);
+    response
 }
 
 /// The usual Kustomer error body.
@@ -274,16 +277,11 @@ async fn create_message(
     match shared.store(message, roll.drop_after_store, Instant::now()) {
         Ok(_) if roll.drop_after_store => drop_connection(&kill).await,
         Ok(stored) => (StatusCode::CREATED, Json(MessageDocument::of(&stored))).into_response(),
-        Err(StoreRefusal::CustomerLimited) => {
-            let mut refused = api_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "Customer message rate limit exceeded (messages with importedAt are exempt)",
-            );
-            let seconds = shared.clock.seconds_to_reset(Instant::now());
-            add_retry_after(&shared, &mut refused, seconds);
-            refused
-        }
+        Err(StoreRefusal::CustomerLimited) => rate_limited(
+            &shared,
+            "Customer message rate limit exceeded (messages with importedAt are exempt)",
+            shared.clock.seconds_to_reset(Instant::now()),
+        ),
     }
 }
 

@@ -127,6 +127,10 @@ pub struct SandboxConfig {
     pub rate_headers: bool,
     /// A live integration spending the org window beside the import.
     pub live_client: Option<LivePattern>,
+    /// Probability (0..=1) that a create is answered 429 although the org has room (a gateway's
+    /// own limiter, say), with the rate headers and `Retry-After` as configured: drives the
+    /// importer's 429 handling whatever its pacing. Dice from their own seeded stream.
+    pub error_429: f64,
     /// Which spelling of the externalId lookup path is accepted.
     pub lookup: LookupSpelling,
     pub faults: Faults,
@@ -149,6 +153,7 @@ impl SandboxConfig {
             retry_after_value: None,
             rate_headers: true,
             live_client: None,
+            error_429: 0.0,
             lookup: LookupSpelling::Both,
             faults: Faults::default(),
             seed: 0,
@@ -215,6 +220,9 @@ pub struct SandboxStats {
     /// The live client's requests and 429s (all zero without one).
     #[serde(default)]
     pub live_client: LiveClientStats,
+    /// Creates answered 429 by [`SandboxConfig::error_429`].
+    #[serde(default)]
+    pub injected_429: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +328,12 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         ));
     }
     config.faults.check()?;
+    if !(0.0..=1.0).contains(&config.error_429) {
+        return Err(SandboxError::InvalidConfig(format!(
+            "error_429 must be within 0..=1, got {}",
+            config.error_429
+        )));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| SandboxError::Bind {

@@ -261,12 +261,15 @@ struct Counters {
     duplicate_external_ids: u64,
     faults: FaultCounts,
     live_client: super::LiveClientStats,
+    injected_429: u64,
 }
 
 /// Everything behind the mutex.
 pub(crate) struct World {
     fault_rng: StdRng,
     jitter_rng: StdRng,
+    /// Dice of `error_429`, apart so that they never shift the other faults.
+    limit_fault_rng: StdRng,
     id_salt: u64,
     id_sequence: u64,
     org_window: WindowCount,
@@ -306,9 +309,11 @@ impl Shared {
         let fault_rng = StdRng::seed_from_u64(seeder.random());
         let jitter_rng = StdRng::seed_from_u64(seeder.random());
         let id_salt = seeder.random();
+        let limit_fault_rng = StdRng::seed_from_u64(seeder.random());
         let world = World {
             fault_rng,
             jitter_rng,
+            limit_fault_rng,
             id_salt,
             id_sequence: 0,
             org_window: WindowCount::default(),
@@ -402,6 +407,19 @@ impl Shared {
             reset_epoch_ms: self.clock.reset_epoch_ms(now),
         };
         (outcome, snapshot)
+    }
+
+    /// Whether this create is answered 429 by the `error_429` dice (counted when it is).
+    pub(crate) fn roll_injected_429(&self) -> bool {
+        if self.config.error_429 <= 0.0 {
+            return false;
+        }
+        let mut world = self.world();
+        let limited = world.limit_fault_rng.random::<f64>() < self.config.error_429;
+        if limited {
+            world.counters.injected_429 += 1;
+        }
+        limited
     }
 
     /// Charges one request of the live client to the org window (it has no key to check).
@@ -535,6 +553,7 @@ impl Shared {
             max_concurrency: self.max_in_flight.load(Ordering::Relaxed),
             faults_injected: counters.faults.clone(),
             live_client: counters.live_client,
+            injected_429: counters.injected_429,
         }
     }
 
