@@ -950,7 +950,10 @@ async fn rate_switches_shape_the_headers_a_client_sees() {
     assert_eq!(token(&sandbox, ADMIN_KEY).await.status(), StatusCode::OK);
     let limited = token(&sandbox, ADMIN_KEY).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(header(&limited, "retry-after"), Some("18446744073709551615"));
+    assert_eq!(
+        header(&limited, "retry-after"),
+        Some("18446744073709551615")
+    );
     let now_ms = jiff::Timestamp::now().as_millisecond().unsigned_abs();
     let reset = header_number(&limited, "x-ratelimit-reset");
     assert!(
@@ -992,7 +995,10 @@ async fn the_live_client_spends_the_org_window_and_counts_its_429s() {
     }
     assert_eq!(stats.live_client.ok, 5, "{stats:?}");
     assert!(stats.live_client.rate_limited > 0, "{stats:?}");
-    assert_eq!(stats.requests_total, 0, "the live client is not in the request counts");
+    assert_eq!(
+        stats.requests_total, 0,
+        "the live client is not in the request counts"
+    );
     let refused = token(&sandbox, ADMIN_KEY).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     sandbox.shutdown().await;

@@ -500,4 +500,51 @@ mod tests {
             "ours {ours}: the share left should mostly be used"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn yields_to_a_surge_so_the_others_are_never_refused() {
+        // Window 60 s, limit 600, reserve 60. Others spend 5/s (300 a window); in the second
+        // window they surge to 8/s after 20 s (420 in that window). The import, planning on 300,
+        // must give way: the others must never find the window spent.
+        let mut pacer = SharePacer::new(Reserve::Percent(10.0), 6_000);
+        let start = Instant::now();
+        let others_rate = |t: f64| if t < 80.0 { 5.0 } else { 8.0 };
+        let mut now = start;
+        let mut others = 0.0f64;
+        let mut used_in_window = [0u64; 2];
+        let mut ours_in_window = [0u64; 2];
+        let step = Duration::from_millis(10);
+        while now < start + Duration::from_secs(120) {
+            let t = now.duration_since(start).as_secs_f64();
+            let window = usize::from(t >= 60.0);
+            let window_start = 60.0 * window as f64;
+            others += others_rate(t) * 0.01;
+            let others_in_window =
+                (others - (0..window).map(|_| 300.0).sum::<f64>()).floor() as u64;
+            if admit(&mut pacer, now) {
+                ours_in_window[window] += 1;
+                let used = others_in_window + ours_in_window[window];
+                used_in_window[window] = used_in_window[window].max(used);
+                let reset = (window_start + 60.0 - t).ceil() as u64;
+                pacer.observe(
+                    &info(600, 600u64.saturating_sub(used) as u32, reset),
+                    pacer.granted(),
+                    now,
+                );
+            }
+            used_in_window[window] =
+                used_in_window[window].max(others_in_window + ours_in_window[window]);
+            now += step;
+        }
+        // The reserve kept, give or take the request that found the others' latest spend.
+        assert!(used_in_window[0] <= 541, "{used_in_window:?}");
+        assert!(
+            used_in_window[1] <= 600,
+            "others refused: {used_in_window:?}"
+        );
+        assert!(
+            ours_in_window[1] + 60 < ours_in_window[0],
+            "yielded in the surge: {ours_in_window:?}"
+        );
+    }
 }
