@@ -27,9 +27,8 @@ use crate::config::{format_utc, InputArg, StagingChoices};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, Format, InputSource};
 use crate::progress::{Display, SendCounters};
-use crate::retry::RetryPolicy;
 use crate::sandbox::{self, SandboxConfig};
-use crate::scheduler::{self, SendPlan, SendStop};
+use crate::send::{self, SendPlan, SendStop};
 use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
 
 const CONVERSATION_SIZE: u64 = 20;
@@ -212,7 +211,7 @@ async fn bench_sending(
                 let Some((conversation, body)) = requests.get(index) else {
                     break;
                 };
-                if client.create_message(conversation, body).await.is_err() {
+                if client.create_message(conversation, body).await.0.is_err() {
                     failures += 1;
                 }
             }
@@ -240,15 +239,11 @@ async fn bench_sending(
     )?);
     let counters = SendCounters::with_total(rows);
     let plan = SendPlan {
-        checkpoint: db.clone(),
-        workers: concurrency,
-        retry: RetryPolicy::default(),
         max_failed_rows: rows,
-        verify_audit_fields: true,
-        shutdown_grace: Duration::from_secs(5),
+        ..SendPlan::standard(db.clone(), concurrency)
     };
     let started = Instant::now();
-    let stop = scheduler::send_all(&plan, client, counters.clone(), Default::default()).await?;
+    let stop = send::send_all(&plan, client, counters.clone(), Default::default()).await?;
     let send_secs = started.elapsed().as_secs_f64();
     let stored = measured_sandbox.stats().messages_stored;
     measured_sandbox.shutdown().await;
@@ -412,14 +407,7 @@ fn stage_job(file: &Path, db: &Path, base_url: &str) -> Result<(), AppError> {
 
 /// The send phase of the job in `db` for at most `secs`, then stopped as by Ctrl-C.
 async fn send_for(db: &Path, client: Arc<ApiClient>, secs: Duration) -> Result<(), AppError> {
-    let plan = SendPlan {
-        checkpoint: db.to_path_buf(),
-        workers: 64,
-        retry: RetryPolicy::default(),
-        max_failed_rows: u64::MAX,
-        verify_audit_fields: true,
-        shutdown_grace: Duration::from_secs(5),
-    };
+    let plan = SendPlan::standard(db.to_path_buf(), 64);
     let stop = tokio_util::sync::CancellationToken::new();
     let timer = {
         let stop = stop.clone();
@@ -428,7 +416,7 @@ async fn send_for(db: &Path, client: Arc<ApiClient>, secs: Duration) -> Result<(
             stop.cancel();
         })
     };
-    scheduler::send_all(&plan, client, SendCounters::with_total(0), stop).await?;
+    send::send_all(&plan, client, SendCounters::with_total(0), stop).await?;
     timer.abort();
     Ok(())
 }

@@ -129,6 +129,18 @@ pub struct SendArgs {
     /// Stop after this many failed rows in one run, or this share of the rows to send (`5%`).
     #[arg(long, value_name = "N|P%", default_value = "1000")]
     pub max_errors: String,
+    /// After a create whose outcome is unknown (5xx, timeout, lost connection), how long its
+    /// conversation waits before looking the row up, so a slow write has landed first. Other
+    /// conversations go on meanwhile.
+    #[arg(long, value_name = "SECS", default_value = "30")]
+    pub settle_delay: String,
+    /// How long to wait for an answer to one request.
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    pub request_timeout: String,
+    /// Look every row up by externalId before creating it, and skip those already in their
+    /// conversation (recorded succeeded, code found_existing). One extra request per row.
+    #[arg(long)]
+    pub skip_existing: bool,
     /// Print only the final summary.
     #[arg(long, short)]
     pub quiet: bool,
@@ -165,6 +177,9 @@ pub struct CheckArgs {
     /// Share of the org limit a job would take.
     #[arg(long, value_name = "0..1", default_value_t = 0.5)]
     pub budget_share: f64,
+    /// A job's checkpoint: one of its created messages proves the lookup route.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +293,70 @@ pub struct SandboxArgs {
     /// Seed for the fault dice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub outcomes: SandboxOutcomeArgs,
+}
+
+/// Sandbox switches for the answers that make a create's outcome unknown or a lookup misleading
+/// (issue 7). The probabilities after storing are exclusive outcomes of one draw, together with
+/// --store-then-drop: their sum must not exceed 1.
+#[derive(Debug, Args)]
+pub struct SandboxOutcomeArgs {
+    /// Probability (0..1) of storing a create, then answering one of --store-then-error-status.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub store_then_error: f64,
+    /// Statuses a store-then-error answers, drawn uniformly (408 or 500..=599 each).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "500,502,504"
+    )]
+    pub store_then_error_status: Vec<u16>,
+    /// Which spellings of GET /v1/messages/externalId=.. exist.
+    #[arg(long, value_enum, default_value = "both")]
+    pub lookup_route: LookupRouteArg,
+    /// Answer a lookup miss 200 {"data": []} instead of 404.
+    #[arg(long)]
+    pub not_found_as_empty: bool,
+    /// Answer lookups {"data": [..]} with every message under the externalId, newest first.
+    #[arg(long)]
+    pub lookup_list: bool,
+    /// Probability (0..1) of holding a create --slow-store-ms, then storing it (even if the
+    /// client has gone), then answering 201.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub slow_store: f64,
+    /// How long --slow-store holds a create, in milliseconds (at most 600000).
+    #[arg(long, value_name = "MS", default_value_t = 2_000)]
+    pub slow_store_ms: u64,
+    /// Probability (0..1) of storing a create and answering 202.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub accepted_202: f64,
+    /// Probability (0..1) of storing a create and answering 201 with no data.id.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub created_without_id: f64,
+    /// Probability (0..1) of storing a create and answering 201 padded to about 2 MiB.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub oversize_body: f64,
+    /// Answer every /v1 request 307 with this Location (absolute http(s) URL, or a path such as
+    /// /_sandbox/redirected on this sandbox), processing nothing.
+    #[arg(long, value_name = "URL")]
+    pub redirect_to: Option<String>,
+    /// Probability (0..1) of answering an externalId lookup 429.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub lookup_429: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LookupRouteArg {
+    /// externalId= and externalid=.
+    Both,
+    /// Only externalId=.
+    Camel,
+    /// Only externalid= (as the OpenAPI file spells it).
+    Lower,
+    /// Neither: every spelling answers 404.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

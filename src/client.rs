@@ -1,16 +1,17 @@
-//! HTTP client for the few Kustomer endpoints the importer uses, and the error type that says
-//! what to do next ([`ApiError::retry_action`]).
+//! HTTP client for the few Kustomer endpoints the importer uses, and the typed error that the
+//! retry policy classifies ([`crate::retry::RetryAction`]).
 //!
 //! Where `shared/kustomer-api.md` marks something unverified, the client reads leniently: both
 //! error body shapes, both spellings of the externalId lookup, roles wherever the token record
-//! puts them, and rate-limit resets as epoch seconds or seconds from now.
+//! puts them. It never follows a redirect and never reads more than [`MAX_BODY_BYTES`] of an
+//! answer: both are the server's numbers and choices, and neither may steer or swamp us.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -41,18 +42,8 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-/// What to do after an [`ApiError`]: the one place that classifies failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryAction {
-    /// Transient, and the request is known not to have taken effect: send again after a wait.
-    Retry,
-    /// Transient, but the request may have taken effect: look the message up before resending.
-    ReconcileThenRetry,
-    /// Permanent for this row: record it failed and move on.
-    FailRow,
-    /// The key or its roles are wrong: stop the whole run.
-    StopRun,
-}
+/// Most bytes of any response body read; the rest is left unread.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -76,6 +67,10 @@ pub enum ApiError {
     /// A response that does not read as the API documents it.
     #[error("unexpected response (HTTP {status}): {detail}")]
     Protocol { status: u16, detail: String },
+    /// A 3xx: the base URL points somewhere that moved. Never followed: a redirect could take
+    /// the key to another host, and a create replayed by a redirect is a duplicate.
+    #[error("the API answered HTTP {status} redirecting to {location}: check --base-url (use https://<org>.api.kustomerapp.com or your region's API host); redirects are never followed")]
+    Redirect { status: u16, location: String },
 }
 
 fn describe_http(status: u16, code: Option<&str>, message: &str) -> String {
@@ -99,28 +94,11 @@ fn describe_http(status: u16, code: Option<&str>, message: &str) -> String {
 }
 
 impl ApiError {
-    pub fn retry_action(&self) -> RetryAction {
-        match self {
-            ApiError::Connect { .. } | ApiError::NotSent => RetryAction::Retry,
-            ApiError::Timeout { .. } | ApiError::ConnectionLost { .. } => {
-                RetryAction::ReconcileThenRetry
-            }
-            ApiError::Http { status, .. } => match *status {
-                401 | 403 => RetryAction::StopRun,
-                408 | 429 | 500 | 502 | 503 | 504 => RetryAction::Retry,
-                _ => RetryAction::FailRow,
-            },
-            // A success we cannot read may still have created the message.
-            ApiError::Protocol { status, .. } if (200..300).contains(status) => {
-                RetryAction::ReconcileThenRetry
-            }
-            ApiError::Protocol { .. } => RetryAction::FailRow,
-        }
-    }
-
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            ApiError::Http { status, .. } | ApiError::Protocol { status, .. } => Some(*status),
+            ApiError::Http { status, .. }
+            | ApiError::Protocol { status, .. }
+            | ApiError::Redirect { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -137,6 +115,7 @@ impl ApiError {
             } => code.clone(),
             ApiError::Http { status, .. } => format!("http_{status}"),
             ApiError::Protocol { .. } => "unexpected_response".into(),
+            ApiError::Redirect { .. } => "redirected".into(),
         }
     }
 
@@ -159,11 +138,34 @@ pub struct CreatedMessage {
     pub rate: RateInfo,
 }
 
-/// A message found by externalId.
+/// One message named by a lookup answer. Its externalId and conversation are whatever the answer
+/// said (None when it did not say): whether it is the row's own message is for the caller to
+/// decide, since another system may have used the same externalId elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundMessage {
     pub id: String,
+    pub external_id: Option<String>,
     pub conversation_id: Option<String>,
+}
+
+/// What a lookup by externalId answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupAnswer {
+    /// 200 with `data` empty, null or `[]`: the route works and knows no such message.
+    Empty,
+    /// 404 on every spelling tried: no such message, or no such route (the two look alike).
+    Missing,
+    /// The messages the answer named, in the order given.
+    Found(Vec<FoundMessage>),
+}
+
+/// Where a request's time went: waiting for our own throttle, then on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// Waiting for a concurrency slot and the rate budget (and any common pause).
+    pub admission: std::time::Duration,
+    /// From sending the request to the end of the answer; None when nothing was sent.
+    pub latency: Option<std::time::Duration>,
 }
 
 /// The current token's record, read leniently (its shape is unverified).
@@ -229,6 +231,7 @@ impl ApiClient {
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(ClientBuildError)?;
         Ok(ApiClient {
@@ -252,12 +255,13 @@ impl ApiClient {
         }
     }
 
-    /// `POST /v1/conversations/{id}/messages` with the exact stored body.
+    /// `POST /v1/conversations/{id}/messages` with the exact stored body. Any 2xx naming a
+    /// message id is a success (201 as documented, but also 200 or 202).
     pub async fn create_message(
         &self,
         conversation_id: &str,
         body: &str,
-    ) -> Result<CreatedMessage, ApiError> {
+    ) -> (Result<CreatedMessage, ApiError>, Timing) {
         let url = format!(
             "{}/v1/conversations/{}/messages",
             self.base_url,
@@ -269,39 +273,42 @@ impl ApiClient {
             .bearer_auth(self.key.expose())
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_string());
-        let (status, rate, document) = self.exchange(request).await?;
-        if status != StatusCode::CREATED && status != StatusCode::OK {
-            return Err(http_error(status, rate, &document));
-        }
-        let json: Value = serde_json::from_str(&document).map_err(|err| ApiError::Protocol {
-            status: status.as_u16(),
-            detail: format!("body is not JSON ({err})"),
-        })?;
-        let data = &json["data"];
-        let id = data["id"]
-            .as_str()
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| ApiError::Protocol {
-                status: status.as_u16(),
-                detail: "no data.id in the created message".into(),
-            })?;
-        let created_by = data["relationships"]["createdBy"]["data"]["id"]
-            .as_str()
-            .or_else(|| data["attributes"]["createdBy"].as_str());
-        Ok(CreatedMessage {
-            id: id.to_string(),
-            created_at: data["attributes"]["createdAt"].as_str().map(str::to_string),
-            created_by: created_by.map(str::to_string),
-            rate,
-        })
+        let (answer, timing) = self.exchange(request).await;
+        let result = answer.and_then(|answer| {
+            if !answer.status.is_success() {
+                return Err(answer.into_error());
+            }
+            let status = answer.status.as_u16();
+            let unreadable = |detail: String| ApiError::Protocol { status, detail };
+            if answer.truncated {
+                return Err(unreadable(format!(
+                    "answer larger than {MAX_BODY_BYTES} bytes, not read"
+                )));
+            }
+            let json: Value = serde_json::from_str(&answer.body)
+                .map_err(|err| unreadable(format!("body is not JSON ({err})")))?;
+            let data = &json["data"];
+            let id = data["id"]
+                .as_str()
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| unreadable("no data.id in the created message".into()))?;
+            let created_by = data["relationships"]["createdBy"]["data"]["id"]
+                .as_str()
+                .or_else(|| data["attributes"]["createdBy"].as_str());
+            Ok(CreatedMessage {
+                id: id.to_string(),
+                created_at: data["attributes"]["createdAt"].as_str().map(str::to_string),
+                created_by: created_by.map(str::to_string),
+                rate: answer.rate,
+            })
+        });
+        (result, timing)
     }
 
     /// `GET /v1/messages/externalId=<id>`, falling back to the spec's `externalid=` spelling on
-    /// 404 until one spelling has been seen to work. `Ok(None)` means not found.
-    pub async fn find_by_external_id(
-        &self,
-        external_id: &str,
-    ) -> Result<Option<FoundMessage>, ApiError> {
+    /// 404 until one spelling has answered 200. The answer is read strictly (see
+    /// [`LookupAnswer`]); it is not trusted here: a 404 may mean "no such route".
+    pub async fn find_by_external_id(&self, external_id: &str) -> Result<LookupAnswer, ApiError> {
         let spellings: &[u8] = match self.lookup_spelling.load(Ordering::Relaxed) {
             LOOKUP_CAMEL => &[LOOKUP_CAMEL],
             LOOKUP_LOWER => &[LOOKUP_LOWER],
@@ -319,78 +326,135 @@ impl ApiClient {
                 utf8_percent_encode(external_id, PATH_SEGMENT)
             );
             let request = self.http.get(url).bearer_auth(self.key.expose());
-            let (status, rate, document) = self.exchange(request).await?;
-            if status == StatusCode::NOT_FOUND {
+            let answer = self.exchange(request).await.0?;
+            if answer.status == StatusCode::NOT_FOUND {
                 continue;
             }
-            if !status.is_success() {
-                return Err(http_error(status, rate, &document));
+            if !answer.status.is_success() {
+                return Err(answer.into_error());
             }
-            self.lookup_spelling.store(spelling, Ordering::Relaxed);
+            let status = answer.status.as_u16();
+            if answer.truncated {
+                return Err(ApiError::Protocol {
+                    status,
+                    detail: format!("lookup answer larger than {MAX_BODY_BYTES} bytes, not read"),
+                });
+            }
             let json: Value =
-                serde_json::from_str(&document).map_err(|err| ApiError::Protocol {
-                    status: status.as_u16(),
+                serde_json::from_str(&answer.body).map_err(|err| ApiError::Protocol {
+                    status,
                     detail: format!("lookup body is not JSON ({err})"),
                 })?;
-            // Some list endpoints answer with an array; take the first match.
-            let data = match &json["data"] {
-                Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
-                other => other.clone(),
-            };
-            let Some(id) = data["id"].as_str() else {
-                return Err(ApiError::Protocol {
-                    status: status.as_u16(),
-                    detail: "lookup answered without data.id".into(),
-                });
-            };
-            return Ok(Some(FoundMessage {
-                id: id.to_string(),
-                conversation_id: data["relationships"]["conversation"]["data"]["id"]
-                    .as_str()
-                    .map(str::to_string),
-            }));
+            let lookup = read_lookup(&json).map_err(|detail| ApiError::Protocol {
+                status,
+                detail: detail.into(),
+            })?;
+            self.lookup_spelling.store(spelling, Ordering::Relaxed);
+            return Ok(lookup);
         }
-        Ok(None)
+        Ok(LookupAnswer::Missing)
+    }
+
+    /// The lookup path spelling that has answered 200, once one has.
+    pub fn lookup_spelling(&self) -> Option<&'static str> {
+        match self.lookup_spelling.load(Ordering::Relaxed) {
+            LOOKUP_CAMEL => Some("externalId="),
+            LOOKUP_LOWER => Some("externalid="),
+            _ => None,
+        }
     }
 
     /// `GET /v1/auth/tokens/current`.
     pub async fn current_token(&self) -> Result<TokenInfo, ApiError> {
         let url = format!("{}/v1/auth/tokens/current", self.base_url);
         let request = self.http.get(url).bearer_auth(self.key.expose());
-        let (status, rate, document) = self.exchange(request).await?;
-        if !status.is_success() {
-            return Err(http_error(status, rate, &document));
+        let answer = self.exchange(request).await.0?;
+        if !answer.status.is_success() {
+            return Err(answer.into_error());
         }
-        let json: Value = serde_json::from_str(&document).unwrap_or(Value::Null);
+        let json: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
         Ok(TokenInfo {
             roles: find_roles(&json),
-            rate,
+            rate: answer.rate,
         })
     }
 
+    /// Sends one request through the throttle and reads at most [`MAX_BODY_BYTES`] of the
+    /// answer. Never follows a redirect: a 3xx comes back as [`ApiError::Redirect`].
     async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, RateInfo, String), ApiError> {
+    ) -> (Result<Answer, ApiError>, Timing) {
+        let waiting = Instant::now();
         let ticket = match &self.throttle {
-            Some(throttle) => Some(throttle.admit().await.ok_or(ApiError::NotSent)?),
+            Some(throttle) => match throttle.admit().await {
+                Some(ticket) => Some(ticket),
+                None => {
+                    let timing = Timing {
+                        admission: waiting.elapsed(),
+                        latency: None,
+                    };
+                    return (Err(ApiError::NotSent), timing);
+                }
+            },
             None => None,
         };
+        let admission = waiting.elapsed();
+        let started = Instant::now();
         let result = async {
-            let response = request.send().await?;
+            let mut response = request.send().await?;
             let status = response.status();
             let rate = RateInfo::from_headers(response.headers());
-            let text = response.text().await?;
-            Ok::<_, reqwest::Error>((status, rate, text))
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            let mut body = Vec::new();
+            let mut truncated = false;
+            while let Some(chunk) = response.chunk().await? {
+                let room = MAX_BODY_BYTES - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>(Answer {
+                status,
+                rate,
+                location,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                truncated,
+            })
         }
         .await;
+        let timing = Timing {
+            admission,
+            latency: Some(started.elapsed()),
+        };
         if let (Some(throttle), Some(ticket)) = (&self.throttle, ticket) {
             match &result {
-                Ok((status, rate, _)) => throttle.settle(ticket, Some(status.as_u16()), rate),
+                Ok(answer) => throttle.settle(ticket, Some(answer.status.as_u16()), &answer.rate),
                 Err(_) => throttle.settle(ticket, None, &RateInfo::default()),
             }
         }
-        result.map_err(|err| self.transport(err))
+        let result = result
+            .map_err(|err| self.transport(err))
+            .and_then(|answer| {
+                if answer.status.is_redirection() {
+                    Err(ApiError::Redirect {
+                        status: answer.status.as_u16(),
+                        location: truncate(
+                            answer.location.as_deref().unwrap_or("(no Location header)"),
+                            200,
+                        ),
+                    })
+                } else {
+                    Ok(answer)
+                }
+            });
+        (result, timing)
     }
 
     fn transport(&self, err: reqwest::Error) -> ApiError {
@@ -408,6 +472,55 @@ impl ApiClient {
             }
         }
     }
+}
+
+/// A response as read: status, rate headers, and at most [`MAX_BODY_BYTES`] of its body.
+struct Answer {
+    status: StatusCode,
+    rate: RateInfo,
+    location: Option<String>,
+    body: String,
+    /// The body was longer than what was read.
+    truncated: bool,
+}
+
+impl Answer {
+    fn into_error(self) -> ApiError {
+        http_error(self.status, self.rate, &self.body)
+    }
+}
+
+/// Reads a 200 lookup answer: `data` as one message, a list of messages, or nothing at all.
+fn read_lookup(json: &Value) -> Result<LookupAnswer, &'static str> {
+    let items: Vec<&Value> = match &json["data"] {
+        Value::Null => return Ok(LookupAnswer::Empty),
+        Value::Array(items) if items.is_empty() => return Ok(LookupAnswer::Empty),
+        Value::Object(object) if object.is_empty() => return Ok(LookupAnswer::Empty),
+        Value::Array(items) => items.iter().collect(),
+        object @ Value::Object(_) => vec![object],
+        _ => return Err("lookup answered a `data` that is neither a message nor a list"),
+    };
+    let found: Vec<FoundMessage> = items
+        .into_iter()
+        .filter_map(|item| {
+            let id = item["id"].as_str().filter(|id| !id.is_empty())?;
+            let conversation = item["relationships"]["conversation"]["data"]["id"]
+                .as_str()
+                .or_else(|| item["attributes"]["conversation"].as_str())
+                .or_else(|| item["attributes"]["conversationId"].as_str());
+            Some(FoundMessage {
+                id: id.to_string(),
+                external_id: item["attributes"]["externalId"]
+                    .as_str()
+                    .map(str::to_string),
+                conversation_id: conversation.map(str::to_string),
+            })
+        })
+        .collect();
+    if found.is_empty() {
+        return Err("lookup answered messages without an id");
+    }
+    Ok(LookupAnswer::Found(found))
 }
 
 /// reqwest's Display hides the cause ("error sending request"); the chain says what happened.
@@ -508,48 +621,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classification_table() {
-        let http = |status| ApiError::Http {
-            status,
-            code: None,
-            message: String::new(),
-            rate: RateInfo::default(),
-        };
-        for status in [408, 429, 500, 502, 503, 504] {
-            assert_eq!(http(status).retry_action(), RetryAction::Retry, "{status}");
+    fn lookup_answers_read_strictly() {
+        let read = |text: &str| read_lookup(&serde_json::from_str(text).unwrap());
+        for empty in [
+            r#"{"data":[]}"#,
+            r#"{"data":null}"#,
+            r#"{}"#,
+            r#"{"data":{}}"#,
+        ] {
+            assert_eq!(read(empty), Ok(LookupAnswer::Empty), "{empty}");
         }
-        for status in [400, 404, 409, 422, 501] {
-            assert_eq!(
-                http(status).retry_action(),
-                RetryAction::FailRow,
-                "{status}"
-            );
-        }
-        for status in [401, 403] {
-            assert_eq!(
-                http(status).retry_action(),
-                RetryAction::StopRun,
-                "{status}"
-            );
-        }
-        let connect = ApiError::Connect {
-            detail: "refused".into(),
-        };
-        assert_eq!(connect.retry_action(), RetryAction::Retry);
-        let timeout = ApiError::Timeout { secs: 30 };
-        assert_eq!(timeout.retry_action(), RetryAction::ReconcileThenRetry);
-        let lost = ApiError::ConnectionLost {
-            detail: "reset".into(),
-        };
-        assert_eq!(lost.retry_action(), RetryAction::ReconcileThenRetry);
-        let unreadable_success = ApiError::Protocol {
-            status: 201,
-            detail: "no id".into(),
-        };
+        let one = r#"{"data":{"id":"m1","attributes":{"externalId":"e1"},
+            "relationships":{"conversation":{"data":{"id":"c1"}}}}}"#;
         assert_eq!(
-            unreadable_success.retry_action(),
-            RetryAction::ReconcileThenRetry
+            read(one),
+            Ok(LookupAnswer::Found(vec![FoundMessage {
+                id: "m1".into(),
+                external_id: Some("e1".into()),
+                conversation_id: Some("c1".into()),
+            }]))
         );
+        let list = r#"{"data":[{"id":"m1","attributes":{"externalId":"e1","conversation":"c9"}},
+            {"id":"m2"}]}"#;
+        let Ok(LookupAnswer::Found(found)) = read(list) else {
+            panic!("expected a list")
+        };
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].conversation_id.as_deref(), Some("c9"));
+        assert_eq!(found[1].external_id, None);
+        assert!(read(r#"{"data":[{"attributes":{}}]}"#).is_err());
+        assert!(read(r#"{"data":"m1"}"#).is_err());
     }
 
     #[test]

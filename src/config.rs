@@ -51,6 +51,13 @@ pub enum ConfigError {
     Reserve(String),
     #[error("--max-pause must be at least 1 second")]
     MaxPause,
+    #[error("{flag} {value:?} must be a number of seconds from {min} to {max}")]
+    Seconds {
+        flag: &'static str,
+        value: String,
+        min: f64,
+        max: f64,
+    },
     #[error("reading from stdin (-) needs --format csv or --format ndjson")]
     StdinNeedsFormat,
     #[error("input {0} does not exist")]
@@ -64,15 +71,40 @@ pub struct ApiConfig {
     pub key: ApiKey,
 }
 
+/// How long the client waits for an answer unless told otherwise (`--request-timeout`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a conversation waits after an unknown outcome before its lookup (`--settle-delay`).
+pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(30);
+
 impl ApiConfig {
-    pub fn client_config(&self) -> ClientConfig {
+    pub fn client_config(&self, request_timeout: Duration) -> ClientConfig {
         ClientConfig {
             base_url: self.base_url.clone(),
             key: self.key.clone(),
-            request_timeout: Duration::from_secs(60),
+            request_timeout,
             connect_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// A number of seconds from a flag (fractions allowed), within `min..=max`.
+pub fn parse_seconds(
+    flag: &'static str,
+    raw: &str,
+    min: f64,
+    max: f64,
+) -> Result<Duration, ConfigError> {
+    let refuse = || ConfigError::Seconds {
+        flag,
+        value: raw.to_string(),
+        min,
+        max,
+    };
+    let secs: f64 = raw.trim().parse().map_err(|_| refuse())?;
+    if !(secs.is_finite() && (min..=max).contains(&secs)) {
+        return Err(refuse());
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The input as named on the command line.
@@ -215,6 +247,11 @@ pub struct SendConfig {
     pub reserve: crate::throttle::Reserve,
     /// Longest common pause for the rate limit.
     pub max_pause: Duration,
+    /// After an unknown outcome, how long the conversation waits before looking the row up.
+    pub settle_delay: Duration,
+    pub request_timeout: Duration,
+    /// Look every row up before creating it (re-importing into an org that has some of it).
+    pub skip_existing: bool,
 }
 
 impl SendConfig {
@@ -229,6 +266,9 @@ impl SendConfig {
             display,
             reserve: crate::throttle::Reserve::default(),
             max_pause: crate::throttle::DEFAULT_MAX_PAUSE,
+            settle_delay: DEFAULT_SETTLE_DELAY,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            skip_existing: false,
         }
     }
 
@@ -265,6 +305,9 @@ impl SendConfig {
             display: Display::detect(args.quiet),
             reserve: parse_reserve(&args.reserve)?,
             max_pause: Duration::from_secs(args.max_pause),
+            settle_delay: parse_seconds("--settle-delay", &args.settle_delay, 0.0, 3600.0)?,
+            request_timeout: parse_seconds("--request-timeout", &args.request_timeout, 0.1, 600.0)?,
+            skip_existing: args.skip_existing,
         })
     }
 }

@@ -7,7 +7,9 @@
 //! | 2 | usage, configuration or input error; nothing was sent |
 //! | 3 | stopped by a fatal API condition (bad key, wrong region, missing role); resumable |
 //! | 4 | stopped because the error budget was exhausted; resumable |
+//! | 3 | also: the API is unreachable, redirects, or its lookup route cannot be proven; resumable |
 //! | 5 | stopped because the checkpoint could not be written (disk full, read-only); resumable |
+//! | 70 | internal error (a bug, e.g. a panicked worker); every row's state is kept; resumable |
 //! | 130 | interrupted (Ctrl-C, SIGTERM); resumable |
 
 /// Why the process ends, as the exit status scripts see.
@@ -19,6 +21,7 @@ pub enum ExitCode {
     ApiFatal,
     ErrorBudget,
     Storage,
+    Internal,
     Interrupted,
 }
 
@@ -31,6 +34,7 @@ impl ExitCode {
             ExitCode::ApiFatal => 3,
             ExitCode::ErrorBudget => 4,
             ExitCode::Storage => 5,
+            ExitCode::Internal => 70,
             ExitCode::Interrupted => 130,
         }
     }
@@ -55,6 +59,7 @@ mod tests {
             (ExitCode::ApiFatal, 3),
             (ExitCode::ErrorBudget, 4),
             (ExitCode::Storage, 5),
+            (ExitCode::Internal, 70),
             (ExitCode::Interrupted, 130),
         ];
         for (exit, code) in table {

@@ -1,7 +1,7 @@
 //! kustomer-import: resumable, ordered, rate-aware import of historical messages into Kustomer.
 //!
 //! Data flows one way: `cli` flags become a validated `config`; `input` readers stream raw
-//! records; `row` validates and stamps them; `checkpoint` stores every row's fate; `scheduler`
+//! records; `row` validates and stamps them; `checkpoint` stores every row's fate; `send`
 //! sends through `client` with `retry`; `report` reads the checkpoint back. `app` wires the
 //! commands together and `exit_codes` maps outcomes to the process exit status.
 
@@ -18,7 +18,7 @@ pub mod report;
 pub mod retry;
 pub mod row;
 pub mod sandbox;
-pub mod scheduler;
+pub mod send;
 pub mod text;
 pub mod throttle;
 

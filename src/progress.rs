@@ -47,6 +47,14 @@ pub struct SendCounters {
     pub held: AtomicU64,
     /// Rows whose unknown outcome a lookup by externalId settled as created.
     pub reconciled: AtomicU64,
+    /// Creates whose outcome was unknown (5xx, timeout, lost connection, unreadable success).
+    pub unknown: AtomicU64,
+    /// Lookups by externalId made (reconciliation, the route's proof, the re-import guard).
+    pub lookups: AtomicU64,
+    /// Conversations waiting out the settle delay before a lookup, and waiting for the lookup
+    /// route to be proven.
+    settling: AtomicU64,
+    awaiting_route: AtomicU64,
     retrying: AtomicI64,
 }
 
@@ -74,6 +82,20 @@ impl SendCounters {
         self.reconciled.fetch_add(rows, Ordering::Relaxed);
     }
 
+    pub fn add_unknown(&self) {
+        self.unknown.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_waiting(&self, settling: usize, awaiting_route: usize) {
+        self.settling.store(settling as u64, Ordering::Relaxed);
+        self.awaiting_route
+            .store(awaiting_route as u64, Ordering::Relaxed);
+    }
+
+    pub fn add_lookup(&self) {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn retry_waits(&self, delta: i64) {
         self.retrying.fetch_add(delta, Ordering::Relaxed);
     }
@@ -94,9 +116,20 @@ impl SendCounters {
         if held > 0 {
             line.push_str(&format!(", {held} held"));
         }
-        let reconciled = self.reconciled.load(Ordering::Relaxed);
-        if reconciled > 0 {
-            line.push_str(&format!(", {reconciled} found by lookup"));
+        let settling = self.settling.load(Ordering::Relaxed);
+        if settling > 0 {
+            line.push_str(&format!(", {settling} settling before lookup"));
+        }
+        let awaiting_route = self.awaiting_route.load(Ordering::Relaxed);
+        if awaiting_route > 0 {
+            line.push_str(&format!(", {awaiting_route} waiting for the lookup route"));
+        }
+        let unknown = self.unknown.load(Ordering::Relaxed);
+        if unknown > 0 {
+            let reconciled = self.reconciled.load(Ordering::Relaxed);
+            line.push_str(&format!(
+                ", {unknown} unknown outcomes ({reconciled} found by lookup)"
+            ));
         }
         line
     }

@@ -1,4 +1,19 @@
-//! Number formatting shared by validation messages and reports.
+//! Number formatting and escaping shared by validation messages and reports.
+
+/// Text from the input or the API, safe to print: control characters and bidi overrides are
+/// shown as `\u{..}` escapes instead of steering the terminal.
+pub fn escape_for_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
+        if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// `1234567` as `1,234,567`.
 pub fn thousands(number: u64) -> String {
@@ -33,6 +48,14 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(45_900)), "45s");
         assert_eq!(duration(Duration::from_secs(185)), "3m 05s");
         assert_eq!(duration(Duration::from_secs(7_620)), "2h 07m");
+    }
+
+    #[test]
+    fn controls_and_bidi_overrides_are_escaped() {
+        assert_eq!(
+            super::escape_for_terminal("a\u{1b}[31mb\0c\u{202E}d é"),
+            "a\\u{1b}[31mb\\u{0}c\\u{202e}d é"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn run_import(dir: &Path, sandbox: &Sandbox, input: &str, extra: &[&str]) -> Out
     let mut command = importer_for(dir, sandbox, ADMIN_KEY);
     command
         .args(["run", input, "--db", "job.sqlite", "--quiet"])
-        .args(extra);
+        .args(send_flags(extra));
     run_bounded(command, LIMIT)
 }
 

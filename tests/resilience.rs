@@ -13,7 +13,7 @@ fn spawn_run(dir: &std::path::Path, sandbox: &Sandbox, key: &str, extra: &[&str]
     let mut command = importer_for(dir, sandbox, key);
     command
         .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
-        .args(extra)
+        .args(send_flags(extra))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command.spawn().expect("spawn run")

@@ -6,17 +6,17 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
-    CheckArgs, DemoArgs, ReportArgs, ReportFormatArg, ResetUnitArg, ResumeArgs, RunArgs,
-    SandboxArgs, StatusArgs, ValidateArgs,
+    CheckArgs, DemoArgs, LookupRouteArg, ReportArgs, ReportFormatArg, ResetUnitArg, ResumeArgs,
+    RunArgs, SandboxArgs, SandboxOutcomeArgs, StatusArgs, ValidateArgs,
 };
-use crate::client::ApiClient;
+use crate::client::{ApiClient, LookupAnswer};
 use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, InputSource};
 use crate::progress::Display;
 use crate::report::{self, ReportFormat};
 use crate::row::{self, StampOptions, ValidationOptions};
-use crate::sandbox::{self, SandboxConfig};
+use crate::sandbox::{self, LookupSpelling, SandboxConfig};
 use crate::throttle;
 
 use super::pipeline::{self, JobRequest, StageCounts};
@@ -150,8 +150,14 @@ fn dry_run(config: &RunConfig) -> Result<ExitCode, AppError> {
 pub fn resume(args: &ResumeArgs) -> Result<ExitCode, AppError> {
     let send = SendConfig::from_args(&args.send)?;
     let display = send.display;
-    let mut checkpoint = Checkpoint::open_existing(&args.db)?;
+    // The lock is taken before any connection is opened and released after all are closed (see
+    // `JobLock`): a second process must be refused before SQLite opens the file under another
+    // name (a hard link would get a WAL file of its own).
+    if !args.db.exists() {
+        Checkpoint::open_existing(&args.db)?;
+    }
     let _lock = JobLock::acquire(&args.db)?;
+    let mut checkpoint = Checkpoint::open_existing(&args.db)?;
     let job = checkpoint.job()?.ok_or_else(|| CheckpointError::NoJob {
         path: args.db.clone(),
     })?;
@@ -350,7 +356,12 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
         base_url: config::resolve_base_url(args.api.base_url.as_deref())?,
         key: config::read_key(&args.api)?,
     };
-    let client = ApiClient::new(api.client_config(), None)?;
+    let client = ApiClient::new(api.client_config(config::DEFAULT_REQUEST_TIMEOUT), None)?;
+    // A message an earlier run created, to prove the lookup route on.
+    let known = match &args.db {
+        Some(db) => Checkpoint::open_read_only(db)?.known_created_message()?,
+        None => None,
+    };
     let runtime = runtime()?;
     runtime.block_on(async {
         println!("API base URL   {}", api.base_url);
@@ -391,12 +402,34 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
         }
         let probe = format!("kustomer-import-check-{}", jiff::Timestamp::now().as_millisecond());
         match client.find_by_external_id(&probe).await {
-            Ok(None) => println!("lookup         GET /v1/messages/externalId=… answers (404 for an unknown id)"),
-            Ok(Some(_)) => println!("lookup         answered a message for a made-up externalId: unexpected"),
+            Ok(LookupAnswer::Empty) => println!("lookup         GET /v1/messages/externalId=… answers 200 with no data for an unknown id: its \"not found\" can be believed"),
+            Ok(LookupAnswer::Missing) => println!("lookup         GET /v1/messages/externalId=… answers 404 for an unknown id; a 404 looks the same as a missing route"),
+            Ok(LookupAnswer::Found(_)) => {
+                println!("lookup         answered a message for a made-up externalId: the route ignores the id");
+                problems.push("lookups by externalId answer messages that do not match: unknown outcomes could not be checked");
+            }
             Err(err) => {
                 println!("lookup         FAILED: {err}");
                 problems.push("lookups by externalId fail: unknown outcomes could not be checked");
             }
+        }
+        match known {
+            None => println!("lookup route   unproven: no message is known to exist yet (pass --db with a job's checkpoint to prove it on one of its messages); a run proves it on the first message it creates, and stops (exit 3) if it cannot"),
+            Some(known) => match client.find_by_external_id(&known.external_id).await {
+                Ok(LookupAnswer::Found(found)) if found.iter().any(|m| m.id == known.message_id) => {
+                    println!(
+                        "lookup route   proven: found message {} (line {}) by its externalId{}",
+                        known.message_id,
+                        known.line,
+                        client.lookup_spelling().map(|s| format!(" (spelling {s})")).unwrap_or_default()
+                    );
+                }
+                Ok(_) => {
+                    println!("lookup route   BROKEN: message {} (line {}) exists but was not found by its externalId", known.message_id, known.line);
+                    problems.push("the lookup route does not find messages that exist: a run would stop (exit 3) at its first unknown outcome");
+                }
+                Err(err) => println!("lookup route   unproven: the lookup failed ({err})"),
+            },
         }
         if problems.is_empty() {
             println!("\nready to import");
@@ -463,7 +496,30 @@ fn sandbox_config(args: &SandboxArgs) -> Result<SandboxConfig, AppError> {
     config.faults.drop_before_store = args.drop_before_store;
     config.faults.store_then_drop = args.store_then_drop;
     config.faults.revoke_admin_after = args.revoke_admin_after;
+    apply_outcome_switches(&args.outcomes, &mut config);
     Ok(config)
+}
+
+/// The issue 7 switches: unknown create outcomes and misleading lookups.
+fn apply_outcome_switches(args: &SandboxOutcomeArgs, config: &mut SandboxConfig) {
+    config.lookup = match args.lookup_route {
+        LookupRouteArg::Both => LookupSpelling::Both,
+        LookupRouteArg::Camel => LookupSpelling::CamelOnly,
+        LookupRouteArg::Lower => LookupSpelling::LowerOnly,
+        LookupRouteArg::None => LookupSpelling::NoRoute,
+    };
+    config.not_found_as_empty = args.not_found_as_empty;
+    config.lookup_list = args.lookup_list;
+    config.redirect_to = args.redirect_to.clone();
+    let faults = &mut config.faults;
+    faults.store_then_error = args.store_then_error;
+    faults.store_then_error_statuses = args.store_then_error_status.clone();
+    faults.slow_store = args.slow_store;
+    faults.slow_store_delay = std::time::Duration::from_millis(args.slow_store_ms);
+    faults.accepted_202 = args.accepted_202;
+    faults.created_without_id = args.created_without_id;
+    faults.oversize_body = args.oversize_body;
+    faults.lookup_429 = args.lookup_429;
 }
 
 /// Imports the embedded sample into an in-process sandbox and prints the report.
@@ -530,4 +586,102 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, AppError> {
         .map_err(AppError::io("cannot write to stdout"))?;
     }
     Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn sandbox_args(flags: &[&str]) -> Result<SandboxArgs, clap::Error> {
+        let argv = ["kustomer-import", "sandbox"].iter().chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Sandbox(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn issue_7_switches_map_onto_the_sandbox_config() {
+        let args = sandbox_args(&[
+            "--store-then-error",
+            "0.1",
+            "--store-then-error-status",
+            "408,520,599",
+            "--lookup-route",
+            "none",
+            "--not-found-as-empty",
+            "--lookup-list",
+            "--slow-store",
+            "0.2",
+            "--slow-store-ms",
+            "1500",
+            "--accepted-202",
+            "0.05",
+            "--created-without-id",
+            "0.04",
+            "--oversize-body",
+            "0.03",
+            "--redirect-to",
+            "/_sandbox/redirected",
+            "--lookup-429",
+            "0.5",
+        ])
+        .expect("flags parse");
+        let config = sandbox_config(&args).expect("valid switches");
+        assert_eq!(config.lookup, LookupSpelling::NoRoute);
+        assert!(config.not_found_as_empty && config.lookup_list);
+        assert_eq!(config.redirect_to.as_deref(), Some("/_sandbox/redirected"));
+        let faults = &config.faults;
+        assert_eq!(faults.store_then_error, 0.1);
+        assert_eq!(faults.store_then_error_statuses, [408, 520, 599]);
+        assert_eq!(faults.slow_store, 0.2);
+        assert_eq!(faults.slow_store_delay, Duration::from_millis(1500));
+        assert_eq!(faults.accepted_202, 0.05);
+        assert_eq!(faults.created_without_id, 0.04);
+        assert_eq!(faults.oversize_body, 0.03);
+        assert_eq!(faults.lookup_429, 0.5);
+        assert!(faults.check().is_ok());
+
+        for (route, spelling) in [
+            ("both", LookupSpelling::Both),
+            ("camel", LookupSpelling::CamelOnly),
+            ("lower", LookupSpelling::LowerOnly),
+        ] {
+            let args = sandbox_args(&["--lookup-route", route]).expect("flags parse");
+            assert_eq!(
+                sandbox_config(&args).expect("valid switches").lookup,
+                spelling
+            );
+        }
+    }
+
+    #[test]
+    fn issue_7_switches_default_to_off_and_bad_values_are_refused() {
+        let config =
+            sandbox_config(&sandbox_args(&[]).expect("no flags parse")).expect("valid switches");
+        assert_eq!(config.lookup, LookupSpelling::Both);
+        assert!(!config.not_found_as_empty && !config.lookup_list);
+        assert!(config.redirect_to.is_none());
+        assert_eq!(config.faults.store_then_error_statuses, [500, 502, 504]);
+        assert_eq!(config.faults.store_then_error, 0.0);
+
+        assert!(sandbox_args(&["--lookup-route", "upper"]).is_err());
+        assert!(sandbox_args(&["--store-then-error-status", "5xx"]).is_err());
+        for flags in [
+            &["--store-then-error", "1.5"][..],
+            &["--store-then-error-status", "404"],
+            &["--lookup-429=-0.1"],
+            &["--slow-store", "0.6", "--accepted-202", "0.6"],
+            &["--slow-store-ms", "600001"],
+        ] {
+            let config =
+                sandbox_config(&sandbox_args(flags).expect("flags parse")).expect("valid switches");
+            assert!(config.faults.check().is_err(), "{flags:?}");
+        }
+    }
 }

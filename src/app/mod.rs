@@ -34,7 +34,7 @@ pub enum AppError {
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
     #[error(transparent)]
-    Scheduler(#[from] crate::scheduler::SchedulerError),
+    Send(#[from] crate::send::SendError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -49,7 +49,11 @@ impl AppError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             AppError::Checkpoint(err) if err.is_storage_failure() => ExitCode::Storage,
-            AppError::Scheduler(_) => ExitCode::Storage,
+            AppError::Send(crate::send::SendError::Checkpoint(err)) if err.is_storage_failure() => {
+                ExitCode::Storage
+            }
+            AppError::Send(crate::send::SendError::Worker(_)) => ExitCode::Internal,
+            AppError::Send(_) => ExitCode::Storage,
             _ => ExitCode::Usage,
         }
     }

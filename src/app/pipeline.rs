@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{Checkpoint, Job, RowState, StagedKind, StagedRow, StateCounts};
-use crate::client::{ApiClient, RetryAction};
+use crate::client::ApiClient;
 use crate::config::{
     format_utc, ApiConfig, ConcurrencyChoice, InputArg, SendConfig, StagingChoices,
 };
@@ -16,7 +16,7 @@ use crate::exit_codes::ExitCode;
 use crate::input::{self, Compression, Format, InputSource};
 use crate::progress::{Display, ProgressView, SendCounters, StagingView};
 use crate::row::{self, FieldVerdict, StampOptions, ValidationOptions};
-use crate::scheduler::{self, SendPlan, SendStop};
+use crate::send::{self, preflight, SendPlan, SendStop};
 use crate::throttle::{
     self, ConcurrencyLimit, PacingSnapshot, RateBudget, Throttle, NO_RATE_HEADERS_NOTE,
 };
@@ -273,48 +273,6 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-/// What the preflight check learned.
-pub struct Preflight {
-    /// The org limit from `x-ratelimit-limit`, when the API sent one.
-    pub org_limit: Option<u32>,
-}
-
-/// Before anything is sent: the key works, reaches the right region, and may write what the job
-/// writes.
-pub async fn preflight(client: &ApiClient, job: &Job) -> Result<Preflight, SendStop> {
-    match client.current_token().await {
-        Ok(token) => {
-            let preflight = Preflight {
-                org_limit: token.rate.limit,
-            };
-            match token.is_admin() {
-                Some(false) if job.audit_fields => Err(SendStop::Refused(
-                    "the API key lacks the org.admin role, so Kustomer would silently replace the \
-                     audit fields (createdAt, createdBy, modifiedAt, modifiedBy) with the key's own \
-                     user and the current time. Use an admin key, or re-run with --no-audit-fields \
-                     (in a new checkpoint) to import without original authors and times."
-                        .into(),
-                )),
-                Some(_) => Ok(preflight),
-                None => {
-                    eprintln!(
-                        "warning: the key's roles could not be read; continuing, and every created \
-                         message's createdAt/createdBy is checked against what was sent"
-                    );
-                    Ok(preflight)
-                }
-            }
-        }
-        Err(err) if err.retry_action() == RetryAction::StopRun => Err(SendStop::ApiFatal(err)),
-        Err(err) => {
-            eprintln!("warning: could not check the key before sending ({err}); continuing");
-            Ok(Preflight {
-                org_limit: err.rate().and_then(|rate| rate.limit),
-            })
-        }
-    }
-}
-
 /// Sends what the checkpoint has pending and prints the final summary.
 pub async fn send_and_summarise(
     db: &Path,
@@ -325,7 +283,7 @@ pub async fn send_and_summarise(
 ) -> Result<ExitCode, AppError> {
     let started = Instant::now();
     let before = Checkpoint::open_existing(db)?.counts()?;
-    let unthrottled = ApiClient::new(api.client_config(), None)?;
+    let unthrottled = ApiClient::new(api.client_config(send.request_timeout), None)?;
     let (stop, throttle) = match preflight(&unthrottled, job).await {
         Err(stop) => (stop, None),
         Ok(preflight) => {
@@ -349,7 +307,7 @@ pub async fn send_and_summarise(
                 .with_max_pause(send.max_pause);
             let throttle = Arc::new(Throttle::new(budget, concurrency));
             let client = Arc::new(ApiClient::new(
-                api.client_config(),
+                api.client_config(send.request_timeout),
                 Some(Arc::clone(&throttle)),
             )?);
             let to_send = before.pending + before.sending;
@@ -363,17 +321,27 @@ pub async fn send_and_summarise(
                 max_failed_rows: send.max_errors.allowed(to_send),
                 verify_audit_fields: job.audit_fields,
                 shutdown_grace: Duration::from_secs(15),
+                settle_delay: send.settle_delay,
+                request_timeout: send.request_timeout,
+                skip_existing: send.skip_existing,
+                reimport_guard: true,
+                unreachable_after: send.retry.max_total_wait,
             };
             let recorder = PacingRecorder::start(db, Arc::clone(&throttle));
-            let stop =
-                scheduler::send_all(&plan, client, counters, interrupt.token.clone()).await?;
+            let stop = send::send_all(
+                &plan,
+                client,
+                Arc::clone(&counters),
+                interrupt.token.clone(),
+            )
+            .await?;
             view.finish().await;
             recorder.finish().await;
-            (stop, Some(throttle))
+            (stop, Some((throttle, counters)))
         }
     };
     let after = Checkpoint::open_existing(db)?.counts()?;
-    print_summary(db, &before, &after, started.elapsed(), throttle.as_deref());
+    print_summary(db, &before, &after, started.elapsed(), throttle.as_ref());
     Ok(exit_for(&stop, &after, db))
 }
 
@@ -467,6 +435,36 @@ fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
             eprintln!("stopped: the checkpoint could not be written ({err}); nothing more was sent. Free space or fix permissions, then: kustomer-import resume --db {db}");
             ExitCode::Storage
         }
+        SendStop::LookupRouteUnproven(reason) => {
+            eprintln!("stopped: {reason}\ncontinue with: kustomer-import resume --db {db}");
+            ExitCode::ApiFatal
+        }
+        SendStop::Unreachable(reason) => {
+            eprintln!("stopped: the API is unreachable: {reason}\nrows not sent stay pending; once the API answers (check the network and --base-url), continue with: kustomer-import resume --db {db}");
+            ExitCode::ApiFatal
+        }
+        SendStop::AlreadyImported(existing) => {
+            eprintln!(
+                "refused: {} of the sampled rows already exist in Kustomer, each in its own conversation:",
+                existing.len()
+            );
+            for found in existing.iter().take(10) {
+                eprintln!(
+                    "  line {}: externalId {:?} is message {} in conversation {}",
+                    found.line,
+                    crate::text::escape_for_terminal(&found.external_id),
+                    crate::text::escape_for_terminal(&found.message_id),
+                    found.conversation_id
+                );
+            }
+            eprintln!(
+                "This export looks imported already (perhaps by another checkpoint). Nothing was sent.\n\
+                 - to finish that import, resume its own checkpoint: kustomer-import resume --db ORIGINAL.sqlite\n\
+                 - to import only what is missing: kustomer-import resume --db {db} --skip-existing\n  \
+                 (every row is looked up first, one extra request each; rows found are recorded succeeded, code found_existing)"
+            );
+            ExitCode::Usage
+        }
     }
 }
 
@@ -475,7 +473,7 @@ fn print_summary(
     before: &StateCounts,
     after: &StateCounts,
     elapsed: Duration,
-    throttle: Option<&Throttle>,
+    throttle: Option<&(Arc<Throttle>, Arc<SendCounters>)>,
 ) {
     let sent_now =
         (after.succeeded + after.failed).saturating_sub(before.succeeded + before.failed);
@@ -498,7 +496,16 @@ fn print_summary(
         secs,
         sent_now as f64 / secs
     );
-    if let Some(throttle) = throttle {
+    if let Some((throttle, counters)) = throttle {
+        let unknown = counters.unknown.load(Ordering::Relaxed);
+        if unknown > 0 || counters.lookups.load(Ordering::Relaxed) > 0 {
+            let _ = writeln!(
+                out,
+                "unknown outcomes: {unknown}, lookups by externalId: {}, found already created: {}",
+                counters.lookups.load(Ordering::Relaxed),
+                counters.reconciled.load(Ordering::Relaxed)
+            );
+        }
         let budget = &throttle.budget;
         let pacing = PacingSnapshot::of(throttle);
         let _ = if pacing.rate_headers_missing {

@@ -120,9 +120,14 @@ impl CheckpointError {
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 
 /// Held by a process for as long as it stages or sends a job. Two processes sending the same
-/// checkpoint would both send its pending rows, so the second is refused. The lock is an OS
-/// file lock on `<checkpoint>.lock`: it goes away with the process, however the process ends, so
-/// a `kill -9` never leaves a stale lock behind.
+/// checkpoint would both send its pending rows, so the second is refused.
+///
+/// The lock is an OS file lock (flock) on the database file itself, so it follows the file's
+/// identity: a symlink, `./x` against `/abs/x`, or a hard link all name the same lock. It goes
+/// away with the process, however the process ends, so a `kill -9` never leaves a stale lock.
+/// SQLite's own locks are POSIX record locks, a separate kind the flock does not disturb; and
+/// because closing any descriptor of the file drops this process's POSIX locks, the lock must be
+/// released only after every connection of the command is closed (declare it before them).
 #[derive(Debug)]
 pub struct JobLock {
     _file: std::fs::File,
@@ -130,19 +135,11 @@ pub struct JobLock {
 
 impl JobLock {
     pub fn acquire(checkpoint: &Path) -> Result<JobLock> {
-        let mut name = checkpoint.as_os_str().to_owned();
-        name.push(".lock");
-        let lock_path = PathBuf::from(name);
         let lock_error = |source| CheckpointError::Lock {
             path: checkpoint.to_path_buf(),
             source,
         };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(lock_error)?;
+        let file = std::fs::File::open(checkpoint).map_err(lock_error)?;
         match file.try_lock() {
             Ok(()) => Ok(JobLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(CheckpointError::Busy {
@@ -338,6 +335,17 @@ pub struct QueuedRow {
     /// For failed rows: whether the failure was transient (a retry may succeed).
     pub retryable: bool,
     pub attempts: u32,
+    /// When its last request was sent, ms since the Unix epoch.
+    pub last_attempt_ms: Option<i64>,
+}
+
+/// A message this job created, as recorded: a lookup by its externalId must find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownMessage {
+    pub line: u64,
+    pub external_id: String,
+    pub conversation_id: String,
+    pub message_id: String,
 }
 
 /// Which failed rows `resume --retry-failed` puts back to pending.
@@ -658,7 +666,7 @@ impl Checkpoint {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT line, external_id, state, retryable, attempts FROM row
+                "SELECT line, external_id, state, retryable, attempts, last_attempt_ms FROM row
                  WHERE conversation_id = ?1 AND state IN ('pending', 'sending', 'failed')
                  ORDER BY sent_at_micros, line",
             )
@@ -675,8 +683,9 @@ impl Checkpoint {
                 line,
                 external_id,
                 state: self.parse_state(&state)?,
-                retryable: row.get(3).at(&self.path)?,
-                attempts: row.get(4).at(&self.path)?,
+                retryable: row.get("retryable").at(&self.path)?,
+                attempts: row.get("attempts").at(&self.path)?,
+                last_attempt_ms: row.get("last_attempt_ms").at(&self.path)?,
             });
         }
         Ok(queue)
@@ -698,7 +707,9 @@ impl Checkpoint {
 
     /// Puts failed rows back to pending; returns how many.
     ///
-    /// Attempts and attempt times are kept: they describe what already happened.
+    /// Attempts and attempt times are kept: they describe what already happened. Rows whose
+    /// outcome is unknown are not touched: they may exist, so every run looks them up first
+    /// ([`Checkpoint::reopen_unknown_outcomes`]) and never sends them blind.
     pub fn requeue_failed(&mut self, scope: RetryScope) -> Result<u64> {
         let only_transient = match scope {
             RetryScope::Transient => " AND retryable = 1",
@@ -707,7 +718,8 @@ impl Checkpoint {
         let sql = format!(
             "UPDATE row SET state = 'pending', http_status = NULL, error_code = NULL,
                             error_message = NULL, retryable = 0, finished_ms = NULL
-             WHERE state = 'failed'{only_transient}"
+             WHERE state = 'failed' AND error_code IS NOT '{}'{only_transient}",
+            crate::send::OUTCOME_UNKNOWN
         );
         let path = self.path.clone();
         let tx = self
@@ -719,6 +731,54 @@ impl Checkpoint {
             .at(&path)?;
         tx.commit().at(&path)?;
         Ok(changed as u64)
+    }
+
+    /// Turns failed rows with `code` (outcome unknown) back into `sending`, the state whose
+    /// rows are looked up before anything is sent; returns how many.
+    pub fn reopen_unknown_outcomes(&mut self, code: &str) -> Result<u64> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE row SET state = 'sending', finished_ms = NULL
+                 WHERE state = 'failed' AND error_code = ?1",
+                [code],
+            )
+            .at(&self.path)?;
+        Ok(changed as u64)
+    }
+
+    /// A message this job created (the lowest line), to prove the lookup route on.
+    pub fn known_created_message(&self) -> Result<Option<KnownMessage>> {
+        self.conn
+            .query_row(
+                "SELECT line, external_id, conversation_id, message_id FROM row
+                 WHERE state = 'succeeded' AND message_id IS NOT NULL
+                   AND external_id IS NOT NULL AND conversation_id IS NOT NULL
+                   AND error_code IS NULL
+                 ORDER BY line LIMIT 1",
+                [],
+                |row| {
+                    Ok(KnownMessage {
+                        line: row.get("line")?,
+                        external_id: row.get("external_id")?,
+                        conversation_id: row.get("conversation_id")?,
+                        message_id: row.get("message_id")?,
+                    })
+                },
+            )
+            .optional()
+            .at(&self.path)
+    }
+
+    /// Whether any row of the job was ever sent.
+    pub fn anything_sent(&self) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM row WHERE attempts > 0 OR state = 'succeeded')",
+                [],
+                |row| row.get(0),
+            )
+            .at(&self.path)
     }
 
     /// Starts the writer thread for the send phase, on its own connection.
@@ -1790,14 +1850,16 @@ mod tests {
                     external_id: "c".into(),
                     state: RowState::Failed,
                     retryable: true,
-                    attempts: 2
+                    attempts: 2,
+                    last_attempt_ms: queue[0].last_attempt_ms,
                 },
                 QueuedRow {
                     line: 2,
                     external_id: "b".into(),
                     state: RowState::Pending,
                     retryable: false,
-                    attempts: 0
+                    attempts: 0,
+                    last_attempt_ms: None,
                 },
             ]
         );
@@ -1816,6 +1878,7 @@ mod tests {
     fn a_second_job_lock_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("job.sqlite");
+        drop(Checkpoint::open(&db).unwrap());
         let first = JobLock::acquire(&db).unwrap();
         assert!(matches!(
             JobLock::acquire(&db),
@@ -1823,6 +1886,26 @@ mod tests {
         ));
         drop(first);
         assert!(JobLock::acquire(&db).is_ok());
+    }
+
+    #[test]
+    fn the_job_lock_follows_the_file_through_symlinks_relative_paths_and_hard_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("job.sqlite");
+        drop(Checkpoint::open(&db).unwrap());
+        let symlink = dir.path().join("link.sqlite");
+        std::os::unix::fs::symlink(&db, &symlink).unwrap();
+        let hard = dir.path().join("hard.sqlite");
+        std::fs::hard_link(&db, &hard).unwrap();
+        let dotted = dir.path().join(".").join("job.sqlite");
+        let _held = JobLock::acquire(&db).unwrap();
+        for other in [&symlink, &hard, &dotted] {
+            assert!(
+                matches!(JobLock::acquire(other), Err(CheckpointError::Busy { .. })),
+                "{}",
+                other.display()
+            );
+        }
     }
 
     #[test]

@@ -11,19 +11,19 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::faults::BeforeStore;
+use super::faults::{BeforeStore, OnceStored};
 use super::server::ConnectionKill;
 use super::state::{
-    customer_of, KeyKind, KeyProfile, NewMessage, RateSnapshot, Refusal, Shared, StoreRefusal,
-    StoredMessage, ORG_ID, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
+    customer_of, KeyKind, KeyProfile, LookupOutcome, NewMessage, RateSnapshot, Refusal, Shared,
+    Spelling, StoreRefusal, StoredMessage, ORG_ID, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
 };
 use super::validate::{format_timestamp, is_object_id, FieldError};
-use super::{LookupSpelling, ResetUnit};
+use super::{LookupSpelling, ResetUnit, SandboxError, SeedMessage};
 
 const CREATE_ROUTE: &str = "/v1/conversations/{id}/messages";
 
@@ -47,6 +47,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/messages", get(messages))
         .route("/_sandbox/revoke", post(revoke))
         .route("/_sandbox/restore", post(restore))
+        .route("/_sandbox/seed", post(seed))
+        .route("/_sandbox/hold", post(hold))
+        .route("/_sandbox/release", post(release))
+        .route("/_sandbox/redirected", any(redirected))
+        .route("/_sandbox/lookups/fail", post(fail_lookups))
+        .route("/_sandbox/lookups/heal", post(heal_lookups))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
         .with_state(shared)
@@ -59,6 +65,10 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
         return next.run(request).await;
     }
     let _in_flight = shared.enter();
+    if let Some(target) = &shared.config.redirect_to {
+        return redirect(&shared, target);
+    }
+    shared.pass_hold().await;
     let delay = shared.next_delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -68,10 +78,15 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
             .extensions()
             .get::<MatchedPath>()
             .is_some_and(|matched| matched.as_str() == CREATE_ROUTE);
+    if is_create {
+        if let Some(conversation) = create_path_conversation(request.uri().path()) {
+            shared.count_create(conversation);
+        }
+    }
     let bearer = bearer_token(request.headers());
     let (admission, rate) = shared.admit(bearer, is_create, Instant::now());
     let mut response = match admission {
-        Ok(_) if is_create && shared.roll_injected_429() => rate_limited(
+        Ok(_) if is_create && shared.roll_injected_429() => rate_limited_for(
             &shared,
             "Rate limit exceeded (injected)",
             rate.reset_seconds,
@@ -85,7 +100,7 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
             "unauthorized",
             "The API key is missing, unknown or revoked",
         ),
-        Err(Refusal::OrgLimited) => rate_limited(
+        Err(Refusal::OrgLimited) => rate_limited_for(
             &shared,
             "Organization rate limit exceeded",
             rate.reset_seconds,
@@ -94,6 +109,48 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
     add_rate_headers(&shared, response.headers_mut(), rate);
     shared.record_status(response.status().as_u16());
     response
+}
+
+/// The conversation id in a create request's path.
+fn create_path_conversation(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/conversations/")?
+        .strip_suffix("/messages")
+}
+
+/// Checks `redirect_to` at start: an absolute http(s) URL, or a path on this sandbox.
+pub(crate) fn check_redirect_target(target: &str) -> Result<(), SandboxError> {
+    let invalid = |why: &str| {
+        SandboxError::InvalidConfig(format!(
+            "redirect target {target:?} {why}: give an absolute http(s) URL or a path starting with /"
+        ))
+    };
+    HeaderValue::from_str(target).map_err(|_| invalid("is not a valid header value"))?;
+    let uri: axum::http::Uri = target.parse().map_err(|_| invalid("is not a URL"))?;
+    let absolute = matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some();
+    let local_path = uri.scheme().is_none()
+        && uri.authority().is_none()
+        && target.starts_with('/')
+        && !target.starts_with("//");
+    if absolute || local_path {
+        Ok(())
+    } else {
+        Err(invalid("is neither an absolute http(s) URL nor a path"))
+    }
+}
+
+/// 307 to the configured target: nothing is processed, charged or stored.
+fn redirect(shared: &Shared, target: &str) -> Response {
+    shared.count_redirected();
+    shared.record_status(StatusCode::TEMPORARY_REDIRECT.as_u16());
+    match HeaderValue::from_str(target) {
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, location)],
+        )
+            .into_response(),
+        // Checked at start; kept total rather than trusting that.
+        Err(_) => StatusCode::TEMPORARY_REDIRECT.into_response(),
+    }
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -119,7 +176,7 @@ fn add_rate_headers(shared: &Shared, headers: &mut HeaderMap, rate: RateSnapshot
 }
 
 /// A 429 with `Retry-After` as configured: the seconds to the reset, a verbatim value, or none.
-fn rate_limited(shared: &Shared, message: &str, seconds: u64) -> Response {
+fn rate_limited_for(shared: &Shared, message: &str, seconds: u64) -> Response {
     let mut response = api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
     if !shared.config.retry_after {
         return response;
@@ -134,6 +191,15 @@ fn rate_limited(shared: &Shared, message: &str, seconds: u64) -> Response {
     };
     response.headers_mut().insert(RETRY_AFTER, value);
     response
+}
+
+/// A 429 raised inside a handler, with `Retry-After` until the current window ends.
+fn rate_limited(shared: &Shared, message: &str) -> Response {
+    rate_limited_for(
+        shared,
+        message,
+        shared.clock.seconds_to_reset(Instant::now()),
+    )
 }
 
 /// The usual Kustomer error body.
@@ -274,15 +340,98 @@ async fn create_message(
         Err(problems) => return validation_error(&problems),
     };
     let message = prepare_message(key, conversation_id, attributes);
-    match shared.store(message, roll.drop_after_store, Instant::now()) {
-        Ok(_) if roll.drop_after_store => drop_connection(&kill).await,
-        Ok(stored) => (StatusCode::CREATED, Json(MessageDocument::of(&stored))).into_response(),
+    let outcome = roll.once_stored;
+    let stored = if outcome == OnceStored::Slow {
+        match store_slowly(&shared, message).await {
+            Ok(stored) => stored,
+            Err(response) => return response,
+        }
+    } else {
+        let stored = shared.store(message, Instant::now());
+        if stored.is_ok() {
+            shared.count_once_stored(outcome);
+        }
+        stored
+    };
+    match stored {
+        Ok(stored) => answer_stored(&stored, outcome, &kill).await,
         Err(StoreRefusal::CustomerLimited) => rate_limited(
             &shared,
             "Customer message rate limit exceeded (messages with importedAt are exempt)",
-            shared.clock.seconds_to_reset(Instant::now()),
         ),
     }
+}
+
+/// Holds the create `slow_store_delay`, then stores it. The store runs in its own task: axum
+/// drops this handler's future when the client hangs up, and the message must land regardless.
+async fn store_slowly(
+    shared: &Arc<Shared>,
+    message: NewMessage,
+) -> Result<Result<Arc<StoredMessage>, StoreRefusal>, Response> {
+    let shared = Arc::clone(shared);
+    let delay = shared.config.faults.slow_store_delay;
+    let landing = tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let stored = shared.store(message, Instant::now());
+        if stored.is_ok() {
+            shared.count_once_stored(OnceStored::Slow);
+        }
+        stored
+    });
+    landing.await.map_err(|_| {
+        api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            "The delayed store failed",
+        )
+    })
+}
+
+/// The answer to a create once its message is stored, as the dice decided.
+async fn answer_stored(
+    stored: &StoredMessage,
+    outcome: OnceStored,
+    kill: &ConnectionKill,
+) -> Response {
+    let document = MessageDocument::of(stored);
+    match outcome {
+        OnceStored::Created | OnceStored::Slow => {
+            (StatusCode::CREATED, Json(document)).into_response()
+        }
+        OnceStored::Drop => drop_connection(kill).await,
+        OnceStored::Error(status) => gateway_error(status),
+        OnceStored::Accepted => (StatusCode::ACCEPTED, Json(document)).into_response(),
+        OnceStored::WithoutId => (StatusCode::CREATED, Json(document.without_id())).into_response(),
+        OnceStored::Oversize => (StatusCode::CREATED, Json(document.padded())).into_response(),
+    }
+}
+
+/// What a server or the gateway in front of it answers after the write went through: an HTML
+/// page for gateway statuses (502, 504, Cloudflare's 520-529), the usual JSON error otherwise.
+fn gateway_error(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = status.canonical_reason().unwrap_or("Server Error");
+    let code = status.as_u16();
+    if matches!(code, 502 | 504 | 520..=529) {
+        let page = format!(
+            "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n\
+             <center><h1>{code} {reason}</h1></center>\r\n<hr><center>gateway</center>\r\n\
+             </body>\r\n</html>\r\n"
+        );
+        return (
+            status,
+            [(CONTENT_TYPE, HeaderValue::from_static("text/html"))],
+            page,
+        )
+            .into_response();
+    }
+    let error_code = match code {
+        408 => "request_timeout",
+        500 => "internal_server_error",
+        503 => "service_unavailable",
+        _ => "server_error",
+    };
+    api_error(status, error_code, reason)
 }
 
 fn is_json_content_type(headers: &HeaderMap) -> bool {
@@ -355,28 +504,62 @@ async fn lookup_message(
     let Ok(Path(spec)) = spec else {
         return api_error(StatusCode::BAD_REQUEST, "bad_request", "Malformed path");
     };
-    let external_id = match shared.config.lookup {
-        LookupSpelling::Both => spec
-            .strip_prefix("externalId=")
-            .or_else(|| spec.strip_prefix("externalid=")),
-        LookupSpelling::CamelOnly => spec.strip_prefix("externalId="),
-        LookupSpelling::LowerOnly => spec.strip_prefix("externalid="),
-    };
-    let Some(external_id) = external_id else {
+    let (spelling, external_id) = if let Some(id) = spec.strip_prefix("externalId=") {
+        (Spelling::Camel, id)
+    } else if let Some(id) = spec.strip_prefix("externalid=") {
+        (Spelling::Lower, id)
+    } else {
         return api_error(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("Message {spec} not found"),
         );
     };
-    match shared.latest_by_external_id(external_id) {
-        Some(stored) => (StatusCode::OK, Json(MessageDocument::of(&stored))).into_response(),
-        None => api_error(
+    if shared.lookup_fails() {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "Lookups are failing (POST /_sandbox/lookups/fail)",
+        );
+    }
+    if shared.roll_lookup_429() {
+        return rate_limited(&shared, "Rate limit exceeded");
+    }
+    let routed = match shared.config.lookup {
+        LookupSpelling::Both => true,
+        LookupSpelling::CamelOnly => spelling == Spelling::Camel,
+        LookupSpelling::LowerOnly => spelling == Spelling::Lower,
+        LookupSpelling::NoRoute => false,
+    };
+    // A missing route answers exactly as a miss would: a client cannot tell them apart.
+    let not_found = || {
+        api_error(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("Message with externalId {external_id} not found"),
-        ),
+        )
+    };
+    if !routed {
+        shared.count_lookup(spelling, LookupOutcome::NoRoute);
+        return not_found();
     }
+    let found = shared.by_external_id(external_id);
+    let Some(latest) = found.first() else {
+        shared.count_lookup(spelling, LookupOutcome::Miss);
+        if shared.config.not_found_as_empty {
+            return (StatusCode::OK, Json(json!({"data": []}))).into_response();
+        }
+        return not_found();
+    };
+    shared.count_lookup(spelling, LookupOutcome::Hit);
+    if shared.config.lookup_list {
+        let data = found
+            .iter()
+            .map(|message| MessageDocument::of(message).data)
+            .collect();
+        return (StatusCode::OK, Json(MessageList { data })).into_response();
+    }
+    (StatusCode::OK, Json(MessageDocument::of(latest))).into_response()
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
@@ -385,6 +568,16 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn messages(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.messages()).into_response()
+}
+
+async fn fail_lookups(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_lookups_failing(true);
+    StatusCode::NO_CONTENT
+}
+
+async fn heal_lookups(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_lookups_failing(false);
+    StatusCode::NO_CONTENT
 }
 
 async fn revoke(State(shared): State<Arc<Shared>>) -> StatusCode {
@@ -397,6 +590,111 @@ async fn restore(State(shared): State<Arc<Shared>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+async fn hold(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_hold(true);
+    StatusCode::NO_CONTENT
+}
+
+async fn release(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_hold(false);
+    StatusCode::NO_CONTENT
+}
+
+/// Counts a followed redirect; answers 204 to any method.
+async fn redirected(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.count_redirect_hit();
+    StatusCode::NO_CONTENT
+}
+
+/// The machine user of the "other integration" that seeded messages come from.
+const SEED_USER: &str = "65a00000000000000000d0d4";
+
+/// Stores messages as another integration would have: every item is checked before any is
+/// stored. Answers 201 `{"data":[{"id","conversationId","externalId"}, ..]}`.
+async fn seed(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let items: Vec<SeedMessage> = match body
+        .map_err(|rejection| rejection.body_text())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|error| error.to_string()))
+    {
+        Ok(items) => items,
+        Err(why) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("Expected a JSON array of {{conversationId, externalId}}: {why}"),
+            )
+        }
+    };
+    if let Some(bad) = items.iter().find(|item| {
+        !is_object_id(&item.conversation_id)
+            || item
+                .conversation_id
+                .starts_with(UNKNOWN_CONVERSATION_PREFIX)
+    }) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!(
+                "conversationId {:?} is not an existing conversation (24 lowercase hex, not dead...)",
+                bad.conversation_id
+            ),
+        );
+    }
+    if let Some(bad) = items
+        .iter()
+        .find(|item| item.external_id.is_empty() || item.external_id.chars().count() > 256)
+    {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!(
+                "externalId {:?} must hold 1 to 256 characters",
+                bad.external_id
+            ),
+        );
+    }
+    let now = format_timestamp(jiff::Timestamp::now());
+    let messages = items
+        .into_iter()
+        .map(|item| {
+            let attributes = json!({
+                "channel": "email",
+                "app": "other-integration",
+                "externalId": item.external_id,
+                "direction": "in",
+                "createdAt": now,
+                "modifiedAt": now,
+                "sentAt": now,
+                "updatedAt": now,
+                "meta": {},
+            });
+            NewMessage {
+                customer_id: customer_of(&item.conversation_id),
+                conversation_id: item.conversation_id,
+                created_by: SEED_USER.to_owned(),
+                modified_by: SEED_USER.to_owned(),
+                attributes: match attributes {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                },
+                counts_against_customer: false,
+            }
+        })
+        .collect();
+    let seeded: Vec<Value> = shared
+        .seed(messages)
+        .iter()
+        .map(|stored| {
+            json!({
+                "id": stored.id,
+                "conversationId": stored.conversation_id,
+                "externalId": stored.attributes.get("externalId"),
+            })
+        })
+        .collect();
+    (StatusCode::CREATED, Json(json!({ "data": seeded }))).into_response()
+}
+
 /// The JSON:API document Kustomer answers for one message, serialised without copying it.
 #[derive(Serialize)]
 struct MessageDocument<'a> {
@@ -407,11 +705,36 @@ struct MessageDocument<'a> {
 struct MessageResource<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    id: &'a str,
+    /// None only for the `created_without_id` fault (which drops `links` too: they name the id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
     attributes: &'a Map<String, Value>,
     relationships: Relationships<'a>,
-    links: Links,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    links: Option<Links>,
 }
+
+/// Several messages, for `lookup_list`.
+#[derive(Serialize)]
+struct MessageList<'a> {
+    data: Vec<MessageResource<'a>>,
+}
+
+/// The `oversize_body` answer: the padding comes first, so a client that reads only the first
+/// MiB never reaches the message id.
+#[derive(Serialize)]
+struct PaddedDocument<'a> {
+    meta: Padding,
+    data: MessageResource<'a>,
+}
+
+#[derive(Serialize)]
+struct Padding {
+    padding: String,
+}
+
+/// Size of the `oversize_body` padding: twice the 1 MiB a client should read at most.
+const OVERSIZE_PADDING: usize = 2 * 1024 * 1024;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -454,7 +777,7 @@ impl<'a> MessageDocument<'a> {
         Self {
             data: MessageResource {
                 kind: "message",
-                id: &message.id,
+                id: Some(&message.id),
                 attributes: &message.attributes,
                 relationships: Relationships {
                     conversation: relationship(
@@ -467,10 +790,25 @@ impl<'a> MessageDocument<'a> {
                     modified_by: relationship("user", "users", &message.modified_by),
                     org: relationship("org", "orgs", ORG_ID),
                 },
-                links: Links {
+                links: Some(Links {
                     self_link: format!("/v1/messages/{}", message.id),
-                },
+                }),
             },
+        }
+    }
+
+    fn without_id(mut self) -> Self {
+        self.data.id = None;
+        self.data.links = None;
+        self
+    }
+
+    fn padded(self) -> PaddedDocument<'a> {
+        PaddedDocument {
+            meta: Padding {
+                padding: "x".repeat(OVERSIZE_PADDING),
+            },
+            data: self.data,
         }
     }
 }

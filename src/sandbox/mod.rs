@@ -31,12 +31,22 @@
 //!   "links":{"self"}}`) and `data.links.self` = `/v1/messages/<id>`. Body fields `id`,
 //!   `conversation` and `customer` pass the schema but are ignored: the path decides.
 //!   `externalId` is not unique (as in Kustomer): storing one again is allowed and counted as a
-//!   duplicate in the stats.
+//!   duplicate in the stats (seeded messages excepted, see below). The dice may instead answer a
+//!   stored create otherwise (see Faults).
 //! - `GET /v1/messages/externalId=<url-encoded id>` and `GET /v1/messages/externalid=<id>`: 200
-//!   with the latest message stored under that externalId (same document), else 404.
-//!   [`SandboxConfig::lookup`] can restrict the accepted spelling; the other one answers 404.
-//!   Needs `org.permission.message.read` (403).
+//!   with the latest message stored under that externalId in any conversation (same document),
+//!   else 404. Needs `org.permission.message.read` (403); then the `lookup_429` dice (429 with the
+//!   usual `Retry-After` rule); then [`SandboxConfig::lookup`] (`both`, `camel`, `lower`, `none`):
+//!   a spelling it does not accept answers the very 404 a miss gets, as a route that does not
+//!   exist would, so a client cannot tell them apart. [`SandboxConfig::not_found_as_empty`]: a
+//!   miss on an accepted spelling answers 200 `{"data": []}`. [`SandboxConfig::lookup_list`]: a
+//!   hit answers `{"data": [doc, ..]}` with every message stored under that externalId, in any
+//!   conversation, newest first (a miss is still 404, or `{"data": []}` with
+//!   `not_found_as_empty`).
 //! - Any other `/v1` path: 404.
+//! - [`SandboxConfig::redirect_to`]: every `/v1` request is answered `307` with
+//!   `Location: <redirect_to>` before anything else (no latency, auth, limit or storing; counted
+//!   in `requests_total`, `requests_by_status` and `faults_injected.redirected`).
 //!
 //! Validation errors (400 from the schema) use JSON:API objects, one per problem:
 //! `{"errors":[{"status":400,"code":"bad_request","title":"Bad Request","detail":"..",
@@ -62,12 +72,29 @@
 //!   the stats' `live_client`, not in the request counts.
 //!
 //! # Faults
-//! [`Faults`]: latency with uniform jitter before every `/v1` request; probabilities of 500, 503
-//! and dropping the connection before storing (one draw, exclusive outcomes), and of storing then
-//! dropping the connection (a dropped connection is a TCP close with no response bytes);
+//! [`Faults`]: latency with uniform jitter before every `/v1` request;
 //! `revoke_admin_after: Some(n)` revokes [`ADMIN_KEY`] when the (n+1)-th create request arrives.
-//! Dice come from `StdRng::seed_from_u64(seed)`: the same seed and the same request order give
-//! the same faults. Latency draws use a separate stream and do not shift the faults.
+//! Every create that passes auth, the org limit and the create role draws exactly three numbers
+//! in 0..1 from the fault stream, whatever happens next:
+//! 1. before storing, exclusive ranges laid out in this order: `error_500` (500), `error_503`
+//!    (503), `drop_before_store` (the connection closes, nothing stored), else go on;
+//! 2. once stored (acted on only if the create is valid and stored), exclusive ranges in this
+//!    order: `store_then_drop` (stored, the connection closes with no response bytes),
+//!    `store_then_error` (stored, answered with a status of `store_then_error_statuses`: an HTML
+//!    gateway page for 502, 504 and 520..=529, the usual JSON error for 408 and other 5xx),
+//!    `slow_store` (held `slow_store_delay`, then stored, then 201; the store runs in its own task
+//!    so it lands even if the client has hung up), `accepted_202` (stored, 202 with the usual
+//!    document), `created_without_id` (stored, 201 with a document without `data.id` and
+//!    `data.links`), `oversize_body` (stored, 201 with the document after a top-level
+//!    `meta.padding` of 2 MiB: valid JSON whose id lies past the first MiB), else 201;
+//! 3. which of `store_then_error_statuses` answers (uniform), drawn even when unused.
+//!
+//! Each range set must sum to at most 1. Every externalId lookup that reaches the lookup handler
+//! draws one number from its own stream for `lookup_429`. Streams come from
+//! `StdRng::seed_from_u64(seed)`: the same seed and the same request order give the same faults;
+//! latency and lookup draws use separate streams and never shift the create faults. Each fault
+//! is counted in `faults_injected` when it is acted upon (`slow_store` once the held message is
+//! stored).
 //!
 //! # Control endpoints (no auth, not rate limited, not counted in the stats)
 //! - `GET /_sandbox/stats`: [`SandboxStats`] as JSON.
@@ -76,6 +103,28 @@
 //!   preview}, ..]}}`, each list in the order stored.
 //! - `POST /_sandbox/revoke`: revokes [`ADMIN_KEY`] now (204).
 //! - `POST /_sandbox/restore`: un-revokes it and disarms `revoke_admin_after` (204).
+//! - `POST /_sandbox/seed` with `[{"conversationId": "<24 hex>", "externalId": ".."}, ..]`:
+//!   stores those messages as if another integration had created them (app `other-integration`,
+//!   now as every time, no limits, no faults); 201 `{"data":[{id, conversationId, externalId}]}`,
+//!   or 400 storing nothing if any item is malformed or names a `dead..` conversation. Lookups
+//!   see them like any message; `/_sandbox/messages` marks them `"seeded": true`; they count in
+//!   `seeded`, not in `messages_stored`, and never as duplicates (an imported message whose
+//!   externalId only a seeded one carries is no duplicate).
+//! - `POST /_sandbox/hold`: from now on every `/v1` request waits (in flight, before latency and
+//!   auth) until `POST /_sandbox/release` (both 204). Tests use it to keep requests in flight
+//!   for as long as they need, instead of guessing with latency; stats show `held` (waiting now)
+//!   and `in_flight`.
+//! - `POST /_sandbox/lookups/fail`: from now on every lookup by externalId answers 503 (counted
+//!   in `faults_injected.lookup_503`) while creates still work, until `POST
+//!   /_sandbox/lookups/heal` (both 204): a read path that is down, so an unknown outcome stays
+//!   unknown until it heals.
+//! - `/_sandbox/redirected`, any method: counts a hit in `redirect_hits` (204). Point
+//!   `redirect_to` at it (`/_sandbox/redirected`) to prove a client never follows a redirect.
+//!
+//! [`SandboxStats`] also counts `creates` (create requests received, answered or not, before
+//! auth), `creates_by_conversation` (the same by path conversation id) and `lookups`: per
+//! spelling (`camel` = `externalId=`, `lower` = `externalid=`) how many were a `hit`, a `miss`
+//! or answered `no_route`, plus `lookup_429`.
 
 mod api;
 mod faults;
@@ -137,6 +186,15 @@ pub struct SandboxConfig {
     pub seed: u64,
     /// Answer `GET /v1/auth/tokens/current` without roles (as if they could not be read).
     pub hide_roles: bool,
+    // Lookup shapes and redirects of issue 7 (the dice-driven faults are in `Faults`).
+    /// A lookup miss answers 200 `{"data": []}` instead of 404 (on an accepted spelling).
+    pub not_found_as_empty: bool,
+    /// A lookup answers `{"data": [doc, ..]}`: every message stored under the externalId, in any
+    /// conversation, newest first.
+    pub lookup_list: bool,
+    /// Every `/v1` request is answered 307 with this `Location`, nothing processed. An absolute
+    /// `http(s)` URL, or a path starting with `/` (the sandbox itself).
+    pub redirect_to: Option<String>,
 }
 
 impl SandboxConfig {
@@ -158,6 +216,9 @@ impl SandboxConfig {
             faults: Faults::default(),
             seed: 0,
             hide_roles: false,
+            not_found_as_empty: false,
+            lookup_list: false,
+            redirect_to: None,
         }
     }
 }
@@ -184,10 +245,12 @@ pub enum LookupSpelling {
     CamelOnly,
     /// Only `externalid=` (as the OpenAPI file spells it).
     LowerOnly,
+    /// Neither: every spelling answers 404, as if the route did not exist.
+    NoRoute,
 }
 
 /// Injected failures, each a probability in 0..=1 unless said otherwise.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Faults {
     /// Added latency per request, and its uniform jitter (+/-).
     pub latency: Duration,
@@ -200,6 +263,50 @@ pub struct Faults {
     pub store_then_drop: f64,
     /// After this many create requests, the admin key is revoked (answers 401).
     pub revoke_admin_after: Option<u64>,
+    // Outcomes after storing (issue 7): exclusive outcomes of one draw with `store_then_drop`.
+    /// Store, then answer one of `store_then_error_statuses` (uniform draw).
+    pub store_then_error: f64,
+    /// 408 or 500..=599 each; not empty.
+    pub store_then_error_statuses: Vec<u16>,
+    /// Hold the create `slow_store_delay`, then store (even if the client has gone), then 201.
+    pub slow_store: f64,
+    pub slow_store_delay: Duration,
+    /// Store, then answer 202 with the usual document.
+    pub accepted_202: f64,
+    /// Store, then answer 201 with a document that names no message id.
+    pub created_without_id: f64,
+    /// Store, then answer 201 with the usual document padded to about 2 MiB.
+    pub oversize_body: f64,
+    /// Answer an externalId lookup 429 (Retry-After as for the org limit).
+    pub lookup_429: f64,
+}
+
+/// `Faults::store_then_error_statuses` unless told otherwise: what gateways answer most.
+pub const DEFAULT_STORE_THEN_ERROR_STATUSES: [u16; 3] = [500, 502, 504];
+
+/// `Faults::slow_store_delay` unless told otherwise.
+pub const DEFAULT_SLOW_STORE_DELAY: Duration = Duration::from_millis(2_000);
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            error_500: 0.0,
+            error_503: 0.0,
+            drop_before_store: 0.0,
+            store_then_drop: 0.0,
+            revoke_admin_after: None,
+            store_then_error: 0.0,
+            store_then_error_statuses: DEFAULT_STORE_THEN_ERROR_STATUSES.to_vec(),
+            slow_store: 0.0,
+            slow_store_delay: DEFAULT_SLOW_STORE_DELAY,
+            accepted_202: 0.0,
+            created_without_id: 0.0,
+            oversize_body: 0.0,
+            lookup_429: 0.0,
+        }
+    }
 }
 
 /// What `GET /_sandbox/stats` answers.
@@ -223,6 +330,49 @@ pub struct SandboxStats {
     /// Creates answered 429 by [`SandboxConfig::error_429`].
     #[serde(default)]
     pub injected_429: u64,
+    /// Create requests received (`POST /v1/conversations/{id}/messages`), answered or not.
+    #[serde(default)]
+    pub creates: u64,
+    /// Create requests received per conversation id in the path.
+    #[serde(default)]
+    pub creates_by_conversation: BTreeMap<String, u64>,
+    /// ExternalId lookups by spelling and outcome.
+    #[serde(default)]
+    pub lookups: LookupCounts,
+    /// Messages stored by `POST /_sandbox/seed` (not in `messages_stored`).
+    #[serde(default)]
+    pub seeded: u64,
+    /// Requests to `/_sandbox/redirected` (a redirect someone followed).
+    #[serde(default)]
+    pub redirect_hits: u64,
+    /// `/v1` requests in flight right now.
+    #[serde(default)]
+    pub in_flight: u64,
+    /// `/v1` requests waiting on `POST /_sandbox/hold` right now.
+    #[serde(default)]
+    pub held: u64,
+}
+
+/// ExternalId lookups (`GET /v1/messages/externalId=..` and `externalid=..`) that reached the
+/// lookup handler (past auth, the org limit and the read role).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupCounts {
+    /// `externalId=`.
+    pub camel: SpellingCounts,
+    /// `externalid=`.
+    pub lower: SpellingCounts,
+    /// Lookups answered 429 by the `lookup_429` dice (either spelling; not in the above).
+    pub lookup_429: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpellingCounts {
+    /// Answered with a message (or a non-empty list).
+    pub hit: u64,
+    /// Spelling accepted, nothing stored under the id: 404, or 200 with empty data.
+    pub miss: u64,
+    /// Spelling not accepted (`lookup` setting): 404 as if the route did not exist.
+    pub no_route: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +383,25 @@ pub struct FaultCounts {
     pub store_then_drop: u64,
     pub rate_limited_org: u64,
     pub rate_limited_customer: u64,
+    #[serde(default)]
+    pub store_then_error: u64,
+    /// Counted once the held message is stored.
+    #[serde(default)]
+    pub slow_store: u64,
+    #[serde(default)]
+    pub accepted_202: u64,
+    #[serde(default)]
+    pub created_without_id: u64,
+    #[serde(default)]
+    pub oversize_body: u64,
+    #[serde(default)]
+    pub lookup_429: u64,
+    /// Lookups answered 503 while `POST /_sandbox/lookups/fail` is in force.
+    #[serde(default)]
+    pub lookup_503: u64,
+    /// `/v1` requests answered 307 by `redirect_to`.
+    #[serde(default)]
+    pub redirected: u64,
 }
 
 /// What `GET /_sandbox/messages` answers: stored messages per conversation, in storing order.
@@ -255,6 +424,18 @@ pub struct SandboxMessage {
     pub imported_at: Option<String>,
     pub direction: Option<String>,
     pub preview: Option<String>,
+    /// Stored by `POST /_sandbox/seed`, as if by another integration.
+    #[serde(default)]
+    pub seeded: bool,
+}
+
+/// One item of the JSON array `POST /_sandbox/seed` takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedMessage {
+    /// 24 lowercase hex.
+    pub conversation_id: String,
+    pub external_id: String,
 }
 
 /// A running sandbox. Dropping it does not stop the server; call [`RunningSandbox::shutdown`].
@@ -283,6 +464,12 @@ impl RunningSandbox {
     /// Revokes (`true`) or restores (`false`) [`ADMIN_KEY`], like the control endpoints.
     pub fn set_admin_revoked(&self, revoked: bool) {
         self.shared.set_admin_revoked(revoked);
+    }
+
+    /// Holds (`true`) every `/v1` request at the gate until released (`false`), like
+    /// `POST /_sandbox/hold` and `POST /_sandbox/release`.
+    pub fn set_hold(&self, hold: bool) {
+        self.shared.set_hold(hold);
     }
 
     /// Asks the server to stop without waiting: no new connections, open ones finish their
@@ -333,6 +520,9 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
             "error_429 must be within 0..=1, got {}",
             config.error_429
         )));
+    }
+    if let Some(target) = &config.redirect_to {
+        api::check_redirect_target(target)?;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

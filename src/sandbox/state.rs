@@ -12,11 +12,11 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::faults::FaultRoll;
+use super::faults::{FaultRoll, OnceStored};
 use super::validate::MessageValidator;
 use super::{
-    FaultCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats, ADMIN_KEY, AGENT_KEY,
-    READONLY_KEY,
+    FaultCounts, LookupCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats,
+    ADMIN_KEY, AGENT_KEY, READONLY_KEY,
 };
 
 pub(crate) const ROLE_ADMIN: &str = "org.admin";
@@ -217,6 +217,8 @@ pub(crate) struct StoredMessage {
     pub created_by: String,
     pub modified_by: String,
     pub attributes: Map<String, Value>,
+    /// Stored by `POST /_sandbox/seed`, as if by another integration.
+    pub seeded: bool,
 }
 
 impl StoredMessage {
@@ -238,6 +240,7 @@ impl StoredMessage {
             imported_at: text("importedAt"),
             direction: text("direction"),
             preview: text("preview"),
+            seeded: self.seeded,
         }
     }
 }
@@ -262,6 +265,27 @@ struct Counters {
     faults: FaultCounts,
     live_client: super::LiveClientStats,
     injected_429: u64,
+    creates_by_conversation: HashMap<String, u64>,
+    lookups: LookupCounts,
+    seeded: u64,
+    redirect_hits: u64,
+}
+
+/// Which spelling of the externalId lookup a request used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spelling {
+    /// `externalId=`
+    Camel,
+    /// `externalid=`
+    Lower,
+}
+
+/// How one lookup was answered, for the stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LookupOutcome {
+    Hit,
+    Miss,
+    NoRoute,
 }
 
 /// Everything behind the mutex.
@@ -270,6 +294,8 @@ pub(crate) struct World {
     jitter_rng: StdRng,
     /// Dice of `error_429`, apart so that they never shift the other faults.
     limit_fault_rng: StdRng,
+    /// Lookups draw from their own stream, so they never shift the create faults.
+    lookup_rng: StdRng,
     id_salt: u64,
     id_sequence: u64,
     org_window: WindowCount,
@@ -278,9 +304,48 @@ pub(crate) struct World {
     revoke_admin_after: Option<u64>,
     creates_seen: u64,
     messages: Vec<Arc<StoredMessage>>,
-    latest_by_external_id: HashMap<String, usize>,
+    /// Every message stored under an externalId, in storing order.
+    by_external_id: HashMap<String, Vec<usize>>,
     by_conversation: HashMap<String, Vec<usize>>,
     counters: Counters,
+}
+
+impl World {
+    /// Gives the message its id and indexes it. A message whose externalId another imported
+    /// (not seeded) message already carries counts as a duplicate.
+    fn insert(&mut self, message: NewMessage, seeded: bool) -> Arc<StoredMessage> {
+        self.id_sequence += 1;
+        let id = object_id(self.id_salt.wrapping_add(self.id_sequence));
+        let stored = Arc::new(StoredMessage {
+            id,
+            conversation_id: message.conversation_id,
+            customer_id: message.customer_id,
+            created_by: message.created_by,
+            modified_by: message.modified_by,
+            attributes: message.attributes,
+            seeded,
+        });
+        let index = self.messages.len();
+        self.messages.push(Arc::clone(&stored));
+        if let Some(external_id) = stored.attributes.get("externalId").and_then(Value::as_str) {
+            let same = self
+                .by_external_id
+                .entry(external_id.to_owned())
+                .or_default();
+            let imported_before = same
+                .iter()
+                .any(|earlier| self.messages.get(*earlier).is_some_and(|m| !m.seeded));
+            if imported_before && !seeded {
+                self.counters.duplicate_external_ids += 1;
+            }
+            same.push(index);
+        }
+        self.by_conversation
+            .entry(stored.conversation_id.clone())
+            .or_default()
+            .push(index);
+        stored
+    }
 }
 
 /// State shared by every connection of one sandbox.
@@ -290,7 +355,23 @@ pub(crate) struct Shared {
     pub clock: Clock,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// While true, every `/v1` request waits in the gate (`POST /_sandbox/hold` / `release`).
+    hold: tokio::sync::watch::Sender<bool>,
+    /// Requests waiting on the hold right now.
+    held: AtomicU64,
+    /// While true, every lookup answers 503 (`POST /_sandbox/lookups/fail` / `heal`): a read
+    /// path that is down while creates still work.
+    lookups_failing: std::sync::atomic::AtomicBool,
     world: Mutex<World>,
+}
+
+/// Counts one request as waiting on the hold for as long as it waits.
+struct Held<'a>(&'a Shared);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts one /v1 request as in flight for as long as it lives (dropped connections included).
@@ -309,10 +390,12 @@ impl Shared {
         let fault_rng = StdRng::seed_from_u64(seeder.random());
         let jitter_rng = StdRng::seed_from_u64(seeder.random());
         let id_salt = seeder.random();
+        let lookup_rng = StdRng::seed_from_u64(seeder.random());
         let limit_fault_rng = StdRng::seed_from_u64(seeder.random());
         let world = World {
             fault_rng,
             jitter_rng,
+            lookup_rng,
             limit_fault_rng,
             id_salt,
             id_sequence: 0,
@@ -322,7 +405,7 @@ impl Shared {
             revoke_admin_after: config.faults.revoke_admin_after,
             creates_seen: 0,
             messages: Vec::new(),
-            latest_by_external_id: HashMap::new(),
+            by_external_id: HashMap::new(),
             by_conversation: HashMap::new(),
             counters: Counters::default(),
         };
@@ -332,6 +415,9 @@ impl Shared {
             config,
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            hold: tokio::sync::watch::Sender::new(false),
+            held: AtomicU64::new(0),
+            lookups_failing: std::sync::atomic::AtomicBool::new(false),
             world: Mutex::new(world),
         }
     }
@@ -345,6 +431,23 @@ impl Shared {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    /// Holds (`true`) or releases (`false`) every `/v1` request at the gate.
+    pub(crate) fn set_hold(&self, hold: bool) {
+        self.hold.send_replace(hold);
+    }
+
+    /// Waits while the hold is on; counted in `held` meanwhile (a dropped request included).
+    pub(crate) async fn pass_hold(&self) {
+        let mut hold = self.hold.subscribe();
+        if !*hold.borrow_and_update() {
+            return;
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Held(self);
+        // Err only if the sender is gone, which cannot happen while `self` lives.
+        let _ = hold.wait_for(|held| !*held).await;
     }
 
     pub(crate) fn next_delay(&self) -> Duration {
@@ -468,12 +571,10 @@ impl Shared {
         roll
     }
 
-    /// Charges the per-customer limit and stores the message; counts a store-then-drop if the
-    /// dice asked for one.
+    /// Charges the per-customer limit and stores the message.
     pub(crate) fn store(
         &self,
         message: NewMessage,
-        drop_after_store: bool,
         now: Instant,
     ) -> Result<Arc<StoredMessage>, StoreRefusal> {
         let window = self.clock.window_index(now);
@@ -489,43 +590,115 @@ impl Shared {
                 return Err(StoreRefusal::CustomerLimited);
             }
         }
-        world.id_sequence += 1;
-        let id = object_id(world.id_salt.wrapping_add(world.id_sequence));
-        let stored = Arc::new(StoredMessage {
-            id,
-            conversation_id: message.conversation_id,
-            customer_id: message.customer_id,
-            created_by: message.created_by,
-            modified_by: message.modified_by,
-            attributes: message.attributes,
-        });
-        let index = world.messages.len();
-        world.messages.push(Arc::clone(&stored));
-        if let Some(external_id) = stored.attributes.get("externalId").and_then(Value::as_str) {
-            if world
-                .latest_by_external_id
-                .insert(external_id.to_owned(), index)
-                .is_some()
-            {
-                world.counters.duplicate_external_ids += 1;
-            }
-        }
-        world
-            .by_conversation
-            .entry(stored.conversation_id.clone())
-            .or_default()
-            .push(index);
-        if drop_after_store {
-            world.counters.faults.store_then_drop += 1;
-            world.counters.dropped_connections += 1;
-        }
-        Ok(stored)
+        Ok(world.insert(message, false))
     }
 
-    pub(crate) fn latest_by_external_id(&self, external_id: &str) -> Option<Arc<StoredMessage>> {
+    /// Counts a fault of the once-stored draw that was acted upon (the message is stored).
+    pub(crate) fn count_once_stored(&self, outcome: OnceStored) {
+        let mut world = self.world();
+        let counters = &mut world.counters;
+        let faults = &mut counters.faults;
+        match outcome {
+            OnceStored::Created => {}
+            OnceStored::Drop => {
+                faults.store_then_drop += 1;
+                counters.dropped_connections += 1;
+            }
+            OnceStored::Error(_) => faults.store_then_error += 1,
+            OnceStored::Slow => faults.slow_store += 1,
+            OnceStored::Accepted => faults.accepted_202 += 1,
+            OnceStored::WithoutId => faults.created_without_id += 1,
+            OnceStored::Oversize => faults.oversize_body += 1,
+        }
+    }
+
+    /// Stores messages as if another integration had created them: no limits, no faults, not
+    /// counted in `messages_stored` nor as duplicates.
+    pub(crate) fn seed(&self, messages: Vec<NewMessage>) -> Vec<Arc<StoredMessage>> {
+        let mut world = self.world();
+        let stored: Vec<_> = messages
+            .into_iter()
+            .map(|message| world.insert(message, true))
+            .collect();
+        world.counters.seeded += stored.len() as u64;
+        stored
+    }
+
+    /// Every message stored under `external_id`, in any conversation, newest first.
+    pub(crate) fn by_external_id(&self, external_id: &str) -> Vec<Arc<StoredMessage>> {
         let world = self.world();
-        let index = *world.latest_by_external_id.get(external_id)?;
-        world.messages.get(index).cloned()
+        world
+            .by_external_id
+            .get(external_id)
+            .map(|indexes| {
+                indexes
+                    .iter()
+                    .rev()
+                    .filter_map(|index| world.messages.get(*index).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Counts a create request by the conversation id in its path.
+    pub(crate) fn count_create(&self, conversation: &str) {
+        *self
+            .world()
+            .counters
+            .creates_by_conversation
+            .entry(conversation.to_owned())
+            .or_insert(0) += 1;
+    }
+
+    pub(crate) fn count_lookup(&self, spelling: Spelling, outcome: LookupOutcome) {
+        let mut world = self.world();
+        let lookups = &mut world.counters.lookups;
+        let counts = match spelling {
+            Spelling::Camel => &mut lookups.camel,
+            Spelling::Lower => &mut lookups.lower,
+        };
+        let count = match outcome {
+            LookupOutcome::Hit => &mut counts.hit,
+            LookupOutcome::Miss => &mut counts.miss,
+            LookupOutcome::NoRoute => &mut counts.no_route,
+        };
+        *count += 1;
+    }
+
+    /// Rolls the lookup dice; counts a 429 when they ask for one.
+    pub(crate) fn set_lookups_failing(&self, failing: bool) {
+        self.lookups_failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// Whether this lookup fails (503), counting it when it does.
+    pub(crate) fn lookup_fails(&self) -> bool {
+        let failing = self.lookups_failing.load(Ordering::Relaxed);
+        if failing {
+            self.world().counters.faults.lookup_503 += 1;
+        }
+        failing
+    }
+
+    pub(crate) fn roll_lookup_429(&self) -> bool {
+        let mut world = self.world();
+        let limited =
+            super::faults::roll_lookup_429(self.config.faults.lookup_429, &mut world.lookup_rng);
+        if limited {
+            world.counters.lookups.lookup_429 += 1;
+            world.counters.faults.lookup_429 += 1;
+        }
+        limited
+    }
+
+    /// Counts a `/v1` request answered with the configured redirect.
+    pub(crate) fn count_redirected(&self) {
+        let mut world = self.world();
+        world.counters.requests_total += 1;
+        world.counters.faults.redirected += 1;
+    }
+
+    pub(crate) fn count_redirect_hit(&self) {
+        self.world().counters.redirect_hits += 1;
     }
 
     pub(crate) fn set_admin_revoked(&self, revoked: bool) {
@@ -541,7 +714,7 @@ impl Shared {
         let world = self.world();
         let counters = &world.counters;
         SandboxStats {
-            messages_stored: world.messages.len() as u64,
+            messages_stored: (world.messages.len() as u64).saturating_sub(counters.seeded),
             duplicate_external_ids: counters.duplicate_external_ids,
             requests_total: counters.requests_total,
             requests_by_status: counters
@@ -551,9 +724,20 @@ impl Shared {
                 .collect(),
             dropped_connections: counters.dropped_connections,
             max_concurrency: self.max_in_flight.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
             faults_injected: counters.faults.clone(),
             live_client: counters.live_client,
             injected_429: counters.injected_429,
+            creates: world.creates_seen,
+            creates_by_conversation: counters
+                .creates_by_conversation
+                .iter()
+                .map(|(conversation, count)| (conversation.clone(), *count))
+                .collect(),
+            lookups: counters.lookups.clone(),
+            seeded: counters.seeded,
+            redirect_hits: counters.redirect_hits,
         }
     }
 

@@ -840,10 +840,20 @@ async fn stats_count_v1_requests_by_status_but_not_control_requests() {
 }
 
 #[tokio::test]
-async fn latency_applies_and_max_concurrency_is_measured() {
-    let sandbox = sandbox_with(|config| config.faults.latency = Duration::from_millis(400)).await;
-    let client = client();
+async fn latency_applies() {
+    let sandbox = sandbox_with(|config| config.faults.latency = Duration::from_millis(300)).await;
     let started = Instant::now();
+    assert_eq!(token(&sandbox, AGENT_KEY).await.status(), StatusCode::OK);
+    // A lower bound only: a sleep never ends early, however loaded the machine.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn held_requests_stay_in_flight_until_released_and_max_concurrency_is_measured() {
+    let sandbox = sandbox().await;
+    sandbox.set_hold(true);
+    let client = client();
     let requests: Vec<_> = (0..6)
         .map(|_| {
             let request = client
@@ -852,6 +862,17 @@ async fn latency_applies_and_max_concurrency_is_measured() {
             tokio::spawn(request.send())
         })
         .collect();
+    eventually("six requests held", || sandbox.stats().held == 6).await;
+    let stats = sandbox.stats();
+    assert_eq!(stats.in_flight, 6);
+    assert_eq!(stats.max_concurrency, 6);
+    assert!(requests.iter().all(|request| !request.is_finished()));
+    let released = client
+        .post(format!("{}/_sandbox/release", sandbox.base_url()))
+        .send()
+        .await
+        .expect("release");
+    assert_eq!(released.status(), StatusCode::NO_CONTENT);
     for request in requests {
         let response = request.await.expect("task joins");
         assert_eq!(
@@ -859,8 +880,38 @@ async fn latency_applies_and_max_concurrency_is_measured() {
             StatusCode::OK
         );
     }
-    assert!(started.elapsed() >= Duration::from_millis(400));
-    assert_eq!(sandbox.stats().max_concurrency, 6);
+    let stats = sandbox.stats();
+    assert_eq!(
+        (stats.held, stats.in_flight, stats.max_concurrency),
+        (0, 0, 6)
+    );
+    // Control endpoints are never held.
+    let hold = client
+        .post(format!("{}/_sandbox/hold", sandbox.base_url()))
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(hold.status(), StatusCode::NO_CONTENT);
+    assert_eq!(sandbox.messages().conversations.len(), 0);
+    let held = tokio::spawn(
+        client
+            .post(format!(
+                "{}/v1/conversations/{CONVERSATION}/messages",
+                sandbox.base_url()
+            ))
+            .bearer_auth(ADMIN_KEY)
+            .json(&minimal_body("after-hold"))
+            .send(),
+    );
+    eventually("the create held", || sandbox.stats().held == 1).await;
+    assert_eq!(
+        sandbox.stats().creates,
+        0,
+        "held before anything is processed"
+    );
+    sandbox.set_hold(false);
+    let created = held.await.expect("joins").expect("request completes");
+    assert_eq!(created.status(), StatusCode::CREATED);
     sandbox.shutdown().await;
 }
 
@@ -1001,5 +1052,508 @@ async fn the_live_client_spends_the_org_window_and_counts_its_429s() {
     );
     let refused = token(&sandbox, ADMIN_KEY).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    sandbox.shutdown().await;
+}
+
+// ---- Issue 7 switches: unknown create outcomes and misleading lookups ----
+
+/// Polls until `condition` holds, or panics after a generous limit (machines are shared).
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn stored_external_ids(sandbox: &RunningSandbox, conversation: &str) -> Vec<String> {
+    sandbox
+        .messages()
+        .conversations
+        .get(conversation)
+        .map(|listed| {
+            listed
+                .iter()
+                .filter_map(|message| message.external_id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn seed_messages(sandbox: &RunningSandbox, items: &Value) -> Response {
+    client()
+        .post(format!("{}/_sandbox/seed", sandbox.base_url()))
+        .json(items)
+        .send()
+        .await
+        .expect("request completes")
+}
+
+#[tokio::test]
+async fn store_then_error_stores_then_answers_a_gateway_page_or_a_json_error() {
+    let sandbox = sandbox_with(|config| {
+        config.faults.store_then_error = 1.0;
+        config.faults.store_then_error_statuses = vec![502];
+    })
+    .await;
+    let response = create(&sandbox, &minimal_body("ste-1")).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(header(&response, "content-type"), Some("text/html"));
+    let page = response.text().await.expect("body");
+    assert!(page.contains("<h1>502 Bad Gateway</h1>"), "{page}");
+    assert_eq!(stored_external_ids(&sandbox, CONVERSATION), ["ste-1"]);
+    assert_eq!(
+        lookup(&sandbox, "externalId", "ste-1").await.status(),
+        StatusCode::OK
+    );
+    let stats = sandbox.stats();
+    assert_eq!(stats.faults_injected.store_then_error, 1);
+    assert_eq!(stats.messages_stored, 1);
+    sandbox.shutdown().await;
+
+    for (status, code) in [(500, "internal_server_error"), (408, "request_timeout")] {
+        let sandbox = sandbox_with(|config| {
+            config.faults.store_then_error = 1.0;
+            config.faults.store_then_error_statuses = vec![status];
+        })
+        .await;
+        let response = create(&sandbox, &minimal_body("ste-2")).await;
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(json_of(response).await["errors"][0]["code"], code);
+        assert_eq!(sandbox.stats().messages_stored, 1);
+        sandbox.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn store_then_error_draws_every_listed_status_and_keeps_the_seed_sequence() {
+    async fn statuses(seed: u64) -> Vec<u16> {
+        let sandbox = sandbox_with(|config| {
+            config.seed = seed;
+            config.faults.store_then_error = 0.5;
+            config.faults.store_then_error_statuses = vec![500, 502, 504, 522];
+        })
+        .await;
+        let mut seen = Vec::new();
+        for n in 0..60 {
+            let response = create(&sandbox, &minimal_body(&format!("d-{n}"))).await;
+            seen.push(response.status().as_u16());
+        }
+        let stats = sandbox.stats();
+        assert_eq!(stats.messages_stored, 60, "every create is stored");
+        let errors = seen.iter().filter(|status| **status != 201).count() as u64;
+        assert_eq!(stats.faults_injected.store_then_error, errors);
+        sandbox.shutdown().await;
+        seen
+    }
+    let first = statuses(11).await;
+    assert_eq!(first, statuses(11).await);
+    for status in [201, 500, 502, 504, 522] {
+        assert!(first.contains(&status), "{status} missing in {first:?}");
+    }
+}
+
+#[tokio::test]
+async fn lookup_route_none_answers_404_to_every_spelling_like_a_miss() {
+    let sandbox = sandbox_with(|config| config.lookup = LookupSpelling::NoRoute).await;
+    create(&sandbox, &minimal_body("here")).await;
+    for spelling in ["externalId", "externalid"] {
+        let response = lookup(&sandbox, spelling, "here").await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{spelling}");
+        let routeless = json_of(response).await;
+        let miss = json_of(lookup(&sandbox, spelling, "here").await).await;
+        assert_eq!(routeless, miss);
+        assert_eq!(routeless["errors"][0]["code"], "not_found");
+    }
+    let lookups = sandbox.stats().lookups;
+    assert_eq!(lookups.camel.no_route, 2);
+    assert_eq!(lookups.lower.no_route, 2);
+    assert_eq!(lookups.camel.hit + lookups.lower.hit, 0);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn lookups_are_counted_by_spelling_and_outcome() {
+    let sandbox = sandbox_with(|config| config.lookup = LookupSpelling::LowerOnly).await;
+    create(&sandbox, &minimal_body("counted")).await;
+    lookup(&sandbox, "externalId", "counted").await;
+    lookup(&sandbox, "externalid", "counted").await;
+    lookup(&sandbox, "externalid", "counted").await;
+    lookup(&sandbox, "externalid", "absent").await;
+    let lookups = sandbox.stats().lookups;
+    assert_eq!(
+        lookups,
+        LookupCounts {
+            camel: SpellingCounts {
+                hit: 0,
+                miss: 0,
+                no_route: 1
+            },
+            lower: SpellingCounts {
+                hit: 2,
+                miss: 1,
+                no_route: 0
+            },
+            lookup_429: 0,
+        }
+    );
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn not_found_as_empty_answers_a_miss_with_empty_data() {
+    let sandbox = sandbox_with(|config| {
+        config.not_found_as_empty = true;
+        config.lookup = LookupSpelling::CamelOnly;
+    })
+    .await;
+    let created = json_of(create(&sandbox, &minimal_body("there")).await).await;
+    let miss = lookup(&sandbox, "externalId", "nowhere").await;
+    assert_eq!(miss.status(), StatusCode::OK);
+    assert_eq!(json_of(miss).await, json!({"data": []}));
+    let hit = json_of(lookup(&sandbox, "externalId", "there").await).await;
+    assert_eq!(hit["data"]["id"], created["data"]["id"]);
+    // A spelling that has no route still answers 404.
+    assert_eq!(
+        lookup(&sandbox, "externalid", "nowhere").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(sandbox.stats().lookups.camel.miss, 1);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn lookup_list_answers_every_message_under_the_id_newest_first() {
+    let sandbox = sandbox_with(|config| config.lookup_list = true).await;
+    let seeded = seed_messages(
+        &sandbox,
+        &json!([{"conversationId": OTHER_CONVERSATION, "externalId": "shared-id"}]),
+    )
+    .await;
+    assert_eq!(seeded.status(), StatusCode::CREATED);
+    let seeded_id = json_of(seeded).await["data"][0]["id"].clone();
+    let own = json_of(create(&sandbox, &minimal_body("shared-id")).await).await;
+    let listed = json_of(lookup(&sandbox, "externalid", "shared-id").await).await;
+    let data = listed["data"].as_array().expect("a list");
+    assert_eq!(data.len(), 2, "{listed}");
+    assert_eq!(data[0]["id"], own["data"]["id"]);
+    assert_eq!(
+        data[0]["relationships"]["conversation"]["data"]["id"],
+        CONVERSATION
+    );
+    assert_eq!(data[1]["id"], seeded_id);
+    assert_eq!(
+        data[1]["relationships"]["conversation"]["data"]["id"],
+        OTHER_CONVERSATION
+    );
+    assert_eq!(
+        lookup(&sandbox, "externalId", "nothing").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    sandbox.shutdown().await;
+
+    let empty = sandbox_with(|config| {
+        config.lookup_list = true;
+        config.not_found_as_empty = true;
+    })
+    .await;
+    let miss = lookup(&empty, "externalId", "nothing").await;
+    assert_eq!(miss.status(), StatusCode::OK);
+    assert_eq!(json_of(miss).await, json!({"data": []}));
+    empty.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_store_lands_even_after_the_client_gave_up() {
+    let sandbox = sandbox_with(|config| {
+        config.faults.slow_store = 1.0;
+        config.faults.slow_store_delay = Duration::from_millis(300);
+    })
+    .await;
+    let impatient = Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .expect("client builds");
+    let outcome = create_with(
+        &impatient,
+        &sandbox,
+        ADMIN_KEY,
+        CONVERSATION,
+        &minimal_body("late"),
+    )
+    .await;
+    assert!(outcome.expect_err("the client times out").is_timeout());
+    eventually("the held message to be stored", || {
+        sandbox.stats().messages_stored == 1
+    })
+    .await;
+    assert_eq!(stored_external_ids(&sandbox, CONVERSATION), ["late"]);
+    assert_eq!(sandbox.stats().faults_injected.slow_store, 1);
+
+    // A patient client gets its 201, no sooner than the hold.
+    let started = Instant::now();
+    let response = create(&sandbox, &minimal_body("patient")).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(is_object_id(&json_of(response).await["data"]["id"]));
+    assert_eq!(sandbox.stats().faults_injected.slow_store, 2);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn accepted_202_stores_and_answers_the_usual_document() {
+    let sandbox = sandbox_with(|config| config.faults.accepted_202 = 1.0).await;
+    let response = create(&sandbox, &minimal_body("acc")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let document = json_of(response).await;
+    assert!(is_object_id(&document["data"]["id"]));
+    assert_eq!(document["data"]["attributes"]["externalId"], "acc");
+    let stats = sandbox.stats();
+    assert_eq!(stats.messages_stored, 1);
+    assert_eq!(stats.faults_injected.accepted_202, 1);
+    assert_eq!(stats.requests_by_status.get("202"), Some(&1));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn created_without_id_stores_but_names_no_id() {
+    let sandbox = sandbox_with(|config| config.faults.created_without_id = 1.0).await;
+    let response = create(&sandbox, &minimal_body("noid")).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let document = json_of(response).await;
+    assert!(document["data"].get("id").is_none(), "{document}");
+    assert!(document["data"].get("links").is_none(), "{document}");
+    assert_eq!(document["data"]["type"], "message");
+    assert_eq!(document["data"]["attributes"]["externalId"], "noid");
+    let stored = &sandbox.messages().conversations[CONVERSATION];
+    assert!(!document.to_string().contains(&stored[0].id));
+    assert_eq!(sandbox.stats().faults_injected.created_without_id, 1);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_body_pads_the_document_past_two_mib_before_the_id() {
+    let sandbox = sandbox_with(|config| config.faults.oversize_body = 1.0).await;
+    let response = create(&sandbox, &minimal_body("big")).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body = response.bytes().await.expect("body");
+    assert!(body.len() > 2 * 1024 * 1024, "{} bytes", body.len());
+    let document: Value = serde_json::from_slice(&body).expect("still valid JSON");
+    let id = document["data"]["id"].as_str().expect("id").to_owned();
+    let text = String::from_utf8_lossy(&body);
+    let first_id = text.find(&id).expect("id in the body");
+    assert!(first_id > 1024 * 1024, "the id must lie past the first MiB");
+    let stats = sandbox.stats();
+    assert_eq!(stats.messages_stored, 1);
+    assert_eq!(stats.faults_injected.oversize_body, 1);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn redirect_answers_307_processes_nothing_and_counts_who_followed() {
+    let sandbox =
+        sandbox_with(|config| config.redirect_to = Some("/_sandbox/redirected".into())).await;
+    let not_following = Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client builds");
+    let response = create_with(
+        &not_following,
+        &sandbox,
+        ADMIN_KEY,
+        CONVERSATION,
+        &minimal_body("moved"),
+    )
+    .await
+    .expect("request completes");
+    assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(header(&response, "location"), Some("/_sandbox/redirected"));
+    let token = not_following
+        .get(format!("{}/v1/auth/tokens/current", sandbox.base_url()))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("request completes");
+    assert_eq!(token.status(), StatusCode::TEMPORARY_REDIRECT);
+    let stats = sandbox.stats();
+    assert_eq!(stats.messages_stored, 0);
+    assert_eq!(stats.creates, 0, "nothing processed");
+    assert_eq!(stats.redirect_hits, 0);
+    assert_eq!(stats.faults_injected.redirected, 2);
+    assert_eq!(stats.requests_by_status.get("307"), Some(&2));
+
+    // A client that follows lands on the control endpoint, which counts it.
+    let followed = create(&sandbox, &minimal_body("moved")).await;
+    assert_eq!(followed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(sandbox.stats().redirect_hits, 1);
+    assert_eq!(sandbox.stats().messages_stored, 0);
+    sandbox.shutdown().await;
+
+    let elsewhere = sandbox_with(|config| {
+        config.redirect_to = Some("https://example.invalid/v1".into());
+    })
+    .await;
+    let response = not_following
+        .get(format!("{}/v1/auth/tokens/current", elsewhere.base_url()))
+        .send()
+        .await
+        .expect("request completes");
+    assert_eq!(
+        header(&response, "location"),
+        Some("https://example.invalid/v1")
+    );
+    elsewhere.shutdown().await;
+
+    for bad in [
+        "ftp://host/x",
+        "//host/x",
+        "relative/path",
+        "http://",
+        "a\nb",
+    ] {
+        let mut config = SandboxConfig::new(loopback());
+        config.redirect_to = Some(bad.into());
+        assert!(
+            matches!(start(config).await, Err(SandboxError::InvalidConfig(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn seeded_messages_are_marked_found_by_lookups_and_not_counted_as_imported() {
+    let sandbox = sandbox().await;
+    let response = seed_messages(
+        &sandbox,
+        &json!([
+            {"conversationId": OTHER_CONVERSATION, "externalId": "live-1"},
+            {"conversationId": OTHER_CONVERSATION, "externalId": "live-2"}
+        ]),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let answer = json_of(response).await;
+    assert_eq!(answer["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(answer["data"][0]["externalId"], "live-1");
+
+    let found = json_of(lookup(&sandbox, "externalId", "live-1").await).await;
+    assert_eq!(found["data"]["id"], answer["data"][0]["id"]);
+    assert_eq!(
+        found["data"]["relationships"]["conversation"]["data"]["id"],
+        OTHER_CONVERSATION
+    );
+    // The importer creating the same externalId in its own conversation is no duplicate.
+    assert_eq!(
+        create(&sandbox, &minimal_body("live-1")).await.status(),
+        StatusCode::CREATED
+    );
+    let stats = sandbox.stats();
+    assert_eq!(stats.seeded, 2);
+    assert_eq!(stats.messages_stored, 1);
+    assert_eq!(stats.duplicate_external_ids, 0);
+    let dump: Value = client()
+        .get(format!("{}/_sandbox/messages", sandbox.base_url()))
+        .send()
+        .await
+        .expect("messages")
+        .json()
+        .await
+        .expect("messages JSON");
+    assert_eq!(dump["conversations"][OTHER_CONVERSATION][0]["seeded"], true);
+    assert_eq!(dump["conversations"][CONVERSATION][0]["seeded"], false);
+
+    for bad in [
+        json!({"conversationId": OTHER_CONVERSATION, "externalId": "x"}),
+        json!([{"conversationId": "nope", "externalId": "x"}]),
+        json!([{"conversationId": "dead0000000000000000beef", "externalId": "x"}]),
+        json!([{"conversationId": OTHER_CONVERSATION, "externalId": ""}]),
+        json!([{"conversationId": OTHER_CONVERSATION, "externalId": "x", "extra": 1}]),
+    ] {
+        let response = seed_messages(&sandbox, &bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(sandbox.stats().seeded, 2, "a refused batch stores nothing");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn lookup_429_refuses_lookups_with_retry_after_and_spares_creates() {
+    let sandbox = sandbox_with(|config| config.faults.lookup_429 = 1.0).await;
+    assert_eq!(
+        create(&sandbox, &minimal_body("l429")).await.status(),
+        StatusCode::CREATED
+    );
+    let limited = lookup(&sandbox, "externalId", "l429").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(header_number(&limited, "retry-after") >= 1);
+    assert!(header(&limited, "x-ratelimit-reset").is_some());
+    assert_eq!(
+        json_of(limited).await["errors"][0]["code"],
+        "too_many_requests"
+    );
+    let stats = sandbox.stats();
+    assert_eq!(stats.lookups.lookup_429, 1);
+    assert_eq!(stats.faults_injected.lookup_429, 1);
+    assert_eq!(stats.lookups.camel, SpellingCounts::default());
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn lookup_dice_never_shift_the_create_faults() {
+    async fn outcomes(lookups_between: bool) -> Vec<u16> {
+        let sandbox = sandbox_with(|config| {
+            config.seed = 5;
+            config.faults.error_500 = 0.3;
+            config.faults.lookup_429 = 0.5;
+        })
+        .await;
+        let mut seen = Vec::new();
+        for n in 0..30 {
+            seen.push(
+                create(&sandbox, &minimal_body(&format!("s{n}")))
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+            if lookups_between {
+                lookup(&sandbox, "externalId", "s0").await;
+            }
+        }
+        sandbox.shutdown().await;
+        seen
+    }
+    assert_eq!(outcomes(false).await, outcomes(true).await);
+}
+
+#[tokio::test]
+async fn creates_are_counted_in_all_and_by_conversation() {
+    let sandbox = sandbox_with(|config| config.faults.error_503 = 1.0).await;
+    create(&sandbox, &minimal_body("c1")).await;
+    create(&sandbox, &minimal_body("c2")).await;
+    create_with(
+        &client(),
+        &sandbox,
+        "wrong-key",
+        OTHER_CONVERSATION,
+        &minimal_body("c3"),
+    )
+    .await
+    .expect("request completes");
+    token(&sandbox, ADMIN_KEY).await;
+    let stats = sandbox.stats();
+    assert_eq!(stats.creates, 3);
+    assert_eq!(
+        stats.creates_by_conversation,
+        BTreeMap::from([
+            (CONVERSATION.to_owned(), 2),
+            (OTHER_CONVERSATION.to_owned(), 1)
+        ])
+    );
     sandbox.shutdown().await;
 }

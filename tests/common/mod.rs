@@ -44,12 +44,25 @@ pub fn importer_for(dir: &Path, sandbox: &Sandbox, key: &str) -> Command {
 /// How long any one importer command in a test may take before the test fails.
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(240);
 
+/// The send flags with short waits, for tests: the loopback sandbox answers in milliseconds, so
+/// a slow write has landed long before 0.2 s, and a request is given up after 3 s.
+/// `extra` wins where it names the same flag.
+pub fn send_flags(extra: &[&str]) -> Vec<String> {
+    let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    for (flag, value) in [("--settle-delay", "0.2"), ("--request-timeout", "3")] {
+        if !extra.contains(&flag) {
+            flags.extend([flag.to_string(), value.to_string()]);
+        }
+    }
+    flags
+}
+
 /// `run INPUT --db job.sqlite --quiet EXTRA...` in `dir`, to completion.
 pub fn run_job(dir: &Path, sandbox: &Sandbox, key: &str, input: &str, extra: &[&str]) -> Output {
     let mut command = importer_for(dir, sandbox, key);
     command
         .args(["run", input, "--db", "job.sqlite", "--quiet"])
-        .args(extra);
+        .args(send_flags(extra));
     run_bounded(command, COMMAND_LIMIT)
 }
 
@@ -58,7 +71,7 @@ pub fn resume_job(dir: &Path, sandbox: &Sandbox, key: &str, extra: &[&str]) -> O
     let mut command = importer_for(dir, sandbox, key);
     command
         .args(["resume", "--db", "job.sqlite", "--quiet"])
-        .args(extra);
+        .args(send_flags(extra));
     run_bounded(command, COMMAND_LIMIT)
 }
 
@@ -165,12 +178,22 @@ impl Sandbox {
             .expect("messages_stored")
     }
 
-    /// conversationId → messages in stored order.
+    /// conversationId → messages in stored order; messages seeded as another integration's
+    /// (`POST /_sandbox/seed`) are left out: only what the importer created.
     pub fn messages(&self) -> BTreeMap<String, Vec<Value>> {
         let body = self.get("/_sandbox/messages");
         let mut out = BTreeMap::new();
         for (conversation, list) in body["conversations"].as_object().expect("conversations") {
-            out.insert(conversation.clone(), list.as_array().expect("list").clone());
+            let created: Vec<Value> = list
+                .as_array()
+                .expect("list")
+                .iter()
+                .filter(|message| message["seeded"] != Value::Bool(true))
+                .cloned()
+                .collect();
+            if !created.is_empty() {
+                out.insert(conversation.clone(), created);
+            }
         }
         out
     }
@@ -179,6 +202,20 @@ impl Sandbox {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
+            .send()
+            .expect("control request");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
             .send()
             .expect("control request");
         assert!(
@@ -265,9 +302,13 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
 }
 
 /// Every expected message stored exactly once, in (sentAt, line) order within its conversation,
-/// and nothing else stored.
+/// and nothing else stored. Messages seeded through `/_sandbox/seed` (another integration's) are
+/// left out.
 pub fn assert_stored_exactly_once_in_order(sandbox: &Sandbox, expected: &[Expected]) {
-    let stored = sandbox.messages();
+    let mut stored = sandbox.messages();
+    for list in stored.values_mut() {
+        list.retain(|message| message["seeded"] != true);
+    }
     let mut wanted: HashMap<&str, Vec<&Expected>> = HashMap::new();
     for row in expected {
         wanted
@@ -294,6 +335,41 @@ pub fn assert_stored_exactly_once_in_order(sandbox: &Sandbox, expected: &[Expect
     }
     let stats = sandbox.stats();
     assert_eq!(stats["duplicate_external_ids"], 0, "duplicates in {stats}");
+}
+
+/// Every row the report calls succeeded names a message that exists in the sandbox, in the
+/// row's own conversation, under the row's externalId: nothing is claimed that is not there.
+pub fn assert_every_success_is_real(sandbox: &Sandbox, dir: &Path, db: &str) {
+    let stored = sandbox.messages();
+    let mut by_id: HashMap<String, (String, String)> = HashMap::new();
+    for (conversation, list) in &stored {
+        for message in list {
+            by_id.insert(
+                message["id"].as_str().unwrap_or_default().to_string(),
+                (
+                    conversation.clone(),
+                    message["externalId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            );
+        }
+    }
+    for row in report_rows(dir, db) {
+        if row["state"] != "succeeded" {
+            continue;
+        }
+        let found = by_id.get(&row["messageId"]);
+        assert_eq!(
+            found,
+            Some(&(row["conversationId"].clone(), row["externalId"].clone())),
+            "line {} claims message {} in {}",
+            row["line"],
+            row["messageId"],
+            row["conversationId"]
+        );
+    }
 }
 
 /// The CSV report as maps from column to value.
@@ -345,5 +421,21 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
     while !condition() {
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for a child process, killing it and failing the test if it outlives `limit`.
+pub fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child process did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,0 +1,57 @@
+//! Before anything is sent: the API answers at all, the key works and reaches the right region,
+//! and it may write what the job writes.
+
+use crate::checkpoint::Job;
+use crate::client::{ApiClient, ApiError};
+use crate::retry::{RequestKind, RetryAction};
+
+use super::SendStop;
+
+/// What the preflight check learned.
+pub struct Preflight {
+    /// The org limit from `x-ratelimit-limit`, when the API sent one.
+    pub org_limit: Option<u32>,
+}
+
+pub async fn preflight(client: &ApiClient, job: &Job) -> Result<Preflight, SendStop> {
+    match client.current_token().await {
+        Ok(token) => {
+            let preflight = Preflight {
+                org_limit: token.rate.limit,
+            };
+            match token.is_admin() {
+                Some(false) if job.audit_fields => Err(SendStop::Refused(
+                    "the API key lacks the org.admin role, so Kustomer would silently replace the \
+                     audit fields (createdAt, createdBy, modifiedAt, modifiedBy) with the key's own \
+                     user and the current time. Use an admin key, or re-run with --no-audit-fields \
+                     (in a new checkpoint) to import without original authors and times."
+                        .into(),
+                )),
+                Some(_) => Ok(preflight),
+                None => {
+                    eprintln!(
+                        "warning: the key's roles could not be read; continuing, and every created \
+                         message's createdAt/createdBy is checked against what was sent"
+                    );
+                    Ok(preflight)
+                }
+            }
+        }
+        // Nothing answered: sending would only fail row after row.
+        Err(err @ (ApiError::Connect { .. } | ApiError::Timeout { .. })) => {
+            Err(SendStop::Unreachable(format!(
+                "cannot reach the API at {} ({err}); nothing was sent",
+                client.base_url()
+            )))
+        }
+        Err(err) if err.retry_action(RequestKind::Lookup) == RetryAction::StopRun => {
+            Err(SendStop::ApiFatal(err))
+        }
+        Err(err) => {
+            eprintln!("warning: could not check the key before sending ({err}); continuing");
+            Ok(Preflight {
+                org_limit: err.rate().and_then(|rate| rate.limit),
+            })
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! Exactly once against the API as real APIs and gateways behave: every case of the issue that
+//! found our sandbox too kind, end to end through the binary, each with the sandbox switch that
+//! produces it. Every test also asserts that its fault fired, so a quiet switch cannot make it
+//! pass.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+
+fn fired(sandbox: &Sandbox, fault: &str) -> u64 {
+    let stats = sandbox.stats();
+    stats["faults_injected"][fault]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no fault counter {fault} in {stats}"))
+}
+
+fn lookups(sandbox: &Sandbox, spelling: &str, outcome: &str) -> u64 {
+    sandbox.stats()["lookups"][spelling][outcome]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Case 1: stored, then answered 500/502/504 (and the gateway family): looked up, never resent.
+#[test]
+fn a_create_stored_then_answered_5xx_is_looked_up_not_resent() {
+    let sandbox = Sandbox::start(&[
+        "--store-then-error",
+        "0.08",
+        "--store-then-error-status",
+        "500,502,504,507,520,524",
+        "--seed",
+        "11",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 600, 20, 1);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    let stored_then_error = fired(&sandbox, "store_then_error");
+    assert!(
+        stored_then_error > 10,
+        "the fault fired {stored_then_error} times"
+    );
+    assert!(lookups(&sandbox, "camel", "hit") >= stored_then_error);
+}
+
+/// Case 2: no lookup route at all (every spelling 404s): the run stops rather than resend blind.
+#[test]
+fn without_a_working_lookup_route_nothing_is_resent_blind() {
+    let sandbox = Sandbox::start(&[
+        "--lookup-route",
+        "none",
+        "--store-then-drop",
+        "0.05",
+        "--seed",
+        "5",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 400, 20, 2);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    assert!(
+        stderr(&output).contains("lookup route"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    // Resuming cannot prove it either: still stopped, still nothing twice.
+    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
+    let status = status_json(dir.path(), "job.sqlite");
+    assert!(
+        status["counts"]["pending"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+
+    let mut check = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    check.args(["check", "--db", "job.sqlite"]);
+    let output = run_bounded(check, Duration::from_secs(60));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("lookup route   BROKEN"),
+        "{}",
+        text(&output)
+    );
+}
+
+/// Case 3: "not found" as 200 `{"data": []}`: believed, the row resent, nothing left stuck.
+#[test]
+fn not_found_as_empty_data_is_believed_and_nothing_is_left_stuck() {
+    let sandbox = Sandbox::start(&[
+        "--not-found-as-empty",
+        "--lookup-route",
+        "camel",
+        "--drop-before-store",
+        "0.05",
+        "--store-then-drop",
+        "0.05",
+        "--seed",
+        "8",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 600, 25, 3);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert!(fired(&sandbox, "drop_before_store") > 5);
+    assert!(
+        lookups(&sandbox, "camel", "miss") > 5,
+        "{}",
+        sandbox.stats()
+    );
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["sending"], 0, "{status}");
+}
+
+/// Case 4: another integration used some of the file's externalIds in other conversations. A
+/// lookup that finds only those is never taken for the row's own message.
+#[test]
+fn a_message_with_the_same_external_id_elsewhere_is_never_claimed() {
+    let sandbox = Sandbox::start(&["--drop-before-store", "0.3", "--lookup-list", "--seed", "9"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 400, 20, 4);
+    let foreign: Vec<String> = (0..60).map(|i| format!("{:024x}", 0xf00000 + i)).collect();
+    let seeded: Vec<Value> = expected
+        .iter()
+        .zip(&foreign)
+        .map(|(row, conversation)| {
+            json!({"conversationId": conversation, "externalId": row.external_id})
+        })
+        .collect();
+    sandbox.post_json("/_sandbox/seed", &Value::Array(seeded));
+
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    let report = report_rows(dir.path(), "job.sqlite");
+    let elsewhere: Vec<_> = report
+        .iter()
+        .filter(|r| r["errorCode"] == "external_id_in_other_conversation")
+        .collect();
+    assert!(!elsewhere.is_empty(), "no row met its foreign twin");
+    for row in &elsewhere {
+        let named = foreign
+            .iter()
+            .any(|c| row["errorMessage"].contains(&format!("conversation {c}")));
+        assert!(named, "the report names the other conversation: {row:?}");
+    }
+    let status = status_json(dir.path(), "job.sqlite");
+    assert!(status["held"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
+
+    // The user decides to create them after all: each once, the conversations in order.
+    for _ in 0..10 {
+        let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &["--retry-failed"]);
+        if code(&output) == 0 {
+            break;
+        }
+        assert_eq!(code(&output), 1, "{}", text(&output));
+    }
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+/// Case 5: the write lands just after the client gave up: the settle delay finds it.
+#[test]
+fn a_write_landing_after_the_client_timeout_is_found_after_the_settle_delay() {
+    let sandbox = Sandbox::start(&[
+        "--slow-store",
+        "0.1",
+        "--slow-store-ms",
+        "1500",
+        "--seed",
+        "12",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 200, 20, 5);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        "in.csv",
+        &["--request-timeout", "1", "--settle-delay", "2"],
+    );
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert!(fired(&sandbox, "slow_store") > 5);
+}
+
+/// Case 7: lookups answered 429 use up no attempts.
+#[test]
+fn lookups_answered_429_use_no_attempts() {
+    let sandbox = Sandbox::start(&[
+        "--lookup-429",
+        "0.5",
+        "--store-then-drop",
+        "0.15",
+        "--window-secs",
+        "1",
+        "--seed",
+        "3",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 100, 10, 7);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        "in.csv",
+        &["--max-attempts", "2"],
+    );
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert!(fired(&sandbox, "lookup_429") > 5);
+    let report = report_rows(dir.path(), "job.sqlite");
+    assert!(report.iter().all(|r| r["state"] == "succeeded"));
+}
+
+/// Case 8: 202, a 2xx without a message id, and an answer too large to read.
+#[test]
+fn any_2xx_with_an_id_succeeds_and_an_unreadable_one_is_looked_up() {
+    let sandbox = Sandbox::start(&[
+        "--accepted-202",
+        "0.3",
+        "--created-without-id",
+        "0.1",
+        "--oversize-body",
+        "0.05",
+        "--seed",
+        "13",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 300, 15, 8);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    for fault in ["accepted_202", "created_without_id", "oversize_body"] {
+        assert!(fired(&sandbox, fault) > 0, "{fault} never fired");
+    }
+}
+
+/// Case 9: one process per checkpoint, by the file's identity, not the path as typed.
+#[test]
+fn a_second_resume_through_a_symlink_or_a_hard_link_is_refused() {
+    let sandbox = Sandbox::start(&["--latency-ms", "20"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 300, 6, 9);
+    let mut first = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    first
+        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
+        .args(["--concurrency", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = first.spawn().expect("spawn run");
+    wait_until(Duration::from_secs(60), "the first run to send", || {
+        sandbox.stored() > 0
+    });
+    std::os::unix::fs::symlink(
+        dir.path().join("job.sqlite"),
+        dir.path().join("link.sqlite"),
+    )
+    .unwrap();
+    std::fs::hard_link(
+        dir.path().join("job.sqlite"),
+        dir.path().join("hard.sqlite"),
+    )
+    .unwrap();
+    let absolute = dir.path().join(".").join("job.sqlite");
+    for other in [
+        "link.sqlite".to_string(),
+        "hard.sqlite".to_string(),
+        absolute.display().to_string(),
+    ] {
+        let mut second = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+        second.args(["resume", "--db", &other, "--quiet"]);
+        let output = run_bounded(second, Duration::from_secs(60));
+        assert_eq!(code(&output), 2, "{other}: {}", text(&output));
+    }
+    let status = wait_child(&mut child, Duration::from_secs(180));
+    assert_eq!(status.code(), Some(0));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+/// Case 10: the same export run again as a new job, from another directory.
+#[test]
+fn the_same_export_run_again_as_a_new_job_is_refused_unless_skip_existing() {
+    let sandbox = Sandbox::start(&[]);
+    let first = tempfile::tempdir().unwrap();
+    let expected = write_csv(&first.path().join("in.csv"), 300, 30, 10);
+    let output = run_job(first.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+
+    let second = tempfile::tempdir().unwrap();
+    std::fs::copy(first.path().join("in.csv"), second.path().join("in.csv")).unwrap();
+    let output = run_job(second.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 2, "{}", text(&output));
+    let said = stderr(&output);
+    assert!(said.contains("already exist"), "{said}");
+    assert!(said.contains("--skip-existing"), "{said}");
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+
+    let output = resume_job(second.path(), &sandbox, ADMIN_KEY, &["--skip-existing"]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    let report = report_rows(second.path(), "job.sqlite");
+    assert!(
+        report
+            .iter()
+            .all(|r| r["state"] == "succeeded" && r["errorCode"] == "found_existing"),
+        "every row found, none created"
+    );
+}
+
+/// Case 11, before sending: nothing listens at the base URL.
+#[test]
+fn an_unreachable_api_stops_before_sending_with_exit_3() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 50, 5, 11);
+    let mut command = importer(dir.path());
+    command
+        .env("KUSTOMER_API_KEY", ADMIN_KEY)
+        .env("KUSTOMER_BASE_URL", &url)
+        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"]);
+    let output = run_bounded(command, Duration::from_secs(60));
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    assert!(
+        stderr(&output).contains("cannot reach"),
+        "{}",
+        text(&output)
+    );
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["pending"], 50, "{status}");
+    assert_eq!(status["counts"]["failed"], 0, "{status}");
+}
+
+/// Case 11, during the run: the API goes away; the run stops, failing no row.
+#[test]
+fn an_api_that_goes_away_mid_run_stops_the_run_and_fails_no_row() {
+    let sandbox = Sandbox::start(&["--latency-ms", "10"]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 400, 8, 12);
+    let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    command
+        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
+        .args(send_flags(&["--max-retry-wait", "3", "--concurrency", "4"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn run");
+    wait_until(Duration::from_secs(60), "some rows sent", || {
+        sandbox.stored() > 20
+    });
+    drop(sandbox);
+    let status = wait_child(&mut child, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(3));
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["failed"], 0, "{status}");
+    assert!(
+        status["counts"]["pending"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+}
+
+/// A 3xx is a configuration error naming where it pointed; nothing follows it.
+#[test]
+fn a_redirect_is_never_followed() {
+    let target = Sandbox::start(&[]);
+    let redirected = format!("{}/_sandbox/redirected", target.url);
+    let sandbox = Sandbox::start(&["--redirect-to", &redirected]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 20, 2, 13);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    assert!(stderr(&output).contains(&redirected), "{}", text(&output));
+    assert_eq!(target.stats()["redirect_hits"], 0);
+    assert_eq!(sandbox.stored(), 0);
+}
+
+/// A kill -9 while conversations wait out their settle delay: resume waits the rest of it,
+/// looks the rows up, and creates nothing twice.
+#[test]
+fn kill_9_during_a_settle_delay_then_resume_creates_nothing_twice() {
+    let sandbox = Sandbox::start(&["--store-then-error", "0.2", "--seed", "4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 200, 10, 14);
+    let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    command
+        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
+        .args(["--settle-delay", "120", "--request-timeout", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().expect("spawn run");
+    wait_until(Duration::from_secs(60), "lanes settling", || {
+        fired(&sandbox, "store_then_error") >= 3
+    });
+    signal(&child, "KILL");
+    let _ = child.wait();
+    let output = resume_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        &["--settle-delay", "0.5", "--request-timeout", "1"],
+    );
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert!(lookups(&sandbox, "camel", "hit") >= 3);
+}
+
+/// Retries that run out hold the rest of the conversation; the held rows are never sent.
+#[test]
+fn a_row_out_of_attempts_holds_its_conversation() {
+    let sandbox = Sandbox::start(&["--drop-before-store", "1.0", "--not-found-as-empty"]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 60, 6, 15);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        "in.csv",
+        &["--max-attempts", "2"],
+    );
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert_eq!(sandbox.stored(), 0);
+    // Two creates per conversation: its first row, twice; nothing behind it.
+    assert_eq!(fired(&sandbox, "drop_before_store"), 12);
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["failed"], 6, "{status}");
+    assert_eq!(status["held"], 54, "{status}");
+}
+
+/// A panicking worker is an internal error with its own exit code; every row stays resumable.
+#[test]
+fn a_worker_panic_exits_70_and_the_job_resumes() {
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 100, 5, 16);
+    let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    command
+        .env("KUSTOMER_IMPORT_TEST_PANIC_AT_LINE", "10")
+        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
+        .args(send_flags(&[]));
+    let output = run_bounded(command, COMMAND_LIMIT);
+    assert_eq!(code(&output), 70, "{}", text(&output));
+    assert!(
+        stderr(&output).contains("internal error"),
+        "{}",
+        text(&output)
+    );
+    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+/// A row whose outcome stays unknown (its create got no answer and its lookups fail) is failed
+/// visibly as `outcome_unknown`, holds its conversation, is never resent blind, and `resume`
+/// moves it forward once lookups answer again.
+#[test]
+fn an_outcome_that_stays_unknown_is_reported_and_resume_settles_it() {
+    let sandbox = Sandbox::start(&["--store-then-drop", "0.2", "--seed", "21"]);
+    sandbox.post("/_sandbox/lookups/fail");
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 100, 10, 17);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        "in.csv",
+        &["--max-attempts", "2"],
+    );
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert!(fired(&sandbox, "lookup_503") > 0);
+    let report = report_rows(dir.path(), "job.sqlite");
+    let unknown = report
+        .iter()
+        .filter(|r| r["errorCode"] == "outcome_unknown")
+        .count();
+    assert!(unknown > 0, "some outcomes stayed unknown");
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["failed"], unknown as u64, "{status}");
+    assert!(status["held"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["counts"]["sending"], 0, "{status}");
+    // Every one of them was in fact stored (store then drop): nothing was resent blind.
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
+
+    // Even --retry-failed does not resend them blind while lookups still fail.
+    let output = resume_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        &["--retry-failed", "--max-attempts", "2"],
+    );
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
+
+    sandbox.post("/_sandbox/lookups/heal");
+    for _ in 0..5 {
+        let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &[]);
+        if code(&output) == 0 {
+            break;
+        }
+    }
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
