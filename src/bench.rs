@@ -280,6 +280,8 @@ async fn bench_budget(
     stage_job(file, &db, &sandbox.base_url())?;
 
     // The same decision `run` makes: preflight reads x-ratelimit-limit, then the budget is chosen.
+    // Paced at that ceiling alone: how the adaptive share under it behaves beside other clients
+    // is the live-integration scenario's to measure.
     let probe = ApiClient::new(client_config(&sandbox.base_url()), None)?;
     let reported = probe
         .current_token()
