@@ -513,9 +513,9 @@ fn print_summary(
         } else if pacing.adaptive {
             writeln!(
                 out,
-                "pacing:   yielded to the org's other clients for {} in all; last seen: {}",
-                crate::text::duration(Duration::from_millis(pacing.yielded_ms)),
-                pacing.describe()
+                "pacing:   yielded to the org's other clients for {} in all ({})",
+                pacing.yielded(),
+                pacing.rates()
             )
         } else {
             Ok(())

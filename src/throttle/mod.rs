@@ -169,17 +169,26 @@ impl PacingSnapshot {
         }
     }
 
-    /// `others ~1,080/min, import 540/min of 900`, or why there is no such view.
+    /// `others ~1,080/min, import 540/min of 900, yielded 42s`.
     pub fn describe(&self) -> String {
+        let mut text = self.rates();
+        if self.yielded_ms >= 1_000 && !self.rate_headers_missing {
+            text.push_str(&format!(", yielded {}", self.yielded()));
+        }
+        text
+    }
+
+    /// `others ~1,080/min, import 540/min of 900`, or why the others cannot be seen.
+    pub fn rates(&self) -> String {
         let per_minute = |rate: f64| crate::text::thousands(rate.max(0.0).round() as u64);
         let ceiling = crate::text::thousands(u64::from(self.ceiling_per_minute));
         let import = self
             .import_per_minute
             .map_or_else(|| "…".to_string(), per_minute);
-        if self.rate_headers_missing {
-            return format!("import {import}/min of {ceiling} (no rate-limit headers)");
-        }
-        let mut text = match self.others_per_minute {
+        match self.others_per_minute {
+            _ if self.rate_headers_missing => {
+                format!("import {import}/min of {ceiling} (no rate-limit headers)")
+            }
             Some(others) if self.adaptive => {
                 format!(
                     "others ~{}/min, import {import}/min of {ceiling}",
@@ -187,14 +196,12 @@ impl PacingSnapshot {
                 )
             }
             _ => format!("import {import}/min of {ceiling}"),
-        };
-        if self.yielded_ms >= 1_000 {
-            text.push_str(&format!(
-                ", yielded {}",
-                crate::text::duration(Duration::from_millis(self.yielded_ms))
-            ));
         }
-        text
+    }
+
+    /// How long the import held back for the others, for people.
+    pub fn yielded(&self) -> String {
+        crate::text::duration(Duration::from_millis(self.yielded_ms))
     }
 }
 
@@ -428,6 +435,34 @@ mod tests {
         assert_eq!(
             parse_retry_after("Fri, 31 Dec 2100 23:59:59 GMT", now),
             Some(LONGEST_SERVER_WAIT)
+        );
+    }
+
+    #[test]
+    fn pacing_is_described_for_people() {
+        let mut snapshot = PacingSnapshot {
+            updated_at_ms: 0,
+            adaptive: true,
+            rate_headers_missing: false,
+            ceiling_per_minute: 900,
+            org_limit: Some(1800),
+            reserve: Some(180),
+            others_per_minute: Some(1080.4),
+            import_per_minute: Some(540.0),
+            allowed_per_minute: Some(560.0),
+            yielded_ms: 42_500,
+            paused_until_ms: None,
+        };
+        assert_eq!(
+            snapshot.describe(),
+            "others ~1,080/min, import 540/min of 900, yielded 42s"
+        );
+        assert_eq!(snapshot.rates(), "others ~1,080/min, import 540/min of 900");
+        snapshot.adaptive = false;
+        snapshot.rate_headers_missing = true;
+        assert_eq!(
+            snapshot.describe(),
+            "import 540/min of 900 (no rate-limit headers)"
         );
     }
 }
