@@ -72,6 +72,8 @@
 //!   the stats' `live_client`, not in the request counts.
 //!
 //! # Faults
+//! [`SandboxConfig::error_429`]: a create answered 429 although the org has room (its own dice
+//! stream, drawn after auth and the org limit, so it never shifts the faults below).
 //! [`Faults`]: latency with uniform jitter before every `/v1` request;
 //! `revoke_admin_after: Some(n)` revokes [`ADMIN_KEY`] when the (n+1)-th create request arrives.
 //! Every create that passes auth, the org limit and the create role draws exactly three numbers
