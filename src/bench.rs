@@ -7,6 +7,10 @@
 //! - Sending: messages/s of the full send phase (checkpoint writes, ordering, retries) against
 //!   raw concurrent POSTs of the same bodies through the same client, both into an in-process
 //!   sandbox with no added latency.
+//! - Live integrations: a live client bursting beside the import in an org limited like issue
+//!   10's (1,800/min, bursts of 24/s and 12/s, 60% on average; 15 s windows instead of 60 s),
+//!   the import at the plain ceiling (as before adaptive pacing) and with its adaptive share, in
+//!   the same run: the live client's 429s, and the share of what it left that the import used.
 //! - Memory: peak resident set (VmHWM) of a child `kustomer-import` process staging, then
 //!   staging and sending, a large generated file (Linux only).
 //! - Exactly-once (`faults`): lookups and extra requests that unknown outcomes cost, and the wall
@@ -80,6 +84,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
             args.fault_rows,
             args.fault_rpm,
         ))?;
+    }
+    if args.share_secs > 0 {
+        let secs = Duration::from_secs(args.share_secs);
+        let rows = SHARE_CEILING_PER_MINUTE * (args.share_secs / 60 + 1);
+        let share_file = workdir.join(format!("bench-share-{rows}.csv"));
+        generate(&share_file, rows)?;
+        for adaptive in [false, true] {
+            runtime.block_on(bench_share(&share_file, &workdir, adaptive, secs))?;
+        }
     }
     if !args.no_memory {
         runtime.block_on(bench_memory(&staging_file, &workdir, args.staging_rows))?;
@@ -275,19 +288,11 @@ async fn bench_budget(
     config.window = Duration::from_secs(60);
     let sandbox = sandbox::start(config).await?;
     let db = workdir.join(format!("bench-budget-{}.sqlite", max_rpm.unwrap_or(0)));
-    remove_checkpoint(&db);
-    let request = crate::app::JobRequest {
-        input: InputArg::File(file.to_path_buf()),
-        db: db.clone(),
-        staging: StagingChoices::utc_defaults(Some(Format::Csv)),
-        base_url: sandbox.base_url(),
-        settings: serde_json::json!({ "bench": "budget" }),
-    };
-    let (mut checkpoint, job, source) = crate::app::create_job(&request)?;
-    crate::app::stage(&mut checkpoint, &job, &source, Display::Quiet, None)?;
-    drop(checkpoint);
+    stage_job(file, &db, &sandbox.base_url())?;
 
     // The same decision `run` makes: preflight reads x-ratelimit-limit, then the budget is chosen.
+    // Paced at that ceiling alone: how the adaptive share under it behaves beside other clients
+    // is the live-integration scenario's to measure.
     let probe = ApiClient::new(client_config(&sandbox.base_url()), None)?;
     let reported = probe
         .current_token()
@@ -304,21 +309,10 @@ async fn bench_budget(
         client_config(&sandbox.base_url()),
         Some(Arc::clone(&throttle)),
     )?);
-    let plan = SendPlan::standard(db.clone(), 64);
-    let counters = SendCounters::with_total(0);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let timer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(secs).await;
-            stop.cancel();
-        })
-    };
     let before = sandbox.stats();
     let started = Instant::now();
-    send::send_all(&plan, client, counters, stop).await?;
+    send_for(&db, client, secs).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    timer.abort();
     let after = sandbox.stats();
     sandbox.shutdown().await;
 
@@ -334,6 +328,109 @@ async fn bench_budget(
         allowed.round(),
         100.0 * limited as f64 / (requests.max(1)) as f64,
     );
+    Ok(())
+}
+
+/// Issue 10's org, with windows a quarter as long: 1,800 a minute is 450 per 15 s.
+const SHARE_WINDOW: Duration = Duration::from_secs(15);
+const SHARE_ORG_LIMIT: u32 = 450;
+/// The live client: 24/s then 12/s, two cycles a window (60% of the limit on average).
+const SHARE_LIVE_PATTERN: &str = "bursts:24/3.75,12/3.75";
+/// Half the org's limit per minute: what `--budget-share 0.5` takes of a 60 s window.
+const SHARE_CEILING_PER_MINUTE: u64 = 900;
+
+/// Runs the send phase for `secs` beside a live client, at the plain ceiling or adaptive, and
+/// reports the live client's 429s and the share of what it left that the import used.
+async fn bench_share(
+    file: &Path,
+    workdir: &Path,
+    adaptive: bool,
+    secs: Duration,
+) -> Result<(), AppError> {
+    let mut config = SandboxConfig::new(loopback());
+    config.org_limit = Some(SHARE_ORG_LIMIT);
+    config.window = SHARE_WINDOW;
+    config.live_client = Some(
+        SHARE_LIVE_PATTERN
+            .parse()
+            .map_err(sandbox::SandboxError::InvalidConfig)?,
+    );
+    let db = workdir.join(format!("bench-share-{adaptive}.sqlite"));
+    stage_job(file, &db, "http://127.0.0.1:9")?;
+    let sandbox = sandbox::start(config).await?;
+    let ceiling = u32::try_from(SHARE_CEILING_PER_MINUTE).unwrap_or(u32::MAX);
+    let budget = if adaptive {
+        RateBudget::new(ceiling).sharing(crate::throttle::Reserve::default())
+    } else {
+        RateBudget::new(ceiling)
+    };
+    let throttle = Arc::new(Throttle::new(budget, ConcurrencyLimit::adaptive(64)));
+    let client = Arc::new(ApiClient::new(
+        client_config(&sandbox.base_url()),
+        Some(Arc::clone(&throttle)),
+    )?);
+    let before = sandbox.stats();
+    let started = Instant::now();
+    send_for(&db, client, secs).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = sandbox.stats();
+    sandbox.shutdown().await;
+
+    let status = |stats: &sandbox::SandboxStats, code: &str| {
+        stats.requests_by_status.get(code).copied().unwrap_or(0)
+    };
+    let import_limited = status(&after, "429") - status(&before, "429");
+    let import_spent = after.requests_total - before.requests_total - import_limited;
+    let live_ok = after.live_client.ok - before.live_client.ok;
+    let live_limited = after.live_client.rate_limited - before.live_client.rate_limited;
+    let offered = f64::from(SHARE_ORG_LIMIT) * elapsed / SHARE_WINDOW.as_secs_f64();
+    let left = (offered - live_ok as f64).max(1.0);
+    let label = if adaptive {
+        "adaptive share (10% reserve)"
+    } else {
+        "plain ceiling (before)      "
+    };
+    let yielded = throttle
+        .budget
+        .share_view()
+        .map(|view| format!(", yielded {:.0}s", view.yielded.as_secs_f64()))
+        .unwrap_or_default();
+    println!(
+        "live      {label} over {elapsed:.0}s: live client {live_limited} x 429 of {} requests; import used {import_spent} of the {left:.0} the live client left ({:.1}%), {import_limited} x 429{yielded}",
+        live_ok + live_limited,
+        100.0 * import_spent as f64 / left,
+    );
+    Ok(())
+}
+
+/// Stages `file` into a fresh checkpoint at `db`.
+fn stage_job(file: &Path, db: &Path, base_url: &str) -> Result<(), AppError> {
+    remove_checkpoint(db);
+    let request = crate::app::JobRequest {
+        input: InputArg::File(file.to_path_buf()),
+        db: db.to_path_buf(),
+        staging: StagingChoices::utc_defaults(Some(Format::Csv)),
+        base_url: base_url.to_string(),
+        settings: serde_json::json!({ "bench": true }),
+    };
+    let (mut checkpoint, job, source) = crate::app::create_job(&request)?;
+    crate::app::stage(&mut checkpoint, &job, &source, Display::Quiet, None)?;
+    Ok(())
+}
+
+/// The send phase of the job in `db` for at most `secs`, then stopped as by Ctrl-C.
+async fn send_for(db: &Path, client: Arc<ApiClient>, secs: Duration) -> Result<(), AppError> {
+    let plan = SendPlan::standard(db.to_path_buf(), 64);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let timer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(secs).await;
+            stop.cancel();
+        })
+    };
+    send::send_all(&plan, client, SendCounters::with_total(0), stop).await?;
+    timer.abort();
     Ok(())
 }
 

@@ -133,6 +133,16 @@ pub struct SendArgs {
     /// [default: 1000].
     #[arg(long, value_name = "N|P%")]
     pub max_errors: Option<String>,
+    /// Room left in every rate-limit window for the org's other clients (live integrations):
+    /// a share of x-ratelimit-limit (`10%`) or a number of requests per window. Under its
+    /// ceiling the import adapts to what the others spend, keeping this much unspent
+    /// [default: 10%].
+    #[arg(long, value_name = "N|P%")]
+    pub reserve: Option<String>,
+    /// Longest common pause for the rate limit, in seconds, whatever Retry-After or
+    /// x-ratelimit-reset ask for [default: 900].
+    #[arg(long, value_name = "SECS")]
+    pub max_pause: Option<u64>,
     /// After a create whose outcome is unknown (5xx, timeout, lost connection), how long its
     /// conversation waits before looking the row up, so a slow write has landed first. Other
     /// conversations go on meanwhile [default: 30].
@@ -267,9 +277,29 @@ pub struct SandboxArgs {
     /// Answer 429 without a Retry-After header.
     #[arg(long)]
     pub no_retry_after: bool,
-    /// Send x-ratelimit-reset as epoch seconds instead of seconds from now.
-    #[arg(long)]
+    /// Send x-ratelimit-reset as epoch seconds instead of seconds from now (= --reset-unit epoch).
+    #[arg(long, conflicts_with = "reset_unit")]
     pub reset_as_epoch: bool,
+    /// Unit of x-ratelimit-reset: seconds from now, epoch seconds, or epoch milliseconds.
+    #[arg(long, value_enum, value_name = "UNIT")]
+    pub reset_unit: Option<ResetUnitArg>,
+    /// Send this exact Retry-After value with every 429 (e.g. `18446744073709551615`, an HTTP
+    /// date, or garbage), instead of the seconds until the reset.
+    #[arg(long, value_name = "VALUE", conflicts_with = "no_retry_after")]
+    pub retry_after_value: Option<String>,
+    /// Probability (0..1) of answering a create 429 although the org has room (with the rate
+    /// headers and Retry-After as configured).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub error_429: f64,
+    /// Send no x-ratelimit-* headers at all (an API that does not report its budget).
+    #[arg(long)]
+    pub no_rate_headers: bool,
+    /// Run a live client inside the sandbox that spends the org's limit beside the import,
+    /// counting its own 429s in /_sandbox/stats: `constant:RATE` or `bursts:HIGH/SECS,LOW/SECS`
+    /// (requests per second; e.g. `bursts:24/15,12/15`). It starts with the sandbox and stops
+    /// with it.
+    #[arg(long, value_name = "PATTERN")]
+    pub live_client: Option<String>,
     /// Added latency per request, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency_ms: u64,
@@ -368,6 +398,13 @@ pub enum LookupRouteArg {
     None,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResetUnitArg {
+    Seconds,
+    Epoch,
+    EpochMs,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Keep the demo's checkpoint here instead of a temporary directory.
@@ -405,4 +442,8 @@ pub struct BenchArgs {
     /// The budget both runs of the exactly-once scenario are paced at, requests per minute.
     #[arg(long, value_name = "N", default_value_t = 6_000)]
     pub fault_rpm: u32,
+    /// Seconds of the live-integration scenario (a live client bursting beside the import,
+    /// adaptive share against the plain ceiling; 0 skips). Windows are 15 s.
+    #[arg(long, value_name = "SECS", default_value_t = 45)]
+    pub share_secs: u64,
 }

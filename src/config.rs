@@ -48,6 +48,10 @@ pub enum ConfigError {
     MaxRpm,
     #[error("--max-attempts must be at least 1")]
     MaxAttempts,
+    #[error("--reserve {0:?} must be a number of requests per window (e.g. 100) or a share of the limit below 100% (e.g. 10%)")]
+    Reserve(String),
+    #[error("--max-pause must be at least 1 second")]
+    MaxPause,
     #[error("{flag} {value:?} must be a number of seconds from {min} to {max}")]
     Seconds {
         flag: &'static str,
@@ -249,6 +253,10 @@ pub struct SendConfig {
     pub retry: RetryPolicy,
     pub max_errors: ErrorBudget,
     pub display: Display,
+    /// Room kept in every window for the org's other clients.
+    pub reserve: crate::throttle::Reserve,
+    /// Longest common pause for the rate limit.
+    pub max_pause: Duration,
     /// After an unknown outcome, how long the conversation waits before looking the row up.
     pub settle_delay: Duration,
     pub request_timeout: Duration,
@@ -260,6 +268,8 @@ pub struct SendConfig {
 const DEFAULT_CONCURRENCY: &str = "auto";
 const DEFAULT_MAX_CONCURRENCY: usize = 64;
 const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+const DEFAULT_RESERVE: &str = "10%";
+const DEFAULT_MAX_PAUSE_SECS: u64 = 900;
 const DEFAULT_MAX_RETRY_WAIT_SECS: u64 = 300;
 const DEFAULT_MAX_ERRORS: &str = "1000";
 
@@ -347,6 +357,8 @@ impl SendConfig {
             retry: RetryPolicy::default(),
             max_errors: ErrorBudget::Rows(1000),
             display,
+            reserve: crate::throttle::Reserve::default(),
+            max_pause: crate::throttle::DEFAULT_MAX_PAUSE,
             settle_delay: DEFAULT_SETTLE_DELAY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             skip_existing: false,
@@ -380,6 +392,9 @@ impl SendConfig {
         if max_attempts == 0 {
             return Err(ConfigError::MaxAttempts);
         }
+        if args.max_pause == Some(0) {
+            return Err(ConfigError::MaxPause);
+        }
         Ok(SendConfig {
             concurrency,
             max_rpm: args.max_rpm,
@@ -395,6 +410,8 @@ impl SendConfig {
                 args.max_errors.as_deref().unwrap_or(DEFAULT_MAX_ERRORS),
             )?,
             display: Display::detect(args.quiet),
+            reserve: parse_reserve(args.reserve.as_deref().unwrap_or(DEFAULT_RESERVE))?,
+            max_pause: Duration::from_secs(args.max_pause.unwrap_or(DEFAULT_MAX_PAUSE_SECS)),
             settle_delay: match &args.settle_delay {
                 Some(raw) => parse_seconds("--settle-delay", raw, 0.0, 3600.0)?,
                 None => DEFAULT_SETTLE_DELAY,
@@ -480,6 +497,24 @@ impl From<RetryFailedArg> for crate::checkpoint::RetryScope {
             RetryFailedArg::Transient => crate::checkpoint::RetryScope::Transient,
             RetryFailedArg::All => crate::checkpoint::RetryScope::All,
         }
+    }
+}
+
+/// `--reserve`: `10%` of the limit, or `100` requests per window.
+pub fn parse_reserve(raw: &str) -> Result<crate::throttle::Reserve, ConfigError> {
+    use crate::throttle::Reserve;
+    let fail = || ConfigError::Reserve(raw.to_string());
+    let raw = raw.trim();
+    match raw.strip_suffix('%') {
+        Some(number) => {
+            let percent: f64 = number.trim().parse().map_err(|_| fail())?;
+            if (0.0..100.0).contains(&percent) {
+                Ok(Reserve::Percent(percent))
+            } else {
+                Err(fail())
+            }
+        }
+        None => raw.parse().map(Reserve::Requests).map_err(|_| fail()),
     }
 }
 
@@ -692,6 +727,17 @@ mod tests {
             ConcurrencyChoice::Auto { ceiling: 64 }
         );
         assert_eq!(defaults.max_errors, ErrorBudget::Rows(1000));
+    }
+
+    #[test]
+    fn reserve_forms() {
+        use crate::throttle::Reserve;
+        assert_eq!(parse_reserve("10%").unwrap(), Reserve::Percent(10.0));
+        assert_eq!(parse_reserve(" 0% ").unwrap(), Reserve::Percent(0.0));
+        assert_eq!(parse_reserve("120").unwrap(), Reserve::Requests(120));
+        for bad in ["100%", "-1%", "lots", "-3", "12.5"] {
+            assert!(parse_reserve(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::checkpoint::RowState;
-use crate::throttle::Throttle;
+use crate::throttle::{PacingSnapshot, Throttle};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ impl Drop for ProgressView {
     }
 }
 
-/// Budget, concurrency and any common pause, for the progress line.
+/// Budget, concurrency, the org window's use and any common pause, for the progress line.
 fn pacing(throttle: &Throttle) -> String {
     let budget = &throttle.budget;
     let concurrency = if throttle.concurrency.is_adaptive() {
@@ -183,20 +183,26 @@ fn pacing(throttle: &Throttle) -> String {
     } else {
         throttle.concurrency.limit().to_string()
     };
+    let snapshot = PacingSnapshot::of(throttle);
     let mut text = format!(
-        "budget {}/min · conc {concurrency} · 429s {}",
-        budget.requests_per_minute(),
+        "{} · conc {concurrency} · 429s {}",
+        snapshot.describe(),
         budget.rate_limited.load(Ordering::Relaxed)
     );
     if let Some(until) = budget.paused_until() {
         let wait = until.saturating_duration_since(tokio::time::Instant::now());
         let resume_at = jiff::Timestamp::now()
-            .checked_add(jiff::SignedDuration::from_millis(wait.as_millis() as i64))
+            .checked_add(jiff::SignedDuration::from_millis(
+                i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+            ))
             .unwrap_or_else(|_| jiff::Timestamp::now());
         text.push_str(&format!(
-            " · PAUSED for rate limit until {} UTC",
+            " · PAUSED for rate limit, {} left (until {} UTC)",
+            crate::text::duration(wait + Duration::from_millis(999)),
             resume_at.strftime("%H:%M:%S")
         ));
+    } else if snapshot.adaptive && budget.share_view().is_some_and(|share| share.yielding) {
+        text.push_str(" · yielding to other clients");
     }
     text
 }

@@ -155,9 +155,27 @@ fn word_continues(text: &str, at: usize) -> bool {
     text.as_bytes().get(at).is_some_and(u8::is_ascii_digit)
 }
 
+/// A duration for people: `45s`, `3m 05s`, `2h 07m`.
+pub fn duration(span: std::time::Duration) -> String {
+    let secs = span.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3_600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3_600, secs % 3_600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_for_people() {
+        use std::time::Duration;
+        assert_eq!(duration(Duration::from_millis(45_900)), "45s");
+        assert_eq!(duration(Duration::from_secs(185)), "3m 05s");
+        assert_eq!(duration(Duration::from_secs(7_620)), "2h 07m");
+    }
 
     #[test]
     fn groups_by_three() {

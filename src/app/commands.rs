@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
-    CheckArgs, DemoArgs, LookupRouteArg, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs,
-    SandboxArgs, SandboxOutcomeArgs, SendArgs, StatusArgs, ValidateArgs,
+    CheckArgs, DemoArgs, LookupRouteArg, ReportArgs, ReportFormatArg, ResetUnitArg, ResumeArgs,
+    RunArgs, SandboxArgs, SandboxOutcomeArgs, SendArgs, StatusArgs, ValidateArgs,
 };
 use crate::client::{ApiClient, LookupAnswer};
 use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
@@ -553,7 +553,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
 }
 
 pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {
-    let config = sandbox_config(args);
+    let config = sandbox_config(args)?;
     let runtime = runtime()?;
     runtime.block_on(async {
         let running = sandbox::start(config).await?;
@@ -574,12 +574,27 @@ pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {
     })
 }
 
-fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
+fn sandbox_config(args: &SandboxArgs) -> Result<SandboxConfig, AppError> {
     let mut config = SandboxConfig::new(args.listen);
     config.org_limit = args.org_limit;
     config.window = std::time::Duration::from_secs(args.window_secs.max(1));
     config.retry_after = !args.no_retry_after;
-    config.reset_as_epoch = args.reset_as_epoch;
+    config.reset_unit = match (args.reset_unit, args.reset_as_epoch) {
+        (Some(ResetUnitArg::Seconds), _) | (None, false) => sandbox::ResetUnit::Seconds,
+        (Some(ResetUnitArg::Epoch), _) | (None, true) => sandbox::ResetUnit::EpochSeconds,
+        (Some(ResetUnitArg::EpochMs), _) => sandbox::ResetUnit::EpochMillis,
+    };
+    config.retry_after_value = args.retry_after_value.clone();
+    config.rate_headers = !args.no_rate_headers;
+    config.error_429 = args.error_429;
+    config.live_client = args
+        .live_client
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|reason| {
+            sandbox::SandboxError::InvalidConfig(format!("--live-client {reason}"))
+        })?;
     config.seed = args.seed;
     config.hide_roles = args.hide_roles;
     config.error_body_text = args
@@ -594,7 +609,7 @@ fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
     config.faults.store_then_drop = args.store_then_drop;
     config.faults.revoke_admin_after = args.revoke_admin_after;
     apply_outcome_switches(&args.outcomes, &mut config);
-    config
+    Ok(config)
 }
 
 /// The issue 7 switches: unknown create outcomes and misleading lookups.
@@ -735,7 +750,7 @@ mod tests {
             "0.5",
         ])
         .expect("flags parse");
-        let config = sandbox_config(&args);
+        let config = sandbox_config(&args).expect("valid switches");
         assert_eq!(config.lookup, LookupSpelling::NoRoute);
         assert!(config.not_found_as_empty && config.lookup_list);
         assert_eq!(config.redirect_to.as_deref(), Some("/_sandbox/redirected"));
@@ -756,13 +771,17 @@ mod tests {
             ("lower", LookupSpelling::LowerOnly),
         ] {
             let args = sandbox_args(&["--lookup-route", route]).expect("flags parse");
-            assert_eq!(sandbox_config(&args).lookup, spelling);
+            assert_eq!(
+                sandbox_config(&args).expect("valid switches").lookup,
+                spelling
+            );
         }
     }
 
     #[test]
     fn issue_7_switches_default_to_off_and_bad_values_are_refused() {
-        let config = sandbox_config(&sandbox_args(&[]).expect("no flags parse"));
+        let config =
+            sandbox_config(&sandbox_args(&[]).expect("no flags parse")).expect("valid switches");
         assert_eq!(config.lookup, LookupSpelling::Both);
         assert!(!config.not_found_as_empty && !config.lookup_list);
         assert!(config.redirect_to.is_none());
@@ -778,7 +797,8 @@ mod tests {
             &["--slow-store", "0.6", "--accepted-202", "0.6"],
             &["--slow-store-ms", "600001"],
         ] {
-            let config = sandbox_config(&sandbox_args(flags).expect("flags parse"));
+            let config =
+                sandbox_config(&sandbox_args(flags).expect("flags parse")).expect("valid switches");
             assert!(config.faults.check().is_err(), "{flags:?}");
         }
     }

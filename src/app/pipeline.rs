@@ -17,7 +17,9 @@ use crate::input::{self, Compression, Format, InputSource};
 use crate::progress::{Display, ProgressView, SendCounters, StagingView};
 use crate::row::{self, FieldVerdict, StampOptions, ValidationOptions};
 use crate::send::{self, preflight, SendPlan, SendStop};
-use crate::throttle::{self, ConcurrencyLimit, RateBudget, Throttle};
+use crate::throttle::{
+    self, ConcurrencyLimit, PacingSnapshot, RateBudget, Throttle, NO_RATE_HEADERS_NOTE,
+};
 
 use super::signals::Interrupt;
 use super::AppError;
@@ -376,16 +378,21 @@ pub async fn send_and_summarise(
                 throttle::choose_budget(send.max_rpm, send.budget_share, preflight.org_limit);
             if send.display != Display::Quiet {
                 eprintln!(
-                    "{}; concurrency {}",
+                    "{}; concurrency {}; under it the import adapts to the org's other clients, \
+                     keeping {} free for them (--reserve)",
                     source.describe(rpm),
-                    send.concurrency.describe()
+                    send.concurrency.describe(),
+                    send.reserve.describe()
                 );
             }
             let concurrency = match send.concurrency {
                 ConcurrencyChoice::Auto { ceiling } => ConcurrencyLimit::adaptive(ceiling),
                 ConcurrencyChoice::Fixed(n) => ConcurrencyLimit::fixed(n),
             };
-            let throttle = Arc::new(Throttle::new(RateBudget::new(rpm), concurrency));
+            let budget = RateBudget::new(rpm)
+                .sharing(send.reserve)
+                .with_max_pause(send.max_pause);
+            let throttle = Arc::new(Throttle::new(budget, concurrency));
             let client = Arc::new(ApiClient::new(
                 api.client_config(send.request_timeout),
                 Some(Arc::clone(&throttle)),
@@ -406,7 +413,9 @@ pub async fn send_and_summarise(
                 skip_existing: send.skip_existing,
                 reimport_guard: true,
                 unreachable_after: send.retry.max_total_wait,
+                max_pause: send.max_pause,
             };
+            let recorder = PacingRecorder::start(db, Arc::clone(&throttle));
             let stop = send::send_all(
                 &plan,
                 client,
@@ -415,6 +424,7 @@ pub async fn send_and_summarise(
             )
             .await?;
             view.finish().await;
+            recorder.finish().await;
             (stop, Some((throttle, counters)))
         }
     };
@@ -433,6 +443,67 @@ pub async fn send_and_summarise(
         }),
     );
     Ok(exit_for(&stop, &after, db))
+}
+
+/// How often the running job writes its pacing figures for `status`.
+const PACING_RECORD_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps the checkpoint's pacing row current while the send phase runs, and says once when the
+/// API sends no rate-limit headers. Its writes are display data: a failure is logged, never
+/// fatal (the rows' own writes decide whether the run can go on).
+struct PacingRecorder {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PacingRecorder {
+    fn start(db: &Path, throttle: Arc<Throttle>) -> PacingRecorder {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let db = db.to_path_buf();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let writer = match crate::checkpoint::PacingWriter::open(&db) {
+                    Ok(writer) => Some(writer),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "pacing figures will not reach status");
+                        None
+                    }
+                };
+                let mut said_no_headers = false;
+                let mut ticker = tokio::time::interval(PACING_RECORD_EVERY);
+                loop {
+                    let stopping = tokio::select! {
+                        _ = ticker.tick() => false,
+                        () = stop.cancelled() => true,
+                    };
+                    let snapshot = PacingSnapshot::of(&throttle);
+                    // A warning, so said even with --quiet; once.
+                    if snapshot.rate_headers_missing && !said_no_headers {
+                        said_no_headers = true;
+                        eprintln!("warning: {NO_RATE_HEADERS_NOTE}");
+                    }
+                    if let Some(writer) = &writer {
+                        // A short synchronous write on its own connection; rare enough (every
+                        // 2 s) not to need the blocking pool.
+                        if let Err(err) = writer.write(&snapshot) {
+                            tracing::debug!(error = %err, "could not record pacing figures");
+                        }
+                    }
+                    if stopping {
+                        return;
+                    }
+                }
+            }
+        });
+        PacingRecorder { stop, task }
+    }
+
+    /// Writes the last figures and stops.
+    async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
 }
 
 fn exit_for(stop: &SendStop, counts: &StateCounts, db: &Path) -> ExitCode {
@@ -544,6 +615,19 @@ fn print_summary(
             );
         }
         let budget = &throttle.budget;
+        let pacing = PacingSnapshot::of(throttle);
+        let _ = if pacing.rate_headers_missing {
+            writeln!(out, "pacing:   {}", pacing.describe())
+        } else if pacing.adaptive {
+            writeln!(
+                out,
+                "pacing:   yielded to the org's other clients for {} in all ({})",
+                pacing.yielded(),
+                pacing.rates()
+            )
+        } else {
+            Ok(())
+        };
         let _ = writeln!(
             out,
             "requests: {} within a budget of {}/min, {} answered 429, {} common pauses{}",

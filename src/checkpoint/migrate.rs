@@ -12,7 +12,9 @@ use super::{CheckpointError, Result, SqliteResultExt};
 /// One schema step: its version (the `user_version` once applied), a name for messages, its SQL.
 pub(crate) type Migration = (i64, &'static str, &'static str);
 
-/// Every migration this build knows, oldest first. Released entries are never edited.
+/// Every migration this build knows, oldest first. Released entries are never edited. Versions
+/// must increase but need not be consecutive (changes developed in parallel take their numbers
+/// ahead of merging).
 pub(crate) const MIGRATIONS: &[Migration] = &[
     (
         1,
@@ -28,6 +30,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         3,
         "budget_wait",
         include_str!("../../migrations/0003_budget_wait.sql"),
+    ),
+    (
+        4,
+        "pacing",
+        include_str!("../../migrations/0004_pacing.sql"),
     ),
 ];
 
@@ -122,11 +129,30 @@ mod tests {
         let mut conn = Connection::open(&path).unwrap();
         migrate(&mut conn, &path).unwrap();
         assert_eq!(user_version(&conn, &path).unwrap(), newest_version());
-        assert_eq!(newest_version(), 3);
+        assert_eq!(newest_version(), 4);
         assert_eq!(
             table_names(&conn),
-            vec!["job".to_string(), "row".to_string()]
+            vec!["job".to_string(), "pacing".to_string(), "row".to_string()]
         );
+    }
+
+    #[test]
+    fn versions_increase_and_a_gap_is_stepped_over() {
+        assert!(MIGRATIONS.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        let mut conn = Connection::open(&path).unwrap();
+        let steps: &[Migration] = &[
+            (1, "one", "CREATE TABLE a (x INTEGER);"),
+            (4, "four", "CREATE TABLE d (x INTEGER);"),
+        ];
+        apply(&mut conn, &path, &steps[..1]).unwrap();
+        assert_eq!(user_version(&conn, &path).unwrap(), 1);
+        apply(&mut conn, &path, steps).unwrap();
+        assert_eq!(user_version(&conn, &path).unwrap(), 4);
+        assert_eq!(table_names(&conn), vec!["a".to_string(), "d".to_string()]);
+        apply(&mut conn, &path, steps).unwrap();
+        assert_eq!(user_version(&conn, &path).unwrap(), 4);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! transactions; a row is durably `sending` before its request leaves.
 
 mod migrate;
+pub mod pacing;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use crate::input::{Compression, Format};
 use crate::row::ValidRow;
 
+pub use pacing::PacingWriter;
 pub use writer::{RowResult, WriterHandle};
 
 /// The life of a row. Stored as its lowercase name.

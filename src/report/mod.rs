@@ -252,6 +252,8 @@ pub struct StatusSummary {
     pub latency_ms: Option<Timings>,
     pub budget_wait_ms: Option<Timings>,
     pub top_errors: Vec<ErrorGroup>,
+    /// The org window as the last run saw it (others' rate, ours, time yielded).
+    pub pacing: Option<crate::throttle::PacingSnapshot>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +332,7 @@ fn summarize(cp: &Checkpoint, now_ms: i64, live: bool) -> Result<StatusSummary, 
         latency_ms: timings(|each| cp.for_each_latency(each))?,
         budget_wait_ms: timings(|each| cp.for_each_budget_wait(each))?,
         top_errors,
+        pacing: cp.pacing()?,
     })
 }
 
@@ -570,6 +573,11 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
                 thousands(wait.max)
             ),
         );
+    }
+
+    if let Some(pacing) = &summary.pacing {
+        let as_of = rfc3339(pacing.updated_at_ms).unwrap_or_default();
+        line("Pacing", format!("{} (as of {as_of})", pacing.describe()));
     }
 
     if style.top_errors && !summary.top_errors.is_empty() {

@@ -23,7 +23,7 @@ use super::state::{
     Spelling, StoreRefusal, StoredMessage, ORG_ID, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
 };
 use super::validate::{format_timestamp, is_object_id, FieldError};
-use super::{LookupSpelling, SandboxError, SeedMessage};
+use super::{LookupSpelling, ResetUnit, SandboxError, SeedMessage};
 
 const CREATE_ROUTE: &str = "/v1/conversations/{id}/messages";
 
@@ -86,6 +86,11 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
     let bearer = bearer_token(request.headers());
     let (admission, rate) = shared.admit(bearer, is_create, Instant::now());
     let mut response = match admission {
+        Ok(_) if is_create && shared.roll_injected_429() => rate_limited_for(
+            &shared,
+            "Rate limit exceeded (injected)",
+            rate.reset_seconds,
+        ),
         Ok(profile) => {
             request.extensions_mut().insert(Caller(profile));
             next.run(request).await
@@ -95,15 +100,11 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
             "unauthorized",
             "The API key is missing, unknown or revoked",
         ),
-        Err(Refusal::OrgLimited) => {
-            let mut refused = api_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "Organization rate limit exceeded",
-            );
-            add_retry_after(&shared, &mut refused, rate.reset_seconds);
-            refused
-        }
+        Err(Refusal::OrgLimited) => rate_limited_for(
+            &shared,
+            "Organization rate limit exceeded",
+            rate.reset_seconds,
+        ),
     };
     add_rate_headers(&shared, response.headers_mut(), rate);
     shared.record_status(response.status().as_u16());
@@ -161,30 +162,44 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn add_rate_headers(shared: &Shared, headers: &mut HeaderMap, rate: RateSnapshot) {
-    let reset = if shared.config.reset_as_epoch {
-        rate.reset_epoch
-    } else {
-        rate.reset_seconds
+    if !shared.config.rate_headers {
+        return;
+    }
+    let reset = match shared.config.reset_unit {
+        ResetUnit::Seconds => rate.reset_seconds,
+        ResetUnit::EpochSeconds => rate.reset_epoch,
+        ResetUnit::EpochMillis => rate.reset_epoch_ms,
     };
     headers.insert(RATE_LIMIT.clone(), HeaderValue::from(rate.limit));
     headers.insert(RATE_REMAINING.clone(), HeaderValue::from(rate.remaining));
     headers.insert(RATE_RESET.clone(), HeaderValue::from(reset));
 }
 
-fn add_retry_after(shared: &Shared, response: &mut Response, seconds: u64) {
-    if shared.config.retry_after {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+/// A 429 with `Retry-After` as configured: the seconds to the reset, a verbatim value, or none.
+fn rate_limited_for(shared: &Shared, message: &str, seconds: u64) -> Response {
+    let mut response = api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
+    if !shared.config.retry_after {
+        return response;
     }
+    let value = match &shared.config.retry_after_value {
+        // Only a value HTTP cannot carry at all (control characters) is left out.
+        Some(verbatim) => match HeaderValue::from_str(verbatim) {
+            Ok(value) => value,
+            Err(_) => return response,
+        },
+        None => HeaderValue::from(seconds.max(1)),
+    };
+    response.headers_mut().insert(RETRY_AFTER, value);
+    response
 }
 
 /// A 429 raised inside a handler, with `Retry-After` until the current window ends.
 fn rate_limited(shared: &Shared, message: &str) -> Response {
-    let mut refused = api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
-    let seconds = shared.clock.seconds_to_reset(Instant::now());
-    add_retry_after(shared, &mut refused, seconds);
-    refused
+    rate_limited_for(
+        shared,
+        message,
+        shared.clock.seconds_to_reset(Instant::now()),
+    )
 }
 
 /// The usual Kustomer error body.

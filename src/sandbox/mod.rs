@@ -63,11 +63,17 @@
 //!   whose id is a hash of the conversation id. Over it: 429.
 //! - Every `/v1` response carries `x-ratelimit-limit` (1000000 when unlimited),
 //!   `x-ratelimit-remaining` and `x-ratelimit-reset` (whole seconds until the window ends,
-//!   rounded up, or the window's end in Unix epoch seconds with
-//!   [`SandboxConfig::reset_as_epoch`]). 429s carry `Retry-After: <seconds>` when
-//!   [`SandboxConfig::retry_after`] is set.
+//!   rounded up, or the window's end in Unix epoch seconds or milliseconds, rounded up: see
+//!   [`SandboxConfig::reset_unit`]), unless [`SandboxConfig::rate_headers`] is off. 429s carry
+//!   `Retry-After: <seconds>` when [`SandboxConfig::retry_after`] is set, or exactly
+//!   [`SandboxConfig::retry_after_value`] when given (an absurd number, an HTTP date, garbage).
+//! - [`SandboxConfig::live_client`]: a live integration inside the sandbox spends the org window
+//!   at a rate pattern from the start (see `live`); its requests and the 429s it received are in
+//!   the stats' `live_client`, not in the request counts.
 //!
 //! # Faults
+//! [`SandboxConfig::error_429`]: a create answered 429 although the org has room (its own dice
+//! stream, drawn after auth and the org limit, so it never shifts the faults below).
 //! [`Faults`]: latency with uniform jitter before every `/v1` request;
 //! `revoke_admin_after: Some(n)` revokes [`ADMIN_KEY`] when the (n+1)-th create request arrives.
 //! Every create that passes auth, the org limit and the create role draws exactly three numbers
@@ -124,6 +130,7 @@
 
 mod api;
 mod faults;
+mod live;
 mod server;
 mod state;
 mod validate;
@@ -137,6 +144,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use state::Shared;
+
+pub use live::{LiveClientStats, LivePattern};
 
 /// Bearer key with `org.admin`: audit fields are kept as sent.
 pub const ADMIN_KEY: &str = "sandbox-admin-key";
@@ -161,8 +170,18 @@ pub struct SandboxConfig {
     pub window: Duration,
     /// Send `Retry-After` with 429 answers.
     pub retry_after: bool,
-    /// Send `x-ratelimit-reset` as Unix epoch seconds instead of seconds from now.
-    pub reset_as_epoch: bool,
+    /// How `x-ratelimit-reset` is written.
+    pub reset_unit: ResetUnit,
+    /// Sent verbatim as `Retry-After` on 429s instead of the seconds to the reset.
+    pub retry_after_value: Option<String>,
+    /// Send the `x-ratelimit-*` headers (off: an API that does not report its budget).
+    pub rate_headers: bool,
+    /// A live integration spending the org window beside the import.
+    pub live_client: Option<LivePattern>,
+    /// Probability (0..=1) that a create is answered 429 although the org has room (a gateway's
+    /// own limiter, say), with the rate headers and `Retry-After` as configured: drives the
+    /// importer's 429 handling whatever its pacing. Dice from their own seeded stream.
+    pub error_429: f64,
     /// Which spelling of the externalId lookup path is accepted.
     pub lookup: LookupSpelling,
     pub faults: Faults,
@@ -192,7 +211,11 @@ impl SandboxConfig {
             customer_limit: DEFAULT_CUSTOMER_LIMIT,
             window: Duration::from_secs(60),
             retry_after: true,
-            reset_as_epoch: false,
+            reset_unit: ResetUnit::Seconds,
+            retry_after_value: None,
+            rate_headers: true,
+            live_client: None,
+            error_429: 0.0,
             lookup: LookupSpelling::Both,
             faults: Faults::default(),
             seed: 0,
@@ -203,6 +226,18 @@ impl SandboxConfig {
             error_body_text: None,
         }
     }
+}
+
+/// How `x-ratelimit-reset` is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ResetUnit {
+    /// Whole seconds until the window ends, rounded up.
+    #[default]
+    Seconds,
+    /// The window's end in Unix epoch seconds.
+    EpochSeconds,
+    /// The window's end in Unix epoch milliseconds.
+    EpochMillis,
 }
 
 /// Spellings of `GET /v1/messages/externalId=<id>` the sandbox accepts.
@@ -294,6 +329,12 @@ pub struct SandboxStats {
     /// Highest number of `/v1` requests in flight at once.
     pub max_concurrency: u64,
     pub faults_injected: FaultCounts,
+    /// The live client's requests and 429s (all zero without one).
+    #[serde(default)]
+    pub live_client: LiveClientStats,
+    /// Creates answered 429 by [`SandboxConfig::error_429`].
+    #[serde(default)]
+    pub injected_429: u64,
     /// Create requests received (`POST /v1/conversations/{id}/messages`), answered or not.
     #[serde(default)]
     pub creates: u64,
@@ -479,6 +520,12 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         ));
     }
     config.faults.check()?;
+    if !(0.0..=1.0).contains(&config.error_429) {
+        return Err(SandboxError::InvalidConfig(format!(
+            "error_429 must be within 0..=1, got {}",
+            config.error_429
+        )));
+    }
     if let Some(target) = &config.redirect_to {
         api::check_redirect_target(target)?;
     }
@@ -492,9 +539,13 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         addr: config.listen,
         source,
     })?;
+    let live_client = config.live_client.clone();
     let shared = Arc::new(Shared::new(config));
     let shutdown = CancellationToken::new();
     let stopped = CancellationToken::new();
+    if let Some(pattern) = live_client {
+        tokio::spawn(live::run(Arc::clone(&shared), pattern, shutdown.clone()));
+    }
     tokio::spawn(server::serve(
         listener,
         api::router(Arc::clone(&shared)),

@@ -140,6 +140,15 @@ impl Clock {
         let end = self.started_wall + self.window_end(now);
         end.duration_since(UNIX_EPOCH).map_or(0, ceil_seconds)
     }
+
+    /// The end of the current window as Unix epoch milliseconds, rounded up.
+    pub(crate) fn reset_epoch_ms(&self, now: Instant) -> u64 {
+        let end = self.started_wall + self.window_end(now);
+        end.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            let millis = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
+            millis + u64::from(since.subsec_nanos() % 1_000_000 > 0)
+        })
+    }
 }
 
 fn ceil_seconds(span: Duration) -> u64 {
@@ -184,6 +193,7 @@ pub(crate) struct RateSnapshot {
     pub remaining: u32,
     pub reset_seconds: u64,
     pub reset_epoch: u64,
+    pub reset_epoch_ms: u64,
 }
 
 /// Why a /v1 request was turned away before reaching its handler.
@@ -253,6 +263,8 @@ struct Counters {
     dropped_connections: u64,
     duplicate_external_ids: u64,
     faults: FaultCounts,
+    live_client: super::LiveClientStats,
+    injected_429: u64,
     creates_by_conversation: HashMap<String, u64>,
     lookups: LookupCounts,
     seeded: u64,
@@ -280,6 +292,8 @@ pub(crate) enum LookupOutcome {
 pub(crate) struct World {
     fault_rng: StdRng,
     jitter_rng: StdRng,
+    /// Dice of `error_429`, apart so that they never shift the other faults.
+    limit_fault_rng: StdRng,
     /// Lookups draw from their own stream, so they never shift the create faults.
     lookup_rng: StdRng,
     id_salt: u64,
@@ -377,10 +391,12 @@ impl Shared {
         let jitter_rng = StdRng::seed_from_u64(seeder.random());
         let id_salt = seeder.random();
         let lookup_rng = StdRng::seed_from_u64(seeder.random());
+        let limit_fault_rng = StdRng::seed_from_u64(seeder.random());
         let world = World {
             fault_rng,
             jitter_rng,
             lookup_rng,
+            limit_fault_rng,
             id_salt,
             id_sequence: 0,
             org_window: WindowCount::default(),
@@ -491,8 +507,42 @@ impl Shared {
             remaining: limit.saturating_sub(used),
             reset_seconds: self.clock.seconds_to_reset(now),
             reset_epoch: self.clock.reset_epoch(now),
+            reset_epoch_ms: self.clock.reset_epoch_ms(now),
         };
         (outcome, snapshot)
+    }
+
+    /// Whether this create is answered 429 by the `error_429` dice (counted when it is).
+    pub(crate) fn roll_injected_429(&self) -> bool {
+        if self.config.error_429 <= 0.0 {
+            return false;
+        }
+        let mut world = self.world();
+        let limited = world.limit_fault_rng.random::<f64>() < self.config.error_429;
+        if limited {
+            world.counters.injected_429 += 1;
+        }
+        limited
+    }
+
+    /// Charges one request of the live client to the org window (it has no key to check).
+    pub(crate) fn charge_live_request(&self, now: Instant) {
+        let window = self.clock.window_index(now);
+        let mut world = self.world();
+        let allowed = match self.config.org_limit {
+            Some(limit) => world.org_window.try_take(window, limit),
+            None => {
+                world.org_window.take(window);
+                true
+            }
+        };
+        let live = &mut world.counters.live_client;
+        live.requests += 1;
+        if allowed {
+            live.ok += 1;
+        } else {
+            live.rate_limited += 1;
+        }
     }
 
     pub(crate) fn record_status(&self, status: u16) {
@@ -677,6 +727,8 @@ impl Shared {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             held: self.held.load(Ordering::Relaxed),
             faults_injected: counters.faults.clone(),
+            live_client: counters.live_client,
+            injected_429: counters.injected_429,
             creates: world.creates_seen,
             creates_by_conversation: counters
                 .creates_by_conversation

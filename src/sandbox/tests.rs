@@ -575,7 +575,7 @@ async fn org_limit_can_omit_retry_after_and_send_epoch_resets() {
     let sandbox = sandbox_with(|config| {
         config.org_limit = Some(1);
         config.retry_after = false;
-        config.reset_as_epoch = true;
+        config.reset_unit = super::ResetUnit::EpochSeconds;
     })
     .await;
     assert_eq!(token(&sandbox, ADMIN_KEY).await.status(), StatusCode::OK);
@@ -988,6 +988,71 @@ async fn shutdown_stops_accepting_connections() {
         .await
         .expect("shutdown completes");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn rate_switches_shape_the_headers_a_client_sees() {
+    let sandbox = sandbox_with(|config| {
+        config.org_limit = Some(1);
+        config.reset_unit = super::ResetUnit::EpochMillis;
+        config.retry_after_value = Some("18446744073709551615".into());
+    })
+    .await;
+    assert_eq!(token(&sandbox, ADMIN_KEY).await.status(), StatusCode::OK);
+    let limited = token(&sandbox, ADMIN_KEY).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&limited, "retry-after"),
+        Some("18446744073709551615")
+    );
+    let now_ms = jiff::Timestamp::now().as_millisecond().unsigned_abs();
+    let reset = header_number(&limited, "x-ratelimit-reset");
+    assert!(
+        reset > now_ms && reset <= now_ms + 61_000,
+        "reset {reset}, now {now_ms}"
+    );
+    sandbox.shutdown().await;
+
+    let sandbox = sandbox_with(|config| {
+        config.rate_headers = false;
+        config.error_429 = 1.0;
+    })
+    .await;
+    let refused = create(&sandbox, &minimal_body("x")).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(header(&refused, "x-ratelimit-limit").is_none());
+    assert!(header(&refused, "retry-after").is_some());
+    assert_eq!(sandbox.stats().injected_429, 1);
+    assert_eq!(sandbox.stats().messages_stored, 0);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_live_client_spends_the_org_window_and_counts_its_429s() {
+    let sandbox = sandbox_with(|config| {
+        config.org_limit = Some(5);
+        config.window = Duration::from_secs(60);
+        config.live_client = Some("constant:200".parse().unwrap());
+    })
+    .await;
+    // 200/s against 5 a minute: the window is spent at once and the rest is refused.
+    let mut stats = sandbox.stats();
+    for _ in 0..3_000 {
+        if stats.live_client.rate_limited > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stats = sandbox.stats();
+    }
+    assert_eq!(stats.live_client.ok, 5, "{stats:?}");
+    assert!(stats.live_client.rate_limited > 0, "{stats:?}");
+    assert_eq!(
+        stats.requests_total, 0,
+        "the live client is not in the request counts"
+    );
+    let refused = token(&sandbox, ADMIN_KEY).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    sandbox.shutdown().await;
 }
 
 // ---- Issue 7 switches: unknown create outcomes and misleading lookups ----

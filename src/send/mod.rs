@@ -71,6 +71,8 @@ pub struct SendPlan {
     pub reimport_guard: bool,
     /// How long every request may fail to connect before the run stops.
     pub unreachable_after: Duration,
+    /// The longest wait a server's `Retry-After` may ask of one row (`--max-pause`).
+    pub max_pause: Duration,
 }
 
 impl SendPlan {
@@ -88,6 +90,7 @@ impl SendPlan {
             skip_existing: false,
             reimport_guard: true,
             unreachable_after: RetryPolicy::default().max_total_wait,
+            max_pause: crate::throttle::DEFAULT_MAX_PAUSE,
         }
     }
 }

@@ -380,7 +380,11 @@ async fn reconnect_wait(shared: &Shared, progress: &mut HeadProgress, err: &ApiE
 }
 
 async fn wait_before_retry(shared: &Shared, schedule: &mut RetrySchedule, err: &ApiError) -> Wait {
-    let hint = err.rate().and_then(|rate| rate.retry_after);
+    // A server's hint is honoured, but never beyond --max-pause.
+    let hint = err
+        .rate()
+        .and_then(|rate| rate.retry_after)
+        .map(|hint| hint.min(shared.plan.max_pause));
     let Some(delay) = schedule.next_delay(hint) else {
         return Wait::Exhausted;
     };

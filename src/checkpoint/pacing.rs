@@ -1,0 +1,130 @@
+//! The send phase's pacing figures (the org window as the import sees it), kept in the
+//! checkpoint so that `status`, another process, can show them. The running job replaces the
+//! one row every few seconds on a connection of its own: a tiny transaction, never one of the
+//! row writer's, so a slow `status` or a busy writer never holds the other up for long
+//! (both wait on the busy timeout).
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::throttle::PacingSnapshot;
+
+use super::{open_read_write, Checkpoint, Durability, Result, SqliteResultExt};
+
+/// A connection of the running job that replaces the pacing row.
+pub struct PacingWriter {
+    checkpoint: Checkpoint,
+}
+
+impl PacingWriter {
+    pub fn open(path: &std::path::Path) -> Result<PacingWriter> {
+        let conn = open_read_write(path, Durability::Process)?;
+        Ok(PacingWriter {
+            checkpoint: Checkpoint {
+                conn,
+                path: path.to_path_buf(),
+                schema: super::migrate::newest_version(),
+            },
+        })
+    }
+
+    pub fn write(&self, record: &PacingSnapshot) -> Result<()> {
+        let cp = &self.checkpoint;
+        cp.conn
+            .execute(
+                "INSERT OR REPLACE INTO pacing (id, updated_at_ms, adaptive, rate_headers_missing,
+                     ceiling_per_minute, org_limit, reserve, others_per_minute, import_per_minute,
+                     allowed_per_minute, yielded_ms, paused_until_ms)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    record.updated_at_ms,
+                    record.adaptive,
+                    record.rate_headers_missing,
+                    record.ceiling_per_minute,
+                    record.org_limit,
+                    record.reserve,
+                    record.others_per_minute,
+                    record.import_per_minute,
+                    record.allowed_per_minute,
+                    i64::try_from(record.yielded_ms).unwrap_or(i64::MAX),
+                    record.paused_until_ms,
+                ],
+            )
+            .at(&cp.path)?;
+        Ok(())
+    }
+}
+
+impl Checkpoint {
+    /// The last pacing figures a run wrote; `None` before any send, or in a checkpoint from a
+    /// build without them (read-only opens do not migrate).
+    pub fn pacing(&self) -> Result<Option<PacingSnapshot>> {
+        let has_table: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'pacing')",
+                [],
+                |row| row.get(0),
+            )
+            .at(&self.path)?;
+        if !has_table {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT updated_at_ms, adaptive, rate_headers_missing, ceiling_per_minute,
+                        org_limit, reserve, others_per_minute, import_per_minute,
+                        allowed_per_minute, yielded_ms, paused_until_ms
+                 FROM pacing WHERE id = 1",
+                [],
+                |row| {
+                    Ok(PacingSnapshot {
+                        updated_at_ms: row.get(0)?,
+                        adaptive: row.get(1)?,
+                        rate_headers_missing: row.get(2)?,
+                        ceiling_per_minute: row.get(3)?,
+                        org_limit: row.get(4)?,
+                        reserve: row.get(5)?,
+                        others_per_minute: row.get(6)?,
+                        import_per_minute: row.get(7)?,
+                        allowed_per_minute: row.get(8)?,
+                        yielded_ms: row.get::<_, i64>(9)?.max(0).unsigned_abs(),
+                        paused_until_ms: row.get(10)?,
+                    })
+                },
+            )
+            .optional()
+            .at(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_round_trips_and_is_absent_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.sqlite");
+        let checkpoint = Checkpoint::open(&path).unwrap();
+        assert_eq!(checkpoint.pacing().unwrap(), None);
+        let writer = PacingWriter::open(&path).unwrap();
+        let mut record = PacingSnapshot {
+            updated_at_ms: 1_700_000_000_000,
+            adaptive: true,
+            rate_headers_missing: false,
+            ceiling_per_minute: 900,
+            org_limit: Some(1800),
+            reserve: Some(180),
+            others_per_minute: Some(1080.5),
+            import_per_minute: Some(540.0),
+            allowed_per_minute: Some(560.0),
+            yielded_ms: 12_345,
+            paused_until_ms: None,
+        };
+        writer.write(&record).unwrap();
+        record.yielded_ms = 20_000;
+        writer.write(&record).unwrap();
+        let reader = Checkpoint::open_read_only(&path).unwrap();
+        assert_eq!(reader.pacing().unwrap(), Some(record));
+    }
+}
