@@ -10,14 +10,12 @@ use std::time::Instant;
 
 use crate::app::AppError;
 use crate::client::ApiClient;
-use crate::config::{InputArg, StagingChoices};
-use crate::input::Format;
-use crate::progress::{Display, SendCounters};
+use crate::progress::SendCounters;
 use crate::sandbox::{self, Faults, SandboxConfig};
 use crate::send::{self, SendPlan, SendStop};
 use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
 
-use super::{client_config, generate, loopback, remove_checkpoint};
+use super::{client_config, generate, loopback, stage_job};
 
 /// Runs both jobs of `rows` rows at `rpm` requests per minute and prints the comparison.
 pub async fn bench_faults(workdir: &Path, rows: u64, rpm: u32) -> Result<(), AppError> {
@@ -71,17 +69,7 @@ async fn send_once(
     config.seed = 7;
     let sandbox = sandbox::start(config).await?;
     let db = workdir.join(format!("bench-faults-{label}.sqlite"));
-    remove_checkpoint(&db);
-    let request = crate::app::JobRequest {
-        input: InputArg::File(file.to_path_buf()),
-        db: db.clone(),
-        staging: StagingChoices::utc_defaults(Some(Format::Csv)),
-        base_url: sandbox.base_url(),
-        settings: serde_json::json!({ "bench": "faults" }),
-    };
-    let (mut checkpoint, job, source) = crate::app::create_job(&request)?;
-    crate::app::stage(&mut checkpoint, &job, &source, Display::Quiet, None)?;
-    drop(checkpoint);
+    stage_job(file, &db, &sandbox.base_url())?;
 
     let throttle = Arc::new(Throttle::new(
         RateBudget::new(rpm),

@@ -468,15 +468,21 @@ async fn work(shared: &Arc<Shared>, reader: &mut Checkpoint) -> Result<(), Check
         {
             Next::Done => return Ok(()),
             Next::RouteDeadlock => {
-                shared.halt(Halt::RouteUnproven(
+                let mut reason = String::from(
                     "every remaining row waits on a lookup by externalId that answered 404, and \
                      the lookup route has not been proven: no message of this job is known to \
                      exist to prove it on, so a 404 cannot be told from a missing route. Nothing \
                      more was sent; every row is resumable. Check the key's \
                      org.permission.message.read role and the base URL (`kustomer-import check`), \
-                     then `resume`"
-                        .into(),
-                ));
+                     then `resume`",
+                );
+                if shared.plan.skip_existing {
+                    reason.push_str(
+                        ". With --skip-existing every row is looked up before it is sent; if none \
+                         of them can exist yet, resume with --skip-existing=false",
+                    );
+                }
+                shared.halt(Halt::RouteUnproven(reason));
                 return Ok(());
             }
             Next::Lane(lane) => *lane,
