@@ -45,7 +45,7 @@ impl std::fmt::Debug for ApiKey {
 /// Most bytes of any response body read; the rest is left unread.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// The connection could not be made: the request never left.
     #[error("cannot connect to the API: {detail}")]
@@ -287,20 +287,8 @@ impl ApiClient {
             }
             let json: Value = serde_json::from_str(&answer.body)
                 .map_err(|err| unreadable(format!("body is not JSON ({err})")))?;
-            let data = &json["data"];
-            let id = data["id"]
-                .as_str()
-                .filter(|id| !id.is_empty())
-                .ok_or_else(|| unreadable("no data.id in the created message".into()))?;
-            let created_by = data["relationships"]["createdBy"]["data"]["id"]
-                .as_str()
-                .or_else(|| data["attributes"]["createdBy"].as_str());
-            Ok(CreatedMessage {
-                id: id.to_string(),
-                created_at: data["attributes"]["createdAt"].as_str().map(str::to_string),
-                created_by: created_by.map(str::to_string),
-                rate: answer.rate,
-            })
+            read_message(&json["data"], answer.rate)
+                .ok_or_else(|| unreadable("no data.id in the created message".into()))
         });
         (result, timing)
     }
@@ -362,6 +350,94 @@ impl ApiClient {
             LOOKUP_LOWER => Some("externalid="),
             _ => None,
         }
+    }
+
+    /// `POST /v1/messages/bulk` with a JSON array of items: the bulk job's id. Any 2xx naming a
+    /// job id is accepted (the docs say 201, the spec 200); one that names none is unreadable,
+    /// and the job may exist all the same.
+    pub async fn create_bulk_job(&self, items: &str) -> (Result<String, ApiError>, Timing) {
+        let url = format!("{}/v1/messages/bulk", self.base_url);
+        let request = self
+            .http
+            .post(url)
+            .bearer_auth(self.key.expose())
+            .header(CONTENT_TYPE, "application/json")
+            .body(items.to_string());
+        let (answer, timing) = self.exchange(request).await;
+        let result = answer.and_then(|answer| {
+            if !answer.status.is_success() {
+                return Err(answer.into_error());
+            }
+            let status = answer.status.as_u16();
+            let json: Value =
+                serde_json::from_str(&answer.body).map_err(|err| ApiError::Protocol {
+                    status,
+                    detail: format!("bulk answer is not JSON ({err})"),
+                })?;
+            json["data"]["id"]
+                .as_str()
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| ApiError::Protocol {
+                    status,
+                    detail: "no data.id in the bulk job".into(),
+                })
+        });
+        (result, timing)
+    }
+
+    /// `GET /v1/bulk/{id}/batches`: the job's per-item results, or `None` while it is not done
+    /// (an empty list). Both wrappings are read: a bare array of items and JSON:API
+    /// `{"data":[{"type":"bulk_batch","attributes":{..}}]}`.
+    pub async fn bulk_results(&self, job_id: &str) -> Result<Option<Vec<BulkItem>>, ApiError> {
+        let url = format!(
+            "{}/v1/bulk/{}/batches",
+            self.base_url,
+            utf8_percent_encode(job_id, PATH_SEGMENT)
+        );
+        let request = self.http.get(url).bearer_auth(self.key.expose());
+        let answer = self.exchange(request).await.0?;
+        if !answer.status.is_success() {
+            return Err(answer.into_error());
+        }
+        let status = answer.status.as_u16();
+        if answer.truncated {
+            return Err(ApiError::Protocol {
+                status,
+                detail: format!("bulk results larger than {MAX_BODY_BYTES} bytes, not read"),
+            });
+        }
+        let json: Value = serde_json::from_str(&answer.body).map_err(|err| ApiError::Protocol {
+            status,
+            detail: format!("bulk results are not JSON ({err})"),
+        })?;
+        read_bulk_results(&json).map_err(|detail| ApiError::Protocol {
+            status,
+            detail: detail.into(),
+        })
+    }
+
+    /// `GET /v1/messages/{id}`: a created message, to check its audit fields.
+    pub async fn message(&self, id: &str) -> Result<CreatedMessage, ApiError> {
+        let url = format!(
+            "{}/v1/messages/{}",
+            self.base_url,
+            utf8_percent_encode(id, PATH_SEGMENT)
+        );
+        let request = self.http.get(url).bearer_auth(self.key.expose());
+        let answer = self.exchange(request).await.0?;
+        if !answer.status.is_success() {
+            return Err(answer.into_error());
+        }
+        let status = answer.status.as_u16();
+        let json: Value = serde_json::from_str(&answer.body).map_err(|err| ApiError::Protocol {
+            status,
+            detail: format!("message is not JSON ({err})"),
+        })?;
+        read_message(&json["data"], answer.rate).ok_or_else(|| ApiError::Protocol {
+            status,
+            detail: "no data.id in the message".into(),
+        })
     }
 
     /// `GET /v1/auth/tokens/current`.
@@ -488,6 +564,79 @@ impl Answer {
     fn into_error(self) -> ApiError {
         http_error(self.status, self.rate, &self.body)
     }
+}
+
+/// A message document's `data`: its id and audit fields; None without an id.
+fn read_message(data: &Value, rate: RateInfo) -> Option<CreatedMessage> {
+    let id = data["id"].as_str().filter(|id| !id.is_empty())?;
+    let created_by = data["relationships"]["createdBy"]["data"]["id"]
+        .as_str()
+        .or_else(|| data["attributes"]["createdBy"].as_str());
+    Some(CreatedMessage {
+        id: id.to_string(),
+        created_at: data["attributes"]["createdAt"].as_str().map(str::to_string),
+        created_by: created_by.map(str::to_string),
+        rate,
+    })
+}
+
+/// One item of a bulk job's results, as answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkItem {
+    pub client_ref: Option<String>,
+    pub object_id: Option<String>,
+    /// `created` or `error` (anything else is kept as said).
+    pub status: String,
+    /// For an error: the status it carries, like a single create's, when readable.
+    pub error_status: Option<u16>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Reads `GET /v1/bulk/{id}/batches`: `None` for an empty list (not done yet).
+fn read_bulk_results(json: &Value) -> Result<Option<Vec<BulkItem>>, &'static str> {
+    let list = match json {
+        Value::Array(items) => items,
+        other => match &other["data"] {
+            Value::Array(items) => items,
+            Value::Null => return Ok(None),
+            _ => return Err("bulk results are neither a list nor {\"data\": [..]}"),
+        },
+    };
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let items = list
+        .iter()
+        .map(|entry| {
+            let item = if entry["attributes"].is_object() {
+                &entry["attributes"]
+            } else {
+                entry
+            };
+            let error = &item["error"];
+            let error_status = match &error["status"] {
+                Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            BulkItem {
+                client_ref: item["_clientRef"].as_str().map(str::to_string),
+                object_id: item["objectId"]
+                    .as_str()
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_string),
+                status: item["status"].as_str().unwrap_or_default().to_string(),
+                error_status,
+                error_code: error["code"].as_str().map(str::to_string),
+                error_message: error["message"]
+                    .as_str()
+                    .or_else(|| error.as_str())
+                    .map(|m| truncate(m, MAX_QUOTED_ERROR_CHARS)),
+            }
+        })
+        .collect();
+    Ok(Some(items))
 }
 
 /// Reads a 200 lookup answer: `data` as one message, a list of messages, or nothing at all.
@@ -619,6 +768,25 @@ pub fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_results_read_in_both_wrappings() {
+        let read = |text: &str| read_bulk_results(&serde_json::from_str(text).unwrap());
+        assert_eq!(read("[]"), Ok(None));
+        assert_eq!(read(r#"{"data":[]}"#), Ok(None));
+        let bare = r#"[{"_clientRef":"l2","objectId":"m1","status":"created"},
+            {"_clientRef":"l3","status":"error","error":{"status":422,"code":"invalid","message":"bad"}}]"#;
+        let wrapped = r#"{"data":[{"type":"bulk_batch","attributes":{"_clientRef":"l2","objectId":"m1","status":"created"}},
+            {"type":"bulk_batch","attributes":{"_clientRef":"l3","status":"error","error":{"status":"422","code":"invalid","message":"bad"}}}]}"#;
+        for text in [bare, wrapped] {
+            let items = read(text).unwrap().unwrap();
+            assert_eq!(items[0].object_id.as_deref(), Some("m1"));
+            assert_eq!(items[0].status, "created");
+            assert_eq!(items[1].error_status, Some(422));
+            assert_eq!(items[1].error_message.as_deref(), Some("bad"));
+        }
+        assert!(read(r#"{"data":"x"}"#).is_err());
+    }
 
     #[test]
     fn lookup_answers_read_strictly() {
