@@ -706,23 +706,23 @@ impl Checkpoint {
                 [],
                 |row| {
                     Ok(Stored {
-                        input_display: row.get(0)?,
-                        input_path: row.get(1)?,
-                        input_size: row.get(2)?,
-                        input_sha256: row.get(3)?,
-                        format: row.get(4)?,
-                        compression: row.get(5)?,
-                        base_url: row.get(6)?,
-                        imported_at: row.get(7)?,
-                        audit_fields: row.get(8)?,
-                        created_by: row.get(9)?,
-                        timezone: row.get(10)?,
-                        ignore_unknown: row.get(11)?,
-                        settings_json: row.get(12)?,
-                        tool_version: row.get(13)?,
-                        created_at_ms: row.get(14)?,
-                        staged_through_line: row.get(15)?,
-                        staging_complete: row.get(16)?,
+                        input_display: row.get("input_display")?,
+                        input_path: row.get("input_path")?,
+                        input_size: row.get("input_size")?,
+                        input_sha256: row.get("input_sha256")?,
+                        format: row.get("format")?,
+                        compression: row.get("compression")?,
+                        base_url: row.get("base_url")?,
+                        imported_at: row.get("imported_at")?,
+                        audit_fields: row.get("audit_fields")?,
+                        created_by: row.get("created_by")?,
+                        timezone: row.get("timezone")?,
+                        ignore_unknown: row.get("ignore_unknown")?,
+                        settings_json: row.get("settings_json")?,
+                        tool_version: row.get("tool_version")?,
+                        created_at_ms: row.get("created_at_ms")?,
+                        staged_through_line: row.get("staged_through_line")?,
+                        staging_complete: row.get("staging_complete")?,
                     })
                 },
             )
@@ -790,7 +790,7 @@ impl Checkpoint {
             .at(&path)?;
         let existing: Option<String> = tx
             .query_row("SELECT input_display FROM job WHERE id = 1", [], |row| {
-                row.get(0)
+                row.get("input_display")
             })
             .optional()
             .at(&path)?;
@@ -846,13 +846,13 @@ impl Checkpoint {
     pub fn counts(&self) -> Result<StateCounts> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT state, COUNT(*) FROM row GROUP BY state")
+            .prepare_cached("SELECT state, COUNT(*) AS count FROM row GROUP BY state")
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
         let mut counts = StateCounts::default();
         while let Some(row) = rows.next().at(&self.path)? {
-            let state: String = row.get(0).at(&self.path)?;
-            let count: u64 = row.get(1).at(&self.path)?;
+            let state: String = row.get("state").at(&self.path)?;
+            let count: u64 = row.get("count").at(&self.path)?;
             *counts.slot(self.parse_state(&state)?) = count;
         }
         Ok(counts)
@@ -873,7 +873,7 @@ impl Checkpoint {
             )
             .at(&self.path)?;
         let ids = stmt
-            .query_map([], |row| row.get(0))
+            .query_map([], |row| row.get("conversation_id"))
             .at(&self.path)?
             .collect::<rusqlite::Result<Vec<String>>>()
             .at(&self.path)?;
@@ -894,9 +894,9 @@ impl Checkpoint {
         let mut rows = stmt.query([conversation_id]).at(&self.path)?;
         let mut queue = Vec::new();
         while let Some(row) = rows.next().at(&self.path)? {
-            let line: u64 = row.get(0).at(&self.path)?;
-            let external_id: Option<String> = row.get(1).at(&self.path)?;
-            let state: String = row.get(2).at(&self.path)?;
+            let line: u64 = row.get("line").at(&self.path)?;
+            let external_id: Option<String> = row.get("external_id").at(&self.path)?;
+            let state: String = row.get("state").at(&self.path)?;
             let external_id = external_id
                 .ok_or_else(|| self.corrupt(format!("row at line {line} has no externalId")))?;
             queue.push(QueuedRow {
@@ -916,7 +916,7 @@ impl Checkpoint {
         let body: Option<Option<String>> = self
             .conn
             .prepare_cached("SELECT body FROM row WHERE line = ?1")
-            .and_then(|mut stmt| stmt.query_row([line], |row| row.get(0)).optional())
+            .and_then(|mut stmt| stmt.query_row([line], |row| row.get("body")).optional())
             .at(&self.path)?;
         match body {
             Some(Some(body)) => Ok(body),
@@ -1028,21 +1028,23 @@ impl Checkpoint {
         let (first_attempt_ms, last_result_ms, finished, finished_since, recent_work_started_ms) =
             self.conn
                 .query_row(
-                    "SELECT (SELECT MIN(first_attempt_ms) FROM row WHERE first_attempt_ms IS NOT NULL),
-                        (SELECT MAX(finished_ms) FROM row WHERE finished_ms IS NOT NULL),
-                        (SELECT COUNT(*) FROM row WHERE finished_ms IS NOT NULL),
+                    "SELECT (SELECT MIN(first_attempt_ms) FROM row WHERE first_attempt_ms IS NOT NULL)
+                            AS first_attempt_ms,
+                        (SELECT MAX(finished_ms) FROM row WHERE finished_ms IS NOT NULL) AS last_result_ms,
+                        (SELECT COUNT(*) FROM row WHERE finished_ms IS NOT NULL) AS finished,
                         (SELECT COUNT(*) FROM row WHERE finished_ms IS NOT NULL
-                                                    AND finished_ms >= ?1),
+                                                    AND finished_ms >= ?1) AS finished_since,
                         (SELECT MIN(last_attempt_ms) FROM row WHERE finished_ms IS NOT NULL
-                                                    AND finished_ms >= ?1)",
+                                                    AND finished_ms >= ?1)
+                            AS recent_work_started_ms",
                     [since_ms],
                     |row| {
                         Ok((
-                            row.get(0)?,
-                            row.get(1)?,
-                            row.get(2)?,
-                            row.get(3)?,
-                            row.get(4)?,
+                            row.get("first_attempt_ms")?,
+                            row.get("last_result_ms")?,
+                            row.get("finished")?,
+                            row.get("finished_since")?,
+                            row.get("recent_work_started_ms")?,
                         ))
                     },
                 )
@@ -1099,7 +1101,7 @@ impl Checkpoint {
                             AS rank,
                         COUNT(*) OVER (PARTITION BY error_code, error_message) AS size
                  FROM normalised)
-             SELECT error_code, error_message, size, group_concat(line, ',' ORDER BY line)
+             SELECT error_code, error_message, size, group_concat(line, ',' ORDER BY line) AS lines
              FROM ranked WHERE rank <= ?1
              GROUP BY error_code, error_message
              ORDER BY size DESC, error_code, error_message
@@ -1110,7 +1112,7 @@ impl Checkpoint {
         let mut stmt = self.conn.prepare_cached(&sql).at(&self.path)?;
         let mut rows = stmt.query(params![examples, limit]).at(&self.path)?;
         while let Some(row) = rows.next().at(&self.path)? {
-            let lines: String = row.get(3).at(&self.path)?;
+            let lines: String = row.get("lines").at(&self.path)?;
             let example_lines = lines
                 .split(',')
                 .map(|line| {
@@ -1119,9 +1121,9 @@ impl Checkpoint {
                 })
                 .collect::<Result<Vec<u64>>>()?;
             each(ErrorGroup {
-                error_code: row.get(0).at(&self.path)?,
-                error_message: row.get(1).at(&self.path)?,
-                count: row.get(2).at(&self.path)?,
+                error_code: row.get("error_code").at(&self.path)?,
+                error_message: row.get("error_message").at(&self.path)?,
+                count: row.get("size").at(&self.path)?,
                 example_lines,
             })?;
         }
@@ -1146,19 +1148,19 @@ impl Checkpoint {
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
         while let Some(row) = rows.next().at(&self.path)? {
-            let state: String = row.get(3).at(&self.path)?;
+            let state: String = row.get("state").at(&self.path)?;
             let outcome = RowOutcome {
-                line: row.get(0).at(&self.path)?,
-                external_id: row.get(1).at(&self.path)?,
-                conversation_id: row.get(2).at(&self.path)?,
+                line: row.get("line").at(&self.path)?,
+                external_id: row.get("external_id").at(&self.path)?,
+                conversation_id: row.get("conversation_id").at(&self.path)?,
                 state: self.parse_state(&state)?,
-                message_id: row.get(4).at(&self.path)?,
-                http_status: row.get(5).at(&self.path)?,
-                error_code: row.get(6).at(&self.path)?,
-                error_message: row.get(7).at(&self.path)?,
-                attempts: row.get(8).at(&self.path)?,
-                first_attempt_ms: row.get(9).at(&self.path)?,
-                last_attempt_ms: row.get(10).at(&self.path)?,
+                message_id: row.get("message_id").at(&self.path)?,
+                http_status: row.get("http_status").at(&self.path)?,
+                error_code: row.get("error_code").at(&self.path)?,
+                error_message: row.get("error_message").at(&self.path)?,
+                attempts: row.get("attempts").at(&self.path)?,
+                first_attempt_ms: row.get("first_attempt_ms").at(&self.path)?,
+                last_attempt_ms: row.get("last_attempt_ms").at(&self.path)?,
             };
             each(&outcome)?;
         }
@@ -1259,14 +1261,14 @@ impl Checkpoint {
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
         while let Some(row) = rows.next().at(&self.path)? {
-            let state: String = row.get(3).at(&self.path)?;
+            let state: String = row.get("state").at(&self.path)?;
             let rejected = RejectedRow {
-                line: row.get(0).at(&self.path)?,
-                byte_offset: row.get(1).at(&self.path)?,
-                byte_len: row.get(2).at(&self.path)?,
+                line: row.get("line").at(&self.path)?,
+                byte_offset: row.get("byte_offset").at(&self.path)?,
+                byte_len: row.get("byte_len").at(&self.path)?,
                 state: self.parse_state(&state)?,
-                error_code: row.get(4).at(&self.path)?,
-                error_message: row.get(5).at(&self.path)?,
+                error_code: row.get("error_code").at(&self.path)?,
+                error_message: row.get("error_message").at(&self.path)?,
             };
             each(&rejected)?;
         }
@@ -1289,9 +1291,10 @@ impl Checkpoint {
         let (first, last): (Option<i64>, Option<i64>) = self
             .conn
             .query_row(
-                "SELECT MIN(finished_ms), MAX(finished_ms) FROM row WHERE finished_ms IS NOT NULL",
+                "SELECT MIN(finished_ms) AS first_ms, MAX(finished_ms) AS last_ms
+                 FROM row WHERE finished_ms IS NOT NULL",
                 [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get("first_ms")?, row.get("last_ms")?)),
             )
             .at(&self.path)?;
         Ok(first.zip(last))
@@ -1307,7 +1310,7 @@ impl Checkpoint {
             .conn
             .prepare_cached(
                 "SELECT (finished_ms - ?1) / ?2 AS bucket,
-                        SUM(state = 'succeeded'), SUM(state = 'failed')
+                        SUM(state = 'succeeded') AS succeeded, SUM(state = 'failed') AS failed
                  FROM row WHERE finished_ms IS NOT NULL AND finished_ms >= ?1
                  GROUP BY bucket ORDER BY bucket",
             )
@@ -1315,9 +1318,9 @@ impl Checkpoint {
         let buckets = stmt
             .query_map(params![origin_ms, width_ms], |row| {
                 Ok(ResultBucket {
-                    index: row.get(0)?,
-                    succeeded: row.get(1)?,
-                    failed: row.get(2)?,
+                    index: row.get("bucket")?,
+                    succeeded: row.get("succeeded")?,
+                    failed: row.get("failed")?,
                 })
             })
             .at(&self.path)?
@@ -1365,15 +1368,15 @@ impl Checkpoint {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {column}, COUNT(*) FROM row WHERE {column} IS NOT NULL
+                "SELECT {column}, COUNT(*) AS count FROM row WHERE {column} IS NOT NULL
                  GROUP BY {column} ORDER BY {column}"
             ))
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
         while let Some(row) = rows.next().at(&self.path)? {
             each(LatencyCount {
-                latency_ms: row.get(0).at(&self.path)?,
-                count: row.get(1).at(&self.path)?,
+                latency_ms: row.get(column).at(&self.path)?,
+                count: row.get("count").at(&self.path)?,
             })?;
         }
         Ok(())
@@ -1415,8 +1418,9 @@ impl Checkpoint {
                         ROW_NUMBER() OVER (PARTITION BY m.error_code
                                            ORDER BY m.size DESC, m.error_message) AS message_rank
                  FROM by_message AS m JOIN by_code AS c ON m.error_code IS c.error_code)
-             SELECT c.error_code, c.state, c.size, c.distinct_messages,
-                    r.error_message, r.size, r.lines
+             SELECT c.error_code AS error_code, c.state AS state, c.size AS class_size,
+                    c.distinct_messages AS distinct_messages, r.error_message AS error_message,
+                    r.size AS message_size, r.lines AS lines
              FROM by_code AS c JOIN ranked AS r ON r.error_code IS c.error_code
              WHERE r.message_rank <= ?2
              ORDER BY c.size DESC, c.error_code, r.message_rank"
@@ -1428,9 +1432,9 @@ impl Checkpoint {
             .at(&self.path)?;
         let mut found: Vec<ErrorClass> = Vec::new();
         while let Some(row) = rows.next().at(&self.path)? {
-            let error_code: Option<String> = row.get(0).at(&self.path)?;
-            let state: String = row.get(1).at(&self.path)?;
-            let lines: Option<String> = row.get(6).at(&self.path)?;
+            let error_code: Option<String> = row.get("error_code").at(&self.path)?;
+            let state: String = row.get("state").at(&self.path)?;
+            let lines: Option<String> = row.get("lines").at(&self.path)?;
             let example_lines = lines
                 .unwrap_or_default()
                 .split(',')
@@ -1442,8 +1446,8 @@ impl Checkpoint {
                 .collect::<Result<Vec<u64>>>()?;
             let message = ErrorGroup {
                 error_code: error_code.clone(),
-                error_message: row.get(4).at(&self.path)?,
-                count: row.get(5).at(&self.path)?,
+                error_message: row.get("error_message").at(&self.path)?,
+                count: row.get("message_size").at(&self.path)?,
                 example_lines,
             };
             match found.last_mut() {
@@ -1451,8 +1455,8 @@ impl Checkpoint {
                 _ => found.push(ErrorClass {
                     error_code,
                     state: self.parse_state(&state)?,
-                    count: row.get(2).at(&self.path)?,
-                    distinct_messages: row.get(3).at(&self.path)?,
+                    count: row.get("class_size").at(&self.path)?,
+                    distinct_messages: row.get("distinct_messages").at(&self.path)?,
                     top_messages: vec![message],
                 }),
             }
@@ -1466,7 +1470,8 @@ impl Checkpoint {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT conversation_id, COUNT(*), SUM(state = 'succeeded'), SUM(state = 'failed'),
+                "SELECT conversation_id, COUNT(*) AS row_count, SUM(state = 'succeeded') AS succeeded,
+                        SUM(state = 'failed') AS failed,
                         MIN(first_attempt_ms) AS first, MAX(finished_ms) AS last
                  FROM row
                  WHERE conversation_id IS NOT NULL AND state NOT IN ('invalid', 'duplicate')
@@ -1479,12 +1484,12 @@ impl Checkpoint {
         let timings = stmt
             .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
                 Ok(ConversationTiming {
-                    conversation_id: row.get(0)?,
-                    rows: row.get(1)?,
-                    succeeded: row.get(2)?,
-                    failed: row.get(3)?,
-                    first_attempt_ms: row.get(4)?,
-                    last_result_ms: row.get(5)?,
+                    conversation_id: row.get("conversation_id")?,
+                    rows: row.get("row_count")?,
+                    succeeded: row.get("succeeded")?,
+                    failed: row.get("failed")?,
+                    first_attempt_ms: row.get("first")?,
+                    last_result_ms: row.get("last")?,
                 })
             })
             .at(&self.path)?
@@ -1584,7 +1589,7 @@ impl Stager<'_> {
             let existing: Option<String> = cp
                 .conn
                 .prepare_cached("SELECT state FROM row WHERE line = ?1")
-                .and_then(|mut stmt| stmt.query_row([row.line], |r| r.get(0)).optional())
+                .and_then(|mut stmt| stmt.query_row([row.line], |r| r.get("state")).optional())
                 .at(&cp.path)?;
             if let Some(state) = existing {
                 self.highest_line = Some(highest);
@@ -1682,7 +1687,7 @@ fn stage_row(cp: &Checkpoint, row: &StagedRow) -> Result<RowState> {
                 .conn
                 .prepare_cached(EXTERNAL_ID_OWNER_SQL)
                 .and_then(|mut stmt| {
-                    stmt.query_row([&valid.external_id], |r| r.get(0))
+                    stmt.query_row([&valid.external_id], |r| r.get("line"))
                         .optional()
                 })
                 .at(&cp.path)?;
@@ -1822,7 +1827,7 @@ pub(crate) mod test_support {
 
     pub(crate) fn state_of(conn: &Connection, line: u64) -> String {
         conn.query_row("SELECT state FROM row WHERE line = ?1", [line], |r| {
-            r.get(0)
+            r.get("state")
         })
         .expect("row exists")
     }
@@ -2046,7 +2051,7 @@ mod tests {
             .query_row(
                 "SELECT error_code, error_message FROM row WHERE line = 4",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get("error_code")?, r.get("error_message")?)),
             )
             .unwrap();
         assert_eq!(code, "duplicate_external_id");
@@ -2056,7 +2061,13 @@ mod tests {
             .query_row(
                 "SELECT error_code, error_message, conversation_id FROM row WHERE line = 3",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok((
+                        r.get("error_code")?,
+                        r.get("error_message")?,
+                        r.get("conversation_id")?,
+                    ))
+                },
             )
             .unwrap();
         assert_eq!(
@@ -2265,7 +2276,14 @@ mod tests {
             .query_row(
                 "SELECT state, http_status, error_message, finished_ms FROM row WHERE line = 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| {
+                    Ok((
+                        r.get("state")?,
+                        r.get("http_status")?,
+                        r.get("error_message")?,
+                        r.get("finished_ms")?,
+                    ))
+                },
             )
             .unwrap();
         assert_eq!(cleared, ("pending".to_string(), None, None, None));
