@@ -6,7 +6,6 @@
 //! commands together and `exit_codes` maps outcomes to the process exit status.
 
 pub mod app;
-pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod client;

@@ -1,6 +1,7 @@
 //! The commands: each takes validated configuration, drives the library modules, prints for a
 //! person, and returns the exit code. `main.rs` only maps the result to the process status.
 
+mod bench;
 mod commands;
 mod pipeline;
 mod signals;
@@ -108,7 +109,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
         Command::Check(args) => commands::check(&args),
         Command::Sandbox(args) => commands::sandbox(&args),
         Command::Demo(args) => commands::demo(&args),
-        Command::Bench(args) => crate::bench::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

@@ -116,7 +116,7 @@ mod tests {
         let mut stmt = conn
             .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
             .unwrap();
-        stmt.query_map([], |row| row.get(0))
+        stmt.query_map([], |row| row.get("name"))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap()

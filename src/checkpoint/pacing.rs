@@ -78,17 +78,17 @@ impl Checkpoint {
                 [],
                 |row| {
                     Ok(PacingSnapshot {
-                        updated_at_ms: row.get(0)?,
-                        adaptive: row.get(1)?,
-                        rate_headers_missing: row.get(2)?,
-                        ceiling_per_minute: row.get(3)?,
-                        org_limit: row.get(4)?,
-                        reserve: row.get(5)?,
-                        others_per_minute: row.get(6)?,
-                        import_per_minute: row.get(7)?,
-                        allowed_per_minute: row.get(8)?,
-                        yielded_ms: row.get::<_, i64>(9)?.max(0).unsigned_abs(),
-                        paused_until_ms: row.get(10)?,
+                        updated_at_ms: row.get("updated_at_ms")?,
+                        adaptive: row.get("adaptive")?,
+                        rate_headers_missing: row.get("rate_headers_missing")?,
+                        ceiling_per_minute: row.get("ceiling_per_minute")?,
+                        org_limit: row.get("org_limit")?,
+                        reserve: row.get("reserve")?,
+                        others_per_minute: row.get("others_per_minute")?,
+                        import_per_minute: row.get("import_per_minute")?,
+                        allowed_per_minute: row.get("allowed_per_minute")?,
+                        yielded_ms: row.get::<_, i64>("yielded_ms")?.max(0).unsigned_abs(),
+                        paused_until_ms: row.get("paused_until_ms")?,
                     })
                 },
             )

@@ -478,14 +478,14 @@ mod tests {
                 [line],
                 |r| {
                     Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
+                        r.get("state")?,
+                        r.get("attempts")?,
+                        r.get("first_attempt_ms")?,
+                        r.get("last_attempt_ms")?,
+                        r.get("finished_ms")?,
+                        r.get("message_id")?,
+                        r.get("error_message")?,
+                        r.get("retryable")?,
                     ))
                 },
             )
