@@ -151,6 +151,14 @@ pub struct SendArgs {
     /// How long to wait for an answer to one request [default: 60].
     #[arg(long, value_name = "SECS")]
     pub request_timeout: Option<String>,
+    /// `single`: one request per message. `bulk`: up to --batch-size messages of different
+    /// conversations per `POST /v1/messages/bulk` (each conversation still in order) [default:
+    /// single].
+    #[arg(long, value_name = "single|bulk")]
+    pub mode: Option<String>,
+    /// In bulk mode, the most messages in one bulk job, 1 to 100 [default: 100].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     /// Look every row up by externalId before creating it, and skip those already in their
     /// conversation (recorded succeeded, code found_existing). One extra request per row.
     /// `--skip-existing=false` turns it off for a resume.

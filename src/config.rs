@@ -48,6 +48,10 @@ pub enum ConfigError {
     MaxRpm,
     #[error("--max-attempts must be at least 1")]
     MaxAttempts,
+    #[error("--mode {0:?} must be single or bulk")]
+    Mode(String),
+    #[error("--batch-size must be from 1 to 100")]
+    BatchSize,
     #[error("--reserve {0:?} must be a number of requests per window (e.g. 100) or a share of the limit below 100% (e.g. 10%)")]
     Reserve(String),
     #[error("--max-pause must be at least 1 second")]
@@ -262,6 +266,31 @@ pub struct SendConfig {
     pub request_timeout: Duration,
     /// Look every row up before creating it (re-importing into an org that has some of it).
     pub skip_existing: bool,
+    pub mode: SendMode,
+}
+
+/// One message per request, or bulk jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMode {
+    Single,
+    Bulk { batch_size: usize },
+}
+
+/// Kustomer's most items in one bulk job.
+pub const MAX_BATCH_SIZE: usize = 100;
+
+impl SendMode {
+    fn parse(mode: Option<&str>, batch_size: Option<usize>) -> Result<SendMode, ConfigError> {
+        let batch_size = batch_size.unwrap_or(MAX_BATCH_SIZE);
+        if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+            return Err(ConfigError::BatchSize);
+        }
+        match mode.map(str::trim) {
+            None | Some("single") => Ok(SendMode::Single),
+            Some("bulk") => Ok(SendMode::Bulk { batch_size }),
+            Some(other) => Err(ConfigError::Mode(other.to_string())),
+        }
+    }
 }
 
 /// The defaults of the send settings, applied to whatever the user did not choose.
@@ -362,6 +391,7 @@ impl SendConfig {
             settle_delay: DEFAULT_SETTLE_DELAY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             skip_existing: false,
+            mode: SendMode::Single,
         }
     }
 
@@ -421,6 +451,7 @@ impl SendConfig {
                 None => DEFAULT_REQUEST_TIMEOUT,
             },
             skip_existing: args.skip_existing.unwrap_or(false),
+            mode: SendMode::parse(args.mode.as_deref(), args.batch_size)?,
         })
     }
 }

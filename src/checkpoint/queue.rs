@@ -21,6 +21,8 @@ pub struct QueuedRow {
     pub attempts: u32,
     /// When its last request was sent, ms since the Unix epoch.
     pub last_attempt_ms: Option<i64>,
+    /// The bulk job its last attempt went in, once the API named it.
+    pub bulk_job_id: Option<String>,
 }
 
 /// A message this job created, as recorded: a lookup by its externalId must find it.
@@ -68,7 +70,8 @@ impl Checkpoint {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT line, external_id, state, retryable, attempts, last_attempt_ms FROM row
+                "SELECT line, external_id, state, retryable, attempts, last_attempt_ms, bulk_job_id
+                 FROM row
                  WHERE conversation_id = ?1 AND state IN ('pending', 'sending', 'failed')
                  ORDER BY sent_at_micros, line",
             )
@@ -88,6 +91,7 @@ impl Checkpoint {
                 retryable: row.get("retryable").at(&self.path)?,
                 attempts: row.get("attempts").at(&self.path)?,
                 last_attempt_ms: row.get("last_attempt_ms").at(&self.path)?,
+                bulk_job_id: row.get("bulk_job_id").at(&self.path)?,
             });
         }
         Ok(queue)
@@ -228,6 +232,7 @@ mod tests {
                     retryable: true,
                     attempts: 2,
                     last_attempt_ms: queue[0].last_attempt_ms,
+                    bulk_job_id: None,
                 },
                 QueuedRow {
                     line: 2,
@@ -236,6 +241,7 @@ mod tests {
                     retryable: false,
                     attempts: 0,
                     last_attempt_ms: None,
+                    bulk_job_id: None,
                 },
             ]
         );

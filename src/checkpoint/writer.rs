@@ -48,6 +48,18 @@ enum Command {
         at_ms: i64,
         done: Done,
     },
+    /// The rows of one bulk job, `sending` together under a local batch id.
+    MarkSendingBatch {
+        lines: Vec<u64>,
+        batch: String,
+        at_ms: i64,
+        done: Done,
+    },
+    /// The id the API gave the batch's job.
+    RecordBulkJob {
+        batch: String,
+        job_id: String,
+    },
     Record {
         line: u64,
         result: RowResult,
@@ -120,6 +132,28 @@ impl WriterHandle {
     pub async fn mark_sending(&self, line: u64, at_ms: i64) -> Result<(), CheckpointError> {
         self.send_and_wait(|done| Command::MarkSending { line, at_ms, done })
             .await
+    }
+
+    /// Marks the rows of one bulk job `sending` under `batch`, counts an attempt for each, and
+    /// returns once that is durable: only then may the job be posted.
+    pub async fn mark_sending_batch(
+        &self,
+        lines: Vec<u64>,
+        batch: String,
+        at_ms: i64,
+    ) -> Result<(), CheckpointError> {
+        self.send_and_wait(|done| Command::MarkSendingBatch {
+            lines,
+            batch,
+            at_ms,
+            done,
+        })
+        .await
+    }
+
+    /// Queues the job id of a batch; durable after the next commit.
+    pub fn record_bulk_job(&self, batch: String, job_id: String) -> Result<(), CheckpointError> {
+        self.send(Command::RecordBulkJob { batch, job_id })
     }
 
     /// Queues a row's result; it is durable after the next commit.
@@ -304,16 +338,29 @@ impl Writer {
         for command in batch {
             let problem = match command {
                 Command::MarkSending { line, at_ms, .. } => {
-                    let changed = tx
-                        .prepare_cached(
-                            "UPDATE row SET state = 'sending', attempts = attempts + 1,
-                                    first_attempt_ms = COALESCE(first_attempt_ms, ?2),
-                                    last_attempt_ms = ?2
-                             WHERE line = ?1",
-                        )
-                        .and_then(|mut stmt| stmt.execute(params![line, at_ms]))
-                        .at(path)?;
+                    let changed = mark_sending(&tx, *line, *at_ms, None).at(path)?;
                     (changed == 0).then(|| format!("no row at line {line} to mark sending"))
+                }
+                Command::MarkSendingBatch {
+                    lines,
+                    batch,
+                    at_ms,
+                    ..
+                } => {
+                    let mut missing = Vec::new();
+                    for line in lines {
+                        if mark_sending(&tx, *line, *at_ms, Some(batch)).at(path)? == 0 {
+                            missing.push(line.to_string());
+                        }
+                    }
+                    (!missing.is_empty())
+                        .then(|| format!("no rows at lines {} to mark sending", missing.join(", ")))
+                }
+                Command::RecordBulkJob { batch, job_id } => {
+                    tx.prepare_cached("UPDATE row SET bulk_job_id = ?2 WHERE bulk_batch = ?1")
+                        .and_then(|mut stmt| stmt.execute(params![batch, job_id]))
+                        .at(path)?;
+                    None
                 }
                 Command::Record { line, result } => {
                     if write_result(&tx, *line, result).at(path)? == 0 {
@@ -363,10 +410,30 @@ impl Writer {
 }
 
 fn answer(command: Command, outcome: Result<(), CheckpointError>) {
-    if let Command::MarkSending { done, .. } | Command::Flush { done } = command {
+    if let Command::MarkSending { done, .. }
+    | Command::MarkSendingBatch { done, .. }
+    | Command::Flush { done } = command
+    {
         // The waiter may have been cancelled; the write stands either way.
         let _ = done.send(outcome);
     }
+}
+
+/// A row `sending`, one more attempt; `batch` names its bulk job's local batch (None for a
+/// single create, which clears any earlier job's ids).
+fn mark_sending(
+    conn: &Connection,
+    line: u64,
+    at_ms: i64,
+    batch: Option<&String>,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE row SET state = 'sending', attempts = attempts + 1,
+                first_attempt_ms = COALESCE(first_attempt_ms, ?2),
+                last_attempt_ms = ?2, bulk_batch = ?3, bulk_job_id = NULL
+         WHERE line = ?1",
+    )?
+    .execute(params![line, at_ms, batch])
 }
 
 fn write_result(conn: &Connection, line: u64, result: &RowResult) -> rusqlite::Result<usize> {
