@@ -304,6 +304,56 @@ pub struct SandboxArgs {
     pub seed: u64,
     #[command(flatten)]
     pub outcomes: SandboxOutcomeArgs,
+    #[command(flatten)]
+    pub bulk: SandboxBulkArgs,
+}
+
+/// Sandbox switches for bulk jobs (issue 9): `POST /v1/messages/bulk`, `GET /v1/bulk/{id}` and
+/// `GET /v1/bulk/{id}/batches`.
+#[derive(Debug, Args)]
+pub struct SandboxBulkArgs {
+    /// Processing time of a bulk job in milliseconds: queued for the first half, running (items
+    /// stored one by one) for the second.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub bulk_delay_ms: u64,
+    /// Uniform jitter around --bulk-delay-ms, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub bulk_jitter_ms: u64,
+    /// Process a job's items in array order (default: a random order, since nothing promises
+    /// otherwise).
+    #[arg(long)]
+    pub bulk_in_order: bool,
+    /// Probability (0..1) that a job is held back until a job created after it has completed,
+    /// so later jobs finish first.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_out_of_order: f64,
+    /// Probability (0..1) that a bulk item fails with a status of --bulk-item-error-status
+    /// (nothing stored for it).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_item_error: f64,
+    /// Statuses an injected item error is drawn from (uniformly), each one of
+    /// 400,404,409,422,429,500,503.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "400,404,409,422,429,500,503"
+    )]
+    pub bulk_item_error_status: Vec<u16>,
+    /// Probability (0..1) that a bulk job is created (and runs) but its POST's connection is
+    /// closed without an answer.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_drop_after_create: f64,
+    /// Answer GET /v1/bulk/{id}/batches with a bare JSON array instead of {"data": [..]}.
+    #[arg(long)]
+    pub bulk_bare_batches: bool,
+    /// Refuse a whole bulk POST with a 400 when any item is invalid (default: accept the job
+    /// and fail those items with 400 in their results).
+    #[arg(long)]
+    pub bulk_reject_invalid: bool,
+    /// Answer a created bulk job 200 (as the OpenAPI file says) instead of 201 (as the docs say).
+    #[arg(long)]
+    pub bulk_answer_200: bool,
 }
 
 /// Sandbox switches for the answers that make a create's outcome unknown or a lookup misleading

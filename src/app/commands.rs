@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
     CheckArgs, DemoArgs, LookupRouteArg, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs,
-    SandboxArgs, SandboxOutcomeArgs, SendArgs, StatusArgs, ValidateArgs,
+    SandboxArgs, SandboxBulkArgs, SandboxOutcomeArgs, SendArgs, StatusArgs, ValidateArgs,
 };
 use crate::client::{ApiClient, LookupAnswer};
 use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
@@ -594,7 +594,24 @@ fn sandbox_config(args: &SandboxArgs) -> SandboxConfig {
     config.faults.store_then_drop = args.store_then_drop;
     config.faults.revoke_admin_after = args.revoke_admin_after;
     apply_outcome_switches(&args.outcomes, &mut config);
+    apply_bulk_switches(&args.bulk, &mut config);
     config
+}
+
+/// The issue 9 switches: bulk jobs.
+fn apply_bulk_switches(args: &SandboxBulkArgs, config: &mut SandboxConfig) {
+    config.bulk = sandbox::BulkConfig {
+        delay: std::time::Duration::from_millis(args.bulk_delay_ms),
+        jitter: std::time::Duration::from_millis(args.bulk_jitter_ms),
+        in_order: args.bulk_in_order,
+        out_of_order: args.bulk_out_of_order,
+        item_error: args.bulk_item_error,
+        item_error_statuses: args.bulk_item_error_status.clone(),
+        drop_after_create: args.bulk_drop_after_create,
+        bare_batches: args.bulk_bare_batches,
+        reject_invalid: args.bulk_reject_invalid,
+        answer_200: args.bulk_answer_200,
+    };
 }
 
 /// The issue 7 switches: unknown create outcomes and misleading lookups.
@@ -758,6 +775,48 @@ mod tests {
             let args = sandbox_args(&["--lookup-route", route]).expect("flags parse");
             assert_eq!(sandbox_config(&args).lookup, spelling);
         }
+    }
+
+    #[test]
+    fn bulk_switches_map_onto_the_sandbox_config() {
+        let defaults = sandbox_config(&sandbox_args(&[]).expect("no flags parse"));
+        assert_eq!(defaults.bulk, sandbox::BulkConfig::default());
+        let args = sandbox_args(&[
+            "--bulk-delay-ms",
+            "50",
+            "--bulk-jitter-ms",
+            "7",
+            "--bulk-in-order",
+            "--bulk-out-of-order",
+            "0.3",
+            "--bulk-item-error",
+            "0.2",
+            "--bulk-item-error-status",
+            "429,503",
+            "--bulk-drop-after-create",
+            "0.1",
+            "--bulk-bare-batches",
+            "--bulk-reject-invalid",
+            "--bulk-answer-200",
+        ])
+        .expect("flags parse");
+        let bulk = sandbox_config(&args).bulk;
+        assert_eq!(
+            bulk,
+            sandbox::BulkConfig {
+                delay: Duration::from_millis(50),
+                jitter: Duration::from_millis(7),
+                in_order: true,
+                out_of_order: 0.3,
+                item_error: 0.2,
+                item_error_statuses: vec![429, 503],
+                drop_after_create: 0.1,
+                bare_batches: true,
+                reject_invalid: true,
+                answer_200: true,
+            }
+        );
+        assert!(sandbox_args(&["--bulk-item-error-status", "4xx"]).is_err());
     }
 
     #[test]

@@ -349,6 +349,8 @@ pub(crate) struct Shared {
     /// path that is down while creates still work.
     lookups_failing: std::sync::atomic::AtomicBool,
     world: Mutex<World>,
+    /// Bulk jobs, behind their own lock (see `bulk`).
+    pub(crate) bulk: super::bulk::BulkState,
 }
 
 /// Counts one request as waiting on the hold for as long as it waits.
@@ -377,6 +379,8 @@ impl Shared {
         let jitter_rng = StdRng::seed_from_u64(seeder.random());
         let id_salt = seeder.random();
         let lookup_rng = StdRng::seed_from_u64(seeder.random());
+        // Bulk dice come from their own stream, derived apart from the seeder above.
+        let bulk = super::bulk::BulkState::new(config.seed);
         let world = World {
             fault_rng,
             jitter_rng,
@@ -403,6 +407,7 @@ impl Shared {
             held: AtomicU64::new(0),
             lookups_failing: std::sync::atomic::AtomicBool::new(false),
             world: Mutex::new(world),
+            bulk,
         }
     }
 
@@ -647,6 +652,11 @@ impl Shared {
         world.counters.faults.redirected += 1;
     }
 
+    /// Counts a connection a handler closes without answering (outside the create dice).
+    pub(crate) fn count_dropped_connection(&self) {
+        self.world().counters.dropped_connections += 1;
+    }
+
     pub(crate) fn count_redirect_hit(&self) {
         self.world().counters.redirect_hits += 1;
     }
@@ -676,7 +686,10 @@ impl Shared {
             max_concurrency: self.max_in_flight.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             held: self.held.load(Ordering::Relaxed),
-            faults_injected: counters.faults.clone(),
+            faults_injected: FaultCounts {
+                bulk: self.bulk.fault_counts(),
+                ..counters.faults.clone()
+            },
             creates: world.creates_seen,
             creates_by_conversation: counters
                 .creates_by_conversation
@@ -686,6 +699,7 @@ impl Shared {
             lookups: counters.lookups.clone(),
             seeded: counters.seeded,
             redirect_hits: counters.redirect_hits,
+            bulk: self.bulk.stats(),
         }
     }
 
@@ -708,7 +722,7 @@ impl Shared {
 }
 
 /// An ObjectId-like id: 4 bytes of Unix time, then 8 bytes unique within this sandbox.
-fn object_id(unique: u64) -> String {
+pub(crate) fn object_id(unique: u64) -> String {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
