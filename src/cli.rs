@@ -35,6 +35,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Check the key, region, roles and rate budget before a migration, and say what to fix.
     Check(CheckArgs),
+    /// Requests and time each mode (single, bulk) would take, before a migration: no network.
+    Plan(PlanArgs),
     /// Run the local Kustomer-compatible API (for trials and tests).
     Sandbox(SandboxArgs),
     /// Import the built-in sample into an in-process sandbox and print the report.
@@ -188,6 +190,59 @@ pub struct CheckArgs {
     /// A job's checkpoint: one of its created messages proves the lookup route.
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+}
+
+/// `plan INPUT` or `plan --db PATH`, with a budget: `--max-rpm N` or `--org-limit N`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("budget").required(true).args(["max_rpm", "org_limit"])))]
+pub struct PlanArgs {
+    /// Input file to plan (staged into a throwaway checkpoint, as `run --dry-run` does; nothing
+    /// is sent), or - for stdin (needs --format).
+    #[arg(
+        value_name = "INPUT",
+        required_unless_present = "db",
+        conflicts_with = "db"
+    )]
+    pub input: Option<String>,
+    /// Plan the rows still to send (pending or sending) of this job's checkpoint (read-only).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Input format, when the file name does not say.
+    #[arg(long, value_enum, conflicts_with = "db")]
+    pub format: Option<FormatArg>,
+    /// Time zone for timestamps without an offset (IANA name).
+    #[arg(long, value_name = "TZ", default_value = "UTC", conflicts_with = "db")]
+    pub timezone: String,
+    /// Drop columns the API does not know instead of refusing the input.
+    #[arg(long, conflicts_with = "db")]
+    pub ignore_unknown: bool,
+    /// Most physical lines one quoted CSV field may span.
+    #[arg(long, value_name = "N", default_value_t = crate::input::DEFAULT_MAX_FIELD_LINES, conflicts_with = "db")]
+    pub max_field_lines: u64,
+    /// The budget: requests per minute the job may spend, every request counted.
+    #[arg(long, value_name = "N")]
+    pub max_rpm: Option<u32>,
+    /// The budget as a share of the org's limit (requests per minute; 300 to 2,000 by plan).
+    #[arg(long, value_name = "N", conflicts_with = "max_rpm")]
+    pub org_limit: Option<u32>,
+    /// Share of --org-limit the job takes [default: 0.5].
+    #[arg(
+        long,
+        value_name = "0..1",
+        requires = "org_limit",
+        conflicts_with = "max_rpm"
+    )]
+    pub budget_share: Option<f64>,
+    /// Rows per bulk job at most (1 to 100).
+    #[arg(long, value_name = "N", default_value_t = crate::plan::MAX_BATCH_SIZE)]
+    pub batch_size: u64,
+    /// Assumed processing time of one bulk job, in seconds (Kustomer's is unverified: measure
+    /// it).
+    #[arg(long, value_name = "SECS", default_value = "5")]
+    pub job_seconds: String,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,14 +6,17 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
-    CheckArgs, DemoArgs, LookupRouteArg, ReportArgs, ReportFormatArg, ResumeArgs, RunArgs,
-    SandboxArgs, SandboxBulkArgs, SandboxOutcomeArgs, SendArgs, StatusArgs, ValidateArgs,
+    CheckArgs, DemoArgs, LookupRouteArg, PlanArgs, ReportArgs, ReportFormatArg, ResumeArgs,
+    RunArgs, SandboxArgs, SandboxBulkArgs, SandboxOutcomeArgs, SendArgs, StatusArgs, ValidateArgs,
 };
 use crate::client::{ApiClient, LookupAnswer};
-use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
+use crate::config::{
+    self, ApiConfig, InputArg, PlanConfig, PlanSource, RunConfig, SendConfig, StagingChoices,
+};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, InputError, InputSource};
 use crate::output::{Destination, OutputFile, Protected};
+use crate::plan::Workload;
 use crate::progress::Display;
 use crate::report::{self, ReportFormat};
 use crate::row::{self, StampOptions, ValidationOptions};
@@ -69,6 +72,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         };
         if config.send.display != Display::Quiet {
             report_staging(&counts);
+            if let Some(hint) = crate::plan::bulk_would_halve(&checkpoint)? {
+                eprintln!("{hint}");
+            }
         }
         drop(checkpoint);
         pipeline::send_and_summarise(&config.db, &api, &job, &config.send, &interrupt, true).await
@@ -550,6 +556,63 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
             Ok(ExitCode::ApiFatal)
         }
     })
+}
+
+/// What each mode would cost, for a person or as one JSON object; sends nothing.
+pub fn plan(args: &PlanArgs) -> Result<ExitCode, AppError> {
+    let config = PlanConfig::from_args(args)?;
+    let (workload, source) = match &config.source {
+        PlanSource::Checkpoint(db) => {
+            let checkpoint = Checkpoint::open_read_only(db)?;
+            let workload = checkpoint.read_consistent(Workload::of_checkpoint)?;
+            (
+                workload,
+                format!("the rows still to send in {}", db.display()),
+            )
+        }
+        PlanSource::Input { input, staging } => {
+            let scratch =
+                tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
+            let request = JobRequest {
+                input: input.clone(),
+                db: scratch.path().join("plan.sqlite"),
+                staging: staging.clone(),
+                base_url: config::DEFAULT_BASE_URL.to_string(),
+                settings: serde_json::json!({ "plan": true }),
+            };
+            let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
+            let display = if config.json {
+                Display::Quiet
+            } else {
+                Display::detect(false)
+            };
+            pipeline::stage(&mut checkpoint, &job, &source, display, None)?;
+            let workload = Workload::of_checkpoint(&checkpoint)?;
+            (workload, pipeline::describe_source(&source))
+        }
+    };
+    let planned = crate::plan::plan(&workload, config.inputs);
+    let mut out = std::io::stdout().lock();
+    let text = if config.json {
+        let mut document = serde_json::to_value(&planned)
+            .map_err(|err| AppError::Fields(format!("cannot write the plan as JSON: {err}")))?;
+        if let Some(object) = document.as_object_mut() {
+            object.insert("source".into(), source.into());
+            object.insert("budget".into(), config.budget.clone().into());
+        }
+        serde_json::to_string_pretty(&document)
+            .map_err(|err| AppError::Fields(format!("cannot write the plan as JSON: {err}")))?
+    } else {
+        crate::plan::render_text(
+            &planned,
+            &escape_control(&source),
+            &format!("budget              {}", config.budget),
+        )
+    };
+    writeln!(out, "{}", text.trim_end())
+        .and_then(|()| out.flush())
+        .map_err(AppError::io("cannot write to stdout"))?;
+    Ok(ExitCode::Success)
 }
 
 pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {

@@ -5,6 +5,7 @@
 //! writes of the send phase go through one writer thread (`writer`), which groups them into
 //! transactions; a row is durably `sending` before its request leaves.
 
+mod depths;
 mod migrate;
 pub mod writer;
 
@@ -17,6 +18,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 
 use crate::input::{Compression, Format};
 use crate::row::ValidRow;
+
+pub use depths::ConversationDepth;
 
 pub use writer::{RowResult, WriterHandle};
 
