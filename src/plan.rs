@@ -271,6 +271,9 @@ pub struct BulkEstimate {
     pub rows_single: u64,
     /// Jobs the deepest conversation waits on one after the other.
     pub critical_path_rounds: u64,
+    /// Whether the rounds were capped (below the lower bound's jobs and the deepest depth) so
+    /// they fit in the time the budget takes, deep conversations sending the rest one by one.
+    pub rounds_capped: bool,
     pub seconds: f64,
     /// Rows per request of any kind.
     pub messages_per_request: f64,
@@ -356,6 +359,7 @@ pub fn plan(workload: &Workload, inputs: PlanInputs) -> Plan {
             rows_by_bulk: split.bulk_rows,
             rows_single: workload.rows - split.bulk_rows,
             critical_path_rounds,
+            rounds_capped: cap < uncapped,
             seconds: rounded(
                 (requests as f64 / per_second)
                     .max(critical_path_rounds as f64 * inputs.job_seconds),
@@ -390,11 +394,14 @@ pub fn bulk_would_halve(checkpoint: &Checkpoint) -> Result<Option<String>, Check
 }
 
 /// The plan for a person.
-pub fn render_text(plan: &Plan, source: &str, budget: &str) -> String {
+pub fn render_text(plan: &Plan, source: &str, notes: &[String]) -> String {
     use std::fmt::Write;
     let duration = crate::report::human_duration;
     let mut out = String::new();
     let _ = writeln!(out, "plan for {source}");
+    for note in notes {
+        let _ = writeln!(out, "{note}");
+    }
     if plan.rows == 0 {
         let _ = writeln!(out, "nothing to send: no row is pending");
         return out;
@@ -408,7 +415,7 @@ pub fn render_text(plan: &Plan, source: &str, budget: &str) -> String {
     let depth = &plan.depth;
     let _ = write!(
         out,
-        "depth per conv.     p50 {}, p90 {}, p99 {}, max {}",
+        "rows per conv.      p50 {}, p90 {}, p99 {}, max {}",
         thousands(depth.p50),
         thousands(depth.p90),
         thousands(depth.p99),
@@ -417,12 +424,11 @@ pub fn render_text(plan: &Plan, source: &str, budget: &str) -> String {
     if let Some(deepest) = &plan.deepest_conversation {
         let _ = write!(
             out,
-            " (conversation {})",
+            " (deepest: {})",
             crate::text::escape_control(&deepest.id)
         );
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "{budget}");
     let _ = writeln!(
         out,
         "single mode         {} requests, {}",
@@ -452,6 +458,14 @@ pub fn render_text(plan: &Plan, source: &str, budget: &str) -> String {
         thousands(bulk.critical_path_rounds),
         bulk.job_seconds
     );
+    if bulk.rounds_capped {
+        let _ = writeln!(
+            out,
+            "                    at most {} rows of a conversation go by bulk: more rounds would \
+             take longer than the budget does, so deeper conversations send the rest one by one",
+            thousands(bulk.critical_path_rounds)
+        );
+    }
     let _ = writeln!(
         out,
         "lower bound         {} requests: the fewest any importer keeping each conversation \
@@ -634,6 +648,7 @@ mod tests {
         );
         let bulk = &fast.bulk;
         assert_eq!(bulk.critical_path_rounds, 2, "{bulk:?}");
+        assert!(bulk.rounds_capped && !relaxed.bulk.rounds_capped);
         assert_eq!((bulk.jobs, bulk.rows_by_bulk), (20, 2_000));
         assert_eq!(bulk.requests, 1_345);
         assert_eq!(bulk.lower_bound_requests, 332);

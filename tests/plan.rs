@@ -80,6 +80,8 @@ fn the_sample_plan_has_every_field_and_consistent_numbers() {
     // The sample's conversations are deep enough for bulk to pay: the lower bound is far below.
     assert!(lower * 2.0 < single, "{plan}");
     assert_eq!(plan["budget"], "600 requests/minute (--max-rpm)");
+    assert_eq!(number(&plan, "/staged/valid"), 200.0);
+    assert!(plan["bulk"]["rounds_capped"].is_boolean());
 
     let output = self::plan(dir.path(), &[&sample(), "--max-rpm", "600"]);
     assert_eq!(code(&output), 0, "{}", text(&output));
@@ -155,6 +157,7 @@ fn plan_db_counts_the_rows_still_to_send_and_changes_nothing() {
     assert!(plan["source"]
         .as_str()
         .is_some_and(|source| source.contains("job.sqlite")));
+    assert!(plan.get("staged").is_none(), "nothing staged for --db");
 }
 
 #[test]

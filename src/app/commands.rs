@@ -561,14 +561,12 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
 /// What each mode would cost, for a person or as one JSON object; sends nothing.
 pub fn plan(args: &PlanArgs) -> Result<ExitCode, AppError> {
     let config = PlanConfig::from_args(args)?;
-    let (workload, source) = match &config.source {
+    let (workload, source, staged) = match &config.source {
         PlanSource::Checkpoint(db) => {
             let checkpoint = Checkpoint::open_read_only(db)?;
             let workload = checkpoint.read_consistent(Workload::of_checkpoint)?;
-            (
-                workload,
-                format!("the rows still to send in {}", db.display()),
-            )
+            let source = format!("the rows still to send in {}", db.display());
+            (workload, source, None)
         }
         PlanSource::Input { input, staging } => {
             let scratch =
@@ -586,9 +584,10 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode, AppError> {
             } else {
                 Display::detect(false)
             };
-            pipeline::stage(&mut checkpoint, &job, &source, display, None)?;
+            let staged =
+                pipeline::stage(&mut checkpoint, &job, &source, display, None)?.unwrap_or_default();
             let workload = Workload::of_checkpoint(&checkpoint)?;
-            (workload, pipeline::describe_source(&source))
+            (workload, pipeline::describe_source(&source), Some(staged))
         }
     };
     let planned = crate::plan::plan(&workload, config.inputs);
@@ -599,15 +598,29 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode, AppError> {
         if let Some(object) = document.as_object_mut() {
             object.insert("source".into(), source.into());
             object.insert("budget".into(), config.budget.clone().into());
+            if let Some(staged) = staged {
+                let staged = serde_json::json!({
+                    "valid": staged.valid,
+                    "invalid": staged.invalid,
+                    "duplicate": staged.duplicate,
+                });
+                object.insert("staged".into(), staged);
+            }
         }
         serde_json::to_string_pretty(&document)
             .map_err(|err| AppError::Fields(format!("cannot write the plan as JSON: {err}")))?
     } else {
-        crate::plan::render_text(
-            &planned,
-            &escape_control(&source),
-            &format!("budget              {}", config.budget),
-        )
+        let mut notes = Vec::new();
+        if let Some(staged) = staged {
+            notes.push(format!(
+                "input               {} valid rows, {} invalid, {} duplicate (only valid rows are sent)",
+                crate::text::thousands(staged.valid),
+                crate::text::thousands(staged.invalid),
+                crate::text::thousands(staged.duplicate)
+            ));
+        }
+        notes.push(format!("budget              {}", config.budget));
+        crate::plan::render_text(&planned, &escape_control(&source), &notes)
     };
     writeln!(out, "{}", text.trim_end())
         .and_then(|()| out.flush())
