@@ -161,6 +161,29 @@ fn plan_db_counts_the_rows_still_to_send_and_changes_nothing() {
 }
 
 #[test]
+fn plan_db_of_a_job_staged_but_not_sent_agrees_with_plan_of_its_input() {
+    // The agent key lacks org.admin: the run stages everything, then refuses to send.
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_job(dir.path(), &sandbox, AGENT_KEY, &sample(), &[]);
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    assert_eq!(sandbox.stat(&["creates"]), 0);
+    let from_db = plan_json(dir.path(), &["--db", "job.sqlite", "--org-limit", "1000"]);
+    let from_input = plan_json(dir.path(), &[&sample(), "--org-limit", "1000"]);
+    for field in [
+        "rows",
+        "conversations",
+        "depth",
+        "deepest_conversation",
+        "single",
+        "bulk",
+    ] {
+        assert_eq!(from_db[field], from_input[field], "{field}");
+    }
+    assert_eq!(number(&from_db, "/rows"), 200.0);
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let sample = sample();
