@@ -10,7 +10,7 @@
 //! count per job and per item whatever the switches, so the same seed and the same requests give
 //! the same jobs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -320,6 +320,8 @@ struct Jobs {
     id_salt: u64,
     sequence: u64,
     jobs: HashMap<String, Job>,
+    /// Sequence numbers of the jobs not complete yet.
+    incomplete: BTreeSet<u64>,
     stats: BulkStats,
     faults: BulkFaultCounts,
 }
@@ -346,6 +348,7 @@ impl BulkState {
                 id_salt,
                 sequence: 0,
                 jobs: HashMap::new(),
+                incomplete: BTreeSet::new(),
                 stats: BulkStats::default(),
                 faults: BulkFaultCounts::default(),
             }),
@@ -393,6 +396,7 @@ impl BulkState {
                 results: Vec::with_capacity(items),
             },
         );
+        jobs.incomplete.insert(sequence);
         jobs.stats.bulk_jobs += 1;
         jobs.stats.bulk_items += items as u64;
         if dice.held_back {
@@ -433,10 +437,11 @@ impl BulkState {
         }) else {
             return;
         };
+        jobs.incomplete.remove(&sequence);
         let overtaking = jobs
-            .jobs
-            .values()
-            .any(|job| job.sequence < sequence && job.status != JobStatus::Complete);
+            .incomplete
+            .first()
+            .is_some_and(|earliest| *earliest < sequence);
         jobs.stats.bulk_jobs_complete += 1;
         if overtaking {
             jobs.stats.bulk_jobs_overtaking += 1;
@@ -463,9 +468,9 @@ impl BulkState {
             }
             let later_pending = self
                 .jobs()
-                .jobs
-                .values()
-                .any(|job| job.sequence > sequence && job.status != JobStatus::Complete);
+                .incomplete
+                .last()
+                .is_some_and(|newest| *newest > sequence);
             if !later_pending {
                 return;
             }
