@@ -669,6 +669,46 @@ mod tests {
     }
 
     #[test]
+    fn bulk_lies_between_the_lower_bound_and_single_mode_on_random_shapes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for _ in 0..300 {
+            let conversations = rng.random_range(0..60);
+            let depths: Vec<u64> = (0..conversations)
+                .map(|_| {
+                    if rng.random_bool(0.1) {
+                        rng.random_range(1..300)
+                    } else {
+                        rng.random_range(1..8)
+                    }
+                })
+                .collect();
+            let inputs = PlanInputs {
+                rpm: rng.random_range(1..20_000),
+                batch: rng.random_range(1..=100),
+                job_seconds: rng.random_range(0.0..20.0),
+            };
+            let plan = plan(&workload(&depths), inputs);
+            let bulk = &plan.bulk;
+            assert_eq!(
+                bulk.lower_bound_requests,
+                brute_force(&depths, inputs.batch),
+                "{depths:?} {inputs:?}"
+            );
+            assert!(
+                bulk.lower_bound_requests <= bulk.requests && bulk.requests <= plan.single.requests,
+                "{depths:?} {inputs:?} {bulk:?}"
+            );
+            assert_eq!(bulk.rows_by_bulk + bulk.rows_single, plan.rows);
+            assert!(bulk.critical_path_rounds <= plan.depth.max);
+            assert!(
+                bulk.seconds <= plan.single.seconds + 0.01,
+                "{depths:?} {inputs:?}"
+            );
+        }
+    }
+
+    #[test]
     fn seconds_follow_the_budget() {
         let plan = plan(
             &workload(&[5; 200]),
