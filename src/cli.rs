@@ -35,6 +35,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Check the key, region, roles and rate budget before a migration, and say what to fix.
     Check(CheckArgs),
+    /// Requests and time each mode (single, bulk) would take, before a migration: no network.
+    Plan(PlanArgs),
     /// Run the local Kustomer-compatible API (for trials and tests).
     Sandbox(SandboxArgs),
     /// Import the built-in sample into an in-process sandbox and print the report.
@@ -208,6 +210,59 @@ pub struct CheckArgs {
     pub db: Option<PathBuf>,
 }
 
+/// `plan INPUT` or `plan --db PATH`, with a budget: `--max-rpm N` or `--org-limit N`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("budget").required(true).args(["max_rpm", "org_limit"])))]
+pub struct PlanArgs {
+    /// Input file to plan (staged into a throwaway checkpoint, as `run --dry-run` does; nothing
+    /// is sent), or - for stdin (needs --format).
+    #[arg(
+        value_name = "INPUT",
+        required_unless_present = "db",
+        conflicts_with = "db"
+    )]
+    pub input: Option<String>,
+    /// Plan the rows still to send (pending or sending) of this job's checkpoint (read-only).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Input format, when the file name does not say.
+    #[arg(long, value_enum, conflicts_with = "db")]
+    pub format: Option<FormatArg>,
+    /// Time zone for timestamps without an offset (IANA name).
+    #[arg(long, value_name = "TZ", default_value = "UTC", conflicts_with = "db")]
+    pub timezone: String,
+    /// Drop columns the API does not know instead of refusing the input.
+    #[arg(long, conflicts_with = "db")]
+    pub ignore_unknown: bool,
+    /// Most physical lines one quoted CSV field may span.
+    #[arg(long, value_name = "N", default_value_t = crate::input::DEFAULT_MAX_FIELD_LINES, conflicts_with = "db")]
+    pub max_field_lines: u64,
+    /// The budget: requests per minute the job may spend, every request counted.
+    #[arg(long, value_name = "N")]
+    pub max_rpm: Option<u32>,
+    /// The budget as a share of the org's limit (requests per minute; 300 to 2,000 by plan).
+    #[arg(long, value_name = "N", conflicts_with = "max_rpm")]
+    pub org_limit: Option<u32>,
+    /// Share of --org-limit the job takes [default: 0.5].
+    #[arg(
+        long,
+        value_name = "0..1",
+        requires = "org_limit",
+        conflicts_with = "max_rpm"
+    )]
+    pub budget_share: Option<f64>,
+    /// Rows per bulk job at most (1 to 100).
+    #[arg(long, value_name = "N", default_value_t = crate::plan::MAX_BATCH_SIZE)]
+    pub batch_size: u64,
+    /// Assumed processing time of one bulk job, in seconds (Kustomer's is unverified: measure
+    /// it).
+    #[arg(long, value_name = "SECS", default_value = "5")]
+    pub job_seconds: String,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Checkpoint file of the job (opened read-only).
@@ -342,6 +397,56 @@ pub struct SandboxArgs {
     pub seed: u64,
     #[command(flatten)]
     pub outcomes: SandboxOutcomeArgs,
+    #[command(flatten)]
+    pub bulk: SandboxBulkArgs,
+}
+
+/// Sandbox switches for bulk jobs (issue 9): `POST /v1/messages/bulk`, `GET /v1/bulk/{id}` and
+/// `GET /v1/bulk/{id}/batches`.
+#[derive(Debug, Args)]
+pub struct SandboxBulkArgs {
+    /// Processing time of a bulk job in milliseconds: queued for the first half, running (items
+    /// stored one by one) for the second.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub bulk_delay_ms: u64,
+    /// Uniform jitter around --bulk-delay-ms, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub bulk_jitter_ms: u64,
+    /// Process a job's items in array order (default: a random order, since nothing promises
+    /// otherwise).
+    #[arg(long)]
+    pub bulk_in_order: bool,
+    /// Probability (0..1) that a job is held back until a job created after it has completed,
+    /// so later jobs finish first.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_out_of_order: f64,
+    /// Probability (0..1) that a bulk item fails with a status of --bulk-item-error-status
+    /// (nothing stored for it).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_item_error: f64,
+    /// Statuses an injected item error is drawn from (uniformly), each one of
+    /// 400,404,409,422,429,500,503.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "400,404,409,422,429,500,503"
+    )]
+    pub bulk_item_error_status: Vec<u16>,
+    /// Probability (0..1) that a bulk job is created (and runs) but its POST's connection is
+    /// closed without an answer.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_drop_after_create: f64,
+    /// Answer GET /v1/bulk/{id}/batches with a bare JSON array instead of {"data": [..]}.
+    #[arg(long)]
+    pub bulk_bare_batches: bool,
+    /// Refuse a whole bulk POST with a 400 when any item is invalid (default: accept the job
+    /// and fail those items with 400 in their results).
+    #[arg(long)]
+    pub bulk_reject_invalid: bool,
+    /// Answer a created bulk job 200 (as the OpenAPI file says) instead of 201 (as the docs say).
+    #[arg(long)]
+    pub bulk_answer_200: bool,
 }
 
 /// Sandbox switches for the answers that make a create's outcome unknown or a lookup misleading

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{ApiArgs, FormatArg, RetryFailedArg, RunArgs, SendArgs};
+use crate::cli::{ApiArgs, FormatArg, PlanArgs, RetryFailedArg, RunArgs, SendArgs};
 
 use crate::client::{ApiKey, ClientConfig};
 use crate::input::Format;
@@ -50,8 +50,6 @@ pub enum ConfigError {
     MaxAttempts,
     #[error("--mode {0:?} must be single or bulk")]
     Mode(String),
-    #[error("--batch-size must be from 1 to 100")]
-    BatchSize,
     #[error("--reserve {0:?} must be a number of requests per window (e.g. 100) or a share of the limit below 100% (e.g. 10%)")]
     Reserve(String),
     #[error("--max-pause must be at least 1 second")]
@@ -71,6 +69,10 @@ pub enum ConfigError {
     CreatedByWithoutAuditFields,
     #[error("--max-field-lines must be at least 1")]
     MaxFieldLines,
+    #[error("--org-limit must be at least 1")]
+    OrgLimit,
+    #[error("--batch-size must be from 1 to {max}", max = crate::plan::MAX_BATCH_SIZE)]
+    BatchSize,
     #[error("the job's stored settings cannot be read ({0}); pass the send settings to resume explicitly")]
     StoredSettings(String),
 }
@@ -276,13 +278,11 @@ pub enum SendMode {
     Bulk { batch_size: usize },
 }
 
-/// Kustomer's most items in one bulk job.
-pub const MAX_BATCH_SIZE: usize = 100;
-
 impl SendMode {
     fn parse(mode: Option<&str>, batch_size: Option<usize>) -> Result<SendMode, ConfigError> {
-        let batch_size = batch_size.unwrap_or(MAX_BATCH_SIZE);
-        if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+        let most = crate::plan::MAX_BATCH_SIZE as usize;
+        let batch_size = batch_size.unwrap_or(most);
+        if !(1..=most).contains(&batch_size) {
             return Err(ConfigError::BatchSize);
         }
         match mode.map(str::trim) {
@@ -509,6 +509,98 @@ impl RunConfig {
             },
             send: SendConfig::from_args(&args.send)?,
             dry_run: args.dry_run,
+        })
+    }
+}
+
+/// What `plan` reads: an input to stage into a throwaway checkpoint, or a job's checkpoint.
+#[derive(Debug, Clone)]
+pub enum PlanSource {
+    Input {
+        input: InputArg,
+        staging: StagingChoices,
+    },
+    Checkpoint(PathBuf),
+}
+
+/// Everything `plan` needs, validated.
+#[derive(Debug, Clone)]
+pub struct PlanConfig {
+    pub source: PlanSource,
+    pub inputs: crate::plan::PlanInputs,
+    /// The budget and where it comes from, for a person.
+    pub budget: String,
+    pub json: bool,
+}
+
+/// The longest bulk job `plan` may be told to assume, in seconds (a day).
+const MAX_JOB_SECONDS: f64 = 86_400.0;
+
+impl PlanConfig {
+    pub fn from_args(args: &PlanArgs) -> Result<PlanConfig, ConfigError> {
+        let source = match (&args.db, &args.input) {
+            (Some(db), _) => PlanSource::Checkpoint(db.clone()),
+            (None, raw) => {
+                // clap requires INPUT when --db is absent; an empty one is a missing file.
+                let input = InputArg::parse(raw.as_deref().unwrap_or_default());
+                let format = args.format.map(Format::from);
+                match &input {
+                    InputArg::Stdin if format.is_none() => {
+                        return Err(ConfigError::StdinNeedsFormat)
+                    }
+                    InputArg::File(path) if !path.exists() => {
+                        return Err(ConfigError::InputMissing(path.clone()))
+                    }
+                    _ => {}
+                }
+                if args.max_field_lines == 0 {
+                    return Err(ConfigError::MaxFieldLines);
+                }
+                let (timezone_name, timezone) = parse_timezone(&args.timezone)?;
+                PlanSource::Input {
+                    input,
+                    staging: StagingChoices {
+                        timezone_name,
+                        timezone,
+                        ignore_unknown: args.ignore_unknown,
+                        max_field_lines: args.max_field_lines,
+                        ..StagingChoices::utc_defaults(format)
+                    },
+                }
+            }
+        };
+        let share = args.budget_share.unwrap_or(0.5);
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::BudgetShare);
+        }
+        let (rpm, budget) = match (args.max_rpm, args.org_limit) {
+            (Some(0), _) => return Err(ConfigError::MaxRpm),
+            (Some(rpm), _) => (rpm, format!("{rpm} requests/minute (--max-rpm)")),
+            (None, Some(0)) => return Err(ConfigError::OrgLimit),
+            (None, Some(limit)) => {
+                let rpm = ((f64::from(limit) * share).floor() as u32).max(1);
+                let percent = share * 100.0;
+                (
+                    rpm,
+                    format!("{rpm} requests/minute ({percent:.0}% of the org limit of {limit})"),
+                )
+            }
+            // clap requires one of the two.
+            (None, None) => return Err(ConfigError::MaxRpm),
+        };
+        if !(1..=crate::plan::MAX_BATCH_SIZE).contains(&args.batch_size) {
+            return Err(ConfigError::BatchSize);
+        }
+        let job_seconds = parse_seconds("--job-seconds", &args.job_seconds, 0.0, MAX_JOB_SECONDS)?;
+        Ok(PlanConfig {
+            source,
+            inputs: crate::plan::PlanInputs {
+                rpm,
+                batch: args.batch_size,
+                job_seconds: job_seconds.as_secs_f64(),
+            },
+            budget,
+            json: args.json,
         })
     }
 }

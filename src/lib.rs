@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: `cli` flags become a validated `config`; `input` readers stream raw
 //! records; `row` validates and stamps them; `checkpoint` stores every row's fate; `send`
-//! sends through `client` with `retry`; `report` reads the checkpoint back. `app` wires the
+//! sends through `client` with `retry`; `report` reads the checkpoint back; `plan` models
+//! what each send mode would cost from the checkpoint's rows still to send. `app` wires the
 //! commands together and `exit_codes` maps outcomes to the process exit status.
 
 pub mod app;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod exit_codes;
 pub mod input;
 pub mod output;
+pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod retry;

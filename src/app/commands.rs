@@ -6,14 +6,18 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
-    CheckArgs, DemoArgs, LookupRouteArg, ReportArgs, ReportFormatArg, ResetUnitArg, ResumeArgs,
-    RunArgs, SandboxArgs, SandboxOutcomeArgs, SendArgs, StatusArgs, ValidateArgs,
+    CheckArgs, DemoArgs, LookupRouteArg, PlanArgs, ReportArgs, ReportFormatArg, ResetUnitArg,
+    ResumeArgs, RunArgs, SandboxArgs, SandboxBulkArgs, SandboxOutcomeArgs, SendArgs, StatusArgs,
+    ValidateArgs,
 };
 use crate::client::{ApiClient, LookupAnswer};
-use crate::config::{self, ApiConfig, InputArg, RunConfig, SendConfig, StagingChoices};
+use crate::config::{
+    self, ApiConfig, InputArg, PlanConfig, PlanSource, RunConfig, SendConfig, StagingChoices,
+};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, InputError, InputSource};
 use crate::output::{Destination, OutputFile, Protected};
+use crate::plan::Workload;
 use crate::progress::Display;
 use crate::report::{self, ReportFormat};
 use crate::row::{self, StampOptions, ValidationOptions};
@@ -69,6 +73,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         };
         if config.send.display != Display::Quiet {
             report_staging(&counts);
+            if let Some(hint) = crate::plan::bulk_would_halve(&checkpoint)? {
+                eprintln!("{hint}");
+            }
         }
         drop(checkpoint);
         pipeline::send_and_summarise(&config.db, &api, &job, &config.send, &interrupt, true).await
@@ -552,6 +559,76 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
     })
 }
 
+/// What each mode would cost, for a person or as one JSON object; sends nothing.
+pub fn plan(args: &PlanArgs) -> Result<ExitCode, AppError> {
+    let config = PlanConfig::from_args(args)?;
+    let (workload, source, staged) = match &config.source {
+        PlanSource::Checkpoint(db) => {
+            let checkpoint = Checkpoint::open_read_only(db)?;
+            let workload = checkpoint.read_consistent(Workload::of_checkpoint)?;
+            let source = format!("the rows still to send in {}", db.display());
+            (workload, source, None)
+        }
+        PlanSource::Input { input, staging } => {
+            let scratch =
+                tempfile::tempdir().map_err(AppError::io("cannot create a temporary directory"))?;
+            let request = JobRequest {
+                input: input.clone(),
+                db: scratch.path().join("plan.sqlite"),
+                staging: staging.clone(),
+                base_url: config::DEFAULT_BASE_URL.to_string(),
+                settings: serde_json::json!({ "plan": true }),
+            };
+            let (mut checkpoint, job, source) = pipeline::create_job(&request)?;
+            let display = if config.json {
+                Display::Quiet
+            } else {
+                Display::detect(false)
+            };
+            let staged =
+                pipeline::stage(&mut checkpoint, &job, &source, display, None)?.unwrap_or_default();
+            let workload = Workload::of_checkpoint(&checkpoint)?;
+            (workload, pipeline::describe_source(&source), Some(staged))
+        }
+    };
+    let planned = crate::plan::plan(&workload, config.inputs);
+    let mut out = std::io::stdout().lock();
+    let text = if config.json {
+        let mut document = serde_json::to_value(&planned)
+            .map_err(|err| AppError::Fields(format!("cannot write the plan as JSON: {err}")))?;
+        if let Some(object) = document.as_object_mut() {
+            object.insert("source".into(), source.into());
+            object.insert("budget".into(), config.budget.clone().into());
+            if let Some(staged) = staged {
+                let staged = serde_json::json!({
+                    "valid": staged.valid,
+                    "invalid": staged.invalid,
+                    "duplicate": staged.duplicate,
+                });
+                object.insert("staged".into(), staged);
+            }
+        }
+        serde_json::to_string_pretty(&document)
+            .map_err(|err| AppError::Fields(format!("cannot write the plan as JSON: {err}")))?
+    } else {
+        let mut notes = Vec::new();
+        if let Some(staged) = staged {
+            notes.push(format!(
+                "input               {} valid rows, {} invalid, {} duplicate (only valid rows are sent)",
+                crate::text::thousands(staged.valid),
+                crate::text::thousands(staged.invalid),
+                crate::text::thousands(staged.duplicate)
+            ));
+        }
+        notes.push(format!("budget              {}", config.budget));
+        crate::plan::render_text(&planned, &escape_control(&source), &notes)
+    };
+    writeln!(out, "{}", text.trim_end())
+        .and_then(|()| out.flush())
+        .map_err(AppError::io("cannot write to stdout"))?;
+    Ok(ExitCode::Success)
+}
+
 pub fn sandbox(args: &SandboxArgs) -> Result<ExitCode, AppError> {
     let config = sandbox_config(args)?;
     let runtime = runtime()?;
@@ -609,7 +686,24 @@ fn sandbox_config(args: &SandboxArgs) -> Result<SandboxConfig, AppError> {
     config.faults.store_then_drop = args.store_then_drop;
     config.faults.revoke_admin_after = args.revoke_admin_after;
     apply_outcome_switches(&args.outcomes, &mut config);
+    apply_bulk_switches(&args.bulk, &mut config);
     Ok(config)
+}
+
+/// The issue 9 switches: bulk jobs.
+fn apply_bulk_switches(args: &SandboxBulkArgs, config: &mut SandboxConfig) {
+    config.bulk = sandbox::BulkConfig {
+        delay: std::time::Duration::from_millis(args.bulk_delay_ms),
+        jitter: std::time::Duration::from_millis(args.bulk_jitter_ms),
+        in_order: args.bulk_in_order,
+        out_of_order: args.bulk_out_of_order,
+        item_error: args.bulk_item_error,
+        item_error_statuses: args.bulk_item_error_status.clone(),
+        drop_after_create: args.bulk_drop_after_create,
+        bare_batches: args.bulk_bare_batches,
+        reject_invalid: args.bulk_reject_invalid,
+        answer_200: args.bulk_answer_200,
+    };
 }
 
 /// The issue 7 switches: unknown create outcomes and misleading lookups.
@@ -776,6 +870,48 @@ mod tests {
                 spelling
             );
         }
+    }
+
+    #[test]
+    fn bulk_switches_map_onto_the_sandbox_config() {
+        let defaults = sandbox_config(&sandbox_args(&[]).expect("no flags parse"));
+        assert_eq!(defaults.bulk, sandbox::BulkConfig::default());
+        let args = sandbox_args(&[
+            "--bulk-delay-ms",
+            "50",
+            "--bulk-jitter-ms",
+            "7",
+            "--bulk-in-order",
+            "--bulk-out-of-order",
+            "0.3",
+            "--bulk-item-error",
+            "0.2",
+            "--bulk-item-error-status",
+            "429,503",
+            "--bulk-drop-after-create",
+            "0.1",
+            "--bulk-bare-batches",
+            "--bulk-reject-invalid",
+            "--bulk-answer-200",
+        ])
+        .expect("flags parse");
+        let bulk = sandbox_config(&args).bulk;
+        assert_eq!(
+            bulk,
+            sandbox::BulkConfig {
+                delay: Duration::from_millis(50),
+                jitter: Duration::from_millis(7),
+                in_order: true,
+                out_of_order: 0.3,
+                item_error: 0.2,
+                item_error_statuses: vec![429, 503],
+                drop_after_create: 0.1,
+                bare_batches: true,
+                reject_invalid: true,
+                answer_200: true,
+            }
+        );
+        assert!(sandbox_args(&["--bulk-item-error-status", "4xx"]).is_err());
     }
 
     #[test]

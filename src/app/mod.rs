@@ -107,6 +107,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, AppError> {
         Command::Report(args) => commands::report(&args),
         Command::Validate(args) => commands::validate(&args),
         Command::Check(args) => commands::check(&args),
+        Command::Plan(args) => commands::plan(&args),
         Command::Sandbox(args) => commands::sandbox(&args),
         Command::Demo(args) => commands::demo(&args),
         Command::Bench(args) => bench::run(&args),

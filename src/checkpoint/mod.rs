@@ -10,6 +10,7 @@
 //! `reports` (the read queries behind `status` and `report`) and `pacing` (the adaptive share's
 //! figures). Callers use the paths re-exported here, never the submodules'.
 
+mod depths;
 mod migrate;
 pub mod pacing;
 mod queue;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode};
 
+pub use depths::ConversationDepth;
 pub use pacing::PacingWriter;
 pub use queue::{KnownMessage, QueuedRow, RetryScope};
 pub use reports::{

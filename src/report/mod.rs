@@ -344,7 +344,7 @@ fn rfc3339(ms: i64) -> Option<String> {
 }
 
 /// Seconds as `2h 05m 09s`, `4m 03s` or `12s`.
-fn human_duration(seconds: f64) -> String {
+pub(crate) fn human_duration(seconds: f64) -> String {
     let total = seconds.max(0.0).round() as u64;
     let (hours, minutes, secs) = (total / 3600, total / 60 % 60, total % 60);
     if hours > 0 {

@@ -36,7 +36,7 @@ static RATE_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// The authenticated key of a /v1 request, put in its extensions by the gate.
 #[derive(Clone, Copy)]
-struct Caller(&'static KeyProfile);
+pub(crate) struct Caller(pub(crate) &'static KeyProfile);
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -53,6 +53,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/redirected", any(redirected))
         .route("/_sandbox/lookups/fail", post(fail_lookups))
         .route("/_sandbox/lookups/heal", post(heal_lookups))
+        .merge(super::bulk::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
         .with_state(shared)
@@ -203,13 +204,13 @@ fn rate_limited(shared: &Shared, message: &str) -> Response {
 }
 
 /// The usual Kustomer error body.
-fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"errors": [{"code": code, "message": message, "meta": {}}]});
     (status, Json(body)).into_response()
 }
 
 /// The JSON:API error body used for schema violations, one object per problem.
-fn validation_error(problems: &[FieldError]) -> Response {
+pub(crate) fn validation_error(problems: &[FieldError]) -> Response {
     let errors: Vec<Value> = problems
         .iter()
         .map(|problem| {
@@ -225,7 +226,7 @@ fn validation_error(problems: &[FieldError]) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "errors": errors }))).into_response()
 }
 
-fn forbidden(role: &str) -> Response {
+pub(crate) fn forbidden(role: &str) -> Response {
     api_error(
         StatusCode::FORBIDDEN,
         "forbidden",
@@ -238,7 +239,7 @@ async fn not_found() -> Response {
 }
 
 /// Closes the caller's connection without answering; the returned future never completes.
-async fn drop_connection(kill: &ConnectionKill) -> Response {
+pub(crate) async fn drop_connection(kill: &ConnectionKill) -> Response {
     kill.trigger();
     std::future::pending::<Response>().await
 }
@@ -434,7 +435,7 @@ fn gateway_error(status: u16) -> Response {
     api_error(status, error_code, reason)
 }
 
-fn is_json_content_type(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json_content_type(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -444,7 +445,7 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 
 /// Applies Kustomer's storage rules: server-owned fields leave the attributes, audit fields are
 /// kept only for `org.admin` keys, defaults fill what was not sent.
-fn prepare_message(
+pub(crate) fn prepare_message(
     key: &KeyProfile,
     conversation_id: String,
     mut attributes: Map<String, Value>,

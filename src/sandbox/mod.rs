@@ -43,6 +43,8 @@
 //!   hit answers `{"data": [doc, ..]}` with every message stored under that externalId, in any
 //!   conversation, newest first (a miss is still 404, or `{"data": []}` with
 //!   `not_found_as_empty`).
+//! - `POST /v1/messages/bulk`, `GET /v1/bulk/{id}`, `GET /v1/bulk/{id}/batches`: bulk jobs, see
+//!   Bulk below.
 //! - Any other `/v1` path: 404.
 //! - [`SandboxConfig::redirect_to`]: every `/v1` request is answered `307` with
 //!   `Location: <redirect_to>` before anything else (no latency, auth, limit or storing; counted
@@ -98,6 +100,53 @@
 //! is counted in `faults_injected` when it is acted upon (`slow_store` once the held message is
 //! stored).
 //!
+//! # Bulk
+//! [`SandboxConfig::bulk`] ([`BulkConfig`]); code in `bulk/`.
+//! - `POST /v1/messages/bulk`: after the gate (latency, auth, org limit: one unit per request),
+//!   role `org.permission.message.create` (403), `Content-Type: application/json` and
+//!   well-formed JSON (400), then the array's shape, refused whole with a 400 and no job: a JSON
+//!   array of 1 to [`MAX_BULK_ITEMS`] objects; `_clientRef` on every item or on none, each a
+//!   string of 1 to [`MAX_CLIENT_REF_CHARS`] characters, all different. Each item is then
+//!   checked like a single create's body (the OpenAPI schema, `directionType` refused) plus
+//!   `conversation`, required, 24 lowercase hex; an invalid item fails alone (status 400 in its
+//!   result), or with [`BulkConfig::reject_invalid`] the whole request is refused with the
+//!   JSON:API 400 of a single create, each pointer prefixed by `/<index>`. Bodies up to 16 MiB.
+//!   Answers 201 (200 with [`BulkConfig::answer_200`])
+//!   `{"data":{"type":"bulk","id":"<24 hex>","attributes":{"status":"queued"}}}`.
+//! - The job runs in the background: with [`BulkConfig::out_of_order`] it is first held back
+//!   until a job created after it has completed (or, when no later job is left to complete,
+//!   [`BulkConfig::held_back_limit`]); then `queued` for the first half of its delay (uniform
+//!   in `delay ± jitter`), `running` for the second half while its items are stored one by one,
+//!   evenly spread, in a random order ([`BulkConfig::in_order`]: array order), then `complete`.
+//!   Each item, in that order: invalid: error 400; conversation starting with `dead`: error 404;
+//!   the item-error dice ([`BulkConfig::item_error`], status uniform from
+//!   [`BulkConfig::item_error_statuses`], by default every one of
+//!   [`BULK_ITEM_ERROR_STATUSES`]): that error; else stored exactly as a single create by the
+//!   same key (audit fields kept only for the admin key, defaults as for a create, the
+//!   per-customer limit only without `importedAt`, else error 429), so lookups find it with the
+//!   same document. An item in error stores nothing, whatever its status.
+//! - `GET /v1/bulk/{id}`: 200 `{"data":{"type":"bulk","id","attributes":{"status"}}}` with
+//!   `queued`, `running` or `complete`. `GET /v1/bulk/{id}/batches`: 200 `{"data":[{"type":
+//!   "bulk_batch","attributes":{"_clientRef","objectId","status","error"}}, ..]}` once complete,
+//!   in processing order (`_clientRef` null when none was given; `status` `created` with
+//!   `objectId`, or `error` with `error` `{"status","code","message"}`), `{"data": []}` before;
+//!   [`BulkConfig::bare_batches`]: the bare array. Both need `org.permission.bulk.read` (403;
+//!   [`ADMIN_KEY`] has it, [`AGENT_KEY`] not); an unknown job is 404.
+//! - [`BulkConfig::drop_after_create`]: the job is created and runs, but the POST's connection
+//!   closes without an answer.
+//! - Dice: every job draws, when created, in this order: drop the answer, hold back, its delay,
+//!   a shuffle of its items (drawn even when in order), then per item two numbers (error or not,
+//!   which status), whatever the switches. The stream is `StdRng::seed_from_u64(seed ^
+//!   0x6275_6c6b_6a6f_6273)`, apart from every other, so bulk traffic shifts no other dice.
+//! - Stats ([`BulkStats`], at the top level of `/_sandbox/stats`): `bulk_jobs` (created, a
+//!   dropped answer included), `bulk_items`, `bulk_polls` and `bulk_batch_reads` (requests past
+//!   the gate), `bulk_items_created`, `bulk_items_failed`, `bulk_jobs_complete`,
+//!   `bulk_jobs_overtaking` (completed while a job created earlier had not); in
+//!   `faults_injected` ([`BulkFaultCounts`]): `bulk_item_error`, `bulk_drop_after_create` (also
+//!   counted in `dropped_connections`) and `bulk_out_of_order` (jobs held back).
+//! - `POST /_sandbox/bulk/hold` / `POST /_sandbox/bulk/release` (204): in between, jobs still go
+//!   `running` but store no item, so a test can hold a job mid-way instead of timing it.
+//!
 //! # Control endpoints (no auth, not rate limited, not counted in the stats)
 //! - `GET /_sandbox/stats`: [`SandboxStats`] as JSON.
 //! - `GET /_sandbox/messages`: [`MessagesDump`] as JSON, `{"conversations":{"<id>":[{id,
@@ -129,6 +178,7 @@
 //! or answered `no_route`, plus `lookup_429`.
 
 mod api;
+mod bulk;
 mod faults;
 mod live;
 mod server;
@@ -143,6 +193,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use bulk::{
+    BulkConfig, BulkFaultCounts, BulkStats, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_DELAY,
+    DEFAULT_BULK_JITTER, MAX_BULK_DELAY, MAX_BULK_ITEMS, MAX_CLIENT_REF_CHARS,
+};
 use state::Shared;
 
 pub use live::{LiveClientStats, LivePattern};
@@ -199,6 +253,8 @@ pub struct SandboxConfig {
     pub redirect_to: Option<String>,
     /// Message of 404 answers for unknown conversations, instead of the usual one.
     pub error_body_text: Option<String>,
+    /// Bulk jobs (issue 9): processing time, order, item errors, dropped answers.
+    pub bulk: BulkConfig,
 }
 
 impl SandboxConfig {
@@ -224,6 +280,7 @@ impl SandboxConfig {
             lookup_list: false,
             redirect_to: None,
             error_body_text: None,
+            bulk: BulkConfig::default(),
         }
     }
 }
@@ -356,6 +413,9 @@ pub struct SandboxStats {
     /// `/v1` requests waiting on `POST /_sandbox/hold` right now.
     #[serde(default)]
     pub held: u64,
+    /// Bulk jobs, items, polls and results reads (`bulk_*` keys at the top level).
+    #[serde(flatten, default)]
+    pub bulk: BulkStats,
 }
 
 /// ExternalId lookups (`GET /v1/messages/externalId=..` and `externalid=..`) that reached the
@@ -407,6 +467,9 @@ pub struct FaultCounts {
     /// `/v1` requests answered 307 by `redirect_to`.
     #[serde(default)]
     pub redirected: u64,
+    /// Bulk faults (`bulk_*` keys beside the others).
+    #[serde(flatten, default)]
+    pub bulk: BulkFaultCounts,
 }
 
 /// What `GET /_sandbox/messages` answers: stored messages per conversation, in storing order.
@@ -526,6 +589,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
             config.error_429
         )));
     }
+    config.bulk.check()?;
     if let Some(target) = &config.redirect_to {
         api::check_redirect_target(target)?;
     }

@@ -363,6 +363,8 @@ pub(crate) struct Shared {
     /// path that is down while creates still work.
     lookups_failing: std::sync::atomic::AtomicBool,
     world: Mutex<World>,
+    /// Bulk jobs, behind their own lock (see `bulk`).
+    pub(crate) bulk: super::bulk::BulkState,
 }
 
 /// Counts one request as waiting on the hold for as long as it waits.
@@ -392,6 +394,8 @@ impl Shared {
         let id_salt = seeder.random();
         let lookup_rng = StdRng::seed_from_u64(seeder.random());
         let limit_fault_rng = StdRng::seed_from_u64(seeder.random());
+        // Bulk dice come from their own stream, derived apart from the seeder above.
+        let bulk = super::bulk::BulkState::new(config.seed);
         let world = World {
             fault_rng,
             jitter_rng,
@@ -419,6 +423,7 @@ impl Shared {
             held: AtomicU64::new(0),
             lookups_failing: std::sync::atomic::AtomicBool::new(false),
             world: Mutex::new(world),
+            bulk,
         }
     }
 
@@ -697,6 +702,11 @@ impl Shared {
         world.counters.faults.redirected += 1;
     }
 
+    /// Counts a connection a handler closes without answering (outside the create dice).
+    pub(crate) fn count_dropped_connection(&self) {
+        self.world().counters.dropped_connections += 1;
+    }
+
     pub(crate) fn count_redirect_hit(&self) {
         self.world().counters.redirect_hits += 1;
     }
@@ -726,7 +736,10 @@ impl Shared {
             max_concurrency: self.max_in_flight.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             held: self.held.load(Ordering::Relaxed),
-            faults_injected: counters.faults.clone(),
+            faults_injected: FaultCounts {
+                bulk: self.bulk.fault_counts(),
+                ..counters.faults.clone()
+            },
             live_client: counters.live_client,
             injected_429: counters.injected_429,
             creates: world.creates_seen,
@@ -738,6 +751,7 @@ impl Shared {
             lookups: counters.lookups.clone(),
             seeded: counters.seeded,
             redirect_hits: counters.redirect_hits,
+            bulk: self.bulk.stats(),
         }
     }
 
@@ -760,7 +774,7 @@ impl Shared {
 }
 
 /// An ObjectId-like id: 4 bytes of Unix time, then 8 bytes unique within this sandbox.
-fn object_id(unique: u64) -> String {
+pub(crate) fn object_id(unique: u64) -> String {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());

@@ -36,7 +36,7 @@ fn client() -> Client {
 }
 
 /// A client that never reuses a connection, for tests where the server closes connections.
-fn fresh_connection_client() -> Client {
+pub(super) fn fresh_connection_client() -> Client {
     Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
