@@ -161,6 +161,11 @@ pub struct SendArgs {
     /// In bulk mode, the most messages in one bulk job, 1 to 100 [default: 100].
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
+    /// In bulk mode, how long one bulk job is taken to last, as `plan` assumes: a conversation
+    /// whose bulk rounds would outlast what the budget takes sends its extra rows alone
+    /// [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub job_seconds: Option<String>,
     /// Look every row up by externalId before creating it, and skip those already in their
     /// conversation (recorded succeeded, code found_existing). One extra request per row.
     /// `--skip-existing=false` turns it off for a resume.

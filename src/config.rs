@@ -272,14 +272,26 @@ pub struct SendConfig {
 }
 
 /// One message per request, or bulk jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SendMode {
     Single,
-    Bulk { batch_size: usize },
+    Bulk {
+        batch_size: usize,
+        /// How long one job is taken to last (`--job-seconds`).
+        job_seconds: f64,
+    },
 }
 
 impl SendMode {
-    fn parse(mode: Option<&str>, batch_size: Option<usize>) -> Result<SendMode, ConfigError> {
+    fn parse(
+        mode: Option<&str>,
+        batch_size: Option<usize>,
+        job_seconds: Option<&str>,
+    ) -> Result<SendMode, ConfigError> {
+        let job_seconds = match job_seconds {
+            Some(raw) => parse_seconds("--job-seconds", raw, 0.0, 3600.0)?.as_secs_f64(),
+            None => crate::plan::DEFAULT_JOB_SECONDS,
+        };
         let most = crate::plan::MAX_BATCH_SIZE as usize;
         let batch_size = batch_size.unwrap_or(most);
         if !(1..=most).contains(&batch_size) {
@@ -287,7 +299,10 @@ impl SendMode {
         }
         match mode.map(str::trim) {
             None | Some("single") => Ok(SendMode::Single),
-            Some("bulk") => Ok(SendMode::Bulk { batch_size }),
+            Some("bulk") => Ok(SendMode::Bulk {
+                batch_size,
+                job_seconds,
+            }),
             Some(other) => Err(ConfigError::Mode(other.to_string())),
         }
     }
@@ -451,7 +466,11 @@ impl SendConfig {
                 None => DEFAULT_REQUEST_TIMEOUT,
             },
             skip_existing: args.skip_existing.unwrap_or(false),
-            mode: SendMode::parse(args.mode.as_deref(), args.batch_size)?,
+            mode: SendMode::parse(
+                args.mode.as_deref(),
+                args.batch_size,
+                args.job_seconds.as_deref(),
+            )?,
         })
     }
 }

@@ -55,6 +55,11 @@ pub struct SendCounters {
     /// route to be proven.
     settling: AtomicU64,
     awaiting_route: AtomicU64,
+    /// Bulk jobs posted, those not yet answered, and results reads beyond the first per job.
+    pub bulk_jobs: AtomicU64,
+    bulk_jobs_in_flight: AtomicI64,
+    pub bulk_polls: AtomicU64,
+    bulk_created: AtomicU64,
     retrying: AtomicI64,
 }
 
@@ -92,6 +97,23 @@ impl SendCounters {
             .store(awaiting_route as u64, Ordering::Relaxed);
     }
 
+    /// A bulk job posted (`+1`) or done (`-1`).
+    pub fn add_bulk_job(&self, delta: i64) {
+        if delta > 0 {
+            self.bulk_jobs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bulk_jobs_in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Counts rows created by bulk jobs; returns the count so far, this one included.
+    pub fn bulk_created(&self, rows: u64) -> u64 {
+        self.bulk_created.fetch_add(rows, Ordering::Relaxed) + rows
+    }
+
+    pub fn add_bulk_poll(&self) {
+        self.bulk_polls.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn add_lookup(&self) {
         self.lookups.fetch_add(1, Ordering::Relaxed);
     }
@@ -115,6 +137,13 @@ impl SendCounters {
         let held = self.held.load(Ordering::Relaxed);
         if held > 0 {
             line.push_str(&format!(", {held} held"));
+        }
+        let jobs = self.bulk_jobs.load(Ordering::Relaxed);
+        if jobs > 0 {
+            line.push_str(&format!(
+                ", {} bulk jobs in flight ({jobs} posted)",
+                self.bulk_jobs_in_flight.load(Ordering::Relaxed).max(0)
+            ));
         }
         let settling = self.settling.load(Ordering::Relaxed);
         if settling > 0 {

@@ -414,6 +414,8 @@ pub async fn send_and_summarise(
                 reimport_guard: true,
                 unreachable_after: send.retry.max_total_wait,
                 max_pause: send.max_pause,
+                mode: send.mode,
+                rpm,
             };
             let recorder = PacingRecorder::start(db, Arc::clone(&throttle));
             let stop = send::send_all(

@@ -18,6 +18,7 @@
 //! - the first created message whose createdAt/createdBy came back different from what was sent
 //!   stops the run, before more history is written under the wrong author or time.
 
+mod bulk;
 mod guard;
 mod lanes;
 mod outcome;
@@ -73,6 +74,11 @@ pub struct SendPlan {
     pub unreachable_after: Duration,
     /// The longest wait a server's `Retry-After` may ask of one row (`--max-pause`).
     pub max_pause: Duration,
+    /// Bulk jobs, or one create per message.
+    pub mode: crate::config::SendMode,
+    /// The requests per minute the job may spend: in bulk mode it decides how many rows of a
+    /// deep conversation ride jobs (the rest go as single creates), as `plan` models it.
+    pub rpm: u32,
 }
 
 impl SendPlan {
@@ -91,6 +97,8 @@ impl SendPlan {
             reimport_guard: true,
             unreachable_after: RetryPolicy::default().max_total_wait,
             max_pause: crate::throttle::DEFAULT_MAX_PAUSE,
+            mode: crate::config::SendMode::Single,
+            rpm: u32::MAX / 2,
         }
     }
 }
@@ -180,6 +188,12 @@ struct Shared {
     connectivity: Connectivity,
     /// The route's proof, when one runs: it has no durable effect, so it is aborted at the end.
     proof: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bulk jobs (and reading the jobs of an earlier run); its task is ended with the phase.
+    batcher: Option<bulk::Batcher>,
+    batcher_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// In bulk mode, the most rows of one conversation that ride jobs; deeper conversations send
+    /// the rest first as single creates, so they do not stretch the run over hundreds of rounds.
+    bulk_rounds: Option<u64>,
 }
 
 impl Shared {
@@ -317,13 +331,39 @@ pub async fn send_all(
     let never_sent = !checkpoint.anything_sent()?;
     let writer = checkpoint.writer()?;
 
-    let workers = plan.workers.max(1).min(conversations.len().max(1));
+    let bulk_rounds = match plan.mode {
+        crate::config::SendMode::Bulk {
+            batch_size,
+            job_seconds,
+        } => {
+            // The rule `plan` models, so that its estimate is what the run does.
+            let workload = crate::plan::Workload::of_checkpoint(&checkpoint)?;
+            let estimate = crate::plan::plan(
+                &workload,
+                crate::plan::PlanInputs {
+                    rpm: plan.rpm,
+                    batch: batch_size as u64,
+                    job_seconds,
+                },
+            );
+            Some(estimate.bulk.critical_path_rounds)
+        }
+        crate::config::SendMode::Single => None,
+    };
+    // In bulk mode a job wants the heads of many conversations at once: enough lanes for two
+    // jobs, one in flight and one filling.
+    let lanes = match plan.mode {
+        crate::config::SendMode::Bulk { batch_size, .. } => plan.workers.max(batch_size * 2),
+        crate::config::SendMode::Single => plan.workers,
+    };
+    let workers = lanes.max(1).min(conversations.len().max(1));
     let guard_sample = if plan.reimport_guard && never_sent && !plan.skip_existing {
         guard::sample(&checkpoint, &conversations)?
     } else {
         Vec::new()
     };
     drop(checkpoint);
+    let (batcher, inbox) = bulk::Batcher::new();
     let shared = Arc::new(Shared {
         client,
         writer,
@@ -336,7 +376,18 @@ pub async fn send_all(
         route: route::RouteProof::default(),
         connectivity: Connectivity::default(),
         proof: Mutex::new(None),
+        batcher: Some(batcher),
+        batcher_task: Mutex::new(None),
+        bulk_rounds,
     });
+    let batch_size = match plan.mode {
+        crate::config::SendMode::Bulk { batch_size, .. } => batch_size,
+        crate::config::SendMode::Single => 1,
+    };
+    let task = bulk::Batcher::start(&shared, inbox, batch_size);
+    if let Ok(mut slot) = shared.batcher_task.lock() {
+        *slot = Some(task);
+    }
 
     if !guard_sample.is_empty() {
         match guard::check(&shared, &guard_sample).await {
@@ -413,10 +464,12 @@ async fn finish(
     shared: Arc<Shared>,
     outcome: Result<SendStop, SendError>,
 ) -> Result<SendStop, SendError> {
-    let proof = shared.proof.lock().ok().and_then(|mut proof| proof.take());
-    if let Some(proof) = proof {
-        proof.abort();
-        let _ = proof.await;
+    let background = [&shared.proof, &shared.batcher_task]
+        .map(|task| task.lock().ok().and_then(|mut task| task.take()));
+    for task in background.into_iter().flatten() {
+        // Neither has durable effects left to make: a job's rows are `sending` with their ids.
+        task.abort();
+        let _ = task.await;
     }
     let shared = Arc::try_unwrap(shared)
         .map_err(|_| SendError::Worker("a task outlived the send phase".into()))?;
@@ -567,6 +620,16 @@ async fn drive_lane(
             Some(progress) if progress.line() == row.line => progress,
             _ => HeadProgress::new(shared, &row),
         };
+        // A conversation deeper than the bulk rounds sends its first rows alone, so that it
+        // ends with the rest instead of stretching the run over hundreds of rounds.
+        progress.bulk = shared.bulk_rounds.is_some_and(|rounds| {
+            let remaining = lane
+                .queue
+                .iter()
+                .filter(|row| matches!(row.state, RowState::Pending | RowState::Sending))
+                .count();
+            remaining as u64 <= rounds
+        });
         match row::advance(shared, &lane.conversation_id, &row, &body, &mut progress).await? {
             RowEnd::Finished => {
                 lane.queue.pop_front();

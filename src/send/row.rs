@@ -11,20 +11,23 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::checkpoint::{now_ms, CheckpointError, QueuedRow, RowState};
-use crate::client::ApiError;
+use crate::client::{ApiError, Timing};
 use crate::retry::{RequestKind, RetryAction, RetrySchedule, MAX_RATE_LIMITED_PER_ROW};
 
+use super::bulk::BulkOutcome;
 use super::outcome::{self, Verdict};
 use super::route::KnownMessage;
 use super::{Halt, Shared};
 
 /// What the head row does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
     Create,
     /// Wait until the moment, then look up.
     Settle(Instant),
     Lookup,
+    /// Read the results of the bulk job a dead run sent the row in.
+    ReadJob(String),
 }
 
 /// Why the row is being looked up.
@@ -47,15 +50,23 @@ pub struct HeadProgress {
     unknown_because: Option<String>,
     /// Consecutive connection failures, for the reconnect backoff.
     never_sent: u32,
+    /// Bulk mode: the row may ride a job (the lane decides, see `Shared::bulk_rounds`).
+    pub bulk: bool,
+    /// The batcher sent it back to go alone.
+    single_only: bool,
 }
 
 impl HeadProgress {
     pub fn new(shared: &Shared, row: &QueuedRow) -> HeadProgress {
         let plan = &shared.plan;
-        let (step, purpose) = match row.state {
+        let (step, purpose) = match (&row.state, &row.bulk_job_id) {
+            // Sent in a bulk job the API named: its results say what happened.
+            (RowState::Sending, Some(job_id)) => {
+                (Step::ReadJob(job_id.clone()), Purpose::Reconcile)
+            }
             // Left `sending` by an earlier run: its request may still have been on the wire
             // until the client's timeout, and may land up to the settle delay after that.
-            RowState::Sending => {
+            (RowState::Sending, None) => {
                 let since_attempt = row
                     .last_attempt_ms
                     .map(|at| u64::try_from(now_ms().saturating_sub(at)).unwrap_or(0))
@@ -76,6 +87,8 @@ impl HeadProgress {
             unknown_because: (row.state == RowState::Sending)
                 .then(|| "interrupted while its request was in flight".to_string()),
             never_sent: 0,
+            bulk: false,
+            single_only: false,
         }
     }
 
@@ -118,7 +131,18 @@ pub async fn advance(
         if shared.stop.is_cancelled() {
             return Ok(RowEnd::Stopped);
         }
-        match progress.step {
+        match progress.step.clone() {
+            Step::ReadJob(job_id) => {
+                if let Some(end) =
+                    read_job(shared, conversation_id, row, body, progress, &job_id).await?
+                {
+                    return Ok(end);
+                }
+                if progress.step == Step::ReadJob(job_id) {
+                    // Not settled by the job (it was not read): look the row up instead.
+                    progress.step = Step::Lookup;
+                }
+            }
             Step::Settle(until) => {
                 if until > Instant::now() {
                     return Ok(RowEnd::Park(until));
@@ -271,39 +295,161 @@ async fn create(
     body: &str,
     progress: &mut HeadProgress,
 ) -> Result<Option<RowEnd>, CheckpointError> {
+    if progress.bulk && !progress.single_only {
+        if let Some(batcher) = &shared.batcher {
+            let answer = batcher.send(row.line, conversation_id, body).await;
+            return bulk_answer(shared, conversation_id, row, body, progress, answer).await;
+        }
+    }
     shared.writer.mark_sending(row.line, now_ms()).await?;
     let (result, timing) = shared.client.create_message(conversation_id, body).await;
     shared.connectivity.observe(&result);
-    let err = match result {
+    match result {
         Ok(created) => {
+            let mut result = outcome::succeeded(created.id.clone(), Some(201), timing);
             let overwritten = shared
                 .plan
                 .verify_audit_fields
                 .then(|| outcome::audit_mismatch(body, &created))
                 .flatten();
-            let mut result = outcome::succeeded(created.id.clone(), Some(201), timing);
-            shared.prove_route_with(KnownMessage {
-                line: row.line,
-                external_id: row.external_id.clone(),
-                conversation_id: conversation_id.to_string(),
-                message_id: created.id,
-            });
-            if let Some(detail) = overwritten {
-                result.error_code = Some(outcome::AUDIT_OVERWRITTEN.into());
-                result.error_message = Some(detail.clone());
-                shared.record(row.line, result)?;
-                shared.halt(Halt::AuditOverwritten(format!(
-                    "line {}: {detail}",
-                    row.line
-                )));
-                return Ok(Some(RowEnd::Stopped));
-            }
-            shared.record(row.line, result)?;
-            return Ok(Some(RowEnd::Finished));
+            created_as(
+                shared,
+                conversation_id,
+                row,
+                created.id,
+                &mut result,
+                overwritten,
+            )
         }
-        Err(err) => err,
+        Err(err) => create_failed(shared, row, progress, err, timing, false).await,
+    }
+}
+
+/// Reads the job a dead run sent the row in, instead of sending it again.
+async fn read_job(
+    shared: &Arc<Shared>,
+    conversation_id: &str,
+    row: &QueuedRow,
+    body: &str,
+    progress: &mut HeadProgress,
+    job_id: &str,
+) -> Result<Option<RowEnd>, CheckpointError> {
+    let Some(batcher) = &shared.batcher else {
+        progress.step = Step::Lookup;
+        return Ok(None);
     };
-    match err.retry_action(RequestKind::Create) {
+    let answer = batcher.read(row.line, job_id).await;
+    bulk_answer(shared, conversation_id, row, body, progress, answer).await
+}
+
+/// What a bulk job said about the row.
+async fn bulk_answer(
+    shared: &Arc<Shared>,
+    conversation_id: &str,
+    row: &QueuedRow,
+    body: &str,
+    progress: &mut HeadProgress,
+    answer: BulkOutcome,
+) -> Result<Option<RowEnd>, CheckpointError> {
+    match answer {
+        BulkOutcome::Created { message_id, job_id } => {
+            let mut result = outcome::succeeded(message_id.clone(), None, Default::default());
+            // Bulk results carry no message body: the first created message of the run, and
+            // one in every thousand after, is read back to check its audit fields.
+            let checked = shared.counters.bulk_created(1);
+            let overwritten = if shared.plan.verify_audit_fields
+                && (checked == 1 || checked % 1000 == 0)
+            {
+                match shared.client.message(&message_id).await {
+                    Ok(created) => outcome::audit_mismatch(body, &created),
+                    Err(err) => {
+                        tracing::warn!(error = %err, job_id, "could not read a bulk-created message back to check its audit fields");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            created_as(
+                shared,
+                conversation_id,
+                row,
+                message_id,
+                &mut result,
+                overwritten,
+            )
+        }
+        BulkOutcome::ItemFailed(err) => {
+            create_failed(shared, row, progress, err, Default::default(), true).await
+        }
+        BulkOutcome::NotSent(err) => {
+            create_failed(shared, row, progress, err, Default::default(), false).await
+        }
+        BulkOutcome::Unknown(why) => {
+            shared.counters.add_unknown();
+            progress.unknown_because = Some(why);
+            progress.purpose = Purpose::Reconcile;
+            progress.step = Step::Settle(Instant::now() + shared.plan.settle_delay);
+            Ok(None)
+        }
+        BulkOutcome::Single => {
+            progress.single_only = true;
+            progress.step = Step::Create;
+            Ok(None)
+        }
+        BulkOutcome::StorageFailed => {
+            shared.writer.flush().await?;
+            Ok(Some(RowEnd::Stopped))
+        }
+        BulkOutcome::Stopped => Ok(Some(RowEnd::Stopped)),
+    }
+}
+
+/// Records a created row (checking its audit fields when they came back) and proves the lookup
+/// route on it.
+fn created_as(
+    shared: &Arc<Shared>,
+    conversation_id: &str,
+    row: &QueuedRow,
+    message_id: String,
+    result: &mut crate::checkpoint::RowResult,
+    overwritten: Option<String>,
+) -> Result<Option<RowEnd>, CheckpointError> {
+    shared.prove_route_with(KnownMessage {
+        line: row.line,
+        external_id: row.external_id.clone(),
+        conversation_id: conversation_id.to_string(),
+        message_id,
+    });
+    if let Some(detail) = overwritten {
+        result.error_code = Some(outcome::AUDIT_OVERWRITTEN.into());
+        result.error_message = Some(detail.clone());
+        shared.record(row.line, result.clone())?;
+        shared.halt(Halt::AuditOverwritten(format!(
+            "line {}: {detail}",
+            row.line
+        )));
+        return Ok(Some(RowEnd::Stopped));
+    }
+    shared.record(row.line, result.clone())?;
+    Ok(Some(RowEnd::Finished))
+}
+
+/// A create that failed, by the one classification. `item`: the error is a bulk item's own,
+/// which the job reports only for items it did not store, so a 5xx there is known not created.
+async fn create_failed(
+    shared: &Arc<Shared>,
+    row: &QueuedRow,
+    progress: &mut HeadProgress,
+    err: ApiError,
+    timing: Timing,
+    item: bool,
+) -> Result<Option<RowEnd>, CheckpointError> {
+    let action = match err.retry_action(RequestKind::Create) {
+        RetryAction::OutcomeUnknown if item => RetryAction::RetryRead,
+        action => action,
+    };
+    match action {
         RetryAction::StopRun => {
             // Refused outright (401, 403) or sent elsewhere (3xx): not created.
             shared.record(row.line, outcome::not_sent(&err))?;
@@ -342,7 +488,24 @@ async fn create(
                 Ok(Some(RowEnd::Stopped))
             }
         },
-        RetryAction::OutcomeUnknown | RetryAction::RetryRead => {
+        // A bulk item the job says it did not store: sent again in a later job, an attempt used.
+        RetryAction::RetryRead => {
+            match wait_before_retry(shared, &mut progress.schedule, &err).await {
+                Wait::Elapsed => Ok(None),
+                Wait::Stopped => {
+                    shared.record(row.line, outcome::not_sent(&err))?;
+                    Ok(Some(RowEnd::Stopped))
+                }
+                Wait::Exhausted => {
+                    shared.record(
+                        row.line,
+                        outcome::failure(RowState::Failed, &err, true, timing),
+                    )?;
+                    Ok(Some(RowEnd::Hold))
+                }
+            }
+        }
+        RetryAction::OutcomeUnknown => {
             tracing::debug!(line = row.line, error = %err, "outcome unknown; settling before a lookup");
             shared.counters.add_unknown();
             progress.unknown_because = Some(err.to_string());

@@ -1,0 +1,442 @@
+//! Bulk jobs: the head rows of up to `--batch-size` different conversations in one
+//! `POST /v1/messages/bulk`, their results read back by `_clientRef`.
+//!
+//! Each lane still has at most one row in flight, so order holds whatever order the API
+//! processes items or finishes jobs in. A lane hands its head row to the batcher and waits for
+//! that row's [`BulkOutcome`]; the batcher decides when a job is full enough to be worth its two
+//! requests (its POST and one results read), and a job that would hold fewer than
+//! [`MIN_JOB_ROWS`] rows goes as single creates instead (one request each is cheaper).
+//!
+//! Durability: the rows of a job are durably `sending` with a local batch id before its POST;
+//! the job id is recorded as soon as it is known. On resume a row with a job id is settled by
+//! reading that job's results (never resent); one without is an unknown outcome like any other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::checkpoint::now_ms;
+use crate::client::{ApiError, BulkItem, RateInfo};
+use crate::retry::{RequestKind, RetryAction};
+
+use super::{Halt, Shared};
+
+/// Fewer rows than this go as single creates: a job costs at least two requests.
+pub const MIN_JOB_ROWS: usize = 3;
+/// How long the batcher waits for more heads once none has come in.
+const LINGER: Duration = Duration::from_millis(60);
+/// How long fewer than [`MIN_JOB_ROWS`] heads wait for others before going as single creates.
+const FILL_WAIT: Duration = Duration::from_secs(1);
+/// The longest a job may take to show its results before its rows count as unknown outcomes.
+const LONGEST_JOB: Duration = Duration::from_secs(15 * 60);
+/// First guess of how long a job takes, before any has been measured.
+const FIRST_JOB_GUESS: Duration = Duration::from_millis(1_000);
+
+/// What became of a row handed to the batcher.
+pub enum BulkOutcome {
+    Created {
+        message_id: String,
+        job_id: String,
+    },
+    /// The item's own error, with the status it carried: classified like a single create's, but
+    /// known not created (the job says so).
+    ItemFailed(ApiError),
+    /// The row may or may not exist (the POST's answer was lost, the item is missing from the
+    /// results, the results never came): settle and look it up.
+    Unknown(String),
+    /// Send it as a single create instead.
+    Single,
+    /// The POST was refused before any processing (429, no connection, a stopping run).
+    NotSent(ApiError),
+    /// The `sending` marks could not be written.
+    StorageFailed,
+    Stopped,
+}
+
+enum Request {
+    Send {
+        line: u64,
+        conversation_id: String,
+        body: String,
+        reply: oneshot::Sender<BulkOutcome>,
+    },
+    /// A row a dead run sent in this job: its result, read once per job.
+    Read {
+        line: u64,
+        job_id: String,
+        reply: oneshot::Sender<BulkOutcome>,
+    },
+}
+
+/// The lanes' side of the batcher.
+pub struct Batcher {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+/// The batcher's side, until its task starts.
+pub struct Inbox(mpsc::UnboundedReceiver<Request>);
+
+impl Batcher {
+    pub fn new() -> (Batcher, Inbox) {
+        let (requests, inbox) = mpsc::unbounded_channel();
+        (Batcher { requests }, Inbox(inbox))
+    }
+
+    /// Starts the batcher's task. It holds the shared state weakly (the state holds the
+    /// batcher), and ends when the run stops or the state is gone.
+    pub fn start(
+        shared: &Arc<Shared>,
+        inbox: Inbox,
+        batch_size: usize,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(run(Arc::downgrade(shared), inbox.0, batch_size.max(1)))
+    }
+
+    /// Hands a head row over and waits for its fate.
+    pub async fn send(&self, line: u64, conversation_id: &str, body: &str) -> BulkOutcome {
+        let (reply, outcome) = oneshot::channel();
+        let request = Request::Send {
+            line,
+            conversation_id: conversation_id.to_string(),
+            body: body.to_string(),
+            reply,
+        };
+        if self.requests.send(request).is_err() {
+            return BulkOutcome::Stopped;
+        }
+        outcome.await.unwrap_or(BulkOutcome::Stopped)
+    }
+
+    /// The result of `line` in job `job_id`, sent by an earlier run.
+    pub async fn read(&self, line: u64, job_id: &str) -> BulkOutcome {
+        let (reply, outcome) = oneshot::channel();
+        let request = Request::Read {
+            line,
+            job_id: job_id.to_string(),
+            reply,
+        };
+        if self.requests.send(request).is_err() {
+            return BulkOutcome::Stopped;
+        }
+        outcome.await.unwrap_or(BulkOutcome::Stopped)
+    }
+}
+
+/// A row waiting in a job.
+struct Waiting {
+    line: u64,
+    reply: oneshot::Sender<BulkOutcome>,
+}
+
+/// How long jobs take, learned as they finish (an exponentially weighted mean).
+#[derive(Clone, Copy)]
+struct JobTimer {
+    expected: Duration,
+}
+
+impl JobTimer {
+    fn observe(&mut self, took: Duration) {
+        self.expected = (self.expected * 3 + took) / 4;
+    }
+}
+
+async fn run(
+    shared: std::sync::Weak<Shared>,
+    mut inbox: mpsc::UnboundedReceiver<Request>,
+    batch_size: usize,
+) {
+    let mut pending: Vec<(u64, String, String, oneshot::Sender<BulkOutcome>)> = Vec::new();
+    let mut oldest = Instant::now();
+    let mut jobs: tokio::task::JoinSet<Duration> = tokio::task::JoinSet::new();
+    let mut timer = JobTimer {
+        expected: FIRST_JOB_GUESS,
+    };
+    let mut reads: HashMap<String, Vec<Waiting>> = HashMap::new();
+    let mut sequence = 0u64;
+    let mut last_arrival = Instant::now();
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let stop = strong.stop.clone();
+        drop(strong);
+        let wake = if pending.len() >= MIN_JOB_ROWS || pending.is_empty() {
+            last_arrival + LINGER
+        } else {
+            (last_arrival + LINGER).max(oldest + FILL_WAIT)
+        };
+        let wake = tokio::time::Instant::from_std(wake);
+        // While a job is in flight a part-filled job waits for it (no timer: that would spin).
+        let timer_armed = (!pending.is_empty() && jobs.is_empty()) || !reads.is_empty();
+        tokio::select! {
+            request = inbox.recv() => match request {
+                None => return,
+                Some(Request::Send { line, conversation_id, body, reply }) => {
+                    if pending.is_empty() {
+                        oldest = Instant::now();
+                    }
+                    pending.push((line, conversation_id, body, reply));
+                    last_arrival = Instant::now();
+                }
+                Some(Request::Read { line, job_id, reply }) => {
+                    reads.entry(job_id).or_default().push(Waiting { line, reply });
+                    last_arrival = Instant::now();
+                }
+            },
+            finished = jobs.join_next(), if !jobs.is_empty() => {
+                if let Some(Ok(took)) = finished {
+                    if !took.is_zero() {
+                        timer.observe(took);
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(wake), if timer_armed => {}
+            () = stop.cancelled() => {
+                for (_, _, _, reply) in pending.drain(..) {
+                    let _ = reply.send(BulkOutcome::Stopped);
+                }
+                // Jobs under way answer their rows Stopped themselves.
+                while jobs.join_next().await.is_some() {}
+                return;
+            }
+        }
+        let lingered = last_arrival.elapsed() >= LINGER;
+        // Enough for a job once no more heads come in; too few, once they have waited a while.
+        let filled = lingered && (pending.len() >= MIN_JOB_ROWS || oldest.elapsed() >= FILL_WAIT);
+        if lingered {
+            // Every row of a dead run's job asks within the linger: the job is read once.
+            for (job_id, readers) in reads.drain() {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let timer_now = JobTimer {
+                    expected: Duration::ZERO,
+                };
+                jobs.spawn(async move {
+                    read_results(&shared, &job_id, readers, timer_now, Instant::now()).await;
+                    Duration::ZERO
+                });
+            }
+        }
+        // A job that is not full goes only when none is in flight (the lanes of a job in flight
+        // bring their next heads as soon as it ends) and the heads have had time to gather.
+        while pending.len() >= batch_size || (filled && !pending.is_empty() && jobs.is_empty()) {
+            let take = pending.len().min(batch_size);
+            let rows: Vec<_> = pending.drain(..take).collect();
+            oldest = Instant::now();
+            if rows.len() < MIN_JOB_ROWS {
+                for (_, _, _, reply) in rows {
+                    let _ = reply.send(BulkOutcome::Single);
+                }
+                continue;
+            }
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            sequence += 1;
+            let batch = format!("{}-{sequence}", now_ms());
+            let timer_now = timer;
+            jobs.spawn(async move { send_job(&shared, batch, rows, timer_now).await });
+        }
+    }
+}
+
+/// One job, from its `sending` marks to every row's answer. Returns how long it took to show
+/// its results (zero when it never did).
+async fn send_job(
+    shared: &Shared,
+    batch: String,
+    rows: Vec<(u64, String, String, oneshot::Sender<BulkOutcome>)>,
+    timer: JobTimer,
+) -> Duration {
+    let lines: Vec<u64> = rows.iter().map(|(line, ..)| *line).collect();
+    let mut items = Vec::with_capacity(rows.len());
+    let mut waiting = Vec::with_capacity(rows.len());
+    for (line, conversation_id, body, reply) in rows {
+        let mut item = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null);
+        if let Value::Object(fields) = &mut item {
+            fields.insert("conversation".into(), Value::String(conversation_id));
+            fields.insert("_clientRef".into(), Value::String(client_ref(line)));
+        }
+        items.push(item);
+        waiting.push(Waiting { line, reply });
+    }
+    if shared
+        .writer
+        .mark_sending_batch(lines, batch.clone(), now_ms())
+        .await
+        .is_err()
+    {
+        answer_all(waiting, || BulkOutcome::StorageFailed);
+        return Duration::ZERO;
+    }
+    let body = Value::Array(items).to_string();
+    shared.counters.add_bulk_job(1);
+    let (created, _) = shared.client.create_bulk_job(&body).await;
+    shared.connectivity.observe(&created);
+    let started = Instant::now();
+    let job_id = match created {
+        Ok(job_id) => job_id,
+        Err(err) => {
+            shared.counters.add_bulk_job(-1);
+            match err.retry_action(RequestKind::Create) {
+                RetryAction::RateLimited | RetryAction::NeverSent | RetryAction::StopRun => {
+                    answer_all(waiting, || BulkOutcome::NotSent(err.clone()));
+                }
+                // The job as a whole was refused: each row gets its own verdict alone.
+                RetryAction::FailRow => answer_all(waiting, || BulkOutcome::Single),
+                RetryAction::OutcomeUnknown | RetryAction::RetryRead => {
+                    let why = format!("bulk job's answer lost ({err}); the job may exist");
+                    answer_all(waiting, || BulkOutcome::Unknown(why.clone()));
+                }
+            }
+            return Duration::ZERO;
+        }
+    };
+    if let Err(err) = shared.writer.record_bulk_job(batch, job_id.clone()) {
+        tracing::error!(error = %err, "cannot record a bulk job id");
+    }
+    let took = read_results(shared, &job_id, waiting, timer, started).await;
+    shared.counters.add_bulk_job(-1);
+    took
+}
+
+/// Waits about as long as jobs take, then reads the results until they are there; answers
+/// every waiting row. Returns how long the job took (zero when it never showed results).
+async fn read_results(
+    shared: &Shared,
+    job_id: &str,
+    waiting: Vec<Waiting>,
+    timer: JobTimer,
+    started: Instant,
+) -> Duration {
+    let mut pause = timer.expected;
+    let mut failures = 0u32;
+    let mut first_read = true;
+    loop {
+        let waited = tokio::select! {
+            () = tokio::time::sleep(pause) => true,
+            () = shared.stop.cancelled() => false,
+        };
+        if !waited {
+            answer_all(waiting, || BulkOutcome::Stopped);
+            return Duration::ZERO;
+        }
+        if !first_read {
+            shared.counters.add_bulk_poll();
+        }
+        first_read = false;
+        let read = shared.client.bulk_results(job_id).await;
+        shared.connectivity.observe(&read);
+        match read {
+            Ok(Some(items)) => {
+                let took = started.elapsed();
+                deliver(shared, job_id, items, waiting).await;
+                return took;
+            }
+            Ok(None) if started.elapsed() < LONGEST_JOB => {
+                // Not done: look again after a part of the usual job time.
+                pause = (timer.expected / 2).max(Duration::from_millis(200));
+            }
+            Ok(None) => {
+                let why = format!("bulk job {job_id} showed no results within {LONGEST_JOB:?}");
+                answer_all(waiting, || BulkOutcome::Unknown(why.clone()));
+                return Duration::ZERO;
+            }
+            Err(err) => match err.retry_action(RequestKind::Lookup) {
+                RetryAction::StopRun => {
+                    shared.halt(Halt::Api(err));
+                    answer_all(waiting, || BulkOutcome::Stopped);
+                    return Duration::ZERO;
+                }
+                RetryAction::RateLimited | RetryAction::NeverSent => {
+                    pause = Duration::from_millis(500);
+                }
+                _ => {
+                    failures += 1;
+                    if failures >= shared.plan.retry.max_attempts {
+                        let why = format!("bulk job {job_id}'s results could not be read ({err})");
+                        answer_all(waiting, || BulkOutcome::Unknown(why.clone()));
+                        return Duration::ZERO;
+                    }
+                    pause = crate::retry::reconnect_delay(failures);
+                }
+            },
+        }
+    }
+}
+
+/// Answers each waiting row from the job's results, by `_clientRef`.
+async fn deliver(shared: &Shared, job_id: &str, items: Vec<BulkItem>, waiting: Vec<Waiting>) {
+    let mut by_ref: HashMap<String, BulkItem> = items
+        .into_iter()
+        .filter_map(|item| Some((item.client_ref.clone()?, item)))
+        .collect();
+    for Waiting { line, reply } in waiting {
+        let outcome = match by_ref.remove(&client_ref(line)) {
+            None => BulkOutcome::Unknown(format!("missing from bulk job {job_id}'s results")),
+            Some(item) if item.status == "created" => match item.object_id {
+                Some(message_id) => BulkOutcome::Created {
+                    message_id,
+                    job_id: job_id.to_string(),
+                },
+                None => BulkOutcome::Unknown(format!(
+                    "created in bulk job {job_id} without an objectId"
+                )),
+            },
+            Some(item) => match item.error_status {
+                Some(status) => BulkOutcome::ItemFailed(ApiError::Http {
+                    status,
+                    code: item.error_code,
+                    message: item
+                        .error_message
+                        .unwrap_or_else(|| format!("bulk item error in job {job_id}")),
+                    rate: RateInfo::default(),
+                }),
+                None => BulkOutcome::Unknown(format!(
+                    "bulk job {job_id} answered {:?} with no status",
+                    item.status
+                )),
+            },
+        };
+        let _ = reply.send(outcome);
+    }
+    let _ = shared;
+}
+
+fn answer_all(waiting: Vec<Waiting>, outcome: impl Fn() -> BulkOutcome) {
+    for Waiting { reply, .. } in waiting {
+        let _ = reply.send(outcome());
+    }
+}
+
+/// The `_clientRef` of a row: its input line, stable across runs.
+fn client_ref(line: u64) -> String {
+    format!("line-{line}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_time_is_learned_smoothly() {
+        let mut timer = JobTimer {
+            expected: Duration::from_secs(1),
+        };
+        timer.observe(Duration::from_secs(5));
+        assert_eq!(timer.expected, Duration::from_secs(2));
+        for _ in 0..20 {
+            timer.observe(Duration::from_secs(5));
+        }
+        assert!(timer.expected > Duration::from_millis(4_900));
+    }
+
+    #[test]
+    fn client_refs_name_the_line() {
+        assert_eq!(client_ref(42), "line-42");
+    }
+}
