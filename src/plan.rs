@@ -28,10 +28,12 @@
 //!   rounds · job_seconds)`, where `rounds` (`critical_path_rounds`) is how many jobs the
 //!   deepest conversation waits on one after the other. A conversation far deeper than the rest
 //!   must not make the run last that many rounds when the budget would allow its rows as single
-//!   creates in the same time: so the rows of each conversation sent by bulk are capped at the
-//!   largest `K` (at most the lower bound's `J` and the deepest depth) with `K · job_seconds <=
-//!   bulk.requests(K) / (rpm / 60)`, the rest of its rows going as single creates; without a
-//!   cap that binds this is the lower bound's `J` exactly.
+//!   creates: so the rows of each conversation sent by bulk are capped at the largest `K` (at
+//!   most the lower bound's `J` and the deepest depth) with `K · job_seconds <=
+//!   max(bulk.requests(K), rows + 1) / (rpm / 60)`, i.e. rounds that take no longer than the
+//!   budget needs for the requests, or than single mode would take: the fewest requests, never
+//!   slower than single mode. The rest of a capped conversation's rows go as single creates;
+//!   without a cap that binds this is the lower bound's `J` exactly.
 //! - `job_seconds` (`--job-seconds`, default 5) is an **assumption to measure**: how long
 //!   Kustomer takes to process a bulk job is unverified. The latency of single creates is left
 //!   out of the critical path (the deepest conversation's single creates are assumed to fit in
@@ -324,14 +326,18 @@ pub fn plan(workload: &Workload, inputs: PlanInputs) -> Plan {
     let max_depth = workload.max_depth();
     let bound = curve.best_capped(max_depth, &best);
     // From the lower bound's rounds down: the first cap whose rounds fit in the time the
-    // budget needs for its requests. A cap of 0 (single creates only) always fits.
+    // budget needs for its requests, or in the time single mode would take if that is longer:
+    // the fewest requests, but never slower than one create per message. A cap of 0 (single
+    // creates only) always fits.
+    let single_seconds = (workload.rows + 1) as f64 / per_second;
     let uncapped = bound.jobs.min(max_depth);
     let (cap, split) = (0..=uncapped)
         .rev()
         .map(|cap| (cap, curve.best_capped(cap, &best)))
         .find(|(cap, split)| {
             let budget_seconds = expected_requests(*split) as f64 / per_second;
-            rounds(*split, *cap, max_depth) as f64 * inputs.job_seconds <= budget_seconds
+            rounds(*split, *cap, max_depth) as f64 * inputs.job_seconds
+                <= budget_seconds.max(single_seconds)
         })
         .unwrap_or((0, curve.split(0, 0)));
     let requests = expected_requests(split);
@@ -462,7 +468,7 @@ pub fn render_text(plan: &Plan, source: &str, notes: &[String]) -> String {
         let _ = writeln!(
             out,
             "                    at most {} rows of a conversation go by bulk: more rounds would \
-             take longer than the budget does, so deeper conversations send the rest one by one",
+             make bulk mode slower than single mode, so deeper conversations send the rest one by one",
             thousands(bulk.critical_path_rounds)
         );
     }
@@ -633,11 +639,11 @@ mod tests {
         assert_eq!(relaxed.bulk.critical_path_rounds, 31);
         assert_eq!(relaxed.bulk.rows_single, 269);
         assert_eq!(relaxed.bulk.requests, 332 + 7);
-        // At 100 requests a second and 5 s a job, 31 rounds (155 s) would far outlast the
-        // budget's 3.4 s: each conversation sends at most K rows by bulk, the largest K whose
-        // rounds fit in the time its requests take. K = 3: 367 requests, 3.7 s < 15 s; K = 2:
-        // 20 jobs carry 2,000 rows, 1,300 singles, 1 + 40 + 1,300 + 4 = 1,345 requests,
-        // 13.45 s >= 10 s.
+        // At 100 requests a second and 5 s a job, 31 rounds (155 s) would outlast even single
+        // mode (3,301 requests, 33.01 s): each conversation sends at most K rows by bulk, the
+        // largest K whose rounds fit in that time. K = 6 (30 s): the 31 jobs carry 3,000 + 6
+        // rows, 294 go alone, 1 + 62 + 294 + 7 = 364 requests; K = 7 (35 s) would be slower
+        // than single mode.
         let fast = plan(
             &workload(&depths),
             PlanInputs {
@@ -647,12 +653,12 @@ mod tests {
             },
         );
         let bulk = &fast.bulk;
-        assert_eq!(bulk.critical_path_rounds, 2, "{bulk:?}");
+        assert_eq!(bulk.critical_path_rounds, 6, "{bulk:?}");
         assert!(bulk.rounds_capped && !relaxed.bulk.rounds_capped);
-        assert_eq!((bulk.jobs, bulk.rows_by_bulk), (20, 2_000));
-        assert_eq!(bulk.requests, 1_345);
+        assert_eq!((bulk.jobs, bulk.rows_by_bulk), (31, 3_006));
+        assert_eq!(bulk.requests, 364);
         assert_eq!(bulk.lower_bound_requests, 332);
-        assert!((bulk.seconds - 13.45).abs() < 1e-9, "{bulk:?}");
+        assert!((bulk.seconds - 30.0).abs() < 1e-9, "{bulk:?}");
         assert!(bulk.seconds < fast.single.seconds);
         // A budget so slow that the rounds never bind keeps the lower bound's jobs.
         let slow = plan(

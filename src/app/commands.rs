@@ -73,8 +73,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         };
         if config.send.display != Display::Quiet {
             report_staging(&counts);
-            if let Some(hint) = crate::plan::bulk_would_halve(&checkpoint)? {
-                eprintln!("{hint}");
+            if config.send.mode == crate::config::SendMode::Single {
+                if let Some(hint) = crate::plan::bulk_would_halve(&checkpoint)? {
+                    eprintln!("{hint}");
+                }
             }
         }
         drop(checkpoint);
@@ -875,7 +877,10 @@ mod tests {
     #[test]
     fn bulk_switches_map_onto_the_sandbox_config() {
         let defaults = sandbox_config(&sandbox_args(&[]).expect("no flags parse"));
-        assert_eq!(defaults.bulk, sandbox::BulkConfig::default());
+        assert_eq!(
+            defaults.expect("defaults are valid").bulk,
+            sandbox::BulkConfig::default()
+        );
         let args = sandbox_args(&[
             "--bulk-delay-ms",
             "50",
@@ -895,7 +900,7 @@ mod tests {
             "--bulk-answer-200",
         ])
         .expect("flags parse");
-        let bulk = sandbox_config(&args).bulk;
+        let bulk = sandbox_config(&args).expect("valid switches").bulk;
         assert_eq!(
             bulk,
             sandbox::BulkConfig {

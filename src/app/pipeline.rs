@@ -371,7 +371,13 @@ pub async fn send_and_summarise(
     let started = Instant::now();
     let before = Checkpoint::open_existing(db)?.counts()?;
     let unthrottled = ApiClient::new(api.client_config(send.request_timeout), None)?;
-    let (stop, throttle) = match preflight(&unthrottled, job).await {
+    let (stop, throttle) = match preflight(
+        &unthrottled,
+        job,
+        matches!(send.mode, crate::config::SendMode::Bulk { .. }),
+    )
+    .await
+    {
         Err(stop) => (stop, None),
         Ok(preflight) => {
             let (rpm, source) =
@@ -473,13 +479,17 @@ impl PacingRecorder {
                     }
                 };
                 let mut said_no_headers = false;
+                let run_started_ms = crate::checkpoint::now_ms();
                 let mut ticker = tokio::time::interval(PACING_RECORD_EVERY);
                 loop {
                     let stopping = tokio::select! {
                         _ = ticker.tick() => false,
                         () = stop.cancelled() => true,
                     };
-                    let snapshot = PacingSnapshot::of(&throttle);
+                    let snapshot = PacingSnapshot {
+                        run_started_ms: Some(run_started_ms),
+                        ..PacingSnapshot::of(&throttle)
+                    };
                     // A warning, so said even with --quiet; once.
                     if snapshot.rate_headers_missing && !said_no_headers {
                         said_no_headers = true;
@@ -643,6 +653,25 @@ fn print_summary(
                 String::new()
             }
         );
+        // Every request counts against the org's budget: how many messages each one bought.
+        let requests = budget.admitted.load(Ordering::Relaxed);
+        let created = counters.succeeded.load(Ordering::Relaxed);
+        let jobs = counters.bulk_jobs.load(Ordering::Relaxed);
+        if requests > 0 && (jobs > 0 || created > 0) {
+            let _ = writeln!(
+                out,
+                "spent:    {:.2} messages per request ({created} rows settled as created with {requests} requests{})",
+                created as f64 / requests as f64,
+                if jobs > 0 {
+                    format!(
+                        "; {jobs} bulk jobs, {} extra polls",
+                        counters.bulk_polls.load(Ordering::Relaxed)
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     let Some(hints) = hints else {
         return;

@@ -33,8 +33,8 @@ impl PacingWriter {
             .execute(
                 "INSERT OR REPLACE INTO pacing (id, updated_at_ms, adaptive, rate_headers_missing,
                      ceiling_per_minute, org_limit, reserve, others_per_minute, import_per_minute,
-                     allowed_per_minute, yielded_ms, paused_until_ms)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     allowed_per_minute, yielded_ms, paused_until_ms, requests, run_started_ms)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     record.updated_at_ms,
                     record.adaptive,
@@ -47,6 +47,8 @@ impl PacingWriter {
                     record.allowed_per_minute,
                     i64::try_from(record.yielded_ms).unwrap_or(i64::MAX),
                     record.paused_until_ms,
+                    i64::try_from(record.requests).unwrap_or(i64::MAX),
+                    record.run_started_ms,
                 ],
             )
             .at(&cp.path)?;
@@ -69,12 +71,20 @@ impl Checkpoint {
         if !has_table {
             return Ok(None);
         }
+        // A read-only open does not migrate: before schema 5 the run's spend was not kept.
+        let spend = if self.schema >= 5 {
+            "requests, run_started_ms"
+        } else {
+            "0 AS requests, NULL AS run_started_ms"
+        };
         self.conn
             .query_row(
-                "SELECT updated_at_ms, adaptive, rate_headers_missing, ceiling_per_minute,
-                        org_limit, reserve, others_per_minute, import_per_minute,
-                        allowed_per_minute, yielded_ms, paused_until_ms
-                 FROM pacing WHERE id = 1",
+                &format!(
+                    "SELECT updated_at_ms, adaptive, rate_headers_missing, ceiling_per_minute,
+                            org_limit, reserve, others_per_minute, import_per_minute,
+                            allowed_per_minute, yielded_ms, paused_until_ms, {spend}
+                     FROM pacing WHERE id = 1"
+                ),
                 [],
                 |row| {
                     Ok(PacingSnapshot {
@@ -89,6 +99,8 @@ impl Checkpoint {
                         allowed_per_minute: row.get("allowed_per_minute")?,
                         yielded_ms: row.get::<_, i64>("yielded_ms")?.max(0).unsigned_abs(),
                         paused_until_ms: row.get("paused_until_ms")?,
+                        requests: row.get::<_, i64>("requests")?.max(0).unsigned_abs(),
+                        run_started_ms: row.get("run_started_ms")?,
                     })
                 },
             )
@@ -120,6 +132,8 @@ mod tests {
             allowed_per_minute: Some(560.0),
             yielded_ms: 12_345,
             paused_until_ms: None,
+            requests: 42,
+            run_started_ms: Some(1_700_000_000_000),
         };
         writer.write(&record).unwrap();
         record.yielded_ms = 20_000;

@@ -23,6 +23,8 @@ pub struct QueuedRow {
     pub last_attempt_ms: Option<i64>,
     /// The bulk job its last attempt went in, once the API named it.
     pub bulk_job_id: Option<String>,
+    /// Its last attempt went in a bulk job (whose id may never have come back).
+    pub in_bulk_batch: bool,
 }
 
 /// A message this job created, as recorded: a lookup by its externalId must find it.
@@ -70,7 +72,8 @@ impl Checkpoint {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT line, external_id, state, retryable, attempts, last_attempt_ms, bulk_job_id
+                "SELECT line, external_id, state, retryable, attempts, last_attempt_ms, bulk_job_id,
+                        bulk_batch IS NOT NULL AS in_bulk_batch
                  FROM row
                  WHERE conversation_id = ?1 AND state IN ('pending', 'sending', 'failed')
                  ORDER BY sent_at_micros, line",
@@ -92,6 +95,7 @@ impl Checkpoint {
                 attempts: row.get("attempts").at(&self.path)?,
                 last_attempt_ms: row.get("last_attempt_ms").at(&self.path)?,
                 bulk_job_id: row.get("bulk_job_id").at(&self.path)?,
+                in_bulk_batch: row.get("in_bulk_batch").at(&self.path)?,
             });
         }
         Ok(queue)
@@ -233,6 +237,7 @@ mod tests {
                     attempts: 2,
                     last_attempt_ms: queue[0].last_attempt_ms,
                     bulk_job_id: None,
+                    in_bulk_batch: false,
                 },
                 QueuedRow {
                     line: 2,
@@ -242,6 +247,7 @@ mod tests {
                     attempts: 0,
                     last_attempt_ms: None,
                     bulk_job_id: None,
+                    in_bulk_batch: false,
                 },
             ]
         );

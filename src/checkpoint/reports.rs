@@ -89,6 +89,8 @@ pub struct RowOutcome {
     pub attempts: u32,
     pub first_attempt_ms: Option<i64>,
     pub last_attempt_ms: Option<i64>,
+    /// The bulk job its last attempt went in (bulk mode).
+    pub bulk_job_id: Option<String>,
 }
 
 /// States whose rows carry an error worth reporting.
@@ -234,6 +236,21 @@ impl Checkpoint {
     }
 
     /// Calls `each` for every row in line order, streaming (constant memory).
+    /// Bulk jobs whose rows are still `sending`.
+    pub fn bulk_jobs_sending(&self) -> Result<u64> {
+        if self.schema < 5 {
+            return Ok(0);
+        }
+        self.conn
+            .query_row(
+                "SELECT COUNT(DISTINCT bulk_job_id) FROM row
+                 WHERE state = 'sending' AND bulk_job_id IS NOT NULL",
+                [],
+                |row| row.get(0),
+            )
+            .at(&self.path)
+    }
+
     pub fn for_each_row_outcome<E>(
         &self,
         mut each: impl FnMut(&RowOutcome) -> Result<(), E>,
@@ -241,13 +258,20 @@ impl Checkpoint {
     where
         E: From<CheckpointError>,
     {
+        // A read-only open does not migrate: a file from before bulk mode has no job column.
+        let bulk_job_id = if self.schema >= 5 {
+            "bulk_job_id"
+        } else {
+            "NULL AS bulk_job_id"
+        };
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT line, external_id, conversation_id, state, message_id, http_status,
-                        error_code, error_message, attempts, first_attempt_ms, last_attempt_ms
-                 FROM row ORDER BY line",
-            )
+                        error_code, error_message, attempts, first_attempt_ms, last_attempt_ms,
+                        {bulk_job_id}
+                 FROM row ORDER BY line"
+            ))
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
         while let Some(row) = rows.next().at(&self.path)? {
@@ -264,6 +288,7 @@ impl Checkpoint {
                 attempts: row.get("attempts").at(&self.path)?,
                 first_attempt_ms: row.get("first_attempt_ms").at(&self.path)?,
                 last_attempt_ms: row.get("last_attempt_ms").at(&self.path)?,
+                bulk_job_id: row.get("bulk_job_id").at(&self.path)?,
             };
             each(&outcome)?;
         }

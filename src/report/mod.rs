@@ -36,7 +36,7 @@
 //! # CSV report
 //!
 //! Header `line,externalId,conversationId,state,messageId,httpStatus,errorCode,errorMessage,`
-//! `attempts,firstAttemptAt,lastAttemptAt`, then one record per input row (invalid and duplicate
+//! `attempts,firstAttemptAt,lastAttemptAt,bulkJobId`, then one record per input row (invalid and duplicate
 //! rows included) in line order; times RFC 3339 UTC, absent values empty.
 //!
 //! # HTML report and rejects
@@ -254,6 +254,10 @@ pub struct StatusSummary {
     pub top_errors: Vec<ErrorGroup>,
     /// The org window as the last run saw it (others' rate, ours, time yielded).
     pub pacing: Option<crate::throttle::PacingSnapshot>,
+    /// Bulk jobs whose rows are `sending` (in flight, or left by a run that died).
+    pub bulk_jobs_in_flight: u64,
+    /// Rows settled by the last run per request it spent (every kind counted), when known.
+    pub messages_per_request: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +282,7 @@ fn summarize(cp: &Checkpoint, now_ms: i64, live: bool) -> Result<StatusSummary, 
     })?;
     let counts = cp.counts()?;
     let held = cp.held_count()?;
+    let pacing = cp.pacing()?;
     let activity = cp.activity(now_ms - RATE_WINDOW_MS)?;
     let mut top_errors = Vec::new();
     cp.for_each_error_group(Some(TOP_ERRORS), EXAMPLE_LINES, |group| {
@@ -332,7 +337,16 @@ fn summarize(cp: &Checkpoint, now_ms: i64, live: bool) -> Result<StatusSummary, 
         latency_ms: timings(|each| cp.for_each_latency(each))?,
         budget_wait_ms: timings(|each| cp.for_each_budget_wait(each))?,
         top_errors,
-        pacing: cp.pacing()?,
+        bulk_jobs_in_flight: cp.bulk_jobs_sending()?,
+        messages_per_request: match &pacing {
+            Some(pacing) if pacing.requests > 0 => pacing.run_started_ms.map(|since| {
+                cp.activity(since)
+                    .map(|activity| activity.finished_since as f64 / pacing.requests as f64)
+            }),
+            _ => None,
+        }
+        .transpose()?,
+        pacing,
     })
 }
 
@@ -579,6 +593,16 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
         let as_of = rfc3339(pacing.updated_at_ms).unwrap_or_default();
         line("Pacing", format!("{} (as of {as_of})", pacing.describe()));
     }
+    if let Some(per_request) = summary.messages_per_request {
+        let jobs = match summary.bulk_jobs_in_flight {
+            0 => String::new(),
+            jobs => format!(", {jobs} bulk jobs in flight"),
+        };
+        line(
+            "Spent",
+            format!("{per_request:.2} messages per request in the last run{jobs}"),
+        );
+    }
 
     if style.top_errors && !summary.top_errors.is_empty() {
         let _ = writeln!(text, "\n  Top errors");
@@ -764,7 +788,7 @@ pub fn status_json(summary: &StatusSummary) -> Result<String, ReportError> {
 }
 
 /// The CSV report's header, in column order.
-pub const CSV_HEADER: [&str; 11] = [
+pub const CSV_HEADER: [&str; 12] = [
     "line",
     "externalId",
     "conversationId",
@@ -776,6 +800,7 @@ pub const CSV_HEADER: [&str; 11] = [
     "attempts",
     "firstAttemptAt",
     "lastAttemptAt",
+    "bulkJobId",
 ];
 
 fn write_csv(cp: &Checkpoint, escape: bool, out: &mut dyn Write) -> Result<(), ReportError> {
@@ -800,6 +825,7 @@ fn write_csv(cp: &Checkpoint, escape: bool, out: &mut dyn Write) -> Result<(), R
             row.attempts.to_string(),
             time(row.first_attempt_ms),
             time(row.last_attempt_ms),
+            text(&row.bulk_job_id),
         ])?;
         Ok::<(), ReportError>(())
     })?;

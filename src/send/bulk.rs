@@ -45,8 +45,8 @@ pub enum BulkOutcome {
     /// known not created (the job says so).
     ItemFailed(ApiError),
     /// The row may or may not exist (the POST's answer was lost, the item is missing from the
-    /// results, the results never came): settle and look it up.
-    Unknown(String),
+    /// results, the results never came): settle at least this long, then look it up.
+    Unknown(String, Duration),
     /// Send it as a single create instead.
     Single,
     /// The POST was refused before any processing (429, no connection, a stopping run).
@@ -133,7 +133,7 @@ struct Waiting {
 
 /// How long jobs take, learned as they finish (an exponentially weighted mean).
 #[derive(Clone, Copy)]
-struct JobTimer {
+pub struct JobTimer {
     expected: Duration,
 }
 
@@ -289,8 +289,10 @@ async fn send_job(
                 // The job as a whole was refused: each row gets its own verdict alone.
                 RetryAction::FailRow => answer_all(waiting, || BulkOutcome::Single),
                 RetryAction::OutcomeUnknown | RetryAction::RetryRead => {
+                    // The job may exist and still be running: look only once it must be done.
                     let why = format!("bulk job's answer lost ({err}); the job may exist");
-                    answer_all(waiting, || BulkOutcome::Unknown(why.clone()));
+                    let wait = job_settle(shared, timer);
+                    answer_all(waiting, || BulkOutcome::Unknown(why.clone(), wait));
                 }
             }
             return Duration::ZERO;
@@ -343,7 +345,8 @@ async fn read_results(
             }
             Ok(None) => {
                 let why = format!("bulk job {job_id} showed no results within {LONGEST_JOB:?}");
-                answer_all(waiting, || BulkOutcome::Unknown(why.clone()));
+                let wait = job_settle(shared, timer);
+                answer_all(waiting, || BulkOutcome::Unknown(why.clone(), wait));
                 return Duration::ZERO;
             }
             Err(err) => match err.retry_action(RequestKind::Lookup) {
@@ -359,7 +362,8 @@ async fn read_results(
                     failures += 1;
                     if failures >= shared.plan.retry.max_attempts {
                         let why = format!("bulk job {job_id}'s results could not be read ({err})");
-                        answer_all(waiting, || BulkOutcome::Unknown(why.clone()));
+                        let wait = job_settle(shared, timer);
+                        answer_all(waiting, || BulkOutcome::Unknown(why.clone(), wait));
                         return Duration::ZERO;
                     }
                     pause = crate::retry::reconnect_delay(failures);
@@ -377,15 +381,19 @@ async fn deliver(shared: &Shared, job_id: &str, items: Vec<BulkItem>, waiting: V
         .collect();
     for Waiting { line, reply } in waiting {
         let outcome = match by_ref.remove(&client_ref(line)) {
-            None => BulkOutcome::Unknown(format!("missing from bulk job {job_id}'s results")),
+            None => BulkOutcome::Unknown(
+                format!("missing from bulk job {job_id}'s results"),
+                Duration::ZERO,
+            ),
             Some(item) if item.status == "created" => match item.object_id {
                 Some(message_id) => BulkOutcome::Created {
                     message_id,
                     job_id: job_id.to_string(),
                 },
-                None => BulkOutcome::Unknown(format!(
-                    "created in bulk job {job_id} without an objectId"
-                )),
+                None => BulkOutcome::Unknown(
+                    format!("created in bulk job {job_id} without an objectId"),
+                    Duration::ZERO,
+                ),
             },
             Some(item) => match item.error_status {
                 Some(status) => BulkOutcome::ItemFailed(ApiError::Http {
@@ -396,15 +404,29 @@ async fn deliver(shared: &Shared, job_id: &str, items: Vec<BulkItem>, waiting: V
                         .unwrap_or_else(|| format!("bulk item error in job {job_id}")),
                     rate: RateInfo::default(),
                 }),
-                None => BulkOutcome::Unknown(format!(
-                    "bulk job {job_id} answered {:?} with no status",
-                    item.status
-                )),
+                None => BulkOutcome::Unknown(
+                    format!(
+                        "bulk job {job_id} answered {:?} with no status",
+                        item.status
+                    ),
+                    Duration::ZERO,
+                ),
             },
         };
         let _ = reply.send(outcome);
     }
     let _ = shared;
+}
+
+/// How long the rows of a job that may still be running wait before they are looked up: four
+/// times what jobs take (as learned, or as `--job-seconds` assumes if longer), so that a job
+/// still queued has stored its items before a lookup says they do not exist.
+pub fn job_settle(shared: &Shared, timer: JobTimer) -> Duration {
+    let assumed = match shared.plan.mode {
+        crate::config::SendMode::Bulk { job_seconds, .. } => Duration::from_secs_f64(job_seconds),
+        crate::config::SendMode::Single => Duration::ZERO,
+    };
+    timer.expected.max(assumed) * 4
 }
 
 fn answer_all(waiting: Vec<Waiting>, outcome: impl Fn() -> BulkOutcome) {

@@ -13,12 +13,29 @@ pub struct Preflight {
     pub org_limit: Option<u32>,
 }
 
-pub async fn preflight(client: &ApiClient, job: &Job) -> Result<Preflight, SendStop> {
+/// Roles that let a key read bulk jobs' results.
+const BULK_READ_ROLES: [&str; 2] = ["org.permission.bulk.read", "org.user.bulk.read"];
+
+/// `bulk`: the job sends bulk jobs, whose results need a role of their own.
+pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Preflight, SendStop> {
     match client.current_token().await {
         Ok(token) => {
             let preflight = Preflight {
                 org_limit: token.rate.limit,
             };
+            let reads_bulk = token.roles.as_ref().map(|roles| {
+                roles
+                    .iter()
+                    .any(|role| BULK_READ_ROLES.contains(&role.as_str()))
+            });
+            if bulk && reads_bulk == Some(false) {
+                return Err(SendStop::Refused(
+                    "bulk mode reads each job's results, which needs the org.permission.bulk.read \
+                     role (or the legacy org.user.bulk.read), and the API key has neither. Add the \
+                     role, or send one message per request with --mode single."
+                        .into(),
+                ));
+            }
             match token.is_admin() {
                 Some(false) if job.audit_fields => Err(SendStop::Refused(
                     "the API key lacks the org.admin role, so Kustomer would silently replace the \

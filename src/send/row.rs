@@ -72,7 +72,17 @@ impl HeadProgress {
                     .map(|at| u64::try_from(now_ms().saturating_sub(at)).unwrap_or(0))
                     .map(Duration::from_millis)
                     .unwrap_or_default();
-                let wait = (plan.request_timeout + plan.settle_delay).saturating_sub(since_attempt);
+                // A row of a bulk job whose id never came back: the job may still be running.
+                let settle = match (row.in_bulk_batch, plan.mode) {
+                    (true, crate::config::SendMode::Bulk { job_seconds, .. }) => plan
+                        .settle_delay
+                        .max(Duration::from_secs_f64(job_seconds) * 4),
+                    (true, crate::config::SendMode::Single) => plan
+                        .settle_delay
+                        .max(Duration::from_secs_f64(crate::plan::DEFAULT_JOB_SECONDS) * 4),
+                    (false, _) => plan.settle_delay,
+                };
+                let wait = (plan.request_timeout + settle).saturating_sub(since_attempt);
                 (Step::Settle(Instant::now() + wait), Purpose::Reconcile)
             }
             _ if plan.skip_existing => (Step::Lookup, Purpose::PreCheck),
@@ -358,7 +368,7 @@ async fn bulk_answer(
             // one in every thousand after, is read back to check its audit fields.
             let checked = shared.counters.bulk_created(1);
             let overwritten = if shared.plan.verify_audit_fields
-                && (checked == 1 || checked % 1000 == 0)
+                && (checked == 1 || checked.is_multiple_of(1000))
             {
                 match shared.client.message(&message_id).await {
                     Ok(created) => outcome::audit_mismatch(body, &created),
@@ -385,11 +395,11 @@ async fn bulk_answer(
         BulkOutcome::NotSent(err) => {
             create_failed(shared, row, progress, err, Default::default(), false).await
         }
-        BulkOutcome::Unknown(why) => {
+        BulkOutcome::Unknown(why, at_least) => {
             shared.counters.add_unknown();
             progress.unknown_because = Some(why);
             progress.purpose = Purpose::Reconcile;
-            progress.step = Step::Settle(Instant::now() + shared.plan.settle_delay);
+            progress.step = Step::Settle(Instant::now() + shared.plan.settle_delay.max(at_least));
             Ok(None)
         }
         BulkOutcome::Single => {

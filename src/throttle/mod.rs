@@ -142,6 +142,9 @@ pub struct PacingSnapshot {
     pub yielded_ms: u64,
     /// End of a common pause under way, ms since the Unix epoch.
     pub paused_until_ms: Option<i64>,
+    /// Requests of every kind this run has sent so far, and when it began (ms since the epoch).
+    pub requests: u64,
+    pub run_started_ms: Option<i64>,
 }
 
 impl PacingSnapshot {
@@ -166,6 +169,8 @@ impl PacingSnapshot {
             allowed_per_minute: share.allowed_per_minute,
             yielded_ms: u64::try_from(share.yielded.as_millis()).unwrap_or(u64::MAX),
             paused_until_ms,
+            requests: budget.admitted.load(std::sync::atomic::Ordering::Relaxed),
+            run_started_ms: None,
         }
     }
 
@@ -452,6 +457,8 @@ mod tests {
             allowed_per_minute: Some(560.0),
             yielded_ms: 42_500,
             paused_until_ms: None,
+            requests: 0,
+            run_started_ms: None,
         };
         assert_eq!(
             snapshot.describe(),
