@@ -201,6 +201,18 @@ impl Drop for ProgressView {
 }
 
 /// Budget, concurrency, the org window's use and any common pause, for the progress line.
+/// Messages created per request spent so far (every request counts against the org budget).
+fn per_request(counters: &SendCounters, throttle: &Throttle) -> String {
+    let requests = throttle.budget.admitted.load(Ordering::Relaxed);
+    if requests == 0 {
+        return String::new();
+    }
+    format!(
+        " · {:.1} msg/req",
+        counters.succeeded.load(Ordering::Relaxed) as f64 / requests as f64
+    )
+}
+
 fn pacing(throttle: &Throttle) -> String {
     let budget = &throttle.budget;
     let concurrency = if throttle.concurrency.is_adaptive() {
@@ -259,7 +271,7 @@ async fn render_bar(
         bar.set_message(format!(
             "{rate:.0}/s · {} · {}",
             counters.summary_line(),
-            pacing(&throttle)
+            pacing(&throttle) + &per_request(&counters, &throttle)
         ));
     }
     bar.set_position(counters.done());
@@ -286,7 +298,7 @@ async fn render_lines(
             "progress: {done}/{total} rows ({:.0}/s): {}; {}",
             done as f64 / secs,
             counters.summary_line(),
-            pacing(&throttle)
+            pacing(&throttle) + &per_request(&counters, &throttle)
         );
     }
 }
