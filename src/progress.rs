@@ -1,7 +1,7 @@
 //! Live progress on stderr: indicatif bars on a terminal, a plain line every 10 seconds
 //! otherwise (CI, cron, logs), nothing with `--quiet`.
 //!
-//! The scheduler only bumps atomic counters; rendering happens on a timer, so progress output
+//! The send phase only bumps atomic counters; rendering happens on a timer, so progress output
 //! never slows the send loop.
 
 use std::io::IsTerminal;
