@@ -135,7 +135,6 @@ pub struct CreatedMessage {
     pub created_at: Option<String>,
     /// `data.relationships.createdBy.data.id` (or `attributes.createdBy`).
     pub created_by: Option<String>,
-    pub rate: RateInfo,
 }
 
 /// One message named by a lookup answer. Its externalId and conversation are whatever the answer
@@ -262,33 +261,17 @@ impl ApiClient {
         conversation_id: &str,
         body: &str,
     ) -> (Result<CreatedMessage, ApiError>, Timing) {
-        let url = format!(
-            "{}/v1/conversations/{}/messages",
-            self.base_url,
+        let path = format!(
+            "/v1/conversations/{}/messages",
             utf8_percent_encode(conversation_id, PATH_SEGMENT)
         );
-        let request = self
-            .http
-            .post(url)
-            .bearer_auth(self.key.expose())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        let (answer, timing) = self.exchange(request).await;
+        let (answer, timing) = self.exchange(self.post_json(&path, body)).await;
         let result = answer.and_then(|answer| {
-            if !answer.status.is_success() {
-                return Err(answer.into_error());
-            }
-            let status = answer.status.as_u16();
-            let unreadable = |detail: String| ApiError::Protocol { status, detail };
-            if answer.truncated {
-                return Err(unreadable(format!(
-                    "answer larger than {MAX_BODY_BYTES} bytes, not read"
-                )));
-            }
-            let json: Value = serde_json::from_str(&answer.body)
-                .map_err(|err| unreadable(format!("body is not JSON ({err})")))?;
-            read_message(&json["data"], answer.rate)
-                .ok_or_else(|| unreadable("no data.id in the created message".into()))
+            let (status, json) = answer.into_json("created message")?;
+            read_message(&json["data"]).ok_or(ApiError::Protocol {
+                status,
+                detail: "no data.id in the created message".into(),
+            })
         });
         (result, timing)
     }
@@ -308,31 +291,15 @@ impl ApiClient {
             } else {
                 "externalid="
             };
-            let url = format!(
-                "{}/v1/messages/{prefix}{}",
-                self.base_url,
+            let path = format!(
+                "/v1/messages/{prefix}{}",
                 utf8_percent_encode(external_id, PATH_SEGMENT)
             );
-            let request = self.http.get(url).bearer_auth(self.key.expose());
-            let answer = self.exchange(request).await.0?;
+            let answer = self.exchange(self.get(&path)).await.0?;
             if answer.status == StatusCode::NOT_FOUND {
                 continue;
             }
-            if !answer.status.is_success() {
-                return Err(answer.into_error());
-            }
-            let status = answer.status.as_u16();
-            if answer.truncated {
-                return Err(ApiError::Protocol {
-                    status,
-                    detail: format!("lookup answer larger than {MAX_BODY_BYTES} bytes, not read"),
-                });
-            }
-            let json: Value =
-                serde_json::from_str(&answer.body).map_err(|err| ApiError::Protocol {
-                    status,
-                    detail: format!("lookup body is not JSON ({err})"),
-                })?;
+            let (status, json) = answer.into_json("lookup answer")?;
             let lookup = read_lookup(&json).map_err(|detail| ApiError::Protocol {
                 status,
                 detail: detail.into(),
@@ -356,29 +323,14 @@ impl ApiClient {
     /// job id is accepted (the docs say 201, the spec 200); one that names none is unreadable,
     /// and the job may exist all the same.
     pub async fn create_bulk_job(&self, items: &str) -> (Result<String, ApiError>, Timing) {
-        let url = format!("{}/v1/messages/bulk", self.base_url);
-        let request = self
-            .http
-            .post(url)
-            .bearer_auth(self.key.expose())
-            .header(CONTENT_TYPE, "application/json")
-            .body(items.to_string());
-        let (answer, timing) = self.exchange(request).await;
+        let (answer, timing) = self.exchange(self.post_json("/v1/messages/bulk", items)).await;
         let result = answer.and_then(|answer| {
-            if !answer.status.is_success() {
-                return Err(answer.into_error());
-            }
-            let status = answer.status.as_u16();
-            let json: Value =
-                serde_json::from_str(&answer.body).map_err(|err| ApiError::Protocol {
-                    status,
-                    detail: format!("bulk answer is not JSON ({err})"),
-                })?;
+            let (status, json) = answer.into_json("bulk job")?;
             json["data"]["id"]
                 .as_str()
                 .filter(|id| !id.is_empty())
                 .map(str::to_string)
-                .ok_or_else(|| ApiError::Protocol {
+                .ok_or(ApiError::Protocol {
                     status,
                     detail: "no data.id in the bulk job".into(),
                 })
@@ -390,27 +342,15 @@ impl ApiClient {
     /// (an empty list). Both wrappings are read: a bare array of items and JSON:API
     /// `{"data":[{"type":"bulk_batch","attributes":{..}}]}`.
     pub async fn bulk_results(&self, job_id: &str) -> Result<Option<Vec<BulkItem>>, ApiError> {
-        let url = format!(
-            "{}/v1/bulk/{}/batches",
-            self.base_url,
+        let path = format!(
+            "/v1/bulk/{}/batches",
             utf8_percent_encode(job_id, PATH_SEGMENT)
         );
-        let request = self.http.get(url).bearer_auth(self.key.expose());
-        let answer = self.exchange(request).await.0?;
-        if !answer.status.is_success() {
-            return Err(answer.into_error());
-        }
-        let status = answer.status.as_u16();
-        if answer.truncated {
-            return Err(ApiError::Protocol {
-                status,
-                detail: format!("bulk results larger than {MAX_BODY_BYTES} bytes, not read"),
-            });
-        }
-        let json: Value = serde_json::from_str(&answer.body).map_err(|err| ApiError::Protocol {
-            status,
-            detail: format!("bulk results are not JSON ({err})"),
-        })?;
+        let (status, json) = self
+            .exchange(self.get(&path))
+            .await
+            .0?
+            .into_json("bulk results")?;
         read_bulk_results(&json).map_err(|detail| ApiError::Protocol {
             status,
             detail: detail.into(),
@@ -419,22 +359,13 @@ impl ApiClient {
 
     /// `GET /v1/messages/{id}`: a created message, to check its audit fields.
     pub async fn message(&self, id: &str) -> Result<CreatedMessage, ApiError> {
-        let url = format!(
-            "{}/v1/messages/{}",
-            self.base_url,
-            utf8_percent_encode(id, PATH_SEGMENT)
-        );
-        let request = self.http.get(url).bearer_auth(self.key.expose());
-        let answer = self.exchange(request).await.0?;
-        if !answer.status.is_success() {
-            return Err(answer.into_error());
-        }
-        let status = answer.status.as_u16();
-        let json: Value = serde_json::from_str(&answer.body).map_err(|err| ApiError::Protocol {
-            status,
-            detail: format!("message is not JSON ({err})"),
-        })?;
-        read_message(&json["data"], answer.rate).ok_or_else(|| ApiError::Protocol {
+        let path = format!("/v1/messages/{}", utf8_percent_encode(id, PATH_SEGMENT));
+        let (status, json) = self
+            .exchange(self.get(&path))
+            .await
+            .0?
+            .into_json("message")?;
+        read_message(&json["data"]).ok_or(ApiError::Protocol {
             status,
             detail: "no data.id in the message".into(),
         })
@@ -442,9 +373,7 @@ impl ApiClient {
 
     /// `GET /v1/auth/tokens/current`.
     pub async fn current_token(&self) -> Result<TokenInfo, ApiError> {
-        let url = format!("{}/v1/auth/tokens/current", self.base_url);
-        let request = self.http.get(url).bearer_auth(self.key.expose());
-        let answer = self.exchange(request).await.0?;
+        let answer = self.exchange(self.get("/v1/auth/tokens/current")).await.0?;
         if !answer.status.is_success() {
             return Err(answer.into_error());
         }
@@ -453,6 +382,20 @@ impl ApiClient {
             roles: find_roles(&json),
             rate: answer.rate,
         })
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(self.key.expose())
+    }
+
+    fn post_json(&self, path: &str, body: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(self.key.expose())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string())
     }
 
     /// Sends one request through the throttle and reads at most [`MAX_BODY_BYTES`] of the
@@ -564,10 +507,31 @@ impl Answer {
     fn into_error(self) -> ApiError {
         http_error(self.status, self.rate, &self.body)
     }
+
+    /// A 2xx answer's JSON body (`what` names it in errors); any other status is the API's
+    /// error. A body cut at [`MAX_BODY_BYTES`] or not JSON is unreadable: for a create, an
+    /// unknown outcome.
+    fn into_json(self, what: &str) -> Result<(u16, Value), ApiError> {
+        if !self.status.is_success() {
+            return Err(self.into_error());
+        }
+        let status = self.status.as_u16();
+        if self.truncated {
+            return Err(ApiError::Protocol {
+                status,
+                detail: format!("{what} larger than {MAX_BODY_BYTES} bytes, not read"),
+            });
+        }
+        let json = serde_json::from_str(&self.body).map_err(|err| ApiError::Protocol {
+            status,
+            detail: format!("{what} is not JSON ({err})"),
+        })?;
+        Ok((status, json))
+    }
 }
 
 /// A message document's `data`: its id and audit fields; None without an id.
-fn read_message(data: &Value, rate: RateInfo) -> Option<CreatedMessage> {
+fn read_message(data: &Value) -> Option<CreatedMessage> {
     let id = data["id"].as_str().filter(|id| !id.is_empty())?;
     let created_by = data["relationships"]["createdBy"]["data"]["id"]
         .as_str()
@@ -576,7 +540,6 @@ fn read_message(data: &Value, rate: RateInfo) -> Option<CreatedMessage> {
         id: id.to_string(),
         created_at: data["attributes"]["createdAt"].as_str().map(str::to_string),
         created_by: created_by.map(str::to_string),
-        rate,
     })
 }
 

@@ -246,7 +246,6 @@ mod tests {
             id: "x".into(),
             created_at: at.map(str::to_string),
             created_by: by.map(str::to_string),
-            rate: Default::default(),
         }
     }
 
