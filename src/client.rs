@@ -323,7 +323,9 @@ impl ApiClient {
     /// job id is accepted (the docs say 201, the spec 200); one that names none is unreadable,
     /// and the job may exist all the same.
     pub async fn create_bulk_job(&self, items: &str) -> (Result<String, ApiError>, Timing) {
-        let (answer, timing) = self.exchange(self.post_json("/v1/messages/bulk", items)).await;
+        let (answer, timing) = self
+            .exchange(self.post_json("/v1/messages/bulk", items))
+            .await;
         let result = answer.and_then(|answer| {
             let (status, json) = answer.into_json("bulk job")?;
             json["data"]["id"]
