@@ -358,7 +358,7 @@ async fn bulk_answer(
             // one in every thousand after, is read back to check its audit fields.
             let checked = shared.counters.bulk_created(1);
             let overwritten = if shared.plan.verify_audit_fields
-                && (checked == 1 || checked % 1000 == 0)
+                && (checked == 1 || checked.is_multiple_of(1000))
             {
                 match shared.client.message(&message_id).await {
                     Ok(created) => outcome::audit_mismatch(body, &created),
