@@ -564,4 +564,15 @@ pub struct BenchArgs {
     /// adaptive share against the plain ceiling; 0 skips). Windows are 15 s.
     #[arg(long, value_name = "SECS", default_value_t = 45)]
     pub share_secs: u64,
+    /// Rows of each file of the bulk-mode scenario: a heavy tail and a typical shape, each sent
+    /// in bulk mode and in single mode (0 skips).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub bulk_rows: u64,
+    /// The budget of the bulk-mode scenario, requests per minute.
+    #[arg(long, value_name = "N", default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub bulk_rpm: u32,
+    /// `--job-seconds` of the bulk-mode scenario's runs and plans (default: the sandbox's job
+    /// time, 0.3: its 0.2 s delay plus its 0.1 s jitter).
+    #[arg(long, value_name = "SECS")]
+    pub bulk_job_seconds: Option<f64>,
 }

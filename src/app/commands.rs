@@ -876,11 +876,9 @@ mod tests {
 
     #[test]
     fn bulk_switches_map_onto_the_sandbox_config() {
-        let defaults = sandbox_config(&sandbox_args(&[]).expect("no flags parse"));
-        assert_eq!(
-            defaults.expect("defaults are valid").bulk,
-            sandbox::BulkConfig::default()
-        );
+        let defaults = sandbox_config(&sandbox_args(&[]).expect("no flags parse"))
+            .expect("the defaults are valid");
+        assert_eq!(defaults.bulk, sandbox::BulkConfig::default());
         let args = sandbox_args(&[
             "--bulk-delay-ms",
             "50",
@@ -900,7 +898,7 @@ mod tests {
             "--bulk-answer-200",
         ])
         .expect("flags parse");
-        let bulk = sandbox_config(&args).expect("valid switches").bulk;
+        let bulk = sandbox_config(&args).expect("the switches are valid").bulk;
         assert_eq!(
             bulk,
             sandbox::BulkConfig {

@@ -510,11 +510,15 @@ async fn lookup_message(
     } else if let Some(id) = spec.strip_prefix("externalid=") {
         (Spelling::Lower, id)
     } else {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("Message {spec} not found"),
-        );
+        // `GET /v1/messages/{id}`: one message by its id.
+        return match shared.by_id(&spec) {
+            Some(stored) => (StatusCode::OK, Json(MessageDocument::of(&stored))).into_response(),
+            None => api_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("Message {spec} not found"),
+            ),
+        };
     };
     if shared.lookup_fails() {
         return api_error(

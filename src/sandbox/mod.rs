@@ -45,6 +45,9 @@
 //!   `not_found_as_empty`).
 //! - `POST /v1/messages/bulk`, `GET /v1/bulk/{id}`, `GET /v1/bulk/{id}/batches`: bulk jobs, see
 //!   Bulk below.
+//! - `GET /v1/messages/<id>` (no `externalId=` prefix): 200 with that message's document, else
+//!   404 (needs `org.permission.message.read`). Bulk mode reads messages back this way to check
+//!   their audit fields.
 //! - Any other `/v1` path: 404.
 //! - [`SandboxConfig::redirect_to`]: every `/v1` request is answered `307` with
 //!   `Location: <redirect_to>` before anything else (no latency, auth, limit or storing; counted

@@ -630,6 +630,15 @@ impl Shared {
     }
 
     /// Every message stored under `external_id`, in any conversation, newest first.
+    /// The stored message with this id (a scan: the sandbox reads messages back rarely).
+    pub(crate) fn by_id(&self, id: &str) -> Option<Arc<StoredMessage>> {
+        self.world()
+            .messages
+            .iter()
+            .find(|message| message.id == id)
+            .cloned()
+    }
+
     pub(crate) fn by_external_id(&self, external_id: &str) -> Vec<Arc<StoredMessage>> {
         let world = self.world();
         world

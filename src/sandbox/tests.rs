@@ -487,6 +487,30 @@ async fn token_endpoint_shows_roles_unless_hidden() {
 }
 
 #[tokio::test]
+async fn a_message_is_read_back_by_its_id() {
+    let sandbox = sandbox().await;
+    let created = json_of(create(&sandbox, &minimal_body("by-id")).await).await;
+    let id = created["data"]["id"].as_str().expect("an id");
+    let read = |path: String| {
+        let url = format!("{}/v1/messages/{path}", sandbox.base_url());
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .expect("request completes")
+        }
+    };
+    let response = read(id.to_string()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await, created);
+    let missing = read("000000000000000000000000".into()).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
 async fn lookup_finds_the_latest_message_by_either_spelling() {
     let sandbox = sandbox().await;
     let external_id = "zd/42 ü";

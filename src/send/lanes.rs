@@ -167,6 +167,17 @@ impl LaneBoard {
             .unwrap_or_default()
     }
 
+    /// Lanes not finished: being worked, parked, waiting for the route, or not yet taken up.
+    /// When every one of them has its head waiting in the batcher, no other head can come.
+    pub fn unfinished(&self) -> usize {
+        self.state
+            .lock()
+            .map(|state| {
+                state.fresh.len() + state.parked.len() + state.awaiting_route.len() + state.active
+            })
+            .unwrap_or(usize::MAX)
+    }
+
     fn update(&self, change: impl FnOnce(&mut BoardState)) {
         if let Ok(mut state) = self.state.lock() {
             state.active = state.active.saturating_sub(1);

@@ -13,9 +13,13 @@
 //!   the same run: the live client's 429s, and the share of what it left that the import used.
 //! - Memory: peak resident set (VmHWM) of a child `kustomer-import` process staging, then
 //!   staging and sending, a large generated file (Linux only).
+//! - Bulk mode (`bulk`): messages per request of any kind on a heavy-tailed and a typical file,
+//!   against `plan`'s strict-order lower bound, and `plan`'s predictions against the actual;
+//!   single mode on the same files for reference.
 //! - Exactly-once (`faults`): lookups and extra requests that unknown outcomes cost, and the wall
 //!   time against a fault-free run of the same job at the same budget.
 
+mod bulk;
 mod faults;
 
 use std::io::Write;
@@ -85,6 +89,14 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
             args.fault_rpm,
         ))?;
     }
+    if args.bulk_rows > 0 {
+        runtime.block_on(bulk::bench_bulk(
+            &workdir,
+            args.bulk_rows,
+            args.bulk_rpm,
+            args.bulk_job_seconds,
+        ))?;
+    }
     if args.share_secs > 0 {
         let secs = Duration::from_secs(args.share_secs);
         let rows = SHARE_CEILING_PER_MINUTE * (args.share_secs / 60 + 1);
@@ -107,21 +119,29 @@ fn num_cpus() -> usize {
 /// A deterministic file of `rows` valid messages, `CONVERSATION_SIZE` per conversation, with
 /// conversations interleaved the way exports from a helpdesk usually are.
 pub fn generate(path: &Path, rows: u64) -> Result<(), AppError> {
+    let conversations = rows.div_ceil(CONVERSATION_SIZE).max(1);
+    write_rows(
+        path,
+        (0..rows).map(|index| (index % conversations, index / conversations)),
+    )
+}
+
+/// Writes one valid message per `(conversation, position)`, numbered in file order (externalId
+/// `bench-{index}`); sentAt grows with the position, so file order within a conversation is its
+/// chronological order whenever positions come in order.
+pub fn write_rows(path: &Path, rows: impl IntoIterator<Item = (u64, u64)>) -> Result<(), AppError> {
     let file = std::fs::File::create(path)
         .map_err(AppError::io(format!("cannot create {}", path.display())))?;
     let mut out = std::io::BufWriter::new(file);
     let fail = AppError::io(format!("cannot write {}", path.display()));
-    let mut write = || -> std::io::Result<()> {
+    let write = || -> std::io::Result<()> {
         writeln!(
             out,
             "conversationId,externalId,channel,app,direction,sentAt,preview,meta.ticket_id"
         )?;
-        let conversations = rows.div_ceil(CONVERSATION_SIZE).max(1);
         let start =
             jiff::Timestamp::from_second(1_577_836_800).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        for index in 0..rows {
-            let conversation = index % conversations;
-            let position = index / conversations;
+        for (index, (conversation, position)) in rows.into_iter().enumerate() {
             let sent = start
                 .checked_add(jiff::SignedDuration::from_secs(
                     (conversation * 3_600 + position * 60) as i64,
@@ -134,13 +154,19 @@ pub fn generate(path: &Path, rows: u64) -> Result<(), AppError> {
             };
             writeln!(
                 out,
-                "{conversation:024x},bench-{index},chat,bench,{direction},{},\"Message {position} of conversation {conversation}: the customer asks about order {index}, \"\"quoted\"\", with a comma.\",T{conversation}",
+                "{},bench-{index},chat,bench,{direction},{},\"Message {position} of conversation {conversation}: the customer asks about order {index}, \"\"quoted\"\", with a comma.\",T{conversation}",
+                conversation_id(conversation),
                 format_utc(sent)
             )?;
         }
         out.flush()
     };
     write().map_err(fail)
+}
+
+/// The Kustomer conversation id of a generated conversation number.
+pub fn conversation_id(conversation: u64) -> String {
+    format!("{conversation:024x}")
 }
 
 fn bench_staging(file: &Path, workdir: &Path, rows: u64) -> Result<(), AppError> {
@@ -404,7 +430,7 @@ async fn bench_share(
 }
 
 /// Stages `file` into a fresh checkpoint at `db`.
-fn stage_job(file: &Path, db: &Path, base_url: &str) -> Result<(), AppError> {
+fn stage_job(file: &Path, db: &Path, base_url: &str) -> Result<crate::checkpoint::Job, AppError> {
     remove_checkpoint(db);
     let request = crate::app::JobRequest {
         input: InputArg::File(file.to_path_buf()),
@@ -415,7 +441,7 @@ fn stage_job(file: &Path, db: &Path, base_url: &str) -> Result<(), AppError> {
     };
     let (mut checkpoint, job, source) = crate::app::create_job(&request)?;
     crate::app::stage(&mut checkpoint, &job, &source, Display::Quiet, None)?;
-    Ok(())
+    Ok(job)
 }
 
 /// The send phase of the job in `db` for at most `secs`, then stopped as by Ctrl-C.
