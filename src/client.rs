@@ -286,28 +286,58 @@ impl ApiClient {
             _ => &[LOOKUP_CAMEL, LOOKUP_LOWER],
         };
         for &spelling in spellings {
-            let prefix = if spelling == LOOKUP_CAMEL {
-                "externalId="
-            } else {
-                "externalid="
-            };
-            let path = format!(
-                "/v1/messages/{prefix}{}",
-                utf8_percent_encode(external_id, PATH_SEGMENT)
-            );
-            let answer = self.exchange(self.get(&path)).await.0?;
-            if answer.status == StatusCode::NOT_FOUND {
-                continue;
+            if let Some(answer) = self.lookup_spelled(external_id, spelling).await? {
+                return Ok(answer);
             }
-            let (status, json) = answer.into_json("lookup answer")?;
-            let lookup = read_lookup(&json).map_err(|detail| ApiError::Protocol {
-                status,
-                detail: detail.into(),
-            })?;
-            self.lookup_spelling.store(spelling, Ordering::Relaxed);
-            return Ok(lookup);
         }
         Ok(LookupAnswer::Missing)
+    }
+
+    /// A lookup with one spelling only while none is known to work (`second`: `externalid=`),
+    /// else with the one that works: for many lookups that need not all succeed (the re-import
+    /// guard's sample), half the requests of trying both each time.
+    pub async fn find_by_external_id_once(
+        &self,
+        external_id: &str,
+        second: bool,
+    ) -> Result<LookupAnswer, ApiError> {
+        let spelling = match self.lookup_spelling.load(Ordering::Relaxed) {
+            LOOKUP_UNKNOWN if second => LOOKUP_LOWER,
+            LOOKUP_UNKNOWN => LOOKUP_CAMEL,
+            known => known,
+        };
+        Ok(self
+            .lookup_spelled(external_id, spelling)
+            .await?
+            .unwrap_or(LookupAnswer::Missing))
+    }
+
+    /// One lookup with one spelling; `None` for a 404.
+    async fn lookup_spelled(
+        &self,
+        external_id: &str,
+        spelling: u8,
+    ) -> Result<Option<LookupAnswer>, ApiError> {
+        let prefix = if spelling == LOOKUP_CAMEL {
+            "externalId="
+        } else {
+            "externalid="
+        };
+        let path = format!(
+            "/v1/messages/{prefix}{}",
+            utf8_percent_encode(external_id, PATH_SEGMENT)
+        );
+        let answer = self.exchange(self.get(&path)).await.0?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let (status, json) = answer.into_json("lookup answer")?;
+        let lookup = read_lookup(&json).map_err(|detail| ApiError::Protocol {
+            status,
+            detail: detail.into(),
+        })?;
+        self.lookup_spelling.store(spelling, Ordering::Relaxed);
+        Ok(Some(lookup))
     }
 
     /// The lookup path spelling that has answered 200, once one has.

@@ -150,10 +150,12 @@ impl JobTimer {
         if seen.took.is_zero() {
             return;
         }
+        // Reading too early costs a request; reading a little late costs only time: shrink
+        // slowly, grow at once to a little over what the job took.
         self.expected = if seen.first_read {
-            (self.expected * 9 / 10).max(SHORTEST_JOB_GUESS)
+            (self.expected * 49 / 50).max(SHORTEST_JOB_GUESS)
         } else {
-            (self.expected + seen.took) / 2
+            self.expected.max(seen.took * 11 / 10)
         };
     }
 }

@@ -55,12 +55,17 @@ pub enum GuardVerdict {
 pub async fn check(shared: &Arc<Shared>, sample: &[SampleRow]) -> GuardVerdict {
     let mut existing = Vec::new();
     let mut unanswered = 0;
-    for (line, external_id, conversation_id) in sample {
+    // Alternate spellings while neither is known to work: a re-imported export has most of the
+    // sample in Kustomer, so half the sample per spelling finds it, for half the requests.
+    for (index, (line, external_id, conversation_id)) in sample.iter().enumerate() {
         if shared.stop.is_cancelled() {
             return GuardVerdict::Stopped;
         }
         shared.counters.add_lookup();
-        let answer = shared.client.find_by_external_id(external_id).await;
+        let answer = shared
+            .client
+            .find_by_external_id_once(external_id, index % 2 == 1)
+            .await;
         shared.connectivity.observe(&answer);
         match answer {
             Ok(answer) => {

@@ -326,7 +326,17 @@ pub async fn send_all(
     let mut checkpoint = Checkpoint::open_existing(&plan.checkpoint)?;
     // Rows whose outcome stayed unknown in an earlier run are looked up again, never resent blind.
     checkpoint.reopen_unknown_outcomes(OUTCOME_UNKNOWN)?;
-    let conversations = checkpoint.conversations_with_work()?;
+    let mut conversations = checkpoint.conversations_with_work()?;
+    if let crate::config::SendMode::Bulk { .. } = plan.mode {
+        // Deepest first: a deep conversation that starts late ends alone, in thin jobs; started
+        // first, its rows ride the full jobs of the shallow ones (what the lower bound counts).
+        let depths: std::collections::HashMap<String, u64> = checkpoint
+            .depths_to_send()?
+            .into_iter()
+            .map(|depth| (depth.conversation_id, depth.rows))
+            .collect();
+        conversations.sort_by_key(|id| std::cmp::Reverse(depths.get(id).copied().unwrap_or(0)));
+    }
     let known = checkpoint.known_created_message()?;
     let never_sent = !checkpoint.anything_sent()?;
     let writer = checkpoint.writer()?;
@@ -350,10 +360,12 @@ pub async fn send_all(
         }
         crate::config::SendMode::Single => None,
     };
-    // In bulk mode a job wants the heads of many conversations at once: enough lanes for two
-    // jobs, one in flight and one filling.
+    // In bulk mode, one job's worth of lanes, deepest first: every round then carries the deep
+    // conversations' next rows together with shallow ones, which is the packing the lower bound
+    // counts. More lanes would use up the shallow conversations early and leave the deep ones
+    // to end alone in thin jobs: fewer rounds, more requests.
     let lanes = match plan.mode {
-        crate::config::SendMode::Bulk { batch_size, .. } => plan.workers.max(batch_size * 2),
+        crate::config::SendMode::Bulk { batch_size, .. } => batch_size,
         crate::config::SendMode::Single => plan.workers,
     };
     let workers = lanes.max(1).min(conversations.len().max(1));
