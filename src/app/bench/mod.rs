@@ -327,20 +327,12 @@ async fn bench_budget(
         .and_then(|token| token.rate.limit);
     let (rpm, source) =
         crate::throttle::choose_budget(max_rpm, crate::throttle::DEFAULT_BUDGET_SHARE, reported);
-    let throttle = Arc::new(Throttle::new(
-        RateBudget::new(rpm),
-        ConcurrencyLimit::adaptive(64),
-    ));
-    let client = Arc::new(ApiClient::new(
-        client_config(&sandbox.base_url()),
-        Some(Arc::clone(&throttle)),
-    )?);
-    let before = sandbox.stats();
-    let started = Instant::now();
-    send_for(&db, client, secs).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let after = sandbox.stats();
-    sandbox.shutdown().await;
+    let Measured {
+        before,
+        after,
+        elapsed,
+        ..
+    } = send_for(&db, sandbox, RateBudget::new(rpm), secs).await?;
 
     let requests = after.requests_total - before.requests_total;
     let limited = after.requests_by_status.get("429").copied().unwrap_or(0)
@@ -390,17 +382,12 @@ async fn bench_share(
     } else {
         RateBudget::new(ceiling)
     };
-    let throttle = Arc::new(Throttle::new(budget, ConcurrencyLimit::adaptive(64)));
-    let client = Arc::new(ApiClient::new(
-        client_config(&sandbox.base_url()),
-        Some(Arc::clone(&throttle)),
-    )?);
-    let before = sandbox.stats();
-    let started = Instant::now();
-    send_for(&db, client, secs).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let after = sandbox.stats();
-    sandbox.shutdown().await;
+    let Measured {
+        before,
+        after,
+        elapsed,
+        throttle,
+    } = send_for(&db, sandbox, budget, secs).await?;
 
     let status = |stats: &sandbox::SandboxStats, code: &str| {
         stats.requests_by_status.get(code).copied().unwrap_or(0)
@@ -444,8 +431,27 @@ fn stage_job(file: &Path, db: &Path, base_url: &str) -> Result<crate::checkpoint
     Ok(job)
 }
 
-/// The send phase of the job in `db` for at most `secs`, then stopped as by Ctrl-C.
-async fn send_for(db: &Path, client: Arc<ApiClient>, secs: Duration) -> Result<(), AppError> {
+/// What a timed send phase did, as the sandbox counted it.
+struct Measured {
+    before: sandbox::SandboxStats,
+    after: sandbox::SandboxStats,
+    elapsed: f64,
+    throttle: Arc<Throttle>,
+}
+
+/// The send phase of the job in `db` against `sandbox`, paced by `budget`, for at most `secs`,
+/// then stopped as by Ctrl-C; the sandbox is shut down after.
+async fn send_for(
+    db: &Path,
+    sandbox: sandbox::RunningSandbox,
+    budget: RateBudget,
+    secs: Duration,
+) -> Result<Measured, AppError> {
+    let throttle = Arc::new(Throttle::new(budget, ConcurrencyLimit::adaptive(64)));
+    let client = Arc::new(ApiClient::new(
+        client_config(&sandbox.base_url()),
+        Some(Arc::clone(&throttle)),
+    )?);
     let plan = SendPlan::standard(db.to_path_buf(), 64);
     let stop = tokio_util::sync::CancellationToken::new();
     let timer = {
@@ -455,9 +461,19 @@ async fn send_for(db: &Path, client: Arc<ApiClient>, secs: Duration) -> Result<(
             stop.cancel();
         })
     };
+    let before = sandbox.stats();
+    let started = Instant::now();
     send::send_all(&plan, client, SendCounters::with_total(0), stop).await?;
+    let elapsed = started.elapsed().as_secs_f64();
     timer.abort();
-    Ok(())
+    let after = sandbox.stats();
+    sandbox.shutdown().await;
+    Ok(Measured {
+        before,
+        after,
+        elapsed,
+        throttle,
+    })
 }
 
 fn load_requests(checkpoint: &Checkpoint) -> Result<Vec<(String, String)>, AppError> {
