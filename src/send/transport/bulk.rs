@@ -15,6 +15,11 @@
 //! Durability: the rows of a job are durably `sending` with a local batch id before its POST;
 //! the job id is recorded as soon as it is known. On resume a row with a job id is settled by
 //! reading that job's results (never resent); one without is an unknown outcome like any other.
+//! In single mode the batcher sends no job and only reads those of a dead run.
+//!
+//! The batcher reaches nothing of the engine's state: its parts (client, ledger, control, the
+//! settle rule, the lane board) are given to it explicitly, and its task and jobs end with
+//! [`Jobs::shutdown`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -159,18 +164,16 @@ impl Jobs {
         head: &Head<'_>,
         state: &mut HeadState,
     ) -> Result<Sent, CheckpointError> {
-        let (reply, outcome) = oneshot::channel();
-        let request = Request::Send(Queued {
-            line: head.line,
-            conversation_id: head.conversation_id.to_string(),
-            body: head.body.to_string(),
-            reply,
-        });
-        let outcome = match self.requests.send(request) {
-            Ok(()) => outcome.await.unwrap_or(BulkOutcome::Stopped),
-            Err(_) => BulkOutcome::Stopped,
-        };
-        self.answered(head, state, outcome).await
+        let (conversation_id, body) = (head.conversation_id.to_string(), head.body.to_string());
+        self.ask(head, state, |reply| {
+            Request::Send(Queued {
+                line: head.line,
+                conversation_id,
+                body,
+                reply,
+            })
+        })
+        .await
     }
 
     /// The result of the head row in job `job_id`, sent by an earlier run.
@@ -180,13 +183,24 @@ impl Jobs {
         state: &mut HeadState,
         job_id: &str,
     ) -> Result<Sent, CheckpointError> {
-        let (reply, outcome) = oneshot::channel();
-        let request = Request::Read {
+        let job_id = job_id.to_string();
+        self.ask(head, state, |reply| Request::Read {
             line: head.line,
-            job_id: job_id.to_string(),
+            job_id,
             reply,
-        };
-        let outcome = match self.requests.send(request) {
+        })
+        .await
+    }
+
+    /// Sends the batcher a request about the head row and waits for its answer.
+    async fn ask(
+        &self,
+        head: &Head<'_>,
+        state: &mut HeadState,
+        request: impl FnOnce(oneshot::Sender<BulkOutcome>) -> Request,
+    ) -> Result<Sent, CheckpointError> {
+        let (reply, outcome) = oneshot::channel();
+        let outcome = match self.requests.send(request(reply)) {
             Ok(()) => outcome.await.unwrap_or(BulkOutcome::Stopped),
             Err(_) => BulkOutcome::Stopped,
         };
