@@ -670,3 +670,6 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod directory_tests;
