@@ -924,6 +924,27 @@ mod tests {
     }
 
     #[test]
+    fn issue_16_switches_map_onto_the_sandbox_config() {
+        let config =
+            sandbox_config(&sandbox_args(&[]).expect("no flags parse")).expect("valid switches");
+        assert_eq!(config.fault_scope, sandbox::FaultScope::default());
+        assert!(!config.lookup_other_first);
+        let args = sandbox_args(&["--fault-scope", "customers", "--lookup-other-first"])
+            .expect("flags parse");
+        let config = sandbox_config(&args).expect("valid switches");
+        assert_eq!(
+            config.fault_scope,
+            sandbox::FaultScope {
+                messages: false,
+                customers: true,
+                conversations: false,
+            }
+        );
+        assert!(config.lookup_other_first);
+        assert!(sandbox_args(&["--fault-scope", "tickets"]).is_err());
+    }
+
+    #[test]
     fn issue_7_switches_default_to_off_and_bad_values_are_refused() {
         let config =
             sandbox_config(&sandbox_args(&[]).expect("no flags parse")).expect("valid switches");
