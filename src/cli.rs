@@ -150,6 +150,11 @@ pub struct SendArgs {
     /// conversations go on meanwhile [default: 30].
     #[arg(long, value_name = "SECS")]
     pub settle_delay: Option<String>,
+    /// After a create whose outcome is unknown, when to look the row up first: found then, it is
+    /// settled at once; not found, it waits for the full --settle-delay before the lookup that
+    /// decides a resend. 0 turns it off [default: 2].
+    #[arg(long, value_name = "SECS")]
+    pub early_lookup: Option<String>,
     /// How long to wait for an answer to one request [default: 60].
     #[arg(long, value_name = "SECS")]
     pub request_timeout: Option<String>,

@@ -13,7 +13,9 @@ use crate::input::Format;
 use crate::progress::Display;
 use crate::retry::RetryPolicy;
 
-pub use crate::send::{ErrorBudget, SendMode, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY};
+pub use crate::send::{
+    ErrorBudget, SendMode, DEFAULT_EARLY_LOOKUP, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY,
+};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.kustomerapp.com";
 pub const API_KEY_ENV: &str = "KUSTOMER_API_KEY";
@@ -244,6 +246,8 @@ pub struct SendConfig {
     pub max_pause: Duration,
     /// After an unknown outcome, how long the conversation waits before looking the row up.
     pub settle_delay: Duration,
+    /// After an unknown outcome, when the early lookup goes (zero: none).
+    pub early_lookup: Duration,
     pub request_timeout: Duration,
     /// Look every row up before creating it (re-importing into an org that has some of it).
     pub skip_existing: bool,
@@ -371,6 +375,7 @@ impl SendConfig {
             reserve: crate::throttle::Reserve::default(),
             max_pause: crate::throttle::DEFAULT_MAX_PAUSE,
             settle_delay: DEFAULT_SETTLE_DELAY,
+            early_lookup: DEFAULT_EARLY_LOOKUP,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             skip_existing: false,
             mode: SendMode::Single,
@@ -427,6 +432,10 @@ impl SendConfig {
             settle_delay: match &args.settle_delay {
                 Some(raw) => parse_seconds("--settle-delay", raw, 0.0, 3600.0)?,
                 None => DEFAULT_SETTLE_DELAY,
+            },
+            early_lookup: match &args.early_lookup {
+                Some(raw) => parse_seconds("--early-lookup", raw, 0.0, 300.0)?,
+                None => DEFAULT_EARLY_LOOKUP,
             },
             request_timeout: match &args.request_timeout {
                 Some(raw) => parse_seconds("--request-timeout", raw, 0.1, 600.0)?,

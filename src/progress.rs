@@ -67,8 +67,9 @@ fn summary_line(stats: &SendStats) -> String {
     let unknown = stats.unknown.load(Ordering::Relaxed);
     if unknown > 0 {
         let reconciled = stats.reconciled.load(Ordering::Relaxed);
+        let early_hits = stats.early_hits.load(Ordering::Relaxed);
         line.push_str(&format!(
-            ", {unknown} unknown outcomes ({reconciled} found by lookup)"
+            ", {unknown} unknown outcomes ({reconciled} found by lookup, {early_hits} early)"
         ));
     }
     line

@@ -412,6 +412,8 @@ pub async fn send_and_summarise(
                 verify_audit_fields: job.audit_fields,
                 shutdown_grace: Duration::from_secs(15),
                 settle_delay: send.settle_delay,
+                early_lookup: send.early_lookup,
+                reads_conversations: preflight.reads_conversations,
                 request_timeout: send.request_timeout,
                 skip_existing: send.skip_existing,
                 reimport_guard: true,
@@ -634,10 +636,20 @@ fn print_summary(
         if unknown > 0 || stats.lookups.load(Ordering::Relaxed) > 0 {
             let _ = writeln!(
                 out,
-                "unknown outcomes: {unknown}, lookups by externalId: {}, found already created: {}",
+                "unknown outcomes: {unknown}, lookups by externalId: {} ({} early, {} of them found \
+                 it), found already created: {}",
                 stats.lookups.load(Ordering::Relaxed),
+                stats.early_lookups.load(Ordering::Relaxed),
+                stats.early_hits.load(Ordering::Relaxed),
                 stats.reconciled.load(Ordering::Relaxed)
             );
+            let reads = stats.conversation_reads.load(Ordering::Relaxed);
+            if reads > 0 {
+                let _ = writeln!(
+                    out,
+                    "conversation pages read to settle externalIds found in other conversations: {reads}"
+                );
+            }
         }
         let budget = &throttle.budget;
         let pacing = PacingSnapshot::of(throttle);

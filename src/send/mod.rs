@@ -57,8 +57,10 @@ pub use crate::checkpoint::codes::{
 pub use events::{Events, SendEvent};
 pub use guard::Existing;
 pub use options::{
-    ErrorBudget, SendMode, SendOptions, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY,
+    ErrorBudget, SendMode, SendOptions, DEFAULT_EARLY_LOOKUP, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SETTLE_DELAY,
 };
+pub use preflight::CONVERSATION_READ_ROLES;
 pub use preflight::{preflight, Preflight};
 pub use route::KnownMessage;
 pub use stats::SendStats;
