@@ -704,10 +704,12 @@ fn read_found(item: &Value) -> Option<FoundMessage> {
 /// each entry's id, externalId and conversation as a lookup answer names them.
 fn read_message_page(json: &Value, page_size: u32) -> Result<MessagePage, &'static str> {
     let items = match &json["data"] {
-        Value::Null => return Ok(MessagePage {
-            messages: Vec::new(),
-            more: false,
-        }),
+        Value::Null => {
+            return Ok(MessagePage {
+                messages: Vec::new(),
+                more: false,
+            })
+        }
         Value::Array(items) => items,
         _ => return Err("the conversation's messages are not a list"),
     };

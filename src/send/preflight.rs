@@ -24,8 +24,10 @@ const BULK_READ_ROLES: [&str; 2] = ["org.permission.bulk.read", "org.user.bulk.r
 
 /// Roles that let a key read a conversation and its messages, to settle a row whose externalId
 /// another conversation also carries; the first is the one to name.
-pub const CONVERSATION_READ_ROLES: [&str; 2] =
-    ["org.permission.conversation.read", "org.user.conversation.read"];
+pub const CONVERSATION_READ_ROLES: [&str; 2] = [
+    "org.permission.conversation.read",
+    "org.user.conversation.read",
+];
 
 /// `bulk`: the job sends bulk jobs, whose results need a role of their own.
 pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Preflight, SendStop> {

@@ -37,7 +37,10 @@ enum Step {
     Create,
     /// Wait until `at`, then look up early: a hit settles the row, anything else waits for the
     /// full settle delay, over at `settled`.
-    Early { at: Instant, settled: Instant },
+    Early {
+        at: Instant,
+        settled: Instant,
+    },
     /// Wait until the moment, then look up.
     Settle(Instant),
     Lookup,
@@ -236,7 +239,9 @@ async fn lookup(
                     match read_own_conversation(shared, conversation_id, &row.external_id).await {
                         OwnConversation::Found { message_id } => {
                             shared.stats().add_reconciled(1);
-                            shared.ledger.record(row.line, outcome::found(message_id, None))?;
+                            shared
+                                .ledger
+                                .record(row.line, outcome::found(message_id, None))?;
                             Ok(Some(RowEnd::Finished))
                         }
                         // Absent once the settle delay is over: not created.
@@ -380,7 +385,9 @@ const MAX_CONVERSATION_PAGES: u32 = 40;
 
 /// What the row's own conversation holds under its externalId.
 enum OwnConversation {
-    Found { message_id: String },
+    Found {
+        message_id: String,
+    },
     /// Every page read, none with the row's externalId.
     Absent,
     /// Could not be told, and why (in words that follow a semicolon).
