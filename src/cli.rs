@@ -380,6 +380,10 @@ pub struct SandboxArgs {
     /// Probability (0..1) of answering a create with 503.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub error_503: f64,
+    /// --error-503 answers carry Retry-After as a 429 would (seconds to the window's reset, or
+    /// --retry-after-value): a service saying it is overloaded.
+    #[arg(long)]
+    pub retry_after_on_503: bool,
     /// Probability (0..1) of closing the connection before storing.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub drop_before_store: f64,

@@ -178,10 +178,15 @@ fn add_rate_headers(shared: &Shared, headers: &mut HeaderMap, rate: RateSnapshot
 
 /// A 429 with `Retry-After` as configured: the seconds to the reset, a verbatim value, or none.
 fn rate_limited_for(shared: &Shared, message: &str, seconds: u64) -> Response {
-    let mut response = api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
+    let response = api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
     if !shared.config.retry_after {
         return response;
     }
+    with_retry_after(shared, response, seconds)
+}
+
+/// `response` with `Retry-After`: the seconds given, or the configured verbatim value.
+fn with_retry_after(shared: &Shared, mut response: Response, seconds: u64) -> Response {
     let value = match &shared.config.retry_after_value {
         // Only a value HTTP cannot carry at all (control characters) is left out.
         Some(verbatim) => match HeaderValue::from_str(verbatim) {
@@ -281,11 +286,16 @@ async fn create_message(
             )
         }
         BeforeStore::Error503 => {
-            return api_error(
+            let response = api_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
                 "Injected fault: service unavailable",
-            )
+            );
+            if !shared.config.faults.error_503_retry_after {
+                return response;
+            }
+            let seconds = shared.clock.seconds_to_reset(Instant::now());
+            return with_retry_after(&shared, response, seconds);
         }
         BeforeStore::DropConnection => return drop_connection(&kill).await,
     }
