@@ -39,7 +39,8 @@ pub const BASELINE_WINDOWS: usize = 32;
 const FEWEST_SAMPLES_FOR_SURGE: usize = 8;
 const EWMA_WEIGHT: f64 = 0.3;
 const SHORTEST_WINDOW: Duration = Duration::from_millis(50);
-const ADAPTIVE_START: usize = 4;
+/// Where an adaptive limit starts.
+pub const ADAPTIVE_START: usize = 4;
 
 /// What a finished request tells the limiter; made by [`Signal::of`] alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

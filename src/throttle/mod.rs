@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 pub use budget::{RateBudget, DEFAULT_MAX_PAUSE};
-pub use concurrency::{ConcurrencyLimit, ConcurrencyView, Signal, Slot};
+pub use concurrency::{ConcurrencyLimit, ConcurrencyView, Signal, Slot, ADAPTIVE_START};
 pub use share::{Reserve, ShareView};
 
 /// The share of the org limit a job takes when `--max-rpm` is not given.
