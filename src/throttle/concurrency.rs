@@ -498,6 +498,18 @@ mod tests {
         round_of(limit, requests, rtt, &[signal], NO_BUDGET).await;
     }
 
+    /// The semaphore admits exactly `count` requests at once.
+    async fn admits_exactly(limit: &ConcurrencyLimit, count: usize) {
+        let mut slots = Vec::new();
+        for _ in 0..count {
+            slots.push(limit.acquire().await);
+        }
+        assert!(limit.semaphore.try_acquire().is_err());
+        for slot in slots {
+            limit.release(slot, Signal::Failed, NO_BUDGET);
+        }
+    }
+
     /// Healthy rounds at `rtt` that use the whole limit, until it passes `above`.
     async fn grow_past(limit: &ConcurrencyLimit, above: usize, rtt: Duration) {
         for _ in 0..100 {
@@ -582,15 +594,7 @@ mod tests {
             view.summary(),
             format!("{after} of 64 (cut 1 time: 1 on 429; lowest {after})")
         );
-        // The semaphore now admits exactly `after` at once.
-        let mut slots = Vec::new();
-        for _ in 0..after {
-            slots.push(limit.acquire().await);
-        }
-        assert!(limit.semaphore.try_acquire().is_err());
-        for slot in slots {
-            limit.release(slot, Signal::Healthy, NO_BUDGET);
-        }
+        admits_exactly(&limit, after).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -745,13 +749,6 @@ mod tests {
         .await;
         assert_eq!(limit.limit(), 11);
         assert_eq!(limit.view().last_change, Some(Change::Floor { need: 11 }));
-        let mut slots = Vec::new();
-        for _ in 0..11 {
-            slots.push(limit.acquire().await);
-        }
-        assert!(limit.semaphore.try_acquire().is_err());
-        for slot in slots {
-            limit.release(slot, Signal::Healthy, 40.0);
-        }
+        admits_exactly(&limit, 11).await;
     }
 }
