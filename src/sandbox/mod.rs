@@ -197,8 +197,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use bulk::{
-    BulkConfig, BulkFaultCounts, BulkStats, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_DELAY,
-    DEFAULT_BULK_JITTER, MAX_BULK_DELAY, MAX_BULK_ITEMS, MAX_CLIENT_REF_CHARS,
+    BulkConfig, BulkFaultCounts, BulkStats, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_BATCH_ITEMS,
+    DEFAULT_BULK_DELAY, DEFAULT_BULK_JITTER, DEFAULT_BULK_SLOW_FACTOR, MAX_BULK_DELAY,
+    MAX_BULK_ITEMS, MAX_BULK_SLOW_FACTOR, MAX_CLIENT_REF_CHARS,
 };
 use state::Shared;
 
