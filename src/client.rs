@@ -342,10 +342,7 @@ impl ApiClient {
             return Ok(None);
         }
         let (status, json) = answer.into_json("lookup answer")?;
-        let lookup = read_lookup(&json).map_err(|detail| ApiError::Protocol {
-            status,
-            detail: detail.into(),
-        })?;
+        let lookup = read_lookup(&json).map_err(unexpected(status))?;
         self.lookup_spelling.store(spelling, Ordering::Relaxed);
         Ok(Some(lookup))
     }
@@ -363,15 +360,8 @@ impl ApiClient {
     /// conversation.
     pub async fn message(&self, id: &str) -> Result<CreatedMessage, ApiError> {
         let path = format!("/v1/messages/{}", utf8_percent_encode(id, PATH_SEGMENT));
-        let (status, json) = self
-            .exchange(self.get(&path))
-            .await
-            .0?
-            .into_json("message")?;
-        read_message(&json["data"]).ok_or(ApiError::Protocol {
-            status,
-            detail: "no data.id in the message".into(),
-        })
+        let (status, json) = self.get_json(&path, "message").await?;
+        read_message(&json["data"]).ok_or_else(|| unexpected(status)("no data.id in the message"))
     }
 
     /// `GET /v1/auth/tokens/current`.
@@ -385,6 +375,11 @@ impl ApiClient {
             roles: find_roles(&json),
             rate: answer.rate,
         })
+    }
+
+    /// `GET path` through the throttle: its 2xx JSON body (`what` names it in errors).
+    async fn get_json(&self, path: &str, what: &str) -> Result<(u16, Value), ApiError> {
+        self.exchange(self.get(path)).await.0?.into_json(what)
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
@@ -530,6 +525,14 @@ impl Answer {
             detail: format!("{what} is not JSON ({err})"),
         })?;
         Ok((status, json))
+    }
+}
+
+/// A 2xx answer of status `status` that does not read as documented, for `detail`'s reason.
+fn unexpected(status: u16) -> impl FnOnce(&str) -> ApiError {
+    move |detail| ApiError::Protocol {
+        status,
+        detail: detail.into(),
     }
 }
 

@@ -10,7 +10,9 @@
 use percent_encoding::utf8_percent_encode;
 use serde_json::{Map, Value};
 
-use super::{truncate, ApiClient, ApiError, Timing, MAX_QUOTED_ERROR_CHARS, PATH_SEGMENT};
+use super::{
+    truncate, unexpected, ApiClient, ApiError, Timing, MAX_QUOTED_ERROR_CHARS, PATH_SEGMENT,
+};
 
 /// The most result items one batches answer may list: a job holds at most 100 items, so
 /// anything far beyond is not an answer to read (the whole answer is refused, not cut, so
@@ -155,15 +157,8 @@ impl ApiClient {
     /// `GET /v1/bulk/{id}`: the job's status and batch counts.
     pub async fn bulk_job(&self, job_id: &str) -> Result<BulkJob, ApiError> {
         let path = format!("/v1/bulk/{}", utf8_percent_encode(job_id, PATH_SEGMENT));
-        let (status, json) = self
-            .exchange(self.get(&path))
-            .await
-            .0?
-            .into_json("bulk job")?;
-        read_bulk_job(&json).map_err(|detail| ApiError::Protocol {
-            status,
-            detail: detail.into(),
-        })
+        let (status, json) = self.get_json(&path, "bulk job").await?;
+        read_bulk_job(&json).map_err(unexpected(status))
     }
 
     /// `GET /v1/bulk/{id}/batches`: every listed batch and every result item, as answered
@@ -175,15 +170,8 @@ impl ApiClient {
             "/v1/bulk/{}/batches",
             utf8_percent_encode(job_id, PATH_SEGMENT)
         );
-        let (status, json) = self
-            .exchange(self.get(&path))
-            .await
-            .0?
-            .into_json("bulk batches")?;
-        read_bulk_batches(&json).map_err(|detail| ApiError::Protocol {
-            status,
-            detail: detail.into(),
-        })
+        let (status, json) = self.get_json(&path, "bulk batches").await?;
+        read_bulk_batches(&json).map_err(unexpected(status))
     }
 
     /// The job's per-item results for the current bulk engine: `Some` only when at least one

@@ -83,13 +83,18 @@ async fn get(sandbox: &RunningSandbox, key: &str, path: &str) -> Response {
         .expect("request completes")
 }
 
-async fn status_of(sandbox: &RunningSandbox, id: &str) -> String {
+/// The job's attributes (`GET /v1/bulk/{id}`).
+async fn job_attributes(sandbox: &RunningSandbox, id: &str) -> Value {
     let response = get(sandbox, ADMIN_KEY, &format!("/v1/bulk/{id}")).await;
     assert_eq!(response.status(), StatusCode::OK);
     let document: Value = response.json().await.expect("JSON body");
     assert_eq!(document["data"]["id"], id);
     assert_eq!(document["data"]["type"], "bulk");
-    document["data"]["attributes"]["status"]
+    document["data"]["attributes"].clone()
+}
+
+async fn status_of(sandbox: &RunningSandbox, id: &str) -> String {
+    job_attributes(sandbox, id).await["status"]
         .as_str()
         .expect("status")
         .to_owned()
@@ -913,13 +918,8 @@ async fn a_job_answers_in_the_documented_shapes_batch_by_batch() {
         "a 100-item job has four batches of 25 by default"
     );
     wait_for_status(&sandbox, &id, "complete").await;
-    let job: Value = get(&sandbox, ADMIN_KEY, &format!("/v1/bulk/{id}"))
-        .await
-        .json()
-        .await
-        .expect("JSON body");
     assert_eq!(
-        job["data"]["attributes"],
+        job_attributes(&sandbox, &id).await,
         json!({"status": "complete", "completed": true, "batches": {"complete": 4, "total": 4}})
     );
     let listed = batches(&sandbox, &id).await;
@@ -1109,13 +1109,8 @@ async fn a_batch_that_never_completes_keeps_its_job_running() {
         .filter(|b| b["status"] == "scheduled")
         .collect();
     assert_eq!(stuck, [&json!({"status": "scheduled", "results": []})]);
-    let job: Value = get(&sandbox, ADMIN_KEY, &format!("/v1/bulk/{id}"))
-        .await
-        .json()
-        .await
-        .expect("JSON body");
     assert_eq!(
-        job["data"]["attributes"],
+        job_attributes(&sandbox, &id).await,
         json!({"status": "running", "completed": false, "batches": {"complete": 2, "total": 3}})
     );
     let stats = sandbox.stats();
