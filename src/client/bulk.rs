@@ -7,6 +7,8 @@
 //! dropped, so that no answer quietly turns into "not in the results". Every number the server
 //! gives is bounded before use; every text is cut to [`MAX_QUOTED_ERROR_CHARS`].
 
+use std::collections::{HashMap, HashSet};
+
 use percent_encoding::utf8_percent_encode;
 use serde_json::{Map, Value};
 
@@ -183,15 +185,36 @@ impl ApiClient {
     }
 }
 
-/// [`BulkBatches`] in the shape of [`ApiClient::bulk_results`].
+/// [`BulkBatches`] in the shape of [`ApiClient::bulk_results`]. A `_clientRef` listed more
+/// than once with different answers is unreadable in every listing (that engine keeps the last
+/// answer of a ref, which could be either).
 fn legacy_results(batches: BulkBatches) -> Option<Vec<BulkItem>> {
     if !batches.all_listed_complete() {
         return None;
     }
+    let mut answers: HashMap<&str, &ItemOutcome> = HashMap::new();
+    let mut contradicted: HashSet<String> = HashSet::new();
+    for item in &batches.items {
+        if let Some(reference) = item.client_ref.as_deref() {
+            let first = *answers.entry(reference).or_insert(&item.outcome);
+            if *first != item.outcome {
+                contradicted.insert(reference.to_string());
+            }
+        }
+    }
     let items = batches
         .items
         .into_iter()
-        .map(|item| {
+        .map(|mut item| {
+            if item
+                .client_ref
+                .as_ref()
+                .is_some_and(|reference| contradicted.contains(reference))
+            {
+                item.outcome = ItemOutcome::Unreadable {
+                    why: "listed more than once with different answers".into(),
+                };
+            }
             let mut legacy = BulkItem {
                 client_ref: item.client_ref,
                 object_id: None,
@@ -593,6 +616,36 @@ mod tests {
         assert_eq!(
             (legacy[2].status.as_str(), legacy[2].error_status),
             ("unreadable", None)
+        );
+    }
+
+    #[test]
+    fn the_adapter_reads_a_contradicted_ref_as_unreadable_and_keeps_agreeing_repeats() {
+        let text = r#"[{"attributes":{"status":"complete","results":[
+            {"_clientRef":"a","objectId":"m1","status":"created"},
+            {"_clientRef":"b","objectId":"m2","status":"created"},
+            {"_clientRef":"a","status":"error","error":{"status":400}},
+            {"_clientRef":"b","objectId":"m2","status":"created"}]}}]"#;
+        let read = batches(text).expect("reads");
+        assert_eq!(read.items.len(), 4, "bulk_batches keeps every listing");
+        let legacy = legacy_results(read).expect("complete");
+        let statuses: Vec<(&str, &str)> = legacy
+            .iter()
+            .map(|item| {
+                (
+                    item.client_ref.as_deref().unwrap_or(""),
+                    item.status.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("a", "unreadable"),
+                ("b", "created"),
+                ("a", "unreadable"),
+                ("b", "created")
+            ]
         );
     }
 

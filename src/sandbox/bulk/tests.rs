@@ -1036,22 +1036,24 @@ async fn the_client_reads_the_sandboxs_answers() {
         None,
         "not all complete"
     );
-    // A created message read back names its conversation.
-    let created = read.items.iter().find_map(|item| match &item.outcome {
-        ItemOutcome::Created { object_id } => Some(object_id.clone()),
-        _ => None,
-    });
-    if let Some(object_id) = created {
-        let message = api.message(&object_id).await.expect("the message reads");
-        assert!(message
-            .conversation_id
-            .is_some_and(|conversation| is_object_id_like(&conversation)));
-    }
+    // A created message read back names its conversation: item `rN` went to conversation N.
+    let (reference, object_id) = read
+        .items
+        .iter()
+        .find_map(|item| match (&item.client_ref, &item.outcome) {
+            (Some(reference), ItemOutcome::Created { object_id }) => {
+                Some((reference.clone(), object_id.clone()))
+            }
+            _ => None,
+        })
+        .expect("either batch holds a created item");
+    let index: usize = reference
+        .strip_prefix('r')
+        .and_then(|index| index.parse().ok())
+        .expect("rN");
+    let message = api.message(&object_id).await.expect("the message reads");
+    assert_eq!(message.conversation_id, Some(format!("{index:024x}")));
     sandbox.shutdown().await;
-}
-
-fn is_object_id_like(id: &str) -> bool {
-    crate::sandbox::validate::is_object_id(id)
 }
 
 #[tokio::test]
