@@ -200,7 +200,7 @@ fn with_retry_after(shared: &Shared, mut response: Response, seconds: u64) -> Re
 }
 
 /// A 429 raised inside a handler, with `Retry-After` until the current window ends.
-fn rate_limited(shared: &Shared, message: &str) -> Response {
+pub(crate) fn rate_limited(shared: &Shared, message: &str) -> Response {
     rate_limited_for(
         shared,
         message,

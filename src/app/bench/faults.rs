@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::app::AppError;
 use crate::client::ApiClient;
-use crate::progress::SendCounters;
 use crate::sandbox::{self, Faults, SandboxConfig};
-use crate::send::{self, SendPlan, SendStop};
+use crate::send::{self, SendOptions, SendStats, SendStop};
 use crate::throttle::{ConcurrencyLimit, ConcurrencyView, RateBudget, Throttle, ADAPTIVE_START};
 
 use super::{client_config, generate, loopback, stage_job};
@@ -147,10 +146,17 @@ async fn send_once(
         client_config(&sandbox.base_url()),
         Some(Arc::clone(&throttle)),
     )?);
-    let counters = SendCounters::with_total(0);
-    let plan = SendPlan::standard(db, 64);
+    let counters = SendStats::with_total(0);
+    let plan = SendOptions::standard(db, 64);
     let started = Instant::now();
-    let stop = send::send_all(&plan, client, Arc::clone(&counters), Default::default()).await?;
+    let stop = send::send_all(
+        &plan,
+        client,
+        Arc::clone(&counters),
+        Default::default(),
+        super::send_warnings(),
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     let stats = sandbox.stats();
     sandbox.shutdown().await;
