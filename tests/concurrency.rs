@@ -36,6 +36,28 @@ fn lowest_after_cut(detail: &str) -> usize {
         .unwrap_or_else(|| panic!("no lowest in {detail:?}"))
 }
 
+/// Imports `rows` rows in `conversations` at `max_rpm` with adaptive concurrency; every row
+/// must be stored exactly once, in order.
+fn import_all(
+    sandbox: &Sandbox,
+    rows: usize,
+    conversations: usize,
+    max_rpm: &str,
+) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), rows, conversations, 15);
+    let output = run_job(
+        dir.path(),
+        sandbox,
+        ADMIN_KEY,
+        "in.csv",
+        &["--max-rpm", max_rpm, "--concurrency", "auto"],
+    );
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(sandbox, &expected);
+    output
+}
+
 #[test]
 fn drops_and_500s_never_cut_the_concurrency_below_what_the_budget_needs() {
     // 100 ms of latency at 100 requests a second: the budget needs ceil(100 x 0.1) + 1 = 11
@@ -52,17 +74,7 @@ fn drops_and_500s_never_cut_the_concurrency_below_what_the_budget_needs() {
         "--seed",
         "15",
     ]);
-    let dir = tempfile::tempdir().unwrap();
-    let expected = write_csv(&dir.path().join("in.csv"), 400, 40, 15);
-    let output = run_job(
-        dir.path(),
-        &sandbox,
-        ADMIN_KEY,
-        "in.csv",
-        &["--max-rpm", "6000", "--concurrency", "auto"],
-    );
-    assert_eq!(code(&output), 0, "{}", text(&output));
-    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    let output = import_all(&sandbox, 400, 40, "6000");
     for fault in ["error_500", "drop_before_store", "store_then_error"] {
         assert!(
             sandbox.stat(&["faults_injected", fault]) > 5,
@@ -110,17 +122,7 @@ fn rate_limits_and_503s_with_retry_after_still_cut_it() {
         ),
     ] {
         let sandbox = Sandbox::start(&[flags, &["--seed", "15"]].concat());
-        let dir = tempfile::tempdir().unwrap();
-        let expected = write_csv(&dir.path().join("in.csv"), 80, 8, 15);
-        let output = run_job(
-            dir.path(),
-            &sandbox,
-            ADMIN_KEY,
-            "in.csv",
-            &["--max-rpm", "1200", "--concurrency", "auto"],
-        );
-        assert_eq!(code(&output), 0, "{}", text(&output));
-        assert_stored_exactly_once_in_order(&sandbox, &expected);
+        let output = import_all(&sandbox, 80, 8, "1200");
         let fired = match fault {
             "injected_429" => sandbox.stat(&["injected_429"]),
             _ => sandbox.stat(&["faults_injected", fault]),
