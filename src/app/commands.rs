@@ -684,6 +684,7 @@ fn sandbox_config(args: &SandboxArgs) -> Result<SandboxConfig, AppError> {
     config.faults.jitter = std::time::Duration::from_millis(args.jitter_ms);
     config.faults.error_500 = args.error_500;
     config.faults.error_503 = args.error_503;
+    config.faults.error_503_retry_after = args.retry_after_on_503;
     config.faults.drop_before_store = args.drop_before_store;
     config.faults.store_then_drop = args.store_then_drop;
     config.faults.revoke_admin_after = args.revoke_admin_after;
@@ -697,10 +698,19 @@ fn apply_bulk_switches(args: &SandboxBulkArgs, config: &mut SandboxConfig) {
     config.bulk = sandbox::BulkConfig {
         delay: std::time::Duration::from_millis(args.bulk_delay_ms),
         jitter: std::time::Duration::from_millis(args.bulk_jitter_ms),
+        batch_items: args.bulk_batch_items,
         in_order: args.bulk_in_order,
         out_of_order: args.bulk_out_of_order,
         item_error: args.bulk_item_error,
         item_error_statuses: args.bulk_item_error_status.clone(),
+        item_stored_error: args.bulk_item_stored_error,
+        slow_jobs: args.bulk_slow_jobs,
+        slow_factor: args.bulk_slow_factor,
+        never_complete: args.bulk_never_complete,
+        unknown_ref: args.bulk_unknown_ref,
+        duplicate_ref: args.bulk_duplicate_ref,
+        read_429: args.bulk_read_429,
+        read_drop: args.bulk_read_drop,
         drop_after_create: args.bulk_drop_after_create,
         bare_batches: args.bulk_bare_batches,
         reject_invalid: args.bulk_reject_invalid,
@@ -902,6 +912,24 @@ mod tests {
             "--bulk-bare-batches",
             "--bulk-reject-invalid",
             "--bulk-answer-200",
+            "--bulk-batch-items",
+            "10",
+            "--bulk-item-stored-error",
+            "0.05",
+            "--bulk-slow-jobs",
+            "0.25",
+            "--bulk-slow-factor",
+            "4",
+            "--bulk-never-complete",
+            "0.01",
+            "--bulk-unknown-ref",
+            "0.02",
+            "--bulk-duplicate-ref",
+            "0.03",
+            "--bulk-read-429",
+            "0.4",
+            "--bulk-read-drop",
+            "0.6",
         ])
         .expect("flags parse");
         let bulk = sandbox_config(&args).expect("the switches are valid").bulk;
@@ -918,6 +946,15 @@ mod tests {
                 bare_batches: true,
                 reject_invalid: true,
                 answer_200: true,
+                batch_items: 10,
+                item_stored_error: 0.05,
+                slow_jobs: 0.25,
+                slow_factor: 4,
+                never_complete: 0.01,
+                unknown_ref: 0.02,
+                duplicate_ref: 0.03,
+                read_429: 0.4,
+                read_drop: 0.6,
             }
         );
         assert!(sandbox_args(&["--bulk-item-error-status", "4xx"]).is_err());

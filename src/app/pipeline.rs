@@ -673,7 +673,10 @@ fn print_summary(
             budget.rate_limited.load(Ordering::Relaxed),
             budget.pauses.load(Ordering::Relaxed),
             if throttle.concurrency.is_adaptive() {
-                format!(", concurrency ended at {}", throttle.concurrency.limit())
+                format!(
+                    ", concurrency ended at {}",
+                    throttle.concurrency.view().summary()
+                )
             } else {
                 String::new()
             }

@@ -50,7 +50,7 @@ async fn create_conversation(
         return forbidden(ROLE_CONVERSATION_CREATE);
     }
     let roll = shared.roll_create_faults(CreateKind::Conversation);
-    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
+    if let Some(answer) = answer_before_store(&shared, roll.before_store, &kill).await {
         return answer;
     }
     let body = match json_body(&headers, body) {

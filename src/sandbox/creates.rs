@@ -12,7 +12,9 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::api::{api_error, drop_connection, gateway_error, is_json_content_type};
+use super::api::{
+    api_error, drop_connection, gateway_error, is_json_content_type, with_retry_after,
+};
 use super::directory::{CreateKind, KindCounts, StoredRecord};
 use super::faults::{BeforeStore, FaultRoll, OnceStored};
 use super::server::ConnectionKill;
@@ -122,6 +124,7 @@ impl Shared {
 
 /// The answer the dice give before anything is stored, if any.
 pub(crate) async fn answer_before_store(
+    shared: &Shared,
     before: BeforeStore,
     kill: &ConnectionKill,
 ) -> Option<Response> {
@@ -132,11 +135,18 @@ pub(crate) async fn answer_before_store(
             "internal_server_error",
             "Injected fault: internal error",
         )),
-        BeforeStore::Error503 => Some(api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "Injected fault: service unavailable",
-        )),
+        BeforeStore::Error503 => {
+            let response = api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Injected fault: service unavailable",
+            );
+            if !shared.config.faults.error_503_retry_after {
+                return Some(response);
+            }
+            let seconds = shared.clock.seconds_to_reset(std::time::Instant::now());
+            Some(with_retry_after(shared, response, seconds))
+        }
         BeforeStore::DropConnection => Some(drop_connection(kill).await),
     }
 }

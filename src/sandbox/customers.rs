@@ -41,7 +41,7 @@ async fn create_customer(
         return forbidden(ROLE_CUSTOMER_CREATE);
     }
     let roll = shared.roll_create_faults(CreateKind::Customer);
-    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
+    if let Some(answer) = answer_before_store(&shared, roll.before_store, &kill).await {
         return answer;
     }
     let body = match json_body(&headers, body) {
