@@ -625,7 +625,7 @@ pub struct BenchArgs {
     pub fault_rpm: u32,
     /// Run only the concurrency-under-faults scenario (issue 15): --conc-faults-rows rows at
     /// 1,200 requests/min with 150 ms of latency, fault-free and with 5% stored-then-5xx and 3%
-    /// dropped connections.
+    /// dropped connections, the faulty run once with the early lookup and once without.
     #[arg(long)]
     pub conc_faults: bool,
     /// Rows of the concurrency-under-faults scenario.
