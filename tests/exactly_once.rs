@@ -661,6 +661,30 @@ fn seed_collisions(sandbox: &Sandbox, expected: &[Expected]) {
     sandbox.post_json("/_sandbox/seed", &Value::Array(seeded));
 }
 
+/// 200 rows whose every externalId another conversation also carries (answered first by the
+/// lookup), sent with `key` through stored-then-500s and drops.
+fn colliding_run(
+    key: &str,
+) -> (
+    Sandbox,
+    tempfile::TempDir,
+    Vec<Expected>,
+    std::process::Output,
+) {
+    let sandbox = Sandbox::start(&COLLIDING);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 200, 10, 23);
+    seed_collisions(&sandbox, &expected);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        key,
+        "in.csv",
+        &["--settle-delay", "1", "--early-lookup", "0.2"],
+    );
+    (sandbox, dir, expected, output)
+}
+
 const COLLIDING: [&str; 9] = [
     "--lookup-other-first",
     "--store-then-error",
@@ -678,17 +702,7 @@ const COLLIDING: [&str; 9] = [
 /// reading the row's own conversation: found means created, absent after the delay means resent.
 #[test]
 fn a_colliding_unknown_outcome_is_settled_by_reading_its_own_conversation() {
-    let sandbox = Sandbox::start(&COLLIDING);
-    let dir = tempfile::tempdir().unwrap();
-    let expected = write_csv(&dir.path().join("in.csv"), 200, 10, 23);
-    seed_collisions(&sandbox, &expected);
-    let output = run_job(
-        dir.path(),
-        &sandbox,
-        ADMIN_KEY,
-        "in.csv",
-        &["--settle-delay", "1", "--early-lookup", "0.2"],
-    );
+    let (sandbox, dir, expected, output) = colliding_run(ADMIN_KEY);
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
     assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
@@ -709,17 +723,7 @@ fn a_colliding_unknown_outcome_is_settled_by_reading_its_own_conversation() {
 /// and holds its conversation, and the failure names the role that would settle it.
 #[test]
 fn without_the_conversation_read_role_a_collision_fails_naming_the_role() {
-    let sandbox = Sandbox::start(&COLLIDING);
-    let dir = tempfile::tempdir().unwrap();
-    let expected = write_csv(&dir.path().join("in.csv"), 200, 10, 23);
-    seed_collisions(&sandbox, &expected);
-    let output = run_job(
-        dir.path(),
-        &sandbox,
-        MESSAGES_ONLY_KEY,
-        "in.csv",
-        &["--settle-delay", "1", "--early-lookup", "0.2"],
-    );
+    let (sandbox, dir, _, output) = colliding_run(MESSAGES_ONLY_KEY);
     assert_eq!(code(&output), 1, "{}", text(&output));
     assert!(sandbox.stat(&["lookups", "other_first"]) > 0);
     assert_eq!(sandbox.stat(&["conversations", "message_list_reads"]), 0);
