@@ -25,7 +25,7 @@ use super::state::{
     StoreRefusal, StoredMessage, ORG_ID, ROLE_ADMIN, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
 };
 use super::validate::{format_timestamp, is_object_id, FieldError};
-use super::{LookupSpelling, ResetUnit, SandboxError, SeedMessage};
+use super::{LookupSpelling, ResetUnit, SandboxError};
 
 const CREATE_ROUTE: &str = "/v1/conversations/{id}/messages";
 
@@ -57,7 +57,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_sandbox/revoke", post(revoke))
         .route("/_sandbox/restore", post(restore))
-        .route("/_sandbox/seed", post(seed))
+        .route("/_sandbox/seed", post(super::seeding::seed))
         .route("/_sandbox/hold", post(hold))
         .route("/_sandbox/release", post(release))
         .route("/_sandbox/redirected", any(redirected))
@@ -604,117 +604,6 @@ async fn release(State(shared): State<Arc<Shared>>) -> StatusCode {
 async fn redirected(State(shared): State<Arc<Shared>>) -> StatusCode {
     shared.count_redirect_hit();
     StatusCode::NO_CONTENT
-}
-
-/// The machine user of the "other integration" that seeded messages come from.
-pub(crate) const SEED_USER: &str = "65a00000000000000000d0d4";
-
-/// Stores messages as another integration would have: every item is checked before any is
-/// stored. Answers 201 `{"data":[{"id","conversationId","externalId"}, ..]}`. A JSON object
-/// instead of an array seeds customers and conversations too (see `seeding`).
-async fn seed(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let bytes = match body {
-        Ok(bytes) => bytes,
-        Err(rejection) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &rejection.body_text(),
-            )
-        }
-    };
-    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{') {
-        return super::seeding::seed_directory(&shared, &bytes);
-    }
-    let items: Vec<SeedMessage> = match serde_json::from_slice(&bytes) {
-        Ok(items) => items,
-        Err(why) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("Expected a JSON array of {{conversationId, externalId}}: {why}"),
-            )
-        }
-    };
-    if let Err(why) = check_seed_messages(&items) {
-        return api_error(StatusCode::BAD_REQUEST, "bad_request", &why);
-    }
-    let messages = items
-        .into_iter()
-        .map(|item| seeded_message(item.conversation_id, item.external_id))
-        .collect();
-    (
-        StatusCode::CREATED,
-        Json(json!({ "data": seed_messages(&shared, messages) })),
-    )
-        .into_response()
-}
-
-/// Every seeded message names an existing conversation and a 1 to 256 character externalId.
-pub(crate) fn check_seed_messages(items: &[SeedMessage]) -> Result<(), String> {
-    if let Some(bad) = items.iter().find(|item| {
-        !is_object_id(&item.conversation_id)
-            || item
-                .conversation_id
-                .starts_with(UNKNOWN_CONVERSATION_PREFIX)
-    }) {
-        return Err(format!(
-            "conversationId {:?} is not an existing conversation (24 lowercase hex, not dead...)",
-            bad.conversation_id
-        ));
-    }
-    if let Some(bad) = items
-        .iter()
-        .find(|item| item.external_id.is_empty() || item.external_id.chars().count() > 256)
-    {
-        return Err(format!(
-            "externalId {:?} must hold 1 to 256 characters",
-            bad.external_id
-        ));
-    }
-    Ok(())
-}
-
-/// Stores seeded messages; answers `[{"id","conversationId","externalId"}, ..]`.
-pub(crate) fn seed_messages(shared: &Shared, messages: Vec<NewMessage>) -> Vec<Value> {
-    shared
-        .seed(messages)
-        .iter()
-        .map(|stored| {
-            json!({
-                "id": stored.id,
-                "conversationId": stored.conversation_id,
-                "externalId": stored.attributes.get("externalId"),
-            })
-        })
-        .collect()
-}
-
-/// A message as the "other integration" stores it: app `other-integration`, now as every time.
-pub(crate) fn seeded_message(conversation_id: String, external_id: String) -> NewMessage {
-    let now = format_timestamp(jiff::Timestamp::now());
-    let attributes = json!({
-        "channel": "email",
-        "app": "other-integration",
-        "externalId": external_id,
-        "direction": "in",
-        "createdAt": now,
-        "modifiedAt": now,
-        "sentAt": now,
-        "updatedAt": now,
-        "meta": {},
-    });
-    NewMessage {
-        customer_id: customer_of(&conversation_id),
-        conversation_id,
-        created_by: SEED_USER.to_owned(),
-        modified_by: SEED_USER.to_owned(),
-        attributes: match attributes {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        },
-        counts_against_customer: false,
-    }
 }
 
 /// The JSON:API document Kustomer answers for one message, serialised without copying it.

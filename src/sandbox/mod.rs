@@ -157,9 +157,10 @@
 //!
 //! # Customers and conversations (issue 16)
 //! Code in `customers.rs`, `conversations.rs`, `creates.rs` (the create path every kind shares),
-//! `directory.rs` (storage, counters) and `seeding.rs`. Bodies are checked against the OpenAPI
-//! request schemas (`create_customer_schema.json`, `create_conversation_schema.json`, adapted as
-//! `validate` says); schema errors are the JSON:API 400 of messages. Ids are 24-hex.
+//! `directory.rs` (storage, counters), `seeding.rs` and `keys.rs` (keys and roles). Bodies are
+//! checked against the OpenAPI request schemas (`create_customer_schema.json`,
+//! `create_conversation_schema.json`, adapted as `validate` says); schema errors are the
+//! JSON:API 400 of messages. Ids are 24-hex.
 //! - `POST /v1/customers` (role `org.permission.customer.create`): no field required. Order as
 //!   for messages: role (403), fault dice, `Content-Type`/JSON (400), schema (400), store, the
 //!   once-stored dice. 201 `{"data":{"type":"customer","id","attributes":{..what was sent
@@ -263,6 +264,7 @@ mod creates;
 mod customers;
 mod directory;
 mod faults;
+mod keys;
 mod live;
 mod seeding;
 mod server;
