@@ -169,11 +169,12 @@ async fn lookup_conversation(
         let found = shared
             .world()
             .directory
-            .conversation_by_external_id(external_id);
+            .conversations_by_external_id(external_id);
         return found_or_missing(
             &shared,
             kind,
-            found.as_deref().map(conversation_document),
+            &found,
+            conversation_document,
             |lookups| &mut lookups.external_id,
             &format!("Conversation with externalId {external_id} not found"),
         );

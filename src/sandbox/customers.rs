@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::api::{api_error, forbidden, rate_limited, validation_error, Caller};
 use super::creates::{answer_before_store, json_body, store_and_answer, NewRecord};
-use super::directory::{CreateKind, HitMiss, StoredRecord};
+use super::directory::{CreateKind, HitMiss, KindLookupCounts, StoredRecord};
 use super::server::ConnectionKill;
 use super::state::{KeyProfile, Shared, ORG_ID, ROLE_CUSTOMER_CREATE, ROLE_CUSTOMER_READ};
 use super::validate::{format_timestamp, BodyValidator};
@@ -173,28 +173,33 @@ pub(crate) fn lookup_fault(shared: &Shared, kind: CreateKind) -> Option<Response
     None
 }
 
-/// 200 with the document, or a miss: 404, or 200 `{"data": []}` with `not_found_as_empty`.
+/// 200 with the latest record's document (with `lookup_list`, `{"data": [..]}` with every
+/// match, newest first), or a miss: 404, or 200 `{"data": []}` with `not_found_as_empty`.
 /// `tally` picks the hit/miss counter to bump.
 pub(crate) fn found_or_missing(
     shared: &Shared,
     kind: CreateKind,
-    found: Option<Value>,
-    tally: fn(&mut super::directory::KindLookupCounts) -> &mut HitMiss,
+    found: &[Arc<StoredRecord>],
+    render: fn(&StoredRecord) -> Value,
+    tally: fn(&mut KindLookupCounts) -> &mut HitMiss,
     missing: &str,
 ) -> Response {
-    match found {
-        Some(document) => {
-            shared.with_kind_counts(kind, |counts| tally(&mut counts.lookups).hit += 1);
-            (StatusCode::OK, Json(document)).into_response()
+    let Some(latest) = found.first() else {
+        shared.with_kind_counts(kind, |counts| tally(&mut counts.lookups).miss += 1);
+        if shared.config.not_found_as_empty {
+            return (StatusCode::OK, Json(json!({"data": []}))).into_response();
         }
-        None => {
-            shared.with_kind_counts(kind, |counts| tally(&mut counts.lookups).miss += 1);
-            if shared.config.not_found_as_empty {
-                return (StatusCode::OK, Json(json!({"data": []}))).into_response();
-            }
-            api_error(StatusCode::NOT_FOUND, "not_found", missing)
-        }
+        return api_error(StatusCode::NOT_FOUND, "not_found", missing);
+    };
+    shared.with_kind_counts(kind, |counts| tally(&mut counts.lookups).hit += 1);
+    if shared.config.lookup_list {
+        let data: Vec<Value> = found
+            .iter()
+            .map(|record| render(record)["data"].take())
+            .collect();
+        return (StatusCode::OK, Json(json!({ "data": data }))).into_response();
     }
+    (StatusCode::OK, Json(render(latest))).into_response()
 }
 
 /// `GET /v1/customers/externalId=<id>`, `GET /v1/customers/email=<email>` (case-insensitive)
@@ -218,11 +223,12 @@ async fn lookup_customer(
         let found = shared
             .world()
             .directory
-            .customer_by_external_id(external_id);
+            .customers_by_external_id(external_id);
         return found_or_missing(
             &shared,
             kind,
-            found.as_deref().map(customer_document),
+            &found,
+            customer_document,
             |lookups| &mut lookups.external_id,
             &format!("Customer with externalId {external_id} not found"),
         );
@@ -231,11 +237,12 @@ async fn lookup_customer(
         if let Some(answer) = lookup_fault(&shared, kind) {
             return answer;
         }
-        let found = shared.world().directory.customer_by_email(email);
+        let found = shared.world().directory.customers_by_email(email);
         return found_or_missing(
             &shared,
             kind,
-            found.as_deref().map(customer_document),
+            &found,
+            customer_document,
             |lookups| &mut lookups.email,
             &format!("Customer with email {email} not found"),
         );

@@ -465,8 +465,10 @@ type FaultCase = (
 
 #[tokio::test]
 async fn each_create_fault_fires_on_customers() {
-    let cases: [FaultCase; 6] = [
+    let cases: [FaultCase; 8] = [
         (|f| f.error_500 = 1.0, |c| c.error_500, Some(500), 0),
+        (|f| f.error_503 = 1.0, |c| c.error_503, Some(503), 0),
+        (|f| f.oversize_body = 1.0, |c| c.oversize_body, Some(201), 1),
         (
             |f| f.drop_before_store = 1.0,
             |c| c.drop_before_store,
@@ -710,4 +712,33 @@ async fn lookup_other_first_answers_the_other_integrations_message() {
         assert_eq!(sandbox.stats().lookups.other_first, u64::from(other_first));
         sandbox.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn lookup_list_answers_every_match_newest_first() {
+    let sandbox = sandbox_with(|config| config.lookup_list = true).await;
+    let first = create_customer(&sandbox, "crm-1", "Shared@Example.com").await;
+    let second = create_customer(&sandbox, "crm-2", "shared@example.COM").await;
+    let listed = get(
+        &sandbox,
+        ADMIN_KEY,
+        "/v1/customers/email=SHARED%40example.com",
+    )
+    .await;
+    let listed = json_of(listed).await;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|customer| customer["id"].as_str())
+        .collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert_eq!(listed["data"][0]["type"], "customer");
+    let conversation = create_conversation(&sandbox, "t-1", &first).await;
+    let listed = get(&sandbox, ADMIN_KEY, "/v1/conversations/externalId=t-1").await;
+    let listed = json_of(listed).await;
+    assert_eq!(listed["data"][0]["id"], conversation["data"]["id"]);
+    let miss = get(&sandbox, ADMIN_KEY, "/v1/customers/externalId=none").await;
+    assert_eq!(miss.status(), StatusCode::NOT_FOUND);
+    sandbox.shutdown().await;
 }

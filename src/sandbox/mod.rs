@@ -172,7 +172,8 @@
 //! - `GET /v1/customers/externalId=<id>`, `GET /v1/customers/email=<email>` (url-decoded;
 //!   matches any of a customer's `emails` case-insensitively), role
 //!   `org.permission.customer.read`: 200 with the latest such customer's document, else 404
-//!   (`not_found`), or 200 `{"data": []}` with [`SandboxConfig::not_found_as_empty`]. Before
+//!   (`not_found`), or 200 `{"data": []}` with [`SandboxConfig::not_found_as_empty`]; with
+//!   [`SandboxConfig::lookup_list`] a hit answers `{"data": [..]}`, every match newest first. Before
 //!   that, the lookup faults: 503 while `POST /_sandbox/lookups/fail` holds, the `lookup_429`
 //!   dice (same stream as message lookups). `GET /v1/customers/<id>`: by id, no lookup faults.
 //! - `POST /v1/conversations` (role `org.permission.conversation.create`): as a customer
