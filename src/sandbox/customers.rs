@@ -4,19 +4,17 @@
 
 use std::sync::{Arc, LazyLock};
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::api::{api_error, forbidden, rate_limited, validation_error, Caller};
-use super::creates::{answer_before_store, json_body, store_and_answer, NewRecord};
+use super::api::{api_error, forbidden, rate_limited, Caller};
+use super::creates::{create_record, CreateSpec, NewRecord, RecordKind, Refused};
 use super::directory::{CreateKind, HitMiss, KindLookupCounts, StoredRecord};
-use super::server::ConnectionKill;
 use super::state::{KeyProfile, Shared, ORG_ID, ROLE_CUSTOMER_CREATE, ROLE_CUSTOMER_READ};
 use super::validate::{format_timestamp, BodyValidator};
 
@@ -24,49 +22,36 @@ pub(crate) const CUSTOMERS_ROUTE: &str = "/v1/customers";
 
 static VALIDATOR: LazyLock<BodyValidator> = LazyLock::new(BodyValidator::customers);
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route(CUSTOMERS_ROUTE, post(create_customer))
-        .route("/v1/customers/{spec}", get(lookup_customer))
+static CREATE: CreateSpec = CreateSpec {
+    kind: CreateKind::Customer,
+    role: ROLE_CUSTOMER_CREATE,
+    validator: &VALIDATOR,
+    prepare: prepare_customer,
+    render: customer_document,
+};
+
+/// `POST /v1/customers`, served by [`create_record`].
+pub(crate) struct Customers;
+
+impl RecordKind for Customers {
+    fn spec() -> &'static CreateSpec {
+        &CREATE
+    }
 }
 
-async fn create_customer(
-    State(shared): State<Arc<Shared>>,
-    Extension(Caller(key)): Extension<Caller>,
-    Extension(kill): Extension<ConnectionKill>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if !key.has_role(ROLE_CUSTOMER_CREATE) {
-        return forbidden(ROLE_CUSTOMER_CREATE);
-    }
-    let roll = shared.roll_create_faults(CreateKind::Customer);
-    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
-        return answer;
-    }
-    let body = match json_body(&headers, body) {
-        Ok(body) => body,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let attributes = match VALIDATOR.validate(body) {
-        Ok(attributes) => attributes,
-        Err(problems) => return validation_error(&problems),
-    };
-    let record = prepare_customer(key, attributes);
-    store_and_answer(
-        &shared,
-        CreateKind::Customer,
-        record,
-        roll.once_stored,
-        &kill,
-        customer_document,
-    )
-    .await
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(CUSTOMERS_ROUTE, post(create_record::<Customers>))
+        .route("/v1/customers/{spec}", get(lookup_customer))
 }
 
 /// What Kustomer adds to a created customer: display name, verification flags and null ids on
 /// emails and phones, the externalId mirrored in `externalIds`, empty collections, timestamps.
-pub(crate) fn prepare_customer(key: &KeyProfile, mut attributes: Map<String, Value>) -> NewRecord {
+fn prepare_customer(
+    _shared: &Shared,
+    key: &KeyProfile,
+    mut attributes: Map<String, Value>,
+) -> Result<NewRecord, Refused> {
     let now = format_timestamp(jiff::Timestamp::now());
     for contacts in ["emails", "phones"] {
         if let Some(Value::Array(entries)) = attributes.get_mut(contacts) {
@@ -115,12 +100,12 @@ pub(crate) fn prepare_customer(key: &KeyProfile, mut attributes: Map<String, Val
     );
     attributes.insert("verified".into(), Value::Bool(false));
     attributes.insert("rev".into(), Value::from(1));
-    NewRecord {
+    Ok(NewRecord {
         customer_id: None,
         created_by: key.user_id.to_owned(),
         modified_by: key.user_id.to_owned(),
         attributes,
-    }
+    })
 }
 
 fn first_email(attributes: &Map<String, Value>) -> Option<String> {

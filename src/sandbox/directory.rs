@@ -74,17 +74,13 @@ impl Records {
             self.counts.stored += 1;
         }
         if let Some(external_id) = record.external_id() {
-            let same = self
-                .by_external_id
-                .entry(external_id.to_owned())
-                .or_default();
-            let imported_before = same
-                .iter()
-                .any(|earlier| self.all.get(*earlier).is_some_and(|r| !r.seeded));
-            if imported_before && !record.seeded {
+            let all = &self.all;
+            let repeated = index_external_id(&mut self.by_external_id, external_id, index, |at| {
+                all.get(at).is_some_and(|earlier| !earlier.seeded)
+            });
+            if repeated && !record.seeded {
                 self.counts.duplicate_external_ids += 1;
             }
-            same.push(index);
         }
         record
     }
@@ -157,6 +153,20 @@ impl Records {
             created_by_external_id,
         }
     }
+}
+
+/// Indexes the object at `position` under `external_id`; whether an object created by an
+/// import (`imported(position)`, as opposed to seeded) already carried it: a duplicate.
+pub(crate) fn index_external_id(
+    index: &mut HashMap<String, Vec<usize>>,
+    external_id: &str,
+    position: usize,
+    imported: impl Fn(usize) -> bool,
+) -> bool {
+    let same = index.entry(external_id.to_owned()).or_default();
+    let repeated = same.iter().any(|earlier| imported(*earlier));
+    same.push(position);
+    repeated
 }
 
 /// Customers and conversations, behind the world lock.

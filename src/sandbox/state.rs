@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::directory::Directory;
+use super::directory::{index_external_id, Directory};
 use super::faults::{FaultRoll, OnceStored};
 use super::validate::BodyValidator;
 use super::{FaultCounts, LookupCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats};
@@ -285,17 +285,13 @@ impl World {
         let index = self.messages.len();
         self.messages.push(Arc::clone(&stored));
         if let Some(external_id) = stored.attributes.get("externalId").and_then(Value::as_str) {
-            let same = self
-                .by_external_id
-                .entry(external_id.to_owned())
-                .or_default();
-            let imported_before = same
-                .iter()
-                .any(|earlier| self.messages.get(*earlier).is_some_and(|m| !m.seeded));
-            if imported_before && !seeded {
+            let messages = &self.messages;
+            let repeated = index_external_id(&mut self.by_external_id, external_id, index, |at| {
+                messages.get(at).is_some_and(|earlier| !earlier.seeded)
+            });
+            if repeated && !seeded {
                 self.counters.duplicate_external_ids += 1;
             }
-            same.push(index);
         }
         self.by_conversation
             .entry(stored.conversation_id.clone())
