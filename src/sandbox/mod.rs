@@ -173,9 +173,10 @@
 //!   matches any of a customer's `emails` case-insensitively), role
 //!   `org.permission.customer.read`: 200 with the latest such customer's document, else 404
 //!   (`not_found`), or 200 `{"data": []}` with [`SandboxConfig::not_found_as_empty`]; with
-//!   [`SandboxConfig::lookup_list`] a hit answers `{"data": [..]}`, every match newest first. Before
-//!   that, the lookup faults: 503 while `POST /_sandbox/lookups/fail` holds, the `lookup_429`
-//!   dice (same stream as message lookups). `GET /v1/customers/<id>`: by id, no lookup faults.
+//!   [`SandboxConfig::lookup_list`] a hit answers `{"data": [..]}`, every match newest first.
+//!   Before that, the lookup faults: 503 while `POST /_sandbox/lookups/fail` holds, the
+//!   `lookup_429` dice (same stream as message lookups). `GET /v1/customers/<id>`: by id, no
+//!   lookup faults.
 //! - `POST /v1/conversations` (role `org.permission.conversation.create`): as a customer
 //!   create; `customer` is required by the schema (400), and must name a customer created or
 //!   seeded here, else 404 `Customer <id> not found`. 201 with the spec's document:

@@ -1,7 +1,7 @@
 //! `POST /_sandbox/seed`: messages (a JSON array) or, with a JSON object, customers,
 //! conversations and messages that "already exist" (another integration made them), all
-//! checked before any is stored; the inspection endpoints `GET /_sandbox/customers` and `GET /_sandbox/conversations`; and the ordering of
-//! `lookup_other_first`.
+//! checked before any is stored; the inspection endpoints `GET /_sandbox/customers` and
+//! `GET /_sandbox/conversations`; and the ordering of `lookup_other_first`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -256,7 +256,11 @@ pub(crate) fn seed_directory(shared: &Arc<Shared>, bytes: &[u8]) -> Response {
                 seeded_record(Some(customer), attributes),
                 true,
             );
-            json!({"id": stored.id, "externalId": stored.external_id(), "customer": stored.customer_id})
+            json!({
+                "id": stored.id,
+                "externalId": stored.external_id(),
+                "customer": stored.customer_id,
+            })
         })
         .collect();
     let messages = request
