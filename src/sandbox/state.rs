@@ -12,86 +12,21 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::directory::{index_external_id, Directory};
 use super::faults::{FaultRoll, OnceStored};
-use super::validate::MessageValidator;
-use super::{
-    FaultCounts, LookupCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats,
-    ADMIN_KEY, AGENT_KEY, READONLY_KEY,
+use super::validate::BodyValidator;
+use super::{FaultCounts, LookupCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats};
+// The keys and roles live in `keys`; re-exported so that `state::KeyProfile` etc. still resolve.
+pub(crate) use super::keys::{
+    key_profile, KeyKind, KeyProfile, ROLE_ADMIN, ROLE_CONVERSATION_CREATE, ROLE_CONVERSATION_READ,
+    ROLE_CUSTOMER_CREATE, ROLE_CUSTOMER_READ, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
 };
-
-pub(crate) const ROLE_ADMIN: &str = "org.admin";
-pub(crate) const ROLE_MESSAGE_CREATE: &str = "org.permission.message.create";
-pub(crate) const ROLE_MESSAGE_READ: &str = "org.permission.message.read";
 
 /// The one org every key belongs to.
 pub(crate) const ORG_ID: &str = "5f1e2d3c4b5a69788796a5b4";
 
 /// The limit header value sent when the org has no limit.
 pub(crate) const UNLIMITED: u32 = 1_000_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyKind {
-    Admin,
-    Agent,
-    ReadOnly,
-}
-
-/// What the server knows about one API key.
-#[derive(Debug)]
-pub(crate) struct KeyProfile {
-    pub kind: KeyKind,
-    pub token_id: &'static str,
-    pub name: &'static str,
-    /// The key's machine user, author of what the key creates unless `org.admin` says otherwise.
-    pub user_id: &'static str,
-    pub roles: &'static [&'static str],
-}
-
-impl KeyProfile {
-    pub(crate) fn has_role(&self, role: &str) -> bool {
-        self.roles.contains(&role)
-    }
-}
-
-static ADMIN_PROFILE: KeyProfile = KeyProfile {
-    kind: KeyKind::Admin,
-    token_id: "65a0000000000000000000a1",
-    name: "sandbox admin key",
-    user_id: "65a00000000000000000a0a1",
-    roles: &[
-        ROLE_ADMIN,
-        ROLE_MESSAGE_CREATE,
-        ROLE_MESSAGE_READ,
-        "org.permission.bulk.read",
-        "org.user.message.write",
-        "org.user.message.read",
-    ],
-};
-
-static AGENT_PROFILE: KeyProfile = KeyProfile {
-    kind: KeyKind::Agent,
-    token_id: "65a0000000000000000000b2",
-    name: "sandbox agent key",
-    user_id: "65a00000000000000000b0b2",
-    roles: &[ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ],
-};
-
-static READONLY_PROFILE: KeyProfile = KeyProfile {
-    kind: KeyKind::ReadOnly,
-    token_id: "65a0000000000000000000c3",
-    name: "sandbox read-only key",
-    user_id: "65a00000000000000000c0c3",
-    roles: &[ROLE_MESSAGE_READ],
-};
-
-pub(crate) fn key_profile(bearer: &str) -> Option<&'static KeyProfile> {
-    match bearer {
-        ADMIN_KEY => Some(&ADMIN_PROFILE),
-        AGENT_KEY => Some(&AGENT_PROFILE),
-        READONLY_KEY => Some(&READONLY_PROFILE),
-        _ => None,
-    }
-}
 
 /// The customer a conversation belongs to: a stable hash of its id, so one customer per
 /// conversation (the per-customer limit is therefore also per conversation here).
@@ -308,14 +243,36 @@ pub(crate) struct World {
     by_external_id: HashMap<String, Vec<usize>>,
     by_conversation: HashMap<String, Vec<usize>>,
     counters: Counters,
+    /// Customers and conversations (issue 16).
+    pub(crate) directory: Directory,
 }
 
 impl World {
+    /// Counts a lookup answered with another integration's message first.
+    pub(crate) fn count_other_first(&mut self) {
+        self.counters.lookups.other_first += 1;
+    }
+
+    /// A new ObjectId-like id, unique within this sandbox (messages, customers, conversations).
+    pub(crate) fn mint_id(&mut self) -> String {
+        self.id_sequence += 1;
+        object_id(self.id_salt.wrapping_add(self.id_sequence))
+    }
+
+    /// A message stored into a conversation created here joins that conversation's customer.
+    fn join_customer(&self, message: &mut NewMessage) {
+        if let Some(customer) = self
+            .directory
+            .customer_of_conversation(&message.conversation_id)
+        {
+            message.customer_id = customer;
+        }
+    }
+
     /// Gives the message its id and indexes it. A message whose externalId another imported
     /// (not seeded) message already carries counts as a duplicate.
     fn insert(&mut self, message: NewMessage, seeded: bool) -> Arc<StoredMessage> {
-        self.id_sequence += 1;
-        let id = object_id(self.id_salt.wrapping_add(self.id_sequence));
+        let id = self.mint_id();
         let stored = Arc::new(StoredMessage {
             id,
             conversation_id: message.conversation_id,
@@ -328,17 +285,13 @@ impl World {
         let index = self.messages.len();
         self.messages.push(Arc::clone(&stored));
         if let Some(external_id) = stored.attributes.get("externalId").and_then(Value::as_str) {
-            let same = self
-                .by_external_id
-                .entry(external_id.to_owned())
-                .or_default();
-            let imported_before = same
-                .iter()
-                .any(|earlier| self.messages.get(*earlier).is_some_and(|m| !m.seeded));
-            if imported_before && !seeded {
+            let messages = &self.messages;
+            let repeated = index_external_id(&mut self.by_external_id, external_id, index, |at| {
+                messages.get(at).is_some_and(|earlier| !earlier.seeded)
+            });
+            if repeated && !seeded {
                 self.counters.duplicate_external_ids += 1;
             }
-            same.push(index);
         }
         self.by_conversation
             .entry(stored.conversation_id.clone())
@@ -351,7 +304,7 @@ impl World {
 /// State shared by every connection of one sandbox.
 pub(crate) struct Shared {
     pub config: SandboxConfig,
-    pub validator: MessageValidator,
+    pub validator: BodyValidator,
     pub clock: Clock,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -412,10 +365,11 @@ impl Shared {
             by_external_id: HashMap::new(),
             by_conversation: HashMap::new(),
             counters: Counters::default(),
+            directory: Directory::default(),
         };
         Self {
             clock: Clock::new(config.window),
-            validator: MessageValidator::new(),
+            validator: BodyValidator::messages(),
             config,
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -427,7 +381,7 @@ impl Shared {
         }
     }
 
-    fn world(&self) -> MutexGuard<'_, World> {
+    pub(crate) fn world(&self) -> MutexGuard<'_, World> {
         // A panic while holding the lock leaves counters at worst slightly off; keep serving.
         self.world.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -579,11 +533,12 @@ impl Shared {
     /// Charges the per-customer limit and stores the message.
     pub(crate) fn store(
         &self,
-        message: NewMessage,
+        mut message: NewMessage,
         now: Instant,
     ) -> Result<Arc<StoredMessage>, StoreRefusal> {
         let window = self.clock.window_index(now);
         let mut world = self.world();
+        world.join_customer(&mut message);
         if message.counts_against_customer {
             let allowed = world
                 .customer_windows
@@ -623,7 +578,10 @@ impl Shared {
         let mut world = self.world();
         let stored: Vec<_> = messages
             .into_iter()
-            .map(|message| world.insert(message, true))
+            .map(|mut message| {
+                world.join_customer(&mut message);
+                world.insert(message, true)
+            })
             .collect();
         world.counters.seeded += stored.len() as u64;
         stored
@@ -637,6 +595,21 @@ impl Shared {
             .iter()
             .find(|message| message.id == id)
             .cloned()
+    }
+
+    /// Every message stored into this conversation, in storing order.
+    pub(crate) fn conversation_messages(&self, conversation_id: &str) -> Vec<Arc<StoredMessage>> {
+        let world = self.world();
+        world
+            .by_conversation
+            .get(conversation_id)
+            .map(|indexes| {
+                indexes
+                    .iter()
+                    .filter_map(|index| world.messages.get(*index).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub(crate) fn by_external_id(&self, external_id: &str) -> Vec<Arc<StoredMessage>> {
@@ -761,6 +734,8 @@ impl Shared {
             seeded: counters.seeded,
             redirect_hits: counters.redirect_hits,
             bulk: self.bulk.stats(),
+            customers: world.directory.customer_stats(),
+            conversations: world.directory.conversation_stats(),
         }
     }
 

@@ -1107,7 +1107,7 @@ fn stored_external_ids(sandbox: &RunningSandbox, conversation: &str) -> Vec<Stri
         .unwrap_or_default()
 }
 
-async fn seed_messages(sandbox: &RunningSandbox, items: &Value) -> Response {
+pub(super) async fn seed_messages(sandbox: &RunningSandbox, items: &Value) -> Response {
     client()
         .post(format!("{}/_sandbox/seed", sandbox.base_url()))
         .json(items)
@@ -1222,6 +1222,7 @@ async fn lookups_are_counted_by_spelling_and_outcome() {
                 no_route: 0
             },
             lookup_429: 0,
+            other_first: 0,
         }
     );
     sandbox.shutdown().await;
