@@ -474,6 +474,9 @@ fn status_shows_a_rate_and_eta_only_while_a_run_is_live() {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = Sandbox::start(&["--latency-ms", "150"]);
     write_csv(&dir.path().join("in.csv"), 60, 1, 4);
+    // The run is held at the sandbox's door after a dozen requests: live for as long as the
+    // test reads its status, and cut by the kill while it is still working.
+    sandbox.hold_after(12);
     let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
     command
         .args([
@@ -504,24 +507,33 @@ fn status_shows_a_rate_and_eta_only_while_a_run_is_live() {
         dir.path(),
         &["status", "--db", "job.sqlite"],
     ));
-    let _ = child.kill();
-    let _ = child.wait();
+    wait_until(LIMIT, "the run held at the door", || {
+        sandbox.stat(&["held"]) > 0
+    });
+    assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+    child.kill().unwrap();
+    let killed = wait_child(&mut child, LIMIT);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.signal(), Some(9), "the kill landed mid-run");
+    wait_until(LIMIT, "held requests gone", || {
+        sandbox.stat(&["in_flight"]) == 0
+    });
+    sandbox.release();
     assert!(live["eta_seconds"].is_number(), "{live}");
     // The window is the time the run has been working, not a fixed minute.
     assert!(
         live["rate_window_seconds"].as_f64().unwrap() <= 60.0,
         "{live}"
     );
-    if text_live.contains("running now") {
-        assert!(
-            !text_live.contains("resume"),
-            "no resume while live:\n{text_live}"
-        );
-        assert!(
-            text_live.contains("A run is working on this job now"),
-            "{text_live}"
-        );
-    }
+    assert!(text_live.contains("running now"), "{text_live}");
+    assert!(
+        !text_live.contains("resume"),
+        "no resume while live:\n{text_live}"
+    );
+    assert!(
+        text_live.contains("A run is working on this job now"),
+        "{text_live}"
+    );
 
     // Killed: not live any more, no rate, no ETA, and a resume is what applies now.
     let stopped = status_json(dir.path(), "job.sqlite");
@@ -588,7 +600,7 @@ fn status_and_report_read_a_read_only_copy_without_writing_beside_it() {
     ] {
         let output = importer_output(dir.path(), args);
         assert_eq!(code(&output), 0, "{args:?}: {}", text(&output));
-        assert!(stdout(&output).contains("5"), "{args:?}");
+        assert_counts_5_succeeded_1_failed(args, &stdout(&output));
     }
     // Even as root, where permissions stop nothing: no -wal or -shm beside it, not one byte
     // changed. The file is opened read-only, never for writing.
@@ -600,6 +612,51 @@ fn status_and_report_read_a_read_only_copy_without_writing_beside_it() {
     assert_eq!(names, vec!["mailed.sqlite".to_string()]);
     assert_eq!(sha(&copy), before);
     std::fs::set_permissions(&media, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// What `write_mixed(.., 5, 1)` leaves, as each format of `status` and `report` says it.
+fn assert_counts_5_succeeded_1_failed(args: &[&str], shown: &str) {
+    let has = |needle: &str| {
+        assert!(
+            shown.contains(needle),
+            "{args:?} lacks {needle:?}:\n{shown}"
+        )
+    };
+    if args.contains(&"--json") {
+        let status: serde_json::Value = serde_json::from_str(shown).unwrap();
+        assert_eq!(status["counts"]["succeeded"], 5, "{args:?}: {status}");
+        assert_eq!(status["counts"]["failed"], 1, "{args:?}: {status}");
+    } else if args.contains(&"csv") {
+        let states: Vec<&str> = shown
+            .lines()
+            .skip(1)
+            .map(|line| line.split(',').nth(3).unwrap_or(""))
+            .collect();
+        assert_eq!(states.len(), 6, "{args:?}:\n{shown}");
+        assert_eq!(
+            states.iter().filter(|s| **s == "succeeded").count(),
+            5,
+            "{shown}"
+        );
+        assert_eq!(
+            states.iter().filter(|s| **s == "failed").count(),
+            1,
+            "{shown}"
+        );
+    } else if args.contains(&"html") {
+        has(r#"data-metric="succeeded" data-value="5""#);
+        has(r#"data-metric="failed" data-value="1""#);
+    } else {
+        let row = |name: &str| {
+            shown
+                .lines()
+                .map(|line| line.split_whitespace().take(2).collect::<Vec<_>>())
+                .find(|words| words.first() == Some(&name))
+                .unwrap_or_else(|| panic!("{args:?}: no {name} line:\n{shown}"))
+        };
+        assert_eq!(row("succeeded"), ["succeeded", "5"], "{args:?}:\n{shown}");
+        assert_eq!(row("failed"), ["failed", "1"], "{args:?}:\n{shown}");
+    }
 }
 
 #[test]
