@@ -366,19 +366,23 @@ fn an_unreachable_api_stops_before_sending_with_exit_3() {
 /// Case 11, during the run: the API goes away; the run stops, failing no row.
 #[test]
 fn an_api_that_goes_away_mid_run_stops_the_run_and_fails_no_row() {
-    let sandbox = Sandbox::start(&["--latency-ms", "10"]);
+    let sandbox = Sandbox::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     write_csv(&dir.path().join("in.csv"), 400, 8, 12);
+    // Held at the door after some rows, so the API goes away from a run still sending.
+    sandbox.hold_after(40);
     let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
     command
         .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
         .args(send_flags(&["--max-retry-wait", "3", "--concurrency", "4"]))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::null());
     let mut child = command.spawn().expect("spawn run");
-    wait_until(Duration::from_secs(60), "some rows sent", || {
-        sandbox.stored() > 20
+    wait_until(Duration::from_secs(60), "the run held mid-way", || {
+        sandbox.stat(&["held"]) > 0
     });
+    assert!(sandbox.stored() > 0, "{}", sandbox.stats());
+    assert!(child.try_wait().unwrap().is_none(), "the run ended first");
     drop(sandbox);
     let status = wait_child(&mut child, Duration::from_secs(120));
     assert_eq!(status.code(), Some(3));
@@ -422,8 +426,12 @@ fn kill_9_during_a_settle_delay_then_resume_creates_nothing_twice() {
     wait_until(Duration::from_secs(60), "lanes settling", || {
         fired(&sandbox, "store_then_error") >= 3
     });
+    // The rows that settle for 120 s keep the run alive well past the kill.
+    assert!(child.try_wait().unwrap().is_none(), "the run ended first");
     signal(&child, "KILL");
-    let _ = child.wait();
+    let killed = wait_child(&mut child, Duration::from_secs(60));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.signal(), Some(9), "the kill landed mid-run");
     let output = resume_job(
         dir.path(),
         &sandbox,
