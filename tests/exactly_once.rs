@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -308,6 +308,14 @@ fn a_second_resume_through_a_symlink_or_a_hard_link_is_refused() {
     assert_stored_exactly_once_in_order(&sandbox, &expected);
 }
 
+/// The job of `first` (its `in.csv`) run again as a new job from another directory.
+fn run_again_elsewhere(first: &std::path::Path, sandbox: &Sandbox) -> (tempfile::TempDir, Output) {
+    let second = tempfile::tempdir().unwrap();
+    std::fs::copy(first.join("in.csv"), second.path().join("in.csv")).unwrap();
+    let output = run_job(second.path(), sandbox, ADMIN_KEY, "in.csv", &[]);
+    (second, output)
+}
+
 /// Case 10: the same export run again as a new job, from another directory.
 #[test]
 fn the_same_export_run_again_as_a_new_job_is_refused_unless_skip_existing() {
@@ -317,9 +325,7 @@ fn the_same_export_run_again_as_a_new_job_is_refused_unless_skip_existing() {
     let output = run_job(first.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
     assert_eq!(code(&output), 0, "{}", text(&output));
 
-    let second = tempfile::tempdir().unwrap();
-    std::fs::copy(first.path().join("in.csv"), second.path().join("in.csv")).unwrap();
-    let output = run_job(second.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    let (second, output) = run_again_elsewhere(first.path(), &sandbox);
     assert_eq!(code(&output), 2, "{}", text(&output));
     let said = stderr(&output);
     assert!(said.contains("already exist"), "{said}");
@@ -571,16 +577,7 @@ fn resume_waits_out_the_rest_of_a_settle_delay() {
     wait_until(Duration::from_secs(60), "nothing past the door", || {
         sandbox.stat(&["in_flight"]) == sandbox.stat(&["held"])
     });
-    assert!(child.try_wait().unwrap().is_none(), "the run ended first");
-    signal(&child, "KILL");
-    let status = wait_child(&mut child, Duration::from_secs(60));
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(9), "the kill landed mid-run");
-    // The held requests die with their connections; then the door opens again.
-    wait_until(Duration::from_secs(60), "held requests gone", || {
-        sandbox.stat(&["in_flight"]) == 0
-    });
-    sandbox.release();
+    kill_9_while_held(&sandbox, &mut child, Duration::from_secs(60));
 
     let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &flags);
     assert_eq!(code(&output), 0, "{}", text(&output));
@@ -608,9 +605,7 @@ fn the_re_import_guard_works_on_a_route_with_one_spelling() {
         let output = run_job(first.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
         assert_eq!(code(&output), 0, "{route}: {}", text(&output));
 
-        let second = tempfile::tempdir().unwrap();
-        std::fs::copy(first.path().join("in.csv"), second.path().join("in.csv")).unwrap();
-        let output = run_job(second.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+        let (_second, output) = run_again_elsewhere(first.path(), &sandbox);
         assert_eq!(code(&output), 2, "{route}: {}", text(&output));
         assert!(
             stderr(&output).contains("already exist"),
@@ -644,10 +639,8 @@ fn the_re_import_guard_catches_a_partial_import() {
     assert!(stored > 0 && stored < 200, "{stored} stored");
     sandbox.post("/_sandbox/restore");
 
-    let second = tempfile::tempdir().unwrap();
-    std::fs::copy(first.path().join("in.csv"), second.path().join("in.csv")).unwrap();
     let creates_before = sandbox.stat(&["creates"]);
-    let output = run_job(second.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    let (_second, output) = run_again_elsewhere(first.path(), &sandbox);
     assert_eq!(code(&output), 2, "{}", text(&output));
     assert!(
         stderr(&output).contains("already exist"),

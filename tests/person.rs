@@ -508,15 +508,7 @@ fn status_shows_a_rate_and_eta_only_while_a_run_is_live() {
     wait_until(LIMIT, "the run held at the door", || {
         sandbox.stat(&["held"]) > 0
     });
-    assert!(child.try_wait().unwrap().is_none(), "the run ended first");
-    child.kill().unwrap();
-    let killed = wait_child(&mut child, LIMIT);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(killed.signal(), Some(9), "the kill landed mid-run");
-    wait_until(LIMIT, "held requests gone", || {
-        sandbox.stat(&["in_flight"]) == 0
-    });
-    sandbox.release();
+    kill_9_while_held(&sandbox, &mut child, LIMIT);
     assert!(live["eta_seconds"].is_number(), "{live}");
     // The window is the time the run has been working, not a fixed minute.
     assert!(

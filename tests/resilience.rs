@@ -47,25 +47,6 @@ fn resume_until_done(dir: &std::path::Path, sandbox: &Sandbox) {
     panic!("job not done after 10 resumes");
 }
 
-/// Kills `child` with SIGKILL while the sandbox holds its requests at the door, proves the kill
-/// landed on a running process, and reopens the door once the held requests died with it (so
-/// nothing they carried is stored after the kill).
-fn kill_9_while_held(sandbox: &Sandbox, child: &mut Child) {
-    use std::os::unix::process::ExitStatusExt;
-    assert!(child.try_wait().unwrap().is_none(), "the run ended first");
-    let _ = child.kill();
-    let status = wait_child(child, LIMIT);
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "the kill landed mid-run: {status:?}"
-    );
-    wait_until(LIMIT, "held requests gone", || {
-        sandbox.stat(&["in_flight"]) == 0
-    });
-    sandbox.release();
-}
-
 #[test]
 fn kill_9_at_several_points_then_resume_loses_and_duplicates_nothing() {
     let sandbox = Sandbox::start(&["--latency-ms", "2"]);
@@ -80,7 +61,7 @@ fn kill_9_at_several_points_then_resume_loses_and_duplicates_nothing() {
     wait_until(LIMIT, "the checkpoint created", || {
         dir.path().join("job.sqlite").exists()
     });
-    kill_9_while_held(&sandbox, &mut child);
+    kill_9_while_held(&sandbox, &mut child, LIMIT);
 
     for requests in [200u64, 500, 500] {
         sandbox.hold_after(requests);
@@ -100,7 +81,7 @@ fn kill_9_at_several_points_then_resume_loses_and_duplicates_nothing() {
         wait_until(LIMIT, "requests held mid-run", || {
             sandbox.stat(&["held"]) > 0
         });
-        kill_9_while_held(&sandbox, &mut child);
+        kill_9_while_held(&sandbox, &mut child, LIMIT);
     }
     assert!(
         sandbox.stored() > 0 && sandbox.stored() < 1500,
@@ -186,7 +167,7 @@ fn store_then_drop_never_duplicates_during_the_run_nor_after_resume() {
     wait_until(LIMIT, "requests held mid-run", || {
         sandbox.stat(&["held"]) > 0
     });
-    kill_9_while_held(&sandbox, &mut child);
+    kill_9_while_held(&sandbox, &mut child, LIMIT);
     resume_until_done(dir.path(), &sandbox);
 
     assert_stored_exactly_once_in_order(&sandbox, &expected);

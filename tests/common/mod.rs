@@ -455,6 +455,28 @@ pub fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
+/// Kills `child` with SIGKILL while the sandbox holds its requests at the door, proves the kill
+/// landed on a running process (not one that had finished), and opens the door again once the
+/// held requests died with their connections, so nothing they carried is stored after the kill.
+pub fn kill_9_while_held(sandbox: &Sandbox, child: &mut Child, limit: Duration) {
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the run ended first"
+    );
+    let _ = child.kill();
+    let status = wait_child(child, limit);
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the kill landed mid-run: {status:?}"
+    );
+    wait_until(limit, "held requests gone", || {
+        sandbox.stat(&["in_flight"]) == 0
+    });
+    sandbox.release();
+}
+
 /// Waits for a child to exit, or kills it and panics after `limit`: a hung importer fails its
 /// test instead of hanging the suite.
 pub fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
