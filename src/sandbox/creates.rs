@@ -175,7 +175,7 @@ impl Shared {
 
     /// Counts a once-stored fault acted upon, at the top level and for its kind.
     fn count_record_outcome(&self, kind: CreateKind, outcome: OnceStored) {
-        self.count_once_stored(outcome);
+        self.count_once_stored(outcome, None);
         self.with_kind_counts(kind, |counts| counts.faults.count_once_stored(outcome));
     }
 }

@@ -143,13 +143,23 @@ pub(crate) fn customer_document(customer: &StoredRecord) -> Value {
 /// The read path's faults, shared by every customer and conversation lookup and the messages
 /// listing: 503 while lookups fail, then the `lookup_429` dice. Counted for `kind`.
 pub(crate) fn lookup_fault(shared: &Shared, kind: CreateKind) -> Option<Response> {
-    if shared.lookup_fails() {
-        shared.with_kind_counts(kind, |counts| counts.lookups.lookup_503 += 1);
-        return Some(api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "Lookups are failing (POST /_sandbox/lookups/fail)",
-        ));
+    match shared.lookup_fails() {
+        None => {}
+        Some(408) => {
+            return Some(api_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Lookups are timing out (POST /_sandbox/lookups/fail?status=408)",
+            ));
+        }
+        Some(_) => {
+            shared.with_kind_counts(kind, |counts| counts.lookups.lookup_503 += 1);
+            return Some(api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Lookups are failing (POST /_sandbox/lookups/fail)",
+            ));
+        }
     }
     if shared.roll_lookup_429() {
         shared.with_kind_counts(kind, |counts| counts.lookups.lookup_429 += 1);
