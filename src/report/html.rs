@@ -13,8 +13,10 @@ use crate::checkpoint::{
     Checkpoint, ConversationTiming, ErrorClass, LatencyCount, ResultBucket, RowState,
 };
 
-use super::{human_duration, rfc3339, serde_plain, shell_quoted, summarize, thousands};
+use super::summary::{rfc3339, summarize};
+use super::text::{human_duration, serde_plain, shell_quoted};
 use super::{send_settings_text, ReportError, RunState, StatusSummary};
+use crate::text::thousands;
 
 /// Error codes shown, and messages per code.
 const ERROR_CLASSES: u64 = 12;
