@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod pipeline;
+mod prepare;
 mod signals;
 
 use crate::checkpoint::CheckpointError;

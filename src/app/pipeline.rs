@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{Checkpoint, Job, RowState, StagedKind, StagedRow, StateCounts};
+use crate::checkpoint::{Checkpoint, Job, RowState, StagedRow, StateCounts};
 use crate::client::ApiClient;
 use crate::config::{
     format_utc, ApiConfig, ConcurrencyChoice, InputArg, SendConfig, StagingChoices,
@@ -21,6 +21,7 @@ use crate::throttle::{
     self, ConcurrencyLimit, PacingSnapshot, RateBudget, Throttle, NO_RATE_HEADERS_NOTE,
 };
 
+use super::prepare::RowPreparer;
 use super::signals::Interrupt;
 use super::AppError;
 
@@ -276,6 +277,11 @@ pub fn stage(
     let mut view = StagingView::new(display, total_bytes);
     let mut stager = checkpoint.stager();
     let mut seen = 0u64;
+    let preparer = RowPreparer {
+        format: job.format,
+        validation: &validation,
+        stamp: &stamp,
+    };
     for record in input::records_with_field_lines(source, max_field_lines(job))? {
         let record = record?;
         seen += 1;
@@ -288,23 +294,7 @@ pub fn stage(
             view.finish();
             return Ok(None);
         }
-        let kind = match &record.fields {
-            Err(reason) => StagedKind::Invalid {
-                reason: reason.clone(),
-                conversation_id: None,
-                external_id: None,
-            },
-            Ok(fields) => {
-                match row::prepare(fields, job.format, record.line, &validation, &stamp) {
-                    Ok(valid) => StagedKind::Valid(valid),
-                    Err(err) => StagedKind::Invalid {
-                        reason: err.to_string(),
-                        conversation_id: err.conversation_id.clone(),
-                        external_id: err.external_id.clone(),
-                    },
-                }
-            }
-        };
+        let kind = preparer.kind(&record);
         let state = stager.add(StagedRow {
             line: record.line,
             byte_offset: record.byte_offset,

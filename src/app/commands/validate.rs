@@ -7,12 +7,15 @@ use crate::cli::ValidateArgs;
 use crate::config::{self, InputArg};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, InputError, InputSource};
-use crate::row::{self, StampOptions, ValidationOptions};
+use crate::row::{StampOptions, ValidationOptions};
 use crate::text::escape_control;
 
 use crate::app::pipeline::{self, StageCounts};
+use crate::app::prepare::RowPreparer;
 use crate::app::{say, AppError};
+use crate::checkpoint::StagedKind;
 
+/// Parses and validates every row of a file, says what is wrong with each, stages nothing.
 pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
     let path = match InputArg::parse(&args.input) {
         InputArg::File(path) => path,
@@ -28,26 +31,9 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
     if args.max_field_lines == 0 {
         return Err(config::ConfigError::MaxFieldLines.into());
     }
-    let source = InputSource::detect(&path, args.format.map(Into::into))?;
-    let survey = match input::survey(&source) {
-        Ok(survey) => survey,
-        // Found by the survey, before any row: the quote merges every row after it.
-        Err(InputError::UnclosedQuote { line, .. }) => {
-            say!(
-                "line {line}: a quoted field opened on line {line} is never closed: it runs to \
-                 the end of the input and would swallow every row after it"
-            );
-            say!(
-                "{}: not importable until the quote is closed",
-                escape_control(&pipeline::describe_source(&source))
-            );
-            return Ok(ExitCode::Incomplete);
-        }
-        Err(err) => return Err(err.into()),
+    let Some((source, survey)) = surveyed(&path, args)? else {
+        return Ok(ExitCode::Incomplete);
     };
-    if survey.rows == 0 {
-        return Err(InputError::NoRows { path: source.path }.into());
-    }
     pipeline::check_field_names(&survey.field_names, args.ignore_unknown)?;
     let (_, timezone) = config::parse_timezone(&args.timezone)?;
     let validation = ValidationOptions {
@@ -60,45 +46,17 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
         created_by: None,
         input_sha256: survey.sha256.clone(),
     };
-    // externalId → first line that used it; validate keeps no checkpoint, so this map is the
-    // one thing that grows with the input.
-    let mut external_ids: HashMap<String, u64> = HashMap::new();
-    let mut counts = StageCounts::default();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     // Messages quote the input: escaped, so that a hostile file cannot drive the terminal.
     let mut emit = |text: String| {
         writeln!(out, "{}", escape_control(&text)).map_err(AppError::io("cannot write to stdout"))
     };
-    for record in input::records_with_field_lines(&source, args.max_field_lines)? {
-        let record = record?;
-        let fields = match &record.fields {
-            Ok(fields) => fields,
-            Err(reason) => {
-                counts.invalid += 1;
-                emit(format!("line {}: {reason}", record.line))?;
-                continue;
-            }
-        };
-        match row::prepare(fields, source.format, record.line, &validation, &stamp) {
-            Ok(valid) => match external_ids.get(&valid.external_id) {
-                Some(first) => {
-                    counts.duplicate += 1;
-                    emit(format!(
-                        "line {}: duplicate: externalId {} already used by line {first}",
-                        record.line, valid.external_id
-                    ))?;
-                }
-                None => {
-                    counts.valid += 1;
-                    external_ids.insert(valid.external_id, record.line);
-                }
-            },
-            Err(err) => {
-                counts.invalid += 1;
-                emit(format!("line {}: {err}", record.line))?;
-            }
-        }
-    }
+    let preparer = RowPreparer {
+        format: source.format,
+        validation: &validation,
+        stamp: &stamp,
+    };
+    let counts = classify_rows(&source, args.max_field_lines, &preparer, &mut emit)?;
     emit(format!(
         "{}: {} valid, {} invalid, {} duplicate",
         pipeline::describe_source(&source),
@@ -113,4 +71,68 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
     } else {
         ExitCode::Success
     })
+}
+
+/// The input's survey, or None when an unclosed quote makes it unimportable (said already).
+fn surveyed(
+    path: &std::path::Path,
+    args: &ValidateArgs,
+) -> Result<Option<(InputSource, input::Survey)>, AppError> {
+    let source = InputSource::detect(path, args.format.map(Into::into))?;
+    let survey = match input::survey(&source) {
+        Ok(survey) => survey,
+        // Found by the survey, before any row: the quote merges every row after it.
+        Err(InputError::UnclosedQuote { line, .. }) => {
+            say!(
+                "line {line}: a quoted field opened on line {line} is never closed: it runs to \
+                 the end of the input and would swallow every row after it"
+            );
+            say!(
+                "{}: not importable until the quote is closed",
+                escape_control(&pipeline::describe_source(&source))
+            );
+            return Ok(None);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if survey.rows == 0 {
+        return Err(InputError::NoRows { path: source.path }.into());
+    }
+    Ok(Some((source, survey)))
+}
+
+/// Every row prepared and checked for a repeated externalId, each problem emitted.
+fn classify_rows(
+    source: &InputSource,
+    max_field_lines: u64,
+    preparer: &RowPreparer,
+    emit: &mut impl FnMut(String) -> Result<(), AppError>,
+) -> Result<StageCounts, AppError> {
+    // externalId → first line that used it; validate keeps no checkpoint, so this map is the
+    // one thing that grows with the input.
+    let mut external_ids: HashMap<String, u64> = HashMap::new();
+    let mut counts = StageCounts::default();
+    for record in input::records_with_field_lines(source, max_field_lines)? {
+        let record = record?;
+        match preparer.kind(&record) {
+            StagedKind::Invalid { reason, .. } => {
+                counts.invalid += 1;
+                emit(format!("line {}: {reason}", record.line))?;
+            }
+            StagedKind::Valid(valid) => match external_ids.get(&valid.external_id) {
+                Some(first) => {
+                    counts.duplicate += 1;
+                    emit(format!(
+                        "line {}: duplicate: externalId {} already used by line {first}",
+                        record.line, valid.external_id
+                    ))?;
+                }
+                None => {
+                    counts.valid += 1;
+                    external_ids.insert(valid.external_id, record.line);
+                }
+            },
+        }
+    }
+    Ok(counts)
 }
