@@ -78,15 +78,40 @@ fn example_list(lines: &[u64], count: u64) -> String {
 /// The summary for people: aligned, with the commands that apply to go further. Every string
 /// from the input or the API is escaped (control and bidi characters shown, not obeyed).
 pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
-    use std::fmt::Write as _;
+    let mut out = Lines::default();
+    job_lines(summary, &mut out);
+    row_lines(summary, &mut out);
+    timing_lines(summary, &mut out);
+    request_lines(summary, &mut out);
+    let mut text = out.text;
+    if style.top_errors {
+        text.push_str(&top_errors(summary));
+    }
+    if style.next_steps {
+        text.push_str(&next_steps(summary));
+    }
+    text
+}
+
+/// Aligned `label  value` lines; every value escaped.
+#[derive(Default)]
+struct Lines {
+    text: String,
+}
+
+impl Lines {
+    fn line(&mut self, label: &str, value: String) {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "  {label:<15} {}", escape_control(&value));
+    }
+}
+
+/// Where the job comes from and goes to, its settings, how far staging got, the run's state.
+fn job_lines(summary: &StatusSummary, out: &mut Lines) {
     let job = &summary.job;
-    let mut text = String::new();
-    // Writing to a String cannot fail.
-    let mut line = |label: &str, value: String| {
-        let _ = writeln!(text, "  {label:<15} {}", escape_control(&value));
-    };
-    line("Checkpoint", summary.checkpoint.display().to_string());
-    line(
+    out.line("Checkpoint", summary.checkpoint.display().to_string());
+    out.line(
         "Input",
         format!(
             "{} ({}, {}, {} bytes)",
@@ -96,8 +121,8 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
             thousands(job.input_size)
         ),
     );
-    line("Target", job.base_url.clone());
-    line(
+    out.line("Target", job.base_url.clone());
+    out.line(
         "Import stamp",
         format!(
             "importedAt {}{}",
@@ -109,9 +134,9 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
             }
         ),
     );
-    line("Timezone", job.timezone.clone());
-    line("Send settings", send_settings_text(&job.settings));
-    line(
+    out.line("Timezone", job.timezone.clone());
+    out.line("Send settings", send_settings_text(&job.settings));
+    out.line(
         "Staging",
         if summary.staging.complete {
             format!(
@@ -130,10 +155,13 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
             )
         },
     );
-    line("Run", summary.run_state.describe().to_string());
+    out.line("Run", summary.run_state.describe().to_string());
+}
 
+/// Rows by state, with their share and what the state means for them now.
+fn row_lines(summary: &StatusSummary, out: &mut Lines) {
     let width = thousands(summary.total).len();
-    line(
+    out.line(
         "Rows",
         format!("{:>width$}  total", thousands(summary.total)),
     );
@@ -162,22 +190,25 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
             ),
             _ => String::new(),
         };
-        line(
+        out.line(
             &format!("  {}", state.as_str()),
             format!("{:>width$}  {share}{note}", thousands(count)),
         );
     }
+}
 
+/// When the work started and ended, its rates and what is left.
+fn timing_lines(summary: &StatusSummary, out: &mut Lines) {
     let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "—".to_string());
-    line("First attempt", or_dash(&summary.first_attempt_at));
-    line("Last result", or_dash(&summary.last_result_at));
-    line(
+    out.line("First attempt", or_dash(&summary.first_attempt_at));
+    out.line("Last result", or_dash(&summary.last_result_at));
+    out.line(
         "Elapsed",
         summary
             .elapsed_seconds
             .map_or_else(|| "—".to_string(), human_duration),
     );
-    line(
+    out.line(
         "Average rate",
         summary.average_rate_per_second.map_or_else(
             || "—".to_string(),
@@ -193,20 +224,20 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
         summary.last_minute_rate_per_second,
         summary.rate_window_seconds,
     ) {
-        (Some(rate), Some(window)) => line(
+        (Some(rate), Some(window)) => out.line(
             "Current rate",
             format!(
                 "{rate:.1} rows/s (over the last {})",
                 human_duration(window)
             ),
         ),
-        _ => line(
+        _ => out.line(
             "Current rate",
             format!("— ({})", summary.run_state.describe()),
         ),
     }
     let left = thousands(summary.remaining);
-    line(
+    out.line(
         "ETA",
         match (summary.run_state, summary.eta_seconds) {
             (RunState::Complete, _) => "complete: nothing left to send".to_string(),
@@ -220,8 +251,12 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
             (RunState::Stopped, _) => format!("— stopped, {left} rows left"),
         },
     );
+}
+
+/// Latency, budget wait, pacing and what the requests carried.
+fn request_lines(summary: &StatusSummary, out: &mut Lines) {
     if let Some(latency) = &summary.latency_ms {
-        line(
+        out.line(
             "Latency",
             format!(
                 "p50 {} ms, p99 {} ms, max {} ms (request start to response)",
@@ -232,7 +267,7 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
         );
     }
     if let Some(wait) = &summary.budget_wait_ms {
-        line(
+        out.line(
             "Budget wait",
             format!(
                 "p50 {} ms, p99 {} ms, max {} ms (before requests started, for the rate budget)",
@@ -242,23 +277,27 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
             ),
         );
     }
-
     if let Some(pacing) = &summary.pacing {
         let as_of = rfc3339(pacing.updated_at_ms).unwrap_or_default();
-        line("Pacing", format!("{} (as of {as_of})", pacing.describe()));
+        out.line("Pacing", format!("{} (as of {as_of})", pacing.describe()));
     }
     if let Some(per_request) = summary.messages_per_request {
         let jobs = match summary.bulk_jobs_in_flight {
             0 => String::new(),
             jobs => format!(", {jobs} bulk jobs in flight"),
         };
-        line(
+        out.line(
             "Spent",
             format!("{per_request:.2} messages per request in the last run{jobs}"),
         );
     }
+}
 
-    if style.top_errors && !summary.top_errors.is_empty() {
+/// The largest error groups, each with example lines; empty when there are none.
+fn top_errors(summary: &StatusSummary) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    if !summary.top_errors.is_empty() {
         let _ = writeln!(text, "\n  Top errors");
         let width = summary
             .top_errors
@@ -275,9 +314,6 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
                 example_list(&group.example_lines, group.count)
             );
         }
-    }
-    if style.next_steps {
-        text.push_str(&next_steps(summary));
     }
     text
 }
