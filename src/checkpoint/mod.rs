@@ -33,7 +33,7 @@ pub use reports::{
     RowOutcome, StateCounts,
 };
 pub use staging::{StagedKind, StagedRow, Stager};
-pub use store::{companion, is_empty_database, run_in_progress, Job, JobLock};
+pub use store::{companion, is_empty_database, run_in_progress, Job, JobLock, SEND_SETTINGS_KEY};
 pub(crate) use store::{open_read_write, Durability};
 pub use writer::{RowResult, WriterHandle};
 

@@ -575,3 +575,22 @@ fn number_and_duration_formatting() {
         r"'/tmp/my cp'\''s.db'"
     );
 }
+
+#[test]
+fn send_settings_are_described_from_the_stored_object() {
+    let stored =
+        serde_json::json!({"send": {"max-rpm": 6000, "concurrency": "2", "reserve": null}});
+    assert_eq!(
+        send_settings_text(&stored),
+        "--max-rpm 6000, --concurrency 2 (the rest at their defaults)"
+    );
+    assert_eq!(
+        send_settings_text(&serde_json::json!({"send": {}})),
+        "all at their defaults"
+    );
+    assert_eq!(
+        send_settings_text(&serde_json::json!({})),
+        "all at their defaults"
+    );
+    assert!(send_settings_text(&serde_json::json!({"send": 3})).starts_with("unreadable"));
+}

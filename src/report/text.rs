@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::checkpoint::{Checkpoint, ErrorGroup, RowState};
+use crate::checkpoint::{Checkpoint, ErrorGroup, RowState, SEND_SETTINGS_KEY};
 use crate::text::{escape_control, thousands};
 
 use super::summary::{rfc3339, summarize, RunState, StatusSummary, EXAMPLE_LINES};
@@ -46,18 +46,26 @@ fn error_label(group: &ErrorGroup) -> String {
     )
 }
 
-/// The send settings stored with the job, as the flags that chose them.
+/// The send settings stored with the job, as the flags that chose them (the store keeps them
+/// keyed by flag name, in the order given by `config`); a report knows no flags of its own.
 pub fn send_settings_text(settings: &serde_json::Value) -> String {
-    match crate::cli::SendArgs::from_job_settings(settings) {
-        Ok(send) => {
-            let chosen = send.describe();
-            if chosen.is_empty() {
-                "all at their defaults".to_string()
-            } else {
-                format!("{chosen} (the rest at their defaults)")
-            }
-        }
-        Err(err) => format!("unreadable ({err})"),
+    let chosen = match settings.get(SEND_SETTINGS_KEY) {
+        None => String::new(),
+        Some(serde_json::Value::Object(stored)) => stored
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(flag, value)| match value {
+                serde_json::Value::String(text) => format!("--{flag} {text}"),
+                other => format!("--{flag} {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(other) => return format!("unreadable (expected an object, found {other})"),
+    };
+    if chosen.is_empty() {
+        "all at their defaults".to_string()
+    } else {
+        format!("{chosen} (the rest at their defaults)")
     }
 }
 
