@@ -65,86 +65,106 @@ pub(super) fn share(count: u64, total: u64) -> String {
 }
 
 pub(super) fn cards(data: &PageData, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "<section class=\"cards\" aria-label=\"Summary\">")?;
+    for count in count_cards(data) {
+        card(
+            out,
+            count.class,
+            count.label,
+            count.metric,
+            &count.n.to_string(),
+            &thousands(count.n),
+            &count.note,
+        )?;
+    }
+    elapsed_card(&data.summary, out)?;
+    rate_card(&data.summary, out)?;
+    writeln!(out, "</section>")
+}
+
+/// A card that shows a number of rows.
+struct CountCard {
+    class: &'static str,
+    label: &'static str,
+    metric: &'static str,
+    n: u64,
+    note: String,
+}
+
+/// The row counts, in the order the cards are shown.
+fn count_cards(data: &PageData) -> [CountCard; 7] {
     let summary = &data.summary;
     let counts = &summary.counts;
     let total = summary.total;
-    writeln!(out, "<section class=\"cards\" aria-label=\"Summary\">")?;
-    let count_card =
-        |out: &mut dyn Write, class: &str, label: &str, metric: &str, n: u64, note: &str| {
-            card(
-                out,
-                class,
-                label,
-                metric,
-                &n.to_string(),
-                &thousands(n),
-                note,
-            )
-        };
-    count_card(
-        out,
-        "total",
-        "Rows",
-        "total",
-        total,
-        &format!("{} finished", thousands(summary.finished)),
-    )?;
-    count_card(
-        out,
-        "succeeded",
-        "Succeeded",
-        "succeeded",
-        counts.succeeded,
-        &share(counts.succeeded, total),
-    )?;
-    count_card(
-        out,
-        "failed",
-        "Failed",
-        "failed",
-        counts.failed,
-        &if data.retryable_failed > 0 {
-            format!("{} retryable", thousands(data.retryable_failed))
-        } else {
-            share(counts.failed, total)
-        },
-    )?;
-    count_card(
-        out,
-        "invalid",
-        "Invalid",
-        "invalid",
-        counts.invalid,
-        &share(counts.invalid, total),
-    )?;
-    count_card(
-        out,
-        "duplicate",
-        "Duplicate",
-        "duplicate",
-        counts.duplicate,
-        &share(counts.duplicate, total),
-    )?;
-    count_card(
-        out,
-        "pending",
-        "Remaining",
-        "remaining",
-        summary.remaining,
-        &format!(
-            "{} pending, {} sending",
-            thousands(counts.pending),
-            thousands(counts.sending)
+    let count_card = |class, label, metric, n, note| CountCard {
+        class,
+        label,
+        metric,
+        n,
+        note,
+    };
+    [
+        count_card(
+            "total",
+            "Rows",
+            "total",
+            total,
+            format!("{} finished", thousands(summary.finished)),
         ),
-    )?;
-    count_card(
-        out,
-        "held",
-        "Held",
-        "held",
-        summary.held,
-        "waiting behind a failure",
-    )?;
+        count_card(
+            "succeeded",
+            "Succeeded",
+            "succeeded",
+            counts.succeeded,
+            share(counts.succeeded, total),
+        ),
+        count_card(
+            "failed",
+            "Failed",
+            "failed",
+            counts.failed,
+            if data.retryable_failed > 0 {
+                format!("{} retryable", thousands(data.retryable_failed))
+            } else {
+                share(counts.failed, total)
+            },
+        ),
+        count_card(
+            "invalid",
+            "Invalid",
+            "invalid",
+            counts.invalid,
+            share(counts.invalid, total),
+        ),
+        count_card(
+            "duplicate",
+            "Duplicate",
+            "duplicate",
+            counts.duplicate,
+            share(counts.duplicate, total),
+        ),
+        count_card(
+            "pending",
+            "Remaining",
+            "remaining",
+            summary.remaining,
+            format!(
+                "{} pending, {} sending",
+                thousands(counts.pending),
+                thousands(counts.sending)
+            ),
+        ),
+        count_card(
+            "held",
+            "Held",
+            "held",
+            summary.held,
+            "waiting behind a failure".to_string(),
+        ),
+    ]
+}
+
+fn elapsed_card(summary: &StatusSummary, out: &mut dyn Write) -> io::Result<()> {
     let elapsed = summary.elapsed_seconds;
     card(
         out,
@@ -154,7 +174,10 @@ pub(super) fn cards(data: &PageData, out: &mut dyn Write) -> io::Result<()> {
         &elapsed.map_or_else(String::new, |s| s.to_string()),
         &elapsed.map_or_else(|| "—".to_string(), elapsed_text),
         "first send to last result",
-    )?;
+    )
+}
+
+fn rate_card(summary: &StatusSummary, out: &mut dyn Write) -> io::Result<()> {
     let rate = summary.average_rate_per_second;
     card(
         out,
@@ -167,8 +190,7 @@ pub(super) fn cards(data: &PageData, out: &mut dyn Write) -> io::Result<()> {
             Some(current) => format!("{current:.1}/s now"),
             None => summary.run_state.describe().to_string(),
         },
-    )?;
-    writeln!(out, "</section>")
+    )
 }
 
 /// Sub-second runs (the demo) read better in milliseconds than as "0s".
