@@ -666,7 +666,7 @@ fn print_summary(
     let Some(hints) = hints else {
         return;
     };
-    let db = crate::report::shell_quoted(hints.db);
+    let db = crate::text::shell_quoted(hints.db);
     let _ = writeln!(
         out,
         "report:   kustomer-import report --db {db} [--format csv|html]"

@@ -48,6 +48,7 @@
 mod csv;
 mod html;
 mod json;
+mod plan_text;
 mod rejects;
 mod summary;
 #[cfg(test)]
@@ -61,9 +62,9 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 
 pub use self::csv::CSV_HEADER;
 pub use json::status_json;
+pub use plan_text::{bulk_hint, plan_text};
 pub use rejects::{errors_path, write_rejects, RejectsSummary, ERRORS_HEADER};
 pub use summary::{status, RunState, StagingProgress, StatusSummary, Timings};
-pub(crate) use text::{human_duration, shell_quoted};
 pub use text::{render_status_text, send_settings_text, write_problem_rows};
 
 #[derive(Debug, thiserror::Error)]

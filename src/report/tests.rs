@@ -5,7 +5,6 @@ use super::*;
 use crate::checkpoint::test_support::{checkpoint_with_job, invalid, stage, valid};
 use crate::checkpoint::{RowResult, RowState, StateCounts};
 use crate::text::thousands;
-use std::path::Path;
 
 const T0: i64 = 1_000_000;
 
@@ -566,14 +565,6 @@ fn number_and_duration_formatting() {
     assert_eq!(thousands(999), "999");
     assert_eq!(thousands(1_000), "1,000");
     assert_eq!(thousands(1_234_567), "1,234,567");
-    assert_eq!(human_duration(9.4), "9s");
-    assert_eq!(human_duration(243.0), "4m 03s");
-    assert_eq!(human_duration(7509.0), "2h 05m 09s");
-    assert_eq!(shell_quoted(Path::new("/tmp/cp.db")), "/tmp/cp.db");
-    assert_eq!(
-        shell_quoted(Path::new("/tmp/my cp's.db")),
-        r"'/tmp/my cp'\''s.db'"
-    );
 }
 
 #[test]

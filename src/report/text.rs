@@ -1,41 +1,14 @@
 //! Reports for people: the `status` summary, the text report, the problem rows.
 
 use std::io::Write;
-use std::path::Path;
 
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, ErrorGroup, RowState, SEND_SETTINGS_KEY};
-use crate::text::{escape_control, thousands};
+use crate::text::{duration, escape_control, shell_quoted, thousands, whole_seconds};
 
 use super::summary::{rfc3339, summarize, RunState, StatusSummary, EXAMPLE_LINES};
 use super::{ReportError, Style};
-
-/// Seconds as `2h 05m 09s`, `4m 03s` or `12s`.
-pub(crate) fn human_duration(seconds: f64) -> String {
-    let total = seconds.max(0.0).round() as u64;
-    let (hours, minutes, secs) = (total / 3600, total / 60 % 60, total % 60);
-    if hours > 0 {
-        format!("{hours}h {minutes:02}m {secs:02}s")
-    } else if minutes > 0 {
-        format!("{minutes}m {secs:02}s")
-    } else {
-        format!("{secs}s")
-    }
-}
-
-/// A path as a shell argument the user can paste.
-pub(crate) fn shell_quoted(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let plain = text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c));
-    if plain && !text.is_empty() {
-        text.into_owned()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
 
 /// Code and message of an error group, escaped: messages quote the input and the API.
 fn error_label(group: &ErrorGroup) -> String {
@@ -212,9 +185,10 @@ fn timing_lines(summary: &StatusSummary, out: &mut Lines) {
     out.line("Last result", or_dash(&summary.last_result_at));
     out.line(
         "Elapsed",
-        summary
-            .elapsed_seconds
-            .map_or_else(|| "—".to_string(), human_duration),
+        summary.elapsed_seconds.map_or_else(
+            || "—".to_string(),
+            |seconds| duration(whole_seconds(seconds)),
+        ),
     );
     out.line(
         "Average rate",
@@ -236,7 +210,7 @@ fn timing_lines(summary: &StatusSummary, out: &mut Lines) {
             "Current rate",
             format!(
                 "{rate:.1} rows/s (over the last {})",
-                human_duration(window)
+                duration(whole_seconds(window))
             ),
         ),
         _ => out.line(
@@ -250,7 +224,7 @@ fn timing_lines(summary: &StatusSummary, out: &mut Lines) {
         match (summary.run_state, summary.eta_seconds) {
             (RunState::Complete, _) => "complete: nothing left to send".to_string(),
             (RunState::Live, Some(eta)) => {
-                format!("{} for {left} rows left", human_duration(eta))
+                format!("{} for {left} rows left", duration(whole_seconds(eta)))
             }
             (RunState::Live, None) => {
                 format!("unknown: no results in the last minute ({left} rows left)")

@@ -56,8 +56,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
         if config.send.display != Display::Quiet {
             report_staging(&counts);
             if config.send.mode == crate::config::SendMode::Single {
-                if let Some(hint) = crate::plan::bulk_would_halve(&checkpoint)? {
-                    eprintln!("{hint}");
+                if let Some(saving) = crate::plan::bulk_would_halve(&checkpoint)? {
+                    eprintln!("{}", crate::report::bulk_hint(checkpoint.path(), saving));
                 }
             }
         }

@@ -75,7 +75,7 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode, AppError> {
             ));
         }
         notes.push(format!("budget              {}", config.budget));
-        crate::plan::render_text(&planned, &escape_control(&source), &notes)
+        crate::report::plan_text(&planned, &escape_control(&source), &notes)
     };
     writeln!(out, "{}", text.trim_end())
         .and_then(|()| out.flush())

@@ -4,9 +4,10 @@
 use std::io::{self, Write};
 
 use crate::checkpoint::{ConversationTiming, RowState};
-use crate::report::text::{human_duration, serde_plain, shell_quoted};
+use crate::report::text::serde_plain;
 use crate::report::{send_settings_text, RunState, StatusSummary};
 use crate::text::thousands;
+use crate::text::{duration, shell_quoted, whole_seconds};
 
 use super::data::*;
 use super::{clipped, esc, time_or_dash};
@@ -198,7 +199,7 @@ pub(super) fn elapsed_text(seconds: f64) -> String {
     if seconds < 10.0 {
         format!("{seconds:.2}s")
     } else {
-        human_duration(seconds)
+        duration(whole_seconds(seconds))
     }
 }
 
