@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, ErrorCode};
 
 pub use depths::ConversationDepth;
-pub use pacing::PacingWriter;
+pub use pacing::{PacingSnapshot, PacingWriter};
 pub use queue::{KnownMessage, QueuedRow, RetryScope};
 pub use reports::{
     Activity, ConversationTiming, ErrorClass, ErrorGroup, LatencyCount, RejectedRow, ResultBucket,

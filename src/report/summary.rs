@@ -145,7 +145,7 @@ pub struct StatusSummary {
     pub budget_wait_ms: Option<Timings>,
     pub top_errors: Vec<ErrorGroup>,
     /// The org window as the last run saw it (others' rate, ours, time yielded).
-    pub pacing: Option<crate::throttle::PacingSnapshot>,
+    pub pacing: Option<crate::checkpoint::PacingSnapshot>,
     /// Bulk jobs whose rows are `sending` (in flight, or left by a run that died).
     pub bulk_jobs_in_flight: u64,
     /// Rows settled by the last run per request it spent (every kind counted), when known.
