@@ -1,5 +1,7 @@
 //! `plan`: how many requests and how long an import takes in each mode, before it starts, from
 //! the number of rows still to send in each conversation (its *depth*) and the rate budget.
+//! A pure model: it reads the store (`checkpoint`) and computes; it prints nothing (its words
+//! are `report::plan_text`) and imports nothing above the store.
 //!
 //! # The model
 //! `R` rows to send in `C` conversations of depths `d_i`; a budget of `rpm` requests a minute

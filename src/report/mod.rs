@@ -4,6 +4,12 @@
 //! consistent snapshot (a WAL read transaction, which never blocks the writer), aggregates with
 //! SQL, and streams rows, so memory stays constant however many rows the job has.
 //!
+//! `summary` reads the figures from the store; `text` (the `status` summary, the text report,
+//! the problem rows), `json`, `csv`, `html/` and `rejects` write them; `plan_text` writes
+//! `plan`'s model in words. This module reads `checkpoint`, `input` (rejects), `plan` and
+//! `text`; it may not import the commands, their flags or configuration (`app`, `cli`,
+//! `config`, `progress`), nor the send engine (`send`, `client`, `throttle`).
+//!
 //! # JSON report fields
 //!
 //! `write_report(.., ReportFormat::Json, ..)` writes one JSON object, these field names stable:
