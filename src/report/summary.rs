@@ -95,7 +95,7 @@ impl Timings {
 }
 
 /// The nearest-rank percentile `p` of `count` values given as distinct values with counts.
-pub(crate) fn nearest_rank(values: &[LatencyCount], count: u64, p: f64) -> u64 {
+fn nearest_rank(values: &[LatencyCount], count: u64, p: f64) -> u64 {
     let rank = ((p * count as f64).ceil() as u64).max(1);
     let mut seen = 0;
     for value in values {

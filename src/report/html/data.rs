@@ -4,7 +4,7 @@
 use crate::checkpoint::{Checkpoint, ConversationTiming, ErrorClass, LatencyCount, ResultBucket};
 
 use crate::report::summary::summarize;
-use crate::report::{ReportError, StatusSummary};
+use crate::report::{ReportError, StatusSummary, Timings};
 
 /// Error codes shown, and messages per code.
 pub(super) const ERROR_CLASSES: u64 = 12;
@@ -177,23 +177,13 @@ pub(super) fn budget_wait(cp: &Checkpoint) -> Result<Option<Latency>, ReportErro
 }
 
 pub(super) fn latency_from(values: &[LatencyCount]) -> Option<Latency> {
-    let count: u64 = values.iter().map(|v| v.count).sum();
-    let max = values.last()?.latency_ms;
-    if count == 0 {
-        return None;
-    }
-    // Nearest-rank percentiles.
-    let percentile = |p: f64| -> u64 {
-        let rank = ((p * count as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for value in values {
-            seen += value.count;
-            if seen >= rank {
-                return value.latency_ms;
-            }
-        }
-        max
-    };
+    let Timings {
+        count,
+        p50,
+        p90,
+        p99,
+        max,
+    } = Timings::of(values)?;
     let edges = latency_edges(max);
     let mut bars: Vec<(u64, u64, u64)> =
         edges.windows(2).map(|pair| (pair[0], pair[1], 0)).collect();
@@ -209,9 +199,9 @@ pub(super) fn latency_from(values: &[LatencyCount]) -> Option<Latency> {
     Some(Latency {
         bars: bars[first..=last].to_vec(),
         count,
-        p50: percentile(0.50),
-        p90: percentile(0.90),
-        p99: percentile(0.99),
+        p50,
+        p90,
+        p99,
         max,
     })
 }
