@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::tests::seed_messages;
 use super::*;
 
 fn loopback() -> SocketAddr {
@@ -21,12 +22,7 @@ async fn sandbox_with(configure: impl FnOnce(&mut SandboxConfig)) -> RunningSand
 
 fn client() -> Client {
     // No connection reuse: some tests make the server close connections.
-    Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client builds")
+    super::tests::fresh_connection_client()
 }
 
 async fn post(sandbox: &RunningSandbox, key: &str, path: &str, body: &Value) -> Response {
@@ -465,8 +461,10 @@ type FaultCase = (
 
 #[tokio::test]
 async fn each_create_fault_fires_on_customers() {
-    let cases: [FaultCase; 6] = [
+    let cases: [FaultCase; 8] = [
         (|f| f.error_500 = 1.0, |c| c.error_500, Some(500), 0),
+        (|f| f.error_503 = 1.0, |c| c.error_503, Some(503), 0),
+        (|f| f.oversize_body = 1.0, |c| c.oversize_body, Some(201), 1),
         (
             |f| f.drop_before_store = 1.0,
             |c| c.drop_before_store,
@@ -611,19 +609,10 @@ async fn lookup_faults_and_lenient_misses_apply_to_the_new_lookups() {
     limited.shutdown().await;
 }
 
-async fn seed(sandbox: &RunningSandbox, body: &Value) -> Response {
-    client()
-        .post(format!("{}/_sandbox/seed", sandbox.base_url()))
-        .json(body)
-        .send()
-        .await
-        .expect("seed answers")
-}
-
 #[tokio::test]
 async fn seeding_creates_existing_customers_conversations_and_messages() {
     let sandbox = sandbox_with(|_| {}).await;
-    let refused = seed(
+    let refused = seed_messages(
         &sandbox,
         &json!({"conversations": [{"externalId": "t-9", "customerExternalId": "nobody"}]}),
     )
@@ -631,7 +620,7 @@ async fn seeding_creates_existing_customers_conversations_and_messages() {
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     assert!(sandbox.conversations().records.is_empty());
 
-    let seeded = seed(
+    let seeded = seed_messages(
         &sandbox,
         &json!({
             "customers": [{"externalId": "crm-1", "name": "Ann", "emails": ["ANN@Example.com"]}],
@@ -680,7 +669,7 @@ async fn seeding_creates_existing_customers_conversations_and_messages() {
     assert_eq!(sandbox.stats().customers.duplicate_external_ids, 1);
     assert_eq!(sandbox.customers().created_by_external_id["crm-1"], 2);
     // The array form still seeds messages alone.
-    let array = seed(
+    let array = seed_messages(
         &sandbox,
         &json!([{"conversationId": "0123456789abcdef01234567", "externalId": "m-2"}]),
     )
@@ -694,7 +683,7 @@ async fn lookup_other_first_answers_the_other_integrations_message() {
     for other_first in [false, true] {
         let sandbox = sandbox_with(|config| config.lookup_other_first = other_first).await;
         let theirs = "0123456789abcdef0123abcd";
-        let seeded = seed(
+        let seeded = seed_messages(
             &sandbox,
             &json!({"messages": [{"conversationId": theirs, "externalId": "shared-1"}]}),
         )
@@ -710,4 +699,33 @@ async fn lookup_other_first_answers_the_other_integrations_message() {
         assert_eq!(sandbox.stats().lookups.other_first, u64::from(other_first));
         sandbox.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn lookup_list_answers_every_match_newest_first() {
+    let sandbox = sandbox_with(|config| config.lookup_list = true).await;
+    let first = create_customer(&sandbox, "crm-1", "Shared@Example.com").await;
+    let second = create_customer(&sandbox, "crm-2", "shared@example.COM").await;
+    let listed = get(
+        &sandbox,
+        ADMIN_KEY,
+        "/v1/customers/email=SHARED%40example.com",
+    )
+    .await;
+    let listed = json_of(listed).await;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|customer| customer["id"].as_str())
+        .collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert_eq!(listed["data"][0]["type"], "customer");
+    let conversation = create_conversation(&sandbox, "t-1", &first).await;
+    let listed = get(&sandbox, ADMIN_KEY, "/v1/conversations/externalId=t-1").await;
+    let listed = json_of(listed).await;
+    assert_eq!(listed["data"][0]["id"], conversation["data"]["id"]);
+    let miss = get(&sandbox, ADMIN_KEY, "/v1/customers/externalId=none").await;
+    assert_eq!(miss.status(), StatusCode::NOT_FOUND);
+    sandbox.shutdown().await;
 }

@@ -187,9 +187,10 @@
 //!
 //! # Customers and conversations (issue 16)
 //! Code in `customers.rs`, `conversations.rs`, `creates.rs` (the create path every kind shares),
-//! `directory.rs` (storage, counters) and `seeding.rs`. Bodies are checked against the OpenAPI
-//! request schemas (`create_customer_schema.json`, `create_conversation_schema.json`, adapted as
-//! `validate` says); schema errors are the JSON:API 400 of messages. Ids are 24-hex.
+//! `directory.rs` (storage, counters), `seeding.rs` and `keys.rs` (keys and roles). Bodies are
+//! checked against the OpenAPI request schemas (`create_customer_schema.json`,
+//! `create_conversation_schema.json`, adapted as `validate` says); schema errors are the
+//! JSON:API 400 of messages. Ids are 24-hex.
 //! - `POST /v1/customers` (role `org.permission.customer.create`): no field required. Order as
 //!   for messages: role (403), fault dice, `Content-Type`/JSON (400), schema (400), store, the
 //!   once-stored dice. 201 `{"data":{"type":"customer","id","attributes":{..what was sent
@@ -201,9 +202,11 @@
 //! - `GET /v1/customers/externalId=<id>`, `GET /v1/customers/email=<email>` (url-decoded;
 //!   matches any of a customer's `emails` case-insensitively), role
 //!   `org.permission.customer.read`: 200 with the latest such customer's document, else 404
-//!   (`not_found`), or 200 `{"data": []}` with [`SandboxConfig::not_found_as_empty`]. Before
-//!   that, the lookup faults: 503 while `POST /_sandbox/lookups/fail` holds, the `lookup_429`
-//!   dice (same stream as message lookups). `GET /v1/customers/<id>`: by id, no lookup faults.
+//!   (`not_found`), or 200 `{"data": []}` with [`SandboxConfig::not_found_as_empty`]; with
+//!   [`SandboxConfig::lookup_list`] a hit answers `{"data": [..]}`, every match newest first.
+//!   Before that, the lookup faults: 503 while `POST /_sandbox/lookups/fail` holds, the
+//!   `lookup_429` dice (same stream as message lookups). `GET /v1/customers/<id>`: by id, no
+//!   lookup faults.
 //! - `POST /v1/conversations` (role `org.permission.conversation.create`): as a customer
 //!   create; `customer` is required by the schema (400), and must name a customer created or
 //!   seeded here, else 404 `Customer <id> not found`. 201 with the spec's document:
@@ -250,7 +253,8 @@
 //!   externalId, sentAt, createdAt, createdBy, modifiedAt, modifiedBy, importedAt, direction,
 //!   preview}, ..]}}`, each list in the order stored.
 //! - `POST /_sandbox/revoke`: revokes [`ADMIN_KEY`] now (204).
-//! - `POST /_sandbox/restore`: un-revokes it and disarms `revoke_admin_after` (204).
+//! - `POST /_sandbox/restore`: un-revokes it, disarms `revoke_admin_after` and lifts
+//!   `/_sandbox/forbid` (204).
 //! - `POST /_sandbox/seed` with `[{"conversationId": "<24 hex>", "externalId": ".."}, ..]`:
 //!   stores those messages as if another integration had created them (app `other-integration`,
 //!   now as every time, no limits, no faults); 201 `{"data":[{id, conversationId, externalId}]}`,
@@ -273,18 +277,29 @@
 //! - `POST /_sandbox/hold`: from now on every `/v1` request waits (in flight, before latency and
 //!   auth) until `POST /_sandbox/release` (both 204). Tests use it to keep requests in flight
 //!   for as long as they need, instead of guessing with latency; stats show `held` (waiting now)
-//!   and `in_flight`.
+//!   and `in_flight`. `POST /_sandbox/hold?after=N`: the next N `/v1` requests pass, then the
+//!   hold engages by itself (a run stopped at a point of the test's choosing, never after it
+//!   ended); `release` also disarms it.
 //! - `POST /_sandbox/lookups/fail`: from now on every lookup by externalId answers 503 (counted
 //!   in `faults_injected.lookup_503`) while creates still work, until `POST
 //!   /_sandbox/lookups/heal` (both 204): a read path that is down, so an unknown outcome stays
-//!   unknown until it heals.
+//!   unknown until it heals. `?status=408`: they answer 408 instead (`lookup_408`).
+//! - `POST /_sandbox/lookups/miss?data=null|object|list` (204): from now on a lookup miss on an
+//!   accepted spelling answers 200 `{"data": null}`, `{"data": {}}` or `{"data": []}`; `heal`
+//!   restores the configured answer.
+//! - `POST /_sandbox/forbid` (204): from now on every create answers 403 (`forbidden`, as if the
+//!   key lost `org.permission.message.create`; counted in `faults_injected.forbidden`) until
+//!   `POST /_sandbox/restore`.
 //! - `/_sandbox/redirected`, any method: counts a hit in `redirect_hits` (204). Point
 //!   `redirect_to` at it (`/_sandbox/redirected`) to prove a client never follows a redirect.
 //!
 //! [`SandboxStats`] also counts `creates` (create requests received, answered or not, before
 //! auth), `creates_by_conversation` (the same by path conversation id) and `lookups`: per
 //! spelling (`camel` = `externalId=`, `lower` = `externalid=`) how many were a `hit`, a `miss`
-//! or answered `no_route`, plus `lookup_429`.
+//! or answered `no_route`, plus `lookup_429`; `max_requests_in_a_window` (the most requests the
+//! org window counted in one window) and `lookup_after_unknown_outcome_min_ms` (the shortest
+//! wait between a stored create answered with no usable answer and the first lookup of its
+//! externalId, on the sandbox's clock: how long the client let it settle).
 
 mod api;
 mod bulk;
@@ -293,6 +308,7 @@ mod creates;
 mod customers;
 mod directory;
 mod faults;
+mod keys;
 mod live;
 mod seeding;
 mod server;
@@ -549,6 +565,14 @@ pub struct SandboxStats {
     /// `/v1` requests waiting on `POST /_sandbox/hold` right now.
     #[serde(default)]
     pub held: u64,
+    /// The most requests charged to the org in one rate-limit window (the live client's too).
+    #[serde(default)]
+    pub max_requests_in_a_window: u64,
+    /// The shortest time, in ms, from a create stored but answered with no usable answer
+    /// (`store_then_drop`, `store_then_error`) to the first lookup of its externalId; null
+    /// until such a lookup arrives.
+    #[serde(default)]
+    pub lookup_after_unknown_outcome_min_ms: Option<u64>,
     /// Bulk jobs, items, polls and results reads (`bulk_*` keys at the top level).
     #[serde(flatten, default)]
     pub bulk: BulkStats,
@@ -610,6 +634,12 @@ pub struct FaultCounts {
     /// Lookups answered 503 while `POST /_sandbox/lookups/fail` is in force.
     #[serde(default)]
     pub lookup_503: u64,
+    /// Lookups answered 408 while `POST /_sandbox/lookups/fail?status=408` is in force.
+    #[serde(default)]
+    pub lookup_408: u64,
+    /// Creates answered 403 while `POST /_sandbox/forbid` is in force.
+    #[serde(default)]
+    pub forbidden: u64,
     /// `/v1` requests answered 307 by `redirect_to`.
     #[serde(default)]
     pub redirected: u64,
