@@ -7,8 +7,9 @@
 //! - `options`: [`SendOptions`], [`SendMode`], [`ErrorBudget`] and the defaults.
 //! - `worker`: a worker's loop over lanes, and one lane driven row after row.
 //! - `lanes`: which conversation a worker takes next; where a waiting conversation parks.
-//! - `row`: one row through create, settle, lookup, resend, by the one classification in
-//!   [`crate::retry`].
+//! - `row`: one row through create, early lookup, settle, lookup, resend (or, for an externalId
+//!   found only in another conversation, a read of the row's own conversation), by the one
+//!   classification in [`crate::retry`].
 //! - `transport`: how a head row reaches the API (`single` creates or `bulk` jobs), answering
 //!   one outcome type; the mode is matched once, where the transport is built.
 //! - `outcome`: what a lookup answer means for the row, and the results recorded (their codes

@@ -325,10 +325,14 @@ fn resend(
     Ok(None)
 }
 
-/// After an unknown outcome, the early lookup at `early` (when that comes before the full delay
-/// is over at `settled`), then the one at `settled`.
+/// After an unknown outcome, the early lookup at `early` (when `--early-lookup` is on and that
+/// comes before the full delay is over at `settled`), then the one at `settled`.
 fn look_up(shared: &Shared, early: Instant, settled: Instant) -> Step {
-    if shared.options.early_lookup.is_zero() || early >= settled {
+    lookups_after_unknown(!shared.options.early_lookup.is_zero(), early, settled)
+}
+
+fn lookups_after_unknown(early_on: bool, early: Instant, settled: Instant) -> Step {
+    if !early_on || early >= settled {
         Step::Settle(settled)
     } else {
         Step::Early { at: early, settled }
@@ -679,4 +683,33 @@ async fn sleep_or_stop(shared: &Shared, delay: Duration) -> Wait {
     };
     shared.stats().retry_waits(-1);
     waited
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_early_lookup_goes_only_when_on_and_before_the_full_delay() {
+        let now = Instant::now();
+        let early = now + Duration::from_secs(2);
+        let settled = now + Duration::from_secs(30);
+        assert_eq!(
+            lookups_after_unknown(true, early, settled),
+            Step::Early { at: early, settled }
+        );
+        assert_eq!(
+            lookups_after_unknown(false, early, settled),
+            Step::Settle(settled)
+        );
+        // Not before the full delay (e.g. --early-lookup 2 with --settle-delay 0.2): one lookup.
+        assert_eq!(
+            lookups_after_unknown(true, settled, settled),
+            Step::Settle(settled)
+        );
+        assert_eq!(
+            lookups_after_unknown(true, settled + Duration::from_secs(1), settled),
+            Step::Settle(settled)
+        );
+    }
 }
