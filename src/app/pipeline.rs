@@ -720,7 +720,10 @@ fn spend_summary(out: &mut impl Write, throttle: &Throttle, counters: &SendStats
         budget.rate_limited.load(Ordering::Relaxed),
         budget.pauses.load(Ordering::Relaxed),
         if throttle.concurrency.is_adaptive() {
-            format!(", concurrency ended at {}", throttle.concurrency.limit())
+            format!(
+                ", concurrency ended at {}",
+                throttle.concurrency.view().summary()
+            )
         } else {
             String::new()
         }
