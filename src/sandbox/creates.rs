@@ -202,6 +202,7 @@ pub(crate) async fn answer_before_store(
             if !shared.config.faults.error_503_retry_after {
                 return Some(response);
             }
+            // `--retry-after-on-503`: an overloaded server saying when to come back.
             let seconds = shared.clock.seconds_to_reset(std::time::Instant::now());
             Some(with_retry_after(shared, response, seconds))
         }
