@@ -15,8 +15,11 @@ use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+mod resolve;
+
 pub use crate::throttle::RateInfo;
 use crate::throttle::Throttle;
+pub use resolve::{EntityLookup, FoundConversation, FoundCustomer};
 
 /// Error bodies quoted into the checkpoint and reports are cut to this many characters.
 pub const MAX_QUOTED_ERROR_CHARS: usize = 500;

@@ -403,12 +403,22 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
         timezone,
         ignore_unknown: args.ignore_unknown,
     };
+    if let Some(id) = args
+        .created_by
+        .as_deref()
+        .filter(|id| !row::is_object_id(id))
+    {
+        return Err(config::ConfigError::CreatedBy(id.to_string()).into());
+    }
     let stamp = StampOptions {
         imported_at: config::format_utc(jiff::Timestamp::now()),
         audit_fields: true,
-        created_by: None,
+        created_by: args.created_by.clone(),
         input_sha256: survey.sha256.clone(),
+        users: config::load_users_map(args.users_map.as_deref())?,
     };
+    // Each ticket's first customer: rows that name another are refused with both lines.
+    let mut tickets = row::TicketConsistency::default();
     // externalId → first line that used it; validate keeps no checkpoint, so this map is the
     // one thing that grows with the input.
     let mut external_ids: HashMap<String, u64> = HashMap::new();
@@ -428,7 +438,22 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
                 continue;
             }
         };
-        match row::prepare(fields, source.format, record.line, &validation, &stamp) {
+        let prepared = row::prepare(fields, source.format, record.line, &validation, &stamp)
+            .and_then(|valid| {
+                match valid
+                    .ticket
+                    .as_ref()
+                    .and_then(|ticket| tickets.check(record.line, ticket))
+                {
+                    Some(problem) => Err(row::RowError {
+                        problems: vec![problem],
+                        conversation_id: None,
+                        external_id: Some(valid.external_id.clone()),
+                    }),
+                    None => Ok(valid),
+                }
+            });
+        match prepared {
             Ok(valid) => match external_ids.get(&valid.external_id) {
                 Some(first) => {
                     counts.duplicate += 1;

@@ -46,7 +46,11 @@ const MAX_FIELD_LINES_KEY: &str = "max-field-lines";
 
 /// The staging choices kept in the job's settings object (beside the send settings).
 pub fn staging_settings(staging: &StagingChoices) -> serde_json::Value {
-    serde_json::json!({ MAX_FIELD_LINES_KEY: staging.max_field_lines })
+    let mut settings = serde_json::json!({ MAX_FIELD_LINES_KEY: staging.max_field_lines });
+    if let Some(users) = &staging.users {
+        settings[USERS_MAP_KEY] = serde_json::json!(users.as_ref());
+    }
+    settings
 }
 
 fn max_field_lines(job: &Job) -> u64 {
@@ -116,6 +120,7 @@ fn record_job(
         return Err(input::InputError::NoRows { path: source.path }.into());
     }
     check_field_names(&survey.field_names, request.staging.ignore_unknown)?;
+    refuse_unknown_agents(&source, &request.staging, &survey.field_names)?;
 
     let now = jiff::Timestamp::now();
     let job = Job {
@@ -256,8 +261,79 @@ pub fn row_options(job: &Job) -> Result<(ValidationOptions, StampOptions), AppEr
             audit_fields: job.audit_fields,
             created_by: job.created_by.clone(),
             input_sha256: job.input_sha256.clone(),
+            users: users_map(job)?.map(Arc::new),
         },
     ))
+}
+
+/// Key of the `--users-map` contents in the job's settings: a resumed staging resolves agents'
+/// emails exactly as the first run did, even if the file has changed or gone.
+const USERS_MAP_KEY: &str = "users-map";
+
+fn users_map(job: &Job) -> Result<Option<row::UsersMap>, AppError> {
+    job.settings
+        .get(USERS_MAP_KEY)
+        .map(|value| {
+            serde_json::from_value(value.clone()).map_err(|err| {
+                AppError::Fields(format!("the job's stored users map is unreadable: {err}"))
+            })
+        })
+        .transpose()
+}
+
+/// Every `createdByEmail` that the users map lacks stops the job before anything is staged or
+/// sent, all of them listed, unless `--created-by` is the fallback (or audit fields are off,
+/// which sends no createdBy at all).
+fn refuse_unknown_agents(
+    source: &InputSource,
+    staging: &StagingChoices,
+    field_names: &[(String, u64)],
+) -> Result<(), AppError> {
+    let named = field_names.iter().any(|(name, _)| name == "createdByEmail");
+    if !named || staging.created_by.is_some() || !staging.audit_fields {
+        return Ok(());
+    }
+    let Some(users) = &staging.users else {
+        return Err(AppError::Fields(
+            "the input names agents by createdByEmail: pass --users-map FILE (CSV email,id, as              exported from Kustomer's user list), or --created-by USER_ID as the fallback;              nothing was staged"
+                .into(),
+        ));
+    };
+    let mut unknown: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for record in input::records_with_field_lines(source, staging.max_field_lines)? {
+        let record = record?;
+        let Ok(fields) = &record.fields else { continue };
+        let Some(email) = fields
+            .get("createdByEmail")
+            .and_then(serde_json::Value::as_str)
+        else {
+            continue;
+        };
+        if users.user_id(email).is_none() {
+            let entry = unknown
+                .entry(email.to_lowercase())
+                .or_insert((record.line, 0));
+            entry.1 += 1;
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = unknown
+        .iter()
+        .map(|(email, (line, rows))| {
+            format!(
+                "  {} ({rows} rows, first on line {line})",
+                crate::text::escape_control(email)
+            )
+        })
+        .collect();
+    Err(AppError::Fields(format!(
+        "{} agent emails in createdByEmail are not in --users-map ({} users); nothing was staged or sent:\n{}\nAdd them to the map, or pass --created-by USER_ID for rows whose agent is unknown.",
+        unknown.len(),
+        users.len(),
+        listed.join("\n")
+    )))
 }
 
 /// Stages every row not yet staged. Safe to call again after an interruption: rows already
