@@ -396,6 +396,10 @@ pub fn stage(
     }
     stager.finish()?;
     view.finish();
+    // Tickets whose rows disagree about their customer are refused as a whole.
+    let refused = checkpoint.prepare_resolution()?;
+    counts.valid = counts.valid.saturating_sub(refused);
+    counts.invalid += refused;
     Ok(Some(counts))
 }
 
@@ -479,7 +483,23 @@ pub async fn send_and_summarise(
                 api.client_config(send.request_timeout),
                 Some(Arc::clone(&throttle)),
             )?);
-            let to_send = before.pending + before.sending;
+            if let Some(stop) = resolve_tickets(
+                db,
+                job,
+                send,
+                preflight.roles.as_deref(),
+                &client,
+                interrupt,
+            )
+            .await?
+            {
+                let finished = Checkpoint::open_existing(db)?;
+                let after = finished.counts()?;
+                drop(finished);
+                return Ok(exit_for(&stop, &after, db));
+            }
+            let resolved = Checkpoint::open_existing(db)?.counts()?;
+            let to_send = resolved.pending + resolved.sending;
             let counters = SendCounters::with_total(to_send);
             let view =
                 ProgressView::sending(Arc::clone(&counters), Arc::clone(&throttle), send.display);
@@ -527,6 +547,60 @@ pub async fn send_and_summarise(
         }),
     );
     Ok(exit_for(&stop, &after, db))
+}
+
+/// The resolve phase, when the job's rows name source tickets: the key's roles are checked
+/// first (exit 3 naming what is missing), then every waiting ticket is found or created. `Some`
+/// when the run must stop here.
+async fn resolve_tickets(
+    db: &Path,
+    job: &Job,
+    send: &SendConfig,
+    roles: Option<&[String]>,
+    client: &Arc<ApiClient>,
+    interrupt: &Interrupt,
+) -> Result<Option<SendStop>, AppError> {
+    if !Checkpoint::open_existing(db)?.names_tickets()? {
+        return Ok(None);
+    }
+    let missing = crate::resolve::missing_roles(roles);
+    if !missing.is_empty() {
+        return Ok(Some(SendStop::Refused(format!(
+            "the input names conversations by conversationExternalId, so the importer finds or \
+             creates customers and conversations, and the API key lacks {}. Add the role(s) to \
+             the key, then: kustomer-import resume --db {}",
+            missing.join(", "),
+            db.display()
+        ))));
+    }
+    let plan = crate::resolve::ResolvePlan {
+        checkpoint: db.to_path_buf(),
+        workers: send.concurrency.workers(),
+        retry: send.retry,
+        settle_delay: send.settle_delay,
+        request_timeout: send.request_timeout,
+        unreachable_after: send.retry.max_total_wait,
+        imported_at: job.imported_at.clone(),
+        audit_fields: job.audit_fields,
+    };
+    let counters = Arc::new(crate::resolve::ResolveCounters::default());
+    if send.display != Display::Quiet {
+        eprintln!("resolving customers and conversations named by source ids");
+    }
+    let stop = crate::resolve::resolve_all(
+        &plan,
+        Arc::clone(client),
+        Arc::clone(&counters),
+        interrupt.token.clone(),
+    )
+    .await?;
+    if send.display != Display::Quiet {
+        eprintln!("{}", counters.describe());
+    }
+    Ok(match stop {
+        SendStop::Completed => None,
+        stop => Some(stop),
+    })
 }
 
 /// How often the running job writes its pacing figures for `status`.

@@ -11,6 +11,8 @@ use super::SendStop;
 pub struct Preflight {
     /// The org limit from `x-ratelimit-limit`, when the API sent one.
     pub org_limit: Option<u32>,
+    /// The key's roles, when its record could be read.
+    pub roles: Option<Vec<String>>,
 }
 
 /// Roles that let a key read bulk jobs' results.
@@ -22,6 +24,7 @@ pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Pref
         Ok(token) => {
             let preflight = Preflight {
                 org_limit: token.rate.limit,
+                roles: token.roles.clone(),
             };
             let reads_bulk = token.roles.as_ref().map(|roles| {
                 roles
@@ -68,6 +71,7 @@ pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Pref
             eprintln!("warning: could not check the key before sending ({err}); continuing");
             Ok(Preflight {
                 org_limit: err.rate().and_then(|rate| rate.limit),
+                roles: None,
             })
         }
     }
