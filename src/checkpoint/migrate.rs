@@ -138,7 +138,9 @@ mod tests {
         assert_eq!(newest_version(), 6);
         assert_eq!(
             table_names(&conn),
-            vec!["job".to_string(), "pacing".to_string(), "row".to_string()]
+            ["conversation", "customer", "job", "pacing", "row"]
+                .map(String::from)
+                .to_vec()
         );
     }
 

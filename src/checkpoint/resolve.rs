@@ -454,3 +454,121 @@ impl Checkpoint {
             .at(&self.path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::test_support::*;
+    use crate::checkpoint::{StagedKind, StagedRow};
+    use crate::row::ValidRow;
+
+    fn ticket_row(line: u64, ticket: &str, email: &str, micros: i64) -> StagedRow {
+        StagedRow {
+            line,
+            byte_offset: line * 100,
+            byte_len: 100,
+            kind: StagedKind::Valid(ValidRow {
+                conversation_id: None,
+                ticket: Some(Box::new(TicketRef {
+                    external_id: ticket.into(),
+                    customer: CustomerRef {
+                        external_id: None,
+                        email: Some(email.into()),
+                        name: Some(format!("name {line}")),
+                        phone: None,
+                    },
+                    name: Some(format!("subject {line}")),
+                    status: None,
+                    tags: vec!["vip".into()],
+                })),
+                external_id: format!("m{line}"),
+                sent_at: format!("2021-01-01T00:00:{line:02}.000Z"),
+                sent_at_micros: micros,
+                body: format!("{{\"externalId\":\"m{line}\"}}"),
+            }),
+        }
+    }
+
+    #[test]
+    fn tickets_take_their_earliest_row_and_disagreeing_ones_are_refused() {
+        let (_dir, mut cp) = checkpoint_with_job();
+        stage(
+            &mut cp,
+            vec![
+                ticket_row(2, "t1", "Ann@x.co", 50),
+                ticket_row(3, "t1", "ann@X.co", 10),
+                ticket_row(4, "t2", "bob@x.co", 5),
+                ticket_row(5, "t2", "eve@x.co", 6),
+                ticket_row(6, "t3", "ann@x.co", 7),
+            ],
+        );
+        assert_eq!(cp.prepare_resolution().unwrap(), 2);
+        assert_eq!(cp.prepare_resolution().unwrap(), 0, "repeatable");
+        let tickets = cp.tickets_to_resolve().unwrap();
+        let keys: Vec<&str> = tickets.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["t1", "t3"]);
+        assert_eq!(
+            tickets[0].name.as_deref(),
+            Some("subject 3"),
+            "earliest by sentAt"
+        );
+        assert_eq!(tickets[0].tags, ["vip"]);
+        assert_eq!(tickets[0].customer_key, "email:ann@x.co");
+        assert_eq!(tickets[1].customer_key, "email:ann@x.co");
+        let customer = cp.customer_record("email:ann@x.co").unwrap().unwrap();
+        assert_eq!(customer.customer.email.as_deref(), Some("Ann@x.co"));
+        let message: String = cp
+            .conn
+            .query_row("SELECT error_message FROM row WHERE line = 5", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(
+            message.contains(
+                "line 5 names customerEmail \"eve@x.co\", line 4 names customerEmail \"bob@x.co\""
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn resolving_gives_rows_their_conversation_and_failing_fails_them() {
+        let (_dir, mut cp) = checkpoint_with_job();
+        stage(
+            &mut cp,
+            vec![
+                ticket_row(2, "t1", "a@x.co", 1),
+                ticket_row(3, "t2", "a@x.co", 2),
+            ],
+        );
+        cp.prepare_resolution().unwrap();
+        cp.entity_sending(Entity::Customer, "email:a@x.co").unwrap();
+        let record = cp.customer_record("email:a@x.co").unwrap().unwrap();
+        assert_eq!(record.state, EntityState::Sending);
+        assert!(record.last_attempt_ms.is_some());
+        cp.entity_resolved(Entity::Customer, "email:a@x.co", "k1", ResolvedBy::Created)
+            .unwrap();
+        cp.entity_resolved(Entity::Conversation, "t1", "c1", ResolvedBy::Created)
+            .unwrap();
+        cp.entity_failed(
+            Entity::Conversation,
+            "t2",
+            "conversation_unresolved",
+            "why",
+            true,
+        )
+        .unwrap();
+        assert!(cp.tickets_to_resolve().unwrap().is_empty());
+        let queue = cp.conversation_queue("c1").unwrap();
+        assert_eq!(queue.len(), 1);
+        let counts = cp.counts().unwrap();
+        assert_eq!((counts.pending, counts.failed), (1, 1));
+        let (customers, conversations) = cp.resolution_counts().unwrap();
+        assert_eq!(customers.created, 1);
+        assert_eq!((conversations.created, conversations.failed), (1, 1));
+        assert_eq!(
+            cp.known_resolved(Entity::Conversation, false).unwrap(),
+            Some(("t1".into(), "c1".into()))
+        );
+    }
+}

@@ -30,8 +30,7 @@ use crate::checkpoint::{
 };
 use crate::client::{ApiClient, ApiError, EntityLookup};
 use crate::retry::{
-    reconnect_delay, RequestKind, RetryAction, RetryPolicy, RetrySchedule,
-    MAX_RATE_LIMITED_PER_ROW,
+    reconnect_delay, RequestKind, RetryAction, RetryPolicy, RetrySchedule, MAX_RATE_LIMITED_PER_ROW,
 };
 use crate::send::SendStop;
 
@@ -44,8 +43,14 @@ pub const CONVERSATION_OF_ANOTHER_CUSTOMER: &str = "conversation_of_another_cust
 pub const RESOLVE_ROLES: [(&str, &str); 4] = [
     ("org.permission.customer.read", "org.user.customer.read"),
     ("org.permission.customer.create", "org.user.customer.write"),
-    ("org.permission.conversation.read", "org.user.conversation.read"),
-    ("org.permission.conversation.create", "org.user.conversation.write"),
+    (
+        "org.permission.conversation.read",
+        "org.user.conversation.read",
+    ),
+    (
+        "org.permission.conversation.create",
+        "org.user.conversation.write",
+    ),
 ];
 
 /// The roles among [`RESOLVE_ROLES`] that a key's roles lack (none when the roles are unknown).
@@ -198,7 +203,12 @@ pub async fn resolve_all(
             )));
         }
     }
-    let stopped = shared.stop.lock().map(|mut stop| stop.take()).ok().flatten();
+    let stopped = shared
+        .stop
+        .lock()
+        .map(|mut stop| stop.take())
+        .ok()
+        .flatten();
     Ok(match stopped {
         Some(stop) => stop,
         None if interrupt.is_cancelled() => SendStop::Interrupted,
@@ -215,7 +225,10 @@ impl Shared {
     }
 
     /// Runs a checkpoint write off the async workers' hot path.
-    fn write<T>(&self, op: impl FnOnce(&mut Checkpoint) -> Result<T, CheckpointError>) -> Result<T, Halt> {
+    fn write<T>(
+        &self,
+        op: impl FnOnce(&mut Checkpoint) -> Result<T, CheckpointError>,
+    ) -> Result<T, Halt> {
         let result = tokio::task::block_in_place(|| match self.checkpoint.lock() {
             Ok(mut checkpoint) => op(&mut checkpoint),
             Err(_) => Err(CheckpointError::WriterGone {
@@ -411,7 +424,9 @@ impl Shared {
                     .found()
                     .map(|c| c.id),
                 Route::ConversationByExternalId => self
-                    .lookup(route, || self.client.find_conversation_by_external_id(&source))
+                    .lookup(route, || {
+                        self.client.find_conversation_by_external_id(&source)
+                    })
                     .await?
                     .found()
                     .map(|c| c.id),
@@ -445,7 +460,8 @@ async fn resolve_ticket(shared: &Shared, ticket: TicketRecord) {
     let key = ticket.key.clone();
     match resolve_conversation(shared, &ticket).await {
         Ok((id, how)) => {
-            let recorded = shared.write(|cp| cp.entity_resolved(Entity::Conversation, &key, &id, how));
+            let recorded =
+                shared.write(|cp| cp.entity_resolved(Entity::Conversation, &key, &id, how));
             if let Err(halt) = recorded {
                 stop_or_fail(shared, &key, halt);
                 return;
@@ -479,9 +495,9 @@ fn stop_or_fail(shared: &Shared, key: &str, halt: Halt) {
                 &format!("ticket {key:?} could not be resolved: {message}"),
                 crate::client::MAX_QUOTED_ERROR_CHARS,
             );
-            if let Err(Halt::Stop(stop)) = shared.write(|cp| {
-                cp.entity_failed(Entity::Conversation, key, &code, &message, retryable)
-            }) {
+            if let Err(Halt::Stop(stop)) = shared
+                .write(|cp| cp.entity_failed(Entity::Conversation, key, &code, &message, retryable))
+            {
                 shared.halt(stop);
             }
         }
@@ -496,7 +512,9 @@ async fn resolve_conversation(
     let find = || shared.client.find_conversation_by_external_id(&ticket.key);
     // A create an earlier run may have sent: wait until it would have landed, then look.
     if ticket.state == EntityState::Sending {
-        shared.pause(wait_after(shared, ticket.last_attempt_ms)).await?;
+        shared
+            .pause(wait_after(shared, ticket.last_attempt_ms))
+            .await?;
     }
     let existing = shared.lookup(route, find).await?;
     if let EntityLookup::Found(found) = existing {
@@ -512,17 +530,19 @@ async fn resolve_conversation(
                     ResolvedBy::FoundByExternalId
                 },
             )),
-            (owner, ours) => Err(Halt::Fail {
-                code: CONVERSATION_OF_ANOTHER_CUSTOMER.into(),
-                message: format!(
+            (owner, ours) => {
+                Err(Halt::Fail {
+                    code: CONVERSATION_OF_ANOTHER_CUSTOMER.into(),
+                    message: format!(
                     "Kustomer already has conversation {} with this externalId, and it belongs to \
                      {}, not to the customer the rows name ({}); nothing is posted into it",
                     found.id,
                     owner.map_or("an unnamed customer".to_string(), |id| format!("customer {id}")),
                     ours.map_or("not in Kustomer".to_string(), |id| format!("customer {id}")),
                 ),
-                retryable: false,
-            }),
+                    retryable: false,
+                })
+            }
         };
     }
     // An earlier create may have stored it: "not found" must come from a proven route.
@@ -545,9 +565,7 @@ async fn resolve_conversation(
             Entity::Conversation,
             &ticket.key,
             route,
-            || async {
-                shared.client.create_conversation(&body).await.0
-            },
+            || async { shared.client.create_conversation(&body).await.0 },
             || async {
                 let found = shared.lookup(route, find).await?.found();
                 match found {
@@ -589,7 +607,9 @@ async fn resolve_customer(
 ) -> Result<Option<String>, Halt> {
     let lock = {
         let mut customers = shared.customers.lock().map_err(|_| {
-            Halt::Stop(SendStop::Refused("the resolve phase's customer table was poisoned".into()))
+            Halt::Stop(SendStop::Refused(
+                "the resolve phase's customer table was poisoned".into(),
+            ))
         })?;
         Arc::clone(customers.entry(key.to_string()).or_default())
     };
@@ -609,7 +629,9 @@ async fn resolve_customer(
         return Ok(Some(id.clone()));
     }
     if record.state == EntityState::Sending {
-        shared.pause(wait_after(shared, record.last_attempt_ms)).await?;
+        shared
+            .pause(wait_after(shared, record.last_attempt_ms))
+            .await?;
     }
     let outcome = find_customer(shared, &record).await;
     let found = match outcome {
@@ -637,7 +659,10 @@ async fn resolve_customer(
     let route = customer_route(&record);
     if record.last_attempt_ms.is_some() {
         let cause = ApiError::NotSent;
-        if let Err(halt) = shared.believe_not_found(Entity::Customer, route, &cause).await {
+        if let Err(halt) = shared
+            .believe_not_found(Entity::Customer, route, &cause)
+            .await
+        {
             return Err(customer_failed(shared, key, halt));
         }
     }
@@ -653,7 +678,8 @@ async fn resolve_customer(
         .await;
     match created {
         Ok(id) => {
-            shared.write(|cp| cp.entity_resolved(Entity::Customer, key, &id, ResolvedBy::Created))?;
+            shared
+                .write(|cp| cp.entity_resolved(Entity::Customer, key, &id, ResolvedBy::Created))?;
             shared
                 .counters
                 .customers_created
@@ -674,8 +700,8 @@ fn customer_failed(shared: &Shared, key: &str, halt: Halt) -> Halt {
             retryable,
         } => {
             let message = format!("customer {key:?}: {message}");
-            if let Err(stop) =
-                shared.write(|cp| cp.entity_failed(Entity::Customer, key, &code, &message, retryable))
+            if let Err(stop) = shared
+                .write(|cp| cp.entity_failed(Entity::Customer, key, &code, &message, retryable))
             {
                 return stop;
             }
@@ -711,7 +737,11 @@ async fn find_customer(
             .await?
             .found();
         if let Some(found) = found {
-            if found.external_id.as_deref().is_none_or(|id| id == external_id) {
+            if found
+                .external_id
+                .as_deref()
+                .is_none_or(|id| id == external_id)
+            {
                 return Ok(Some((found.id, ResolvedBy::FoundByExternalId)));
             }
         }
@@ -725,8 +755,8 @@ async fn find_customer(
             .await?
             .found();
         if let Some(found) = found {
-            let same = found.emails.is_empty()
-                || found.emails.iter().any(|e| e.to_lowercase() == wanted);
+            let same =
+                found.emails.is_empty() || found.emails.iter().any(|e| e.to_lowercase() == wanted);
             if same {
                 return Ok(Some((found.id, ResolvedBy::FoundByEmail)));
             }

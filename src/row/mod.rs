@@ -170,7 +170,7 @@ pub struct ValidRow {
     /// The Kustomer conversation, when the row names it; otherwise `ticket` is set.
     pub conversation_id: Option<String>,
     /// The source ticket the resolve phase turns into a conversation.
-    pub ticket: Option<TicketRef>,
+    pub ticket: Option<Box<TicketRef>>,
     pub external_id: String,
     /// sentAt normalised to UTC, RFC 3339 with milliseconds (`2021-03-04T10:00:00.000Z`).
     pub sent_at: String,
@@ -340,7 +340,7 @@ pub fn prepare(
     let body = stamped_body(accepted, &external_id, stamp);
     Ok(ValidRow {
         conversation_id,
-        ticket,
+        ticket: ticket.map(Box::new),
         external_id,
         sent_at: sent_at.text,
         sent_at_micros: sent_at.micros,
