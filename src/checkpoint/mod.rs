@@ -34,7 +34,7 @@ pub use reports::{
     RowOutcome, StateCounts,
 };
 pub use resolve::{
-    CustomerRecord, Entity, EntityState, ResolutionCounts, ResolvedBy, TicketRecord,
+    CustomerRecord, Entity, EntityState, ResolutionCounts, ResolutionWork, ResolvedBy, TicketRecord,
 };
 pub use staging::{StagedKind, StagedRow, Stager};
 pub use store::{companion, is_empty_database, run_in_progress, Job, JobLock};

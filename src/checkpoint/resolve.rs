@@ -107,6 +107,15 @@ impl ResolutionCounts {
     }
 }
 
+/// What the resolve phase has left: see [`Checkpoint::resolution_work`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResolutionWork {
+    pub tickets: u64,
+    pub customers: u64,
+    /// Customers with both an externalId and an email: looked up twice before a create.
+    pub customers_with_both_keys: u64,
+}
+
 /// Tickets whose rows disagree about the customer: every row of such a ticket is refused, and
 /// its message names the lines that disagree.
 const DISAGREEING_TICKETS_SQL: &str = "
@@ -440,6 +449,37 @@ impl Checkpoint {
             Ok(counts)
         };
         Ok((count("customer")?, count("conversation")?))
+    }
+
+    /// What the resolve phase still has to do, for `plan`: tickets with waiting rows, and their
+    /// customers not yet resolved (with how many lookups each may take).
+    pub fn resolution_work(&self) -> Result<ResolutionWork> {
+        if self.schema < 6 {
+            return Ok(ResolutionWork::default());
+        }
+        self.conn
+            .query_row(
+                "WITH waiting AS (
+                     SELECT DISTINCT c.source_key, c.customer_key FROM conversation c
+                     JOIN row r ON r.ticket_key = c.source_key
+                     WHERE c.state != 'resolved' AND r.state = 'pending'
+                       AND r.conversation_id IS NULL)
+                 SELECT (SELECT COUNT(*) FROM waiting),
+                        COUNT(*),
+                        IFNULL(SUM(external_id IS NOT NULL AND email IS NOT NULL), 0)
+                 FROM customer
+                 WHERE state != 'resolved'
+                   AND source_key IN (SELECT customer_key FROM waiting)",
+                [],
+                |row| {
+                    Ok(ResolutionWork {
+                        tickets: row.get(0)?,
+                        customers: row.get(1)?,
+                        customers_with_both_keys: row.get(2)?,
+                    })
+                },
+            )
+            .at(&self.path)
     }
 
     fn parse_entity_state(&self, text: &str) -> Result<EntityState> {
