@@ -144,8 +144,9 @@ struct Shared {
     client: Arc<ApiClient>,
     checkpoint: Mutex<Checkpoint>,
     counters: Arc<ResolveCounters>,
-    /// One lock per customer: tickets of one customer wait for the first to resolve it.
-    customers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<String>>>>>,
+    /// One lock per customer (per email when it has one): tickets of one customer, and customers
+    /// sharing an email, wait for the first to resolve it.
+    customers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     proven: [AtomicBool; 3],
     stop: Mutex<Option<SendStop>>,
     cancel: CancellationToken,
@@ -605,27 +606,24 @@ async fn resolve_customer(
     key: &str,
     may_create: bool,
 ) -> Result<Option<String>, Halt> {
+    let record = read_customer_record(shared, key)?;
+    // Customers sharing an email are worked one after the other, so that one created for a
+    // ticket is found by email for the next instead of being created twice.
+    let lock_key = record.customer.email.as_ref().map_or_else(
+        || key.to_string(),
+        |email| format!("email:{}", email.to_lowercase()),
+    );
     let lock = {
         let mut customers = shared.customers.lock().map_err(|_| {
             Halt::Stop(SendStop::Refused(
-                "the resolve phase's customer table was poisoned".into(),
+                "the resolve phase's customer locks were poisoned".into(),
             ))
         })?;
-        Arc::clone(customers.entry(key.to_string()).or_default())
+        Arc::clone(customers.entry(lock_key).or_default())
     };
-    let mut resolved = lock.lock().await;
-    if let Some(id) = resolved.as_ref() {
-        return Ok(Some(id.clone()));
-    }
-    let record = shared
-        .write(|cp| cp.customer_record(key))?
-        .ok_or_else(|| Halt::Fail {
-            code: CONVERSATION_UNRESOLVED.into(),
-            message: format!("customer {key:?} is not recorded in the checkpoint"),
-            retryable: false,
-        })?;
+    let _turn = lock.lock().await;
+    let record = read_customer_record(shared, key)?;
     if let (EntityState::Resolved, Some(id)) = (record.state, &record.kustomer_id) {
-        *resolved = Some(id.clone());
         return Ok(Some(id.clone()));
     }
     if record.state == EntityState::Sending {
@@ -650,7 +648,6 @@ async fn resolve_customer(
             _ => &shared.counters.customers_found,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        *resolved = Some(id.clone());
         return Ok(Some(id));
     }
     if !may_create {
@@ -684,11 +681,20 @@ async fn resolve_customer(
                 .counters
                 .customers_created
                 .fetch_add(1, Ordering::Relaxed);
-            *resolved = Some(id.clone());
             Ok(Some(id))
         }
         Err(halt) => Err(customer_failed(shared, key, halt)),
     }
+}
+
+fn read_customer_record(shared: &Shared, key: &str) -> Result<CustomerRecord, Halt> {
+    shared
+        .write(|cp| cp.customer_record(key))?
+        .ok_or_else(|| Halt::Fail {
+            code: CONVERSATION_UNRESOLVED.into(),
+            message: format!("customer {key:?} is not recorded in the checkpoint"),
+            retryable: false,
+        })
 }
 
 /// Records a customer's failure (a stop passes through) and says why for its ticket.
