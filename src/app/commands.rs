@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, JobLock};
 use crate::cli::{
-    CheckArgs, DemoArgs, LookupRouteArg, PlanArgs, ReportArgs, ReportFormatArg, ResetUnitArg,
-    ResumeArgs, RunArgs, SandboxArgs, SandboxBulkArgs, SandboxOutcomeArgs, SendArgs, StatusArgs,
-    ValidateArgs,
+    CheckArgs, DemoArgs, FaultScopeArg, LookupRouteArg, PlanArgs, ReportArgs, ReportFormatArg,
+    ResetUnitArg, ResumeArgs, RunArgs, SandboxArgs, SandboxBulkArgs, SandboxOutcomeArgs, SendArgs,
+    StatusArgs, ValidateArgs,
 };
 use crate::client::{ApiClient, LookupAnswer};
 use crate::config::{
@@ -743,6 +743,12 @@ fn apply_outcome_switches(args: &SandboxOutcomeArgs, config: &mut SandboxConfig)
     };
     config.not_found_as_empty = args.not_found_as_empty;
     config.lookup_list = args.lookup_list;
+    config.lookup_other_first = args.lookup_other_first;
+    config.fault_scope = sandbox::FaultScope {
+        messages: args.fault_scope.contains(&FaultScopeArg::Messages),
+        customers: args.fault_scope.contains(&FaultScopeArg::Customers),
+        conversations: args.fault_scope.contains(&FaultScopeArg::Conversations),
+    };
     config.redirect_to = args.redirect_to.clone();
     let faults = &mut config.faults;
     faults.store_then_error = args.store_then_error;

@@ -16,11 +16,13 @@ use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::faults::{BeforeStore, OnceStored};
+use super::creates::{answer_before_store, json_body, OVERSIZE_PADDING};
+use super::directory::CreateKind;
+use super::faults::OnceStored;
 use super::server::ConnectionKill;
 use super::state::{
-    customer_of, KeyKind, KeyProfile, LookupOutcome, NewMessage, RateSnapshot, Refusal, Shared,
-    Spelling, StoreRefusal, StoredMessage, ORG_ID, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
+    customer_of, KeyProfile, LookupOutcome, NewMessage, RateSnapshot, Refusal, Shared, Spelling,
+    StoreRefusal, StoredMessage, ORG_ID, ROLE_ADMIN, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
 };
 use super::validate::{format_timestamp, is_object_id, FieldError};
 use super::{LookupSpelling, ResetUnit, SandboxError, SeedMessage};
@@ -41,10 +43,18 @@ pub(crate) struct Caller(pub(crate) &'static KeyProfile);
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/auth/tokens/current", get(current_token))
-        .route(CREATE_ROUTE, post(create_message))
+        .route(
+            CREATE_ROUTE,
+            post(create_message).get(super::conversations::list_messages),
+        )
         .route("/v1/messages/{spec}", get(lookup_message))
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/messages", get(messages))
+        .route("/_sandbox/customers", get(super::seeding::customers))
+        .route(
+            "/_sandbox/conversations",
+            get(super::seeding::conversations),
+        )
         .route("/_sandbox/revoke", post(revoke))
         .route("/_sandbox/restore", post(restore))
         .route("/_sandbox/seed", post(seed))
@@ -54,6 +64,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/lookups/fail", post(fail_lookups))
         .route("/_sandbox/lookups/heal", post(heal_lookups))
         .merge(super::bulk::routes())
+        .merge(super::customers::routes())
+        .merge(super::conversations::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
         .with_state(shared)
@@ -74,20 +86,21 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let is_create = request.method() == Method::POST
-        && request
-            .extensions()
-            .get::<MatchedPath>()
-            .is_some_and(|matched| matched.as_str() == CREATE_ROUTE);
-    if is_create {
-        if let Some(conversation) = create_path_conversation(request.uri().path()) {
-            shared.count_create(conversation);
+    let create = create_kind(&request);
+    match create {
+        Some(CreateKind::Message) => {
+            if let Some(conversation) = create_path_conversation(request.uri().path()) {
+                shared.count_create(conversation);
+            }
         }
+        Some(kind) => shared.with_kind_counts(kind, |counts| counts.creates += 1),
+        None => {}
     }
     let bearer = bearer_token(request.headers());
-    let (admission, rate) = shared.admit(bearer, is_create, Instant::now());
+    let is_message_create = create == Some(CreateKind::Message);
+    let (admission, rate) = shared.admit(bearer, is_message_create, Instant::now());
     let mut response = match admission {
-        Ok(_) if is_create && shared.roll_injected_429() => rate_limited_for(
+        Ok(_) if create.is_some_and(|kind| shared.roll_injected_429_for(kind)) => rate_limited_for(
             &shared,
             "Rate limit exceeded (injected)",
             rate.reset_seconds,
@@ -110,6 +123,19 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
     add_rate_headers(&shared, response.headers_mut(), rate);
     shared.record_status(response.status().as_u16());
     response
+}
+
+/// What a request creates, if it is a create (`POST` on a create route).
+fn create_kind(request: &Request) -> Option<CreateKind> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    match request.extensions().get::<MatchedPath>()?.as_str() {
+        CREATE_ROUTE => Some(CreateKind::Message),
+        super::customers::CUSTOMERS_ROUTE => Some(CreateKind::Customer),
+        super::conversations::CONVERSATIONS_ROUTE => Some(CreateKind::Conversation),
+        _ => None,
+    }
 }
 
 /// The conversation id in a create request's path.
@@ -195,7 +221,7 @@ fn rate_limited_for(shared: &Shared, message: &str, seconds: u64) -> Response {
 }
 
 /// A 429 raised inside a handler, with `Retry-After` until the current window ends.
-fn rate_limited(shared: &Shared, message: &str) -> Response {
+pub(crate) fn rate_limited(shared: &Shared, message: &str) -> Response {
     rate_limited_for(
         shared,
         message,
@@ -270,24 +296,9 @@ async fn create_message(
     if !key.has_role(ROLE_MESSAGE_CREATE) {
         return forbidden(ROLE_MESSAGE_CREATE);
     }
-    let roll = shared.roll_faults();
-    match roll.before_store {
-        BeforeStore::Proceed => {}
-        BeforeStore::Error500 => {
-            return api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_server_error",
-                "Injected fault: internal error",
-            )
-        }
-        BeforeStore::Error503 => {
-            return api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "Injected fault: service unavailable",
-            )
-        }
-        BeforeStore::DropConnection => return drop_connection(&kill).await,
+    let roll = shared.roll_create_faults(CreateKind::Message);
+    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
+        return answer;
     }
     let conversation_id = match conversation {
         Ok(Path(id)) if is_object_id(&id) => id,
@@ -313,28 +324,9 @@ async fn create_message(
         };
         return api_error(StatusCode::NOT_FOUND, "not_found", &message);
     }
-    let body = match body {
-        Ok(bytes) => bytes,
-        Err(rejection) => {
-            return api_error(rejection.status(), "bad_request", &rejection.body_text())
-        }
-    };
-    if !is_json_content_type(&headers) {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Content-Type must be application/json",
-        );
-    }
-    let parsed: Value = match serde_json::from_slice(&body) {
+    let parsed = match json_body(&headers, body) {
         Ok(value) => value,
-        Err(error) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("Malformed JSON: {error}"),
-            )
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     let attributes = match shared.validator.validate(parsed) {
         Ok(attributes) => attributes,
@@ -409,7 +401,7 @@ async fn answer_stored(
 
 /// What a server or the gateway in front of it answers after the write went through: an HTML
 /// page for gateway statuses (502, 504, Cloudflare's 520-529), the usual JSON error otherwise.
-fn gateway_error(status: u16) -> Response {
+pub(crate) fn gateway_error(status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let reason = status.canonical_reason().unwrap_or("Server Error");
     let code = status.as_u16();
@@ -462,7 +454,7 @@ pub(crate) fn prepare_message(
     };
     let sent_created_by = sent_by(&mut attributes, "createdBy");
     let sent_modified_by = sent_by(&mut attributes, "modifiedBy");
-    let (created_by, modified_by) = if key.kind == KeyKind::Admin {
+    let (created_by, modified_by) = if key.has_role(ROLE_ADMIN) {
         let created_by = sent_created_by.unwrap_or_else(|| key.user_id.to_owned());
         let modified_by = sent_modified_by.unwrap_or_else(|| key.user_id.to_owned());
         (created_by, modified_by)
@@ -548,7 +540,10 @@ async fn lookup_message(
         shared.count_lookup(spelling, LookupOutcome::NoRoute);
         return not_found();
     }
-    let found = shared.by_external_id(external_id);
+    let mut found = shared.by_external_id(external_id);
+    if shared.config.lookup_other_first {
+        shared.put_other_first(&mut found);
+    }
     let Some(latest) = found.first() else {
         shared.count_lookup(spelling, LookupOutcome::Miss);
         if shared.config.not_found_as_empty {
@@ -612,15 +607,26 @@ async fn redirected(State(shared): State<Arc<Shared>>) -> StatusCode {
 }
 
 /// The machine user of the "other integration" that seeded messages come from.
-const SEED_USER: &str = "65a00000000000000000d0d4";
+pub(crate) const SEED_USER: &str = "65a00000000000000000d0d4";
 
 /// Stores messages as another integration would have: every item is checked before any is
-/// stored. Answers 201 `{"data":[{"id","conversationId","externalId"}, ..]}`.
+/// stored. Answers 201 `{"data":[{"id","conversationId","externalId"}, ..]}`. A JSON object
+/// instead of an array seeds customers and conversations too (see `seeding`).
 async fn seed(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let items: Vec<SeedMessage> = match body
-        .map_err(|rejection| rejection.body_text())
-        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|error| error.to_string()))
-    {
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(rejection) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &rejection.body_text(),
+            )
+        }
+    };
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{') {
+        return super::seeding::seed_directory(&shared, &bytes);
+    }
+    let items: Vec<SeedMessage> = match serde_json::from_slice(&bytes) {
         Ok(items) => items,
         Err(why) => {
             return api_error(
@@ -630,63 +636,48 @@ async fn seed(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesReject
             )
         }
     };
+    if let Err(why) = check_seed_messages(&items) {
+        return api_error(StatusCode::BAD_REQUEST, "bad_request", &why);
+    }
+    let messages = items
+        .into_iter()
+        .map(|item| seeded_message(item.conversation_id, item.external_id))
+        .collect();
+    (
+        StatusCode::CREATED,
+        Json(json!({ "data": seed_messages(&shared, messages) })),
+    )
+        .into_response()
+}
+
+/// Every seeded message names an existing conversation and a 1 to 256 character externalId.
+pub(crate) fn check_seed_messages(items: &[SeedMessage]) -> Result<(), String> {
     if let Some(bad) = items.iter().find(|item| {
         !is_object_id(&item.conversation_id)
             || item
                 .conversation_id
                 .starts_with(UNKNOWN_CONVERSATION_PREFIX)
     }) {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!(
-                "conversationId {:?} is not an existing conversation (24 lowercase hex, not dead...)",
-                bad.conversation_id
-            ),
-        );
+        return Err(format!(
+            "conversationId {:?} is not an existing conversation (24 lowercase hex, not dead...)",
+            bad.conversation_id
+        ));
     }
     if let Some(bad) = items
         .iter()
         .find(|item| item.external_id.is_empty() || item.external_id.chars().count() > 256)
     {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!(
-                "externalId {:?} must hold 1 to 256 characters",
-                bad.external_id
-            ),
-        );
+        return Err(format!(
+            "externalId {:?} must hold 1 to 256 characters",
+            bad.external_id
+        ));
     }
-    let now = format_timestamp(jiff::Timestamp::now());
-    let messages = items
-        .into_iter()
-        .map(|item| {
-            let attributes = json!({
-                "channel": "email",
-                "app": "other-integration",
-                "externalId": item.external_id,
-                "direction": "in",
-                "createdAt": now,
-                "modifiedAt": now,
-                "sentAt": now,
-                "updatedAt": now,
-                "meta": {},
-            });
-            NewMessage {
-                customer_id: customer_of(&item.conversation_id),
-                conversation_id: item.conversation_id,
-                created_by: SEED_USER.to_owned(),
-                modified_by: SEED_USER.to_owned(),
-                attributes: match attributes {
-                    Value::Object(map) => map,
-                    _ => Map::new(),
-                },
-                counts_against_customer: false,
-            }
-        })
-        .collect();
-    let seeded: Vec<Value> = shared
+    Ok(())
+}
+
+/// Stores seeded messages; answers `[{"id","conversationId","externalId"}, ..]`.
+pub(crate) fn seed_messages(shared: &Shared, messages: Vec<NewMessage>) -> Vec<Value> {
+    shared
         .seed(messages)
         .iter()
         .map(|stored| {
@@ -696,18 +687,44 @@ async fn seed(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesReject
                 "externalId": stored.attributes.get("externalId"),
             })
         })
-        .collect();
-    (StatusCode::CREATED, Json(json!({ "data": seeded }))).into_response()
+        .collect()
+}
+
+/// A message as the "other integration" stores it: app `other-integration`, now as every time.
+pub(crate) fn seeded_message(conversation_id: String, external_id: String) -> NewMessage {
+    let now = format_timestamp(jiff::Timestamp::now());
+    let attributes = json!({
+        "channel": "email",
+        "app": "other-integration",
+        "externalId": external_id,
+        "direction": "in",
+        "createdAt": now,
+        "modifiedAt": now,
+        "sentAt": now,
+        "updatedAt": now,
+        "meta": {},
+    });
+    NewMessage {
+        customer_id: customer_of(&conversation_id),
+        conversation_id,
+        created_by: SEED_USER.to_owned(),
+        modified_by: SEED_USER.to_owned(),
+        attributes: match attributes {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+        counts_against_customer: false,
+    }
 }
 
 /// The JSON:API document Kustomer answers for one message, serialised without copying it.
 #[derive(Serialize)]
-struct MessageDocument<'a> {
-    data: MessageResource<'a>,
+pub(crate) struct MessageDocument<'a> {
+    pub(crate) data: MessageResource<'a>,
 }
 
 #[derive(Serialize)]
-struct MessageResource<'a> {
+pub(crate) struct MessageResource<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     /// None only for the `created_without_id` fault (which drops `links` too: they name the id).
@@ -737,9 +754,6 @@ struct PaddedDocument<'a> {
 struct Padding {
     padding: String,
 }
-
-/// Size of the `oversize_body` padding: twice the 1 MiB a client should read at most.
-const OVERSIZE_PADDING: usize = 2 * 1024 * 1024;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -771,7 +785,7 @@ struct Links {
 }
 
 impl<'a> MessageDocument<'a> {
-    fn of(message: &'a StoredMessage) -> Self {
+    pub(crate) fn of(message: &'a StoredMessage) -> Self {
         // Type names and link collections as in the spec's example response.
         let relationship = |kind: &'static str, collection: &str, id: &'a str| Relationship {
             data: ResourceId { kind, id },

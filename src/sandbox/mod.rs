@@ -182,8 +182,13 @@
 
 mod api;
 mod bulk;
+mod conversations;
+mod creates;
+mod customers;
+mod directory;
 mod faults;
 mod live;
+mod seeding;
 mod server;
 mod state;
 mod validate;
@@ -202,6 +207,12 @@ pub use bulk::{
 };
 use state::Shared;
 
+pub use conversations::MAX_PAGE_SIZE;
+pub use creates::FaultScope;
+pub use directory::{
+    CreateFaultCounts, HitMiss, KindCounts, KindLookupCounts, RecordsDump, SandboxRecord,
+};
+
 pub use live::{LiveClientStats, LivePattern};
 
 /// Bearer key with `org.admin`: audit fields are kept as sent.
@@ -210,6 +221,9 @@ pub const ADMIN_KEY: &str = "sandbox-admin-key";
 pub const AGENT_KEY: &str = "sandbox-agent-key";
 /// Bearer key that may read messages but not create them (creating answers 403).
 pub const READONLY_KEY: &str = "sandbox-readonly-key";
+/// Bearer key with `org.admin` and the message roles but none of the customer and conversation
+/// roles: the importer's preflight must refuse a file that needs them.
+pub const MESSAGES_ONLY_KEY: &str = "sandbox-messages-only-key";
 
 /// Kustomer's documented per-customer limit of created messages per minute.
 pub const DEFAULT_CUSTOMER_LIMIT: u32 = 120;
@@ -258,6 +272,11 @@ pub struct SandboxConfig {
     pub error_body_text: Option<String>,
     /// Bulk jobs (issue 9): processing time, order, item errors, dropped answers.
     pub bulk: BulkConfig,
+    /// Which kinds of create the fault dice apply to (issue 16; default every kind).
+    pub fault_scope: FaultScope,
+    /// A message lookup by externalId answers the messages seeded by another integration first
+    /// (single answer: the latest seeded one; list: seeded ones first, each group newest first).
+    pub lookup_other_first: bool,
 }
 
 impl SandboxConfig {
@@ -284,6 +303,8 @@ impl SandboxConfig {
             redirect_to: None,
             error_body_text: None,
             bulk: BulkConfig::default(),
+            fault_scope: FaultScope::default(),
+            lookup_other_first: false,
         }
     }
 }
@@ -419,6 +440,12 @@ pub struct SandboxStats {
     /// Bulk jobs, items, polls and results reads (`bulk_*` keys at the top level).
     #[serde(flatten, default)]
     pub bulk: BulkStats,
+    /// Customer creates, lookups and faults (issue 16).
+    #[serde(default)]
+    pub customers: KindCounts,
+    /// Conversation creates, lookups, messages listings and faults (issue 16).
+    #[serde(default)]
+    pub conversations: KindCounts,
 }
 
 /// ExternalId lookups (`GET /v1/messages/externalId=..` and `externalid=..`) that reached the
@@ -430,7 +457,11 @@ pub struct LookupCounts {
     /// `externalid=`.
     pub lower: SpellingCounts,
     /// Lookups answered 429 by the `lookup_429` dice (either spelling; not in the above).
+    /// Also counts the customer and conversation reads it answered 429 (see their sections).
     pub lookup_429: u64,
+    /// Hits answered with a seeded message first under `lookup_other_first`.
+    #[serde(default)]
+    pub other_first: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -530,6 +561,16 @@ impl RunningSandbox {
     /// The same listing as `GET /_sandbox/messages`.
     pub fn messages(&self) -> MessagesDump {
         self.shared.messages()
+    }
+
+    /// The same listing as `GET /_sandbox/customers`.
+    pub fn customers(&self) -> RecordsDump {
+        self.shared.world().directory.customers_dump()
+    }
+
+    /// The same listing as `GET /_sandbox/conversations`.
+    pub fn conversations(&self) -> RecordsDump {
+        self.shared.world().directory.conversations_dump()
     }
 
     /// Revokes (`true`) or restores (`false`) [`ADMIN_KEY`], like the control endpoints.

@@ -12,16 +12,21 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::directory::Directory;
 use super::faults::{FaultRoll, OnceStored};
-use super::validate::MessageValidator;
+use super::validate::BodyValidator;
 use super::{
     FaultCounts, LookupCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats,
-    ADMIN_KEY, AGENT_KEY, READONLY_KEY,
+    ADMIN_KEY, AGENT_KEY, MESSAGES_ONLY_KEY, READONLY_KEY,
 };
 
 pub(crate) const ROLE_ADMIN: &str = "org.admin";
 pub(crate) const ROLE_MESSAGE_CREATE: &str = "org.permission.message.create";
 pub(crate) const ROLE_MESSAGE_READ: &str = "org.permission.message.read";
+pub(crate) const ROLE_CUSTOMER_READ: &str = "org.permission.customer.read";
+pub(crate) const ROLE_CUSTOMER_CREATE: &str = "org.permission.customer.create";
+pub(crate) const ROLE_CONVERSATION_READ: &str = "org.permission.conversation.read";
+pub(crate) const ROLE_CONVERSATION_CREATE: &str = "org.permission.conversation.create";
 
 /// The one org every key belongs to.
 pub(crate) const ORG_ID: &str = "5f1e2d3c4b5a69788796a5b4";
@@ -34,6 +39,8 @@ pub(crate) enum KeyKind {
     Admin,
     Agent,
     ReadOnly,
+    /// `org.admin` and the message roles, none of the customer and conversation roles.
+    MessagesOnly,
 }
 
 /// What the server knows about one API key.
@@ -65,6 +72,23 @@ static ADMIN_PROFILE: KeyProfile = KeyProfile {
         "org.permission.bulk.read",
         "org.user.message.write",
         "org.user.message.read",
+        ROLE_CUSTOMER_READ,
+        ROLE_CUSTOMER_CREATE,
+        ROLE_CONVERSATION_READ,
+        ROLE_CONVERSATION_CREATE,
+    ],
+};
+
+static MESSAGES_ONLY_PROFILE: KeyProfile = KeyProfile {
+    kind: KeyKind::MessagesOnly,
+    token_id: "65a0000000000000000000d4",
+    name: "sandbox messages-only key",
+    user_id: "65a00000000000000000d0e4",
+    roles: &[
+        ROLE_ADMIN,
+        ROLE_MESSAGE_CREATE,
+        ROLE_MESSAGE_READ,
+        "org.permission.bulk.read",
     ],
 };
 
@@ -73,7 +97,14 @@ static AGENT_PROFILE: KeyProfile = KeyProfile {
     token_id: "65a0000000000000000000b2",
     name: "sandbox agent key",
     user_id: "65a00000000000000000b0b2",
-    roles: &[ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ],
+    roles: &[
+        ROLE_MESSAGE_CREATE,
+        ROLE_MESSAGE_READ,
+        ROLE_CUSTOMER_READ,
+        ROLE_CUSTOMER_CREATE,
+        ROLE_CONVERSATION_READ,
+        ROLE_CONVERSATION_CREATE,
+    ],
 };
 
 static READONLY_PROFILE: KeyProfile = KeyProfile {
@@ -89,6 +120,7 @@ pub(crate) fn key_profile(bearer: &str) -> Option<&'static KeyProfile> {
         ADMIN_KEY => Some(&ADMIN_PROFILE),
         AGENT_KEY => Some(&AGENT_PROFILE),
         READONLY_KEY => Some(&READONLY_PROFILE),
+        MESSAGES_ONLY_KEY => Some(&MESSAGES_ONLY_PROFILE),
         _ => None,
     }
 }
@@ -308,14 +340,36 @@ pub(crate) struct World {
     by_external_id: HashMap<String, Vec<usize>>,
     by_conversation: HashMap<String, Vec<usize>>,
     counters: Counters,
+    /// Customers and conversations (issue 16).
+    pub(crate) directory: Directory,
 }
 
 impl World {
+    /// Counts a lookup answered with another integration's message first.
+    pub(crate) fn count_other_first(&mut self) {
+        self.counters.lookups.other_first += 1;
+    }
+
+    /// A new ObjectId-like id, unique within this sandbox (messages, customers, conversations).
+    pub(crate) fn mint_id(&mut self) -> String {
+        self.id_sequence += 1;
+        object_id(self.id_salt.wrapping_add(self.id_sequence))
+    }
+
+    /// A message stored into a conversation created here joins that conversation's customer.
+    fn join_customer(&self, message: &mut NewMessage) {
+        if let Some(customer) = self
+            .directory
+            .customer_of_conversation(&message.conversation_id)
+        {
+            message.customer_id = customer;
+        }
+    }
+
     /// Gives the message its id and indexes it. A message whose externalId another imported
     /// (not seeded) message already carries counts as a duplicate.
     fn insert(&mut self, message: NewMessage, seeded: bool) -> Arc<StoredMessage> {
-        self.id_sequence += 1;
-        let id = object_id(self.id_salt.wrapping_add(self.id_sequence));
+        let id = self.mint_id();
         let stored = Arc::new(StoredMessage {
             id,
             conversation_id: message.conversation_id,
@@ -351,7 +405,7 @@ impl World {
 /// State shared by every connection of one sandbox.
 pub(crate) struct Shared {
     pub config: SandboxConfig,
-    pub validator: MessageValidator,
+    pub validator: BodyValidator,
     pub clock: Clock,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -412,10 +466,11 @@ impl Shared {
             by_external_id: HashMap::new(),
             by_conversation: HashMap::new(),
             counters: Counters::default(),
+            directory: Directory::default(),
         };
         Self {
             clock: Clock::new(config.window),
-            validator: MessageValidator::new(),
+            validator: BodyValidator::messages(),
             config,
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -427,7 +482,7 @@ impl Shared {
         }
     }
 
-    fn world(&self) -> MutexGuard<'_, World> {
+    pub(crate) fn world(&self) -> MutexGuard<'_, World> {
         // A panic while holding the lock leaves counters at worst slightly off; keep serving.
         self.world.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -579,11 +634,12 @@ impl Shared {
     /// Charges the per-customer limit and stores the message.
     pub(crate) fn store(
         &self,
-        message: NewMessage,
+        mut message: NewMessage,
         now: Instant,
     ) -> Result<Arc<StoredMessage>, StoreRefusal> {
         let window = self.clock.window_index(now);
         let mut world = self.world();
+        world.join_customer(&mut message);
         if message.counts_against_customer {
             let allowed = world
                 .customer_windows
@@ -623,7 +679,10 @@ impl Shared {
         let mut world = self.world();
         let stored: Vec<_> = messages
             .into_iter()
-            .map(|message| world.insert(message, true))
+            .map(|mut message| {
+                world.join_customer(&mut message);
+                world.insert(message, true)
+            })
             .collect();
         world.counters.seeded += stored.len() as u64;
         stored
@@ -637,6 +696,21 @@ impl Shared {
             .iter()
             .find(|message| message.id == id)
             .cloned()
+    }
+
+    /// Every message stored into this conversation, in storing order.
+    pub(crate) fn conversation_messages(&self, conversation_id: &str) -> Vec<Arc<StoredMessage>> {
+        let world = self.world();
+        world
+            .by_conversation
+            .get(conversation_id)
+            .map(|indexes| {
+                indexes
+                    .iter()
+                    .filter_map(|index| world.messages.get(*index).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub(crate) fn by_external_id(&self, external_id: &str) -> Vec<Arc<StoredMessage>> {
@@ -761,6 +835,8 @@ impl Shared {
             seeded: counters.seeded,
             redirect_hits: counters.redirect_hits,
             bulk: self.bulk.stats(),
+            customers: world.directory.customer_stats(),
+            conversations: world.directory.conversation_stats(),
         }
     }
 

@@ -1222,6 +1222,7 @@ async fn lookups_are_counted_by_spelling_and_outcome() {
                 no_route: 0
             },
             lookup_429: 0,
+            other_first: 0,
         }
     );
     sandbox.shutdown().await;
