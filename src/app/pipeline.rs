@@ -295,7 +295,9 @@ fn refuse_unknown_agents(
     }
     let Some(users) = &staging.users else {
         return Err(AppError::Fields(
-            "the input names agents by createdByEmail: pass --users-map FILE (CSV email,id, as              exported from Kustomer's user list), or --created-by USER_ID as the fallback;              nothing was staged"
+            "the input names agents by createdByEmail: pass --users-map FILE (CSV email,id, as \
+             exported from Kustomer's user list), or --created-by USER_ID as the fallback; \
+             nothing was staged"
                 .into(),
         ));
     };

@@ -39,6 +39,11 @@ pub const CONVERSATION_UNRESOLVED: &str = "conversation_unresolved";
 /// Error code of rows whose ticket exists in Kustomer under another customer.
 pub const CONVERSATION_OF_ANOTHER_CUSTOMER: &str = "conversation_of_another_customer";
 
+/// How often, and how long apart at least, a create with an unknown outcome waits for a record
+/// to prove its lookup route on before it is left unsettled.
+const PROOF_TRIES: u32 = 10;
+const PROOF_WAIT: Duration = Duration::from_millis(500);
+
 /// Roles the resolve phase needs (permission-set names, then their legacy equivalents).
 pub const RESOLVE_ROLES: [(&str, &str); 4] = [
     ("org.permission.customer.read", "org.user.customer.read"),
@@ -410,8 +415,14 @@ impl Shared {
             return Ok(());
         }
         let by_email = route == Route::CustomerByEmail;
-        let known = self.write(|cp| cp.known_resolved(entity, by_email))?;
-        if let Some((source, id)) = known {
+        // Early in a run nothing may be resolved yet to prove the route on: other tickets may
+        // resolve one meanwhile, so wait a little, a bounded number of times.
+        for _ in 0..PROOF_TRIES {
+            let known = self.write(|cp| cp.known_resolved(entity, by_email))?;
+            let Some((source, id)) = known else {
+                self.pause(self.plan.settle_delay.max(PROOF_WAIT)).await?;
+                continue;
+            };
             let lowered = source.to_lowercase();
             let found = match route {
                 Route::CustomerByExternalId => self
@@ -436,6 +447,7 @@ impl Shared {
                 self.proven[route as usize].store(true, Ordering::Relaxed);
                 return Ok(());
             }
+            break;
         }
         Err(Halt::Fail {
             code: crate::send::OUTCOME_UNKNOWN.into(),
