@@ -13,6 +13,8 @@ use crate::input::Format;
 use crate::progress::Display;
 use crate::retry::RetryPolicy;
 
+pub use crate::send::{ErrorBudget, SendMode, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY};
+
 pub const DEFAULT_BASE_URL: &str = "https://api.kustomerapp.com";
 pub const API_KEY_ENV: &str = "KUSTOMER_API_KEY";
 pub const BASE_URL_ENV: &str = "KUSTOMER_BASE_URL";
@@ -85,11 +87,6 @@ pub struct ApiConfig {
     pub base_url: String,
     pub key: ApiKey,
 }
-
-/// How long the client waits for an answer unless told otherwise (`--request-timeout`).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a conversation waits after an unknown outcome before its lookup (`--settle-delay`).
-pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(30);
 
 impl ApiConfig {
     pub fn client_config(&self, request_timeout: Duration) -> ClientConfig {
@@ -220,38 +217,20 @@ impl ConcurrencyChoice {
     }
 }
 
-/// How many failed rows one run may produce before it stops.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ErrorBudget {
-    Rows(u64),
-    Percent(f64),
-}
-
-impl ErrorBudget {
-    pub fn parse(raw: &str) -> Result<ErrorBudget, ConfigError> {
-        let fail = || ConfigError::MaxErrors(raw.to_string());
-        let raw = raw.trim();
-        match raw.strip_suffix('%') {
-            Some(number) => {
-                let percent: f64 = number.trim().parse().map_err(|_| fail())?;
-                if (0.0..=100.0).contains(&percent) {
-                    Ok(ErrorBudget::Percent(percent))
-                } else {
-                    Err(fail())
-                }
-            }
-            None => raw.parse().map(ErrorBudget::Rows).map_err(|_| fail()),
-        }
-    }
-
-    /// The most failed rows allowed when `rows_to_send` rows have work.
-    pub fn allowed(self, rows_to_send: u64) -> u64 {
-        match self {
-            ErrorBudget::Rows(n) => n,
-            ErrorBudget::Percent(percent) => {
-                ((rows_to_send as f64) * percent / 100.0).floor() as u64
+/// `--max-errors`: a count of rows (`500`) or a share of the rows to send (`2%`).
+pub fn parse_error_budget(raw: &str) -> Result<ErrorBudget, ConfigError> {
+    let fail = || ConfigError::MaxErrors(raw.to_string());
+    let raw = raw.trim();
+    match raw.strip_suffix('%') {
+        Some(number) => {
+            let percent: f64 = number.trim().parse().map_err(|_| fail())?;
+            if (0.0..=100.0).contains(&percent) {
+                Ok(ErrorBudget::Percent(percent))
+            } else {
+                Err(fail())
             }
         }
+        None => raw.parse().map(ErrorBudget::Rows).map_err(|_| fail()),
     }
 }
 
@@ -276,40 +255,28 @@ pub struct SendConfig {
     pub mode: SendMode,
 }
 
-/// One message per request, or bulk jobs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SendMode {
-    Single,
-    Bulk {
-        batch_size: usize,
-        /// How long one job is taken to last (`--job-seconds`).
-        job_seconds: f64,
-    },
-}
-
-impl SendMode {
-    fn parse(
-        mode: Option<&str>,
-        batch_size: Option<usize>,
-        job_seconds: Option<&str>,
-    ) -> Result<SendMode, ConfigError> {
-        let job_seconds = match job_seconds {
-            Some(raw) => parse_seconds("--job-seconds", raw, 0.0, 3600.0)?.as_secs_f64(),
-            None => crate::plan::DEFAULT_JOB_SECONDS,
-        };
-        let most = crate::plan::MAX_BATCH_SIZE as usize;
-        let batch_size = batch_size.unwrap_or(most);
-        if !(1..=most).contains(&batch_size) {
-            return Err(ConfigError::BatchSize);
-        }
-        match mode.map(str::trim) {
-            None | Some("single") => Ok(SendMode::Single),
-            Some("bulk") => Ok(SendMode::Bulk {
-                batch_size,
-                job_seconds,
-            }),
-            Some(other) => Err(ConfigError::Mode(other.to_string())),
-        }
+/// `--mode`, `--batch-size` and `--job-seconds`.
+fn parse_send_mode(
+    mode: Option<&str>,
+    batch_size: Option<usize>,
+    job_seconds: Option<&str>,
+) -> Result<SendMode, ConfigError> {
+    let job_seconds = match job_seconds {
+        Some(raw) => parse_seconds("--job-seconds", raw, 0.0, 3600.0)?.as_secs_f64(),
+        None => crate::plan::DEFAULT_JOB_SECONDS,
+    };
+    let most = crate::plan::MAX_BATCH_SIZE as usize;
+    let batch_size = batch_size.unwrap_or(most);
+    if !(1..=most).contains(&batch_size) {
+        return Err(ConfigError::BatchSize);
+    }
+    match mode.map(str::trim) {
+        None | Some("single") => Ok(SendMode::Single),
+        Some("bulk") => Ok(SendMode::Bulk {
+            batch_size,
+            job_seconds,
+        }),
+        Some(other) => Err(ConfigError::Mode(other.to_string())),
     }
 }
 
@@ -456,7 +423,7 @@ impl SendConfig {
                 ),
                 ..RetryPolicy::default()
             },
-            max_errors: ErrorBudget::parse(
+            max_errors: parse_error_budget(
                 args.max_errors.as_deref().unwrap_or(DEFAULT_MAX_ERRORS),
             )?,
             display: Display::detect(args.quiet),
@@ -471,7 +438,7 @@ impl SendConfig {
                 None => DEFAULT_REQUEST_TIMEOUT,
             },
             skip_existing: args.skip_existing.unwrap_or(false),
-            mode: SendMode::parse(
+            mode: parse_send_mode(
                 args.mode.as_deref(),
                 args.batch_size,
                 args.job_seconds.as_deref(),
@@ -838,16 +805,16 @@ mod tests {
 
     #[test]
     fn error_budget_forms() {
-        assert_eq!(ErrorBudget::parse("250").unwrap(), ErrorBudget::Rows(250));
+        assert_eq!(parse_error_budget("250").unwrap(), ErrorBudget::Rows(250));
         assert_eq!(
-            ErrorBudget::parse("2.5%").unwrap(),
+            parse_error_budget("2.5%").unwrap(),
             ErrorBudget::Percent(2.5)
         );
-        assert_eq!(ErrorBudget::parse("2%").unwrap().allowed(1_000), 20);
-        assert_eq!(ErrorBudget::parse("10").unwrap().allowed(3), 10);
-        assert!(ErrorBudget::parse("lots").is_err());
-        assert!(ErrorBudget::parse("150%").is_err());
-        assert!(ErrorBudget::parse("-3").is_err());
+        assert_eq!(parse_error_budget("2%").unwrap().allowed(1_000), 20);
+        assert_eq!(parse_error_budget("10").unwrap().allowed(3), 10);
+        assert!(parse_error_budget("lots").is_err());
+        assert!(parse_error_budget("150%").is_err());
+        assert!(parse_error_budget("-3").is_err());
     }
 
     #[test]

@@ -14,9 +14,9 @@ use crate::config::{
 };
 use crate::exit_codes::ExitCode;
 use crate::input::{self, Compression, Format, InputSource};
-use crate::progress::{Display, ProgressView, SendCounters, StagingView};
+use crate::progress::{Display, ProgressView, StagingView};
 use crate::row::{self, FieldVerdict, StampOptions, ValidationOptions};
-use crate::send::{self, preflight, SendPlan, SendStop};
+use crate::send::{self, preflight, Events, SendOptions, SendStats, SendStop};
 use crate::throttle::{
     self, ConcurrencyLimit, PacingSnapshot, RateBudget, Throttle, NO_RATE_HEADERS_NOTE,
 };
@@ -453,15 +453,12 @@ pub async fn send_and_summarise(
     let started = Instant::now();
     let before = Checkpoint::open_existing(db)?.counts()?;
     let unthrottled = ApiClient::new(api.client_config(send.request_timeout), None)?;
-    let (stop, throttle) = match preflight(
-        &unthrottled,
-        job,
-        matches!(send.mode, crate::config::SendMode::Bulk { .. }),
-    )
-    .await
-    {
+    let (stop, throttle) = match preflight(&unthrottled, job, send.mode.is_bulk()).await {
         Err(stop) => (stop, None),
         Ok(preflight) => {
+            for warning in &preflight.warnings {
+                eprintln!("{warning}");
+            }
             let (rpm, source) =
                 throttle::choose_budget(send.max_rpm, send.budget_share, preflight.org_limit);
             if send.display != Display::Quiet {
@@ -502,10 +499,10 @@ pub async fn send_and_summarise(
             }
             let resolved = Checkpoint::open_existing(db)?.counts()?;
             let to_send = resolved.pending + resolved.sending;
-            let counters = SendCounters::with_total(to_send);
+            let stats = SendStats::with_total(to_send);
             let view =
-                ProgressView::sending(Arc::clone(&counters), Arc::clone(&throttle), send.display);
-            let plan = SendPlan {
+                ProgressView::sending(Arc::clone(&stats), Arc::clone(&throttle), send.display);
+            let options = SendOptions {
                 checkpoint: db.to_path_buf(),
                 workers: send.concurrency.workers(),
                 retry: send.retry,
@@ -522,16 +519,20 @@ pub async fn send_and_summarise(
                 rpm,
             };
             let recorder = PacingRecorder::start(db, Arc::clone(&throttle));
+            let (events, printer) = print_send_events();
             let stop = send::send_all(
-                &plan,
+                &options,
                 client,
-                Arc::clone(&counters),
+                Arc::clone(&stats),
                 interrupt.token.clone(),
+                events,
             )
             .await?;
+            // Every warning said before the summary (the phase has dropped its end by now).
+            let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
             view.finish().await;
             recorder.finish().await;
-            (stop, Some((throttle, counters)))
+            (stop, Some((throttle, stats)))
         }
     };
     let finished = Checkpoint::open_existing(db)?;
@@ -603,6 +604,18 @@ async fn resolve_tickets(
         SendStop::Completed => None,
         stop => Some(stop),
     })
+}
+
+/// Prints the send phase's warnings on stderr as they come; the task ends once the phase has
+/// dropped its end.
+pub fn print_send_events() -> (Events, tokio::task::JoinHandle<()>) {
+    let (events, mut received) = Events::channel();
+    let printer = tokio::spawn(async move {
+        while let Some(event) = received.recv().await {
+            eprintln!("{event}");
+        }
+    });
+    (events, printer)
 }
 
 /// How often the running job writes its pacing figures for `status`.
@@ -744,7 +757,7 @@ fn print_summary(
     before: &StateCounts,
     after: &StateCounts,
     elapsed: Duration,
-    throttle: Option<&(Arc<Throttle>, Arc<SendCounters>)>,
+    throttle: Option<&(Arc<Throttle>, Arc<SendStats>)>,
     hints: Option<Hints>,
 ) {
     let sent_now =
@@ -768,14 +781,14 @@ fn print_summary(
         secs,
         sent_now as f64 / secs
     );
-    if let Some((throttle, counters)) = throttle {
-        let unknown = counters.unknown.load(Ordering::Relaxed);
-        if unknown > 0 || counters.lookups.load(Ordering::Relaxed) > 0 {
+    if let Some((throttle, stats)) = throttle {
+        let unknown = stats.unknown.load(Ordering::Relaxed);
+        if unknown > 0 || stats.lookups.load(Ordering::Relaxed) > 0 {
             let _ = writeln!(
                 out,
                 "unknown outcomes: {unknown}, lookups by externalId: {}, found already created: {}",
-                counters.lookups.load(Ordering::Relaxed),
-                counters.reconciled.load(Ordering::Relaxed)
+                stats.lookups.load(Ordering::Relaxed),
+                stats.reconciled.load(Ordering::Relaxed)
             );
         }
         let budget = &throttle.budget;
@@ -807,8 +820,8 @@ fn print_summary(
         );
         // Every request counts against the org's budget: how many messages each one bought.
         let requests = budget.admitted.load(Ordering::Relaxed);
-        let created = counters.succeeded.load(Ordering::Relaxed);
-        let jobs = counters.bulk_jobs.load(Ordering::Relaxed);
+        let created = stats.succeeded.load(Ordering::Relaxed);
+        let jobs = stats.bulk_jobs.load(Ordering::Relaxed);
         if requests > 0 && (jobs > 0 || created > 0) {
             let _ = writeln!(
                 out,
@@ -817,7 +830,7 @@ fn print_summary(
                 if jobs > 0 {
                     format!(
                         "; {jobs} bulk jobs, {} extra polls",
-                        counters.bulk_polls.load(Ordering::Relaxed)
+                        stats.bulk_polls.load(Ordering::Relaxed)
                     )
                 } else {
                     String::new()

@@ -7,9 +7,11 @@
 //!
 //! Split by who uses it: `store` (opening, the job record, the job lock: `app`), `staging`
 //! (`app`'s pipeline), `queue` (what `send` sends next, and the writer it records through),
-//! `reports` (the read queries behind `status` and `report`) and `pacing` (the adaptive share's
-//! figures). Callers use the paths re-exported here, never the submodules'.
+//! `reports` (the read queries behind `status` and `report`), `pacing` (the adaptive share's
+//! figures) and `codes` (the error codes a row's result is recorded with, used as
+//! `checkpoint::codes::…`). Callers use the paths re-exported here, never the other submodules'.
 
+pub mod codes;
 mod depths;
 mod migrate;
 pub mod pacing;

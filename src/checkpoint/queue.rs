@@ -129,7 +129,7 @@ impl Checkpoint {
             "UPDATE row SET state = 'pending', http_status = NULL, error_code = NULL,
                             error_message = NULL, retryable = 0, finished_ms = NULL
              WHERE state = 'failed' AND error_code IS NOT '{}'{only_transient}",
-            crate::send::OUTCOME_UNKNOWN
+            super::codes::OUTCOME_UNKNOWN
         );
         let path = self.path.clone();
         let tx = self

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::retry::{RequestKind, RetryAction};
 
+use super::control::Halt;
+use super::events::SendEvent;
 use super::outcome::{judge_lookup, Verdict};
-use super::{Halt, Shared};
+use super::Shared;
 
 /// Conversations sampled: enough to catch a re-import of any real export, few enough to cost
 /// nothing against the budget.
@@ -50,23 +52,24 @@ pub enum GuardVerdict {
     Stopped,
 }
 
-/// Looks the sample up. Lookups that fail make the guard inconclusive, which is said once and
-/// does not stop the run: the rows themselves are still sent exactly once by this job.
+/// Looks the sample up. Lookups that fail make the guard inconclusive, which is said once (a
+/// [`SendEvent::GuardInconclusive`]) and does not stop the run: the rows themselves are still
+/// sent exactly once by this job.
 pub async fn check(shared: &Arc<Shared>, sample: &[SampleRow]) -> GuardVerdict {
     let mut existing = Vec::new();
     let mut unanswered = 0;
     // Alternate spellings while neither is known to work: a re-imported export has most of the
     // sample in Kustomer, so half the sample per spelling finds it, for half the requests.
     for (index, (line, external_id, conversation_id)) in sample.iter().enumerate() {
-        if shared.stop.is_cancelled() {
+        if shared.control.stopping() {
             return GuardVerdict::Stopped;
         }
-        shared.counters.add_lookup();
+        shared.stats().add_lookup();
         let answer = shared
             .client
             .find_by_external_id_once(external_id, index % 2 == 1)
             .await;
-        shared.connectivity.observe(&answer);
+        shared.control.observe(&answer);
         match answer {
             Ok(answer) => {
                 if let Verdict::Own { message_id } =
@@ -83,7 +86,7 @@ pub async fn check(shared: &Arc<Shared>, sample: &[SampleRow]) -> GuardVerdict {
             }
             Err(err) => match err.retry_action(RequestKind::Lookup) {
                 RetryAction::StopRun => {
-                    shared.halt(Halt::Api(err));
+                    shared.control.halt(Halt::Api(err));
                     return GuardVerdict::Stopped;
                 }
                 _ => unanswered += 1,
@@ -91,11 +94,10 @@ pub async fn check(shared: &Arc<Shared>, sample: &[SampleRow]) -> GuardVerdict {
         }
     }
     if unanswered > 0 {
-        eprintln!(
-            "warning: the re-import guard could not look up {unanswered} of {} sampled rows; \
-             continuing",
-            sample.len()
-        );
+        shared.control.emit(SendEvent::GuardInconclusive {
+            unanswered,
+            sampled: sample.len(),
+        });
     }
     if existing.is_empty() {
         GuardVerdict::Clear

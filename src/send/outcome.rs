@@ -1,16 +1,9 @@
 //! Turning an answer into a row's fate: what a lookup answer means for this row, whether the
-//! audit fields survived, and the recorded results themselves.
+//! audit fields survived, and the recorded results themselves (their error codes are the
+//! checkpoint's, in [`crate::checkpoint::codes`]).
 
 use crate::checkpoint::{now_ms, RowResult, RowState};
 use crate::client::{ApiError, CreatedMessage, FoundMessage, LookupAnswer, Timing};
-
-/// Error codes this module records, as the reports and README name them.
-pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
-pub const EXTERNAL_ID_ELSEWHERE: &str = "external_id_in_other_conversation";
-pub const FOUND_EXISTING: &str = "found_existing";
-pub const CONVERSATION_NOT_FOUND: &str = "conversation_not_found";
-pub const AUDIT_OVERWRITTEN: &str = "audit_fields_overwritten";
-pub const RATE_LIMITED_TOO_OFTEN: &str = "rate_limited";
 
 /// What a lookup answer says about one row.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,12 @@
 //! Before anything is sent: the API answers at all, the key works and reaches the right region,
-//! and it may write what the job writes.
+//! and it may write what the job writes. What could not be checked is returned as warnings for
+//! the command to print.
 
 use crate::checkpoint::Job;
 use crate::client::{ApiClient, ApiError};
 use crate::retry::{RequestKind, RetryAction};
 
+use super::events::SendEvent;
 use super::SendStop;
 
 /// What the preflight check learned.
@@ -13,6 +15,8 @@ pub struct Preflight {
     pub org_limit: Option<u32>,
     /// The key's roles, when its record could be read.
     pub roles: Option<Vec<String>>,
+    /// What could not be checked; the run goes on.
+    pub warnings: Vec<SendEvent>,
 }
 
 /// Roles that let a key read bulk jobs' results.
@@ -22,9 +26,10 @@ const BULK_READ_ROLES: [&str; 2] = ["org.permission.bulk.read", "org.user.bulk.r
 pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Preflight, SendStop> {
     match client.current_token().await {
         Ok(token) => {
-            let preflight = Preflight {
+            let mut preflight = Preflight {
                 org_limit: token.rate.limit,
                 roles: token.roles.clone(),
+                warnings: Vec::new(),
             };
             let reads_bulk = token.roles.as_ref().map(|roles| {
                 roles
@@ -49,10 +54,7 @@ pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Pref
                 )),
                 Some(_) => Ok(preflight),
                 None => {
-                    eprintln!(
-                        "warning: the key's roles could not be read; continuing, and every created \
-                         message's createdAt/createdBy is checked against what was sent"
-                    );
+                    preflight.warnings.push(SendEvent::RolesUnreadable);
                     Ok(preflight)
                 }
             }
@@ -67,12 +69,12 @@ pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Pref
         Err(err) if err.retry_action(RequestKind::Lookup) == RetryAction::StopRun => {
             Err(SendStop::ApiFatal(err))
         }
-        Err(err) => {
-            eprintln!("warning: could not check the key before sending ({err}); continuing");
-            Ok(Preflight {
-                org_limit: err.rate().and_then(|rate| rate.limit),
-                roles: None,
-            })
-        }
+        Err(err) => Ok(Preflight {
+            org_limit: err.rate().and_then(|rate| rate.limit),
+            roles: None,
+            warnings: vec![SendEvent::KeyUnchecked {
+                error: err.to_string(),
+            }],
+        }),
     }
 }

@@ -4,8 +4,17 @@
 //! that answer duplicates every message whose outcome was unknown. So a 404 is trusted only once
 //! the route has found a message known to exist (one this job created), by its externalId, with
 //! the same id. A 200 with empty `data` is an answer from a working route and needs no proof.
+//! The proof ([`prove`]) runs as a task of its own, started on the first message known to exist.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::client::LookupAnswer;
+use crate::retry::{RequestKind, RetryAction};
+
+use super::control::Halt;
+use super::Shared;
 
 const UNPROVEN: u8 = 0;
 const PROVING: u8 = 1;
@@ -18,9 +27,27 @@ pub use crate::checkpoint::KnownMessage;
 #[derive(Debug, Default)]
 pub struct RouteProof {
     state: AtomicU8,
+    /// The proof's task, when one runs: it has no durable effect, so it is aborted at the end.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl RouteProof {
+    /// Keeps the proof's task, to end it with the run.
+    pub fn keep_proof(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut slot) = self.task.lock() {
+            *slot = Some(task);
+        }
+    }
+
+    /// Aborts the proof's task, if one runs, and waits until it is gone.
+    pub async fn end_proof(&self) {
+        let task = self.task.lock().ok().and_then(|mut task| task.take());
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     pub fn is_proven(&self) -> bool {
         self.state.load(Ordering::Acquire) == PROVEN
     }
@@ -58,6 +85,74 @@ impl RouteProof {
             .state
             .compare_exchange(PROVING, UNPROVEN, Ordering::AcqRel, Ordering::Acquire);
     }
+}
+
+/// How many times the proof looks the known message up before calling the route broken, and
+/// the wait between tries (an index may lag a fresh write).
+const PROOF_TRIES: u32 = 3;
+
+/// Looks a message known to exist up by its externalId: it must come back, with the same id.
+pub async fn prove(shared: &Shared, known: KnownMessage) {
+    let mut misses = 0;
+    let mut errors = 0u32;
+    let verdict = loop {
+        if shared.control.stopping() {
+            break None;
+        }
+        shared.stats().add_lookup();
+        let answer = shared.client.find_by_external_id(&known.external_id).await;
+        shared.control.observe(&answer);
+        match answer {
+            Ok(LookupAnswer::Found(found))
+                if found.iter().any(|message| message.id == known.message_id) =>
+            {
+                break Some(Ok(()));
+            }
+            Ok(_) => {
+                misses += 1;
+                if misses >= PROOF_TRIES {
+                    break Some(Err(format!(
+                        "the lookup route does not work here: GET /v1/messages/externalId=… (and \
+                         externalid=…) did not find message {} (line {}, externalId {:?}), which \
+                         this job created, after {PROOF_TRIES} tries. Without a working lookup an \
+                         unknown outcome cannot be settled, so nothing more was sent; every row \
+                         is resumable. Check the key's org.permission.message.read role and the \
+                         base URL, then `resume`",
+                        known.message_id, known.line, known.external_id
+                    )));
+                }
+            }
+            Err(err) => match err.retry_action(RequestKind::Lookup) {
+                RetryAction::StopRun => {
+                    shared.control.halt(Halt::Api(err));
+                    break None;
+                }
+                RetryAction::RateLimited | RetryAction::NeverSent => {}
+                _ => {
+                    errors += 1;
+                    if errors >= shared.options.retry.max_attempts {
+                        break None;
+                    }
+                }
+            },
+        }
+        let pause = shared.options.settle_delay.min(Duration::from_secs(10));
+        tokio::select! {
+            () = tokio::time::sleep(pause.max(Duration::from_millis(100))) => {}
+            () = shared.control.stop().cancelled() => {}
+        }
+    };
+    match verdict {
+        Some(Ok(())) => shared.route.proven(),
+        Some(Err(reason)) => {
+            shared.route.broken();
+            if !shared.route.is_proven() {
+                shared.control.halt(Halt::RouteUnproven(reason));
+            }
+        }
+        None => shared.route.abandon(),
+    }
+    shared.board.wake();
 }
 
 #[cfg(test)]

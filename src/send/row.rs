@@ -1,6 +1,7 @@
-//! One row's way through the API: create, and after any answer that may hide a write, settle,
-//! look the row up, and only then resend. Every decision goes through
-//! [`ApiError::retry_action`](crate::retry::RetryAction) and [`judge_lookup`].
+//! One row's way through the API: create (through the transport, which answers one [`Sent`]),
+//! and after any answer that may hide a write, settle, look the row up, and only then resend.
+//! Every decision goes through [`ApiError::retry_action`](crate::retry::RetryAction) and
+//! [`judge_lookup`](super::outcome::judge_lookup).
 //!
 //! A row that must wait (its settle delay, the route's proof) hands its lane back to the board
 //! with its progress kept in [`HeadProgress`]; nothing here sleeps longer than a backoff.
@@ -10,14 +11,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::checkpoint::codes::{
+    ATTEMPTS_EXHAUSTED, AUDIT_OVERWRITTEN, EXTERNAL_ID_ELSEWHERE, FOUND_EXISTING, LOOKUP_FAILED,
+    OUTCOME_UNKNOWN, RATE_LIMITED_TOO_OFTEN,
+};
 use crate::checkpoint::{now_ms, CheckpointError, QueuedRow, RowState};
-use crate::client::{ApiError, Timing};
+use crate::client::ApiError;
 use crate::retry::{RequestKind, RetryAction, RetrySchedule, MAX_RATE_LIMITED_PER_ROW};
 
-use super::bulk::BulkOutcome;
+use super::control::Halt;
 use super::outcome::{self, Verdict};
 use super::route::KnownMessage;
-use super::{Halt, Shared};
+use super::transport::{Failure, Head, HeadState, Remedy, Sent, Writing};
+use super::Shared;
 
 /// What the head row does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,22 +56,20 @@ pub struct HeadProgress {
     unknown_because: Option<String>,
     /// Consecutive connection failures, for the reconnect backoff.
     never_sent: u32,
-    /// Bulk mode: the row may ride a job (the lane decides, see `Shared::bulk_rounds`).
-    pub bulk: bool,
-    /// The batcher sent it back to go alone.
-    single_only: bool,
+    /// What the transport keeps about the row between tries.
+    transport: HeadState,
 }
 
 impl HeadProgress {
     pub fn new(shared: &Shared, row: &QueuedRow) -> HeadProgress {
-        let plan = &shared.plan;
+        let options = &shared.options;
         let (step, purpose) = match (&row.state, &row.bulk_job_id) {
             // Sent in a bulk job the API named: its results say what happened.
             (RowState::Sending, Some(job_id)) => {
                 (Step::ReadJob(job_id.clone()), Purpose::Reconcile)
             }
             // Left `sending` by an earlier run: its request may still have been on the wire
-            // until the client's timeout, and may land up to the settle delay after that.
+            // until the client's timeout, and may land up to the settle time after that.
             (RowState::Sending, None) => {
                 let since_attempt = row
                     .last_attempt_ms
@@ -73,32 +77,30 @@ impl HeadProgress {
                     .map(Duration::from_millis)
                     .unwrap_or_default();
                 // A row of a bulk job whose id never came back: the job may still be running.
-                let settle = match (row.in_bulk_batch, plan.mode) {
-                    (true, crate::config::SendMode::Bulk { job_seconds, .. }) => plan
-                        .settle_delay
-                        .max(Duration::from_secs_f64(job_seconds) * 4),
-                    (true, crate::config::SendMode::Single) => plan
-                        .settle_delay
-                        .max(Duration::from_secs_f64(crate::plan::DEFAULT_JOB_SECONDS) * 4),
-                    (false, _) => plan.settle_delay,
+                let writing = if row.in_bulk_batch {
+                    Writing::Job {
+                        learned: Duration::ZERO,
+                    }
+                } else {
+                    Writing::Request
                 };
-                let wait = (plan.request_timeout + settle).saturating_sub(since_attempt);
+                let settle = shared.transport.settle().wait(writing);
+                let wait = (options.request_timeout + settle).saturating_sub(since_attempt);
                 (Step::Settle(Instant::now() + wait), Purpose::Reconcile)
             }
-            _ if plan.skip_existing => (Step::Lookup, Purpose::PreCheck),
+            _ if options.skip_existing => (Step::Lookup, Purpose::PreCheck),
             _ => (Step::Create, Purpose::Reconcile),
         };
         HeadProgress {
             line: row.line,
             step,
             purpose,
-            schedule: RetrySchedule::new(plan.retry),
+            schedule: RetrySchedule::new(options.retry),
             rate_limited: 0,
             unknown_because: (row.state == RowState::Sending)
                 .then(|| "interrupted while its request was in flight".to_string()),
             never_sent: 0,
-            bulk: false,
-            single_only: false,
+            transport: HeadState::default(),
         }
     }
 
@@ -132,20 +134,22 @@ enum Wait {
 /// Drives the head row until it settles or must wait.
 pub async fn advance(
     shared: &Arc<Shared>,
-    conversation_id: &str,
+    head: &Head<'_>,
     row: &QueuedRow,
-    body: &str,
     progress: &mut HeadProgress,
 ) -> Result<RowEnd, CheckpointError> {
     loop {
-        if shared.stop.is_cancelled() {
+        if shared.control.stopping() {
             return Ok(RowEnd::Stopped);
         }
         match progress.step.clone() {
             Step::ReadJob(job_id) => {
-                if let Some(end) =
-                    read_job(shared, conversation_id, row, body, progress, &job_id).await?
-                {
+                // Read the job a dead run sent the row in, instead of sending it again.
+                let sent = shared
+                    .transport
+                    .read_job(head, &mut progress.transport, &job_id)
+                    .await?;
+                if let Some(end) = answered(shared, head, row, progress, sent).await? {
                     return Ok(end);
                 }
                 if progress.step == Step::ReadJob(job_id) {
@@ -160,12 +164,16 @@ pub async fn advance(
                 progress.step = Step::Lookup;
             }
             Step::Lookup => {
-                if let Some(end) = lookup(shared, conversation_id, row, progress).await? {
+                if let Some(end) = lookup(shared, head.conversation_id, row, progress).await? {
                     return Ok(end);
                 }
             }
             Step::Create => {
-                if let Some(end) = create(shared, conversation_id, row, body, progress).await? {
+                let sent = shared
+                    .transport
+                    .create(head, &mut progress.transport)
+                    .await?;
+                if let Some(end) = answered(shared, head, row, progress, sent).await? {
                     return Ok(end);
                 }
             }
@@ -180,9 +188,9 @@ async fn lookup(
     row: &QueuedRow,
     progress: &mut HeadProgress,
 ) -> Result<Option<RowEnd>, CheckpointError> {
-    shared.counters.add_lookup();
+    shared.stats().add_lookup();
     let answer = shared.client.find_by_external_id(&row.external_id).await;
-    shared.connectivity.observe(&answer);
+    shared.control.observe(&answer);
     let err = match answer {
         Ok(answer) => {
             return match outcome::judge_lookup(&answer, &row.external_id, conversation_id) {
@@ -190,14 +198,16 @@ async fn lookup(
                     shared.route_proven();
                     let code = (progress.purpose == Purpose::PreCheck).then(|| {
                         (
-                            outcome::FOUND_EXISTING,
+                            FOUND_EXISTING,
                             "already in Kustomer before this job sent it (--skip-existing): not sent again".to_string(),
                         )
                     });
                     if progress.purpose == Purpose::Reconcile {
-                        shared.counters.add_reconciled(1);
+                        shared.stats().add_reconciled(1);
                     }
-                    shared.record(row.line, outcome::found(message_id, code))?;
+                    shared
+                        .ledger
+                        .record(row.line, outcome::found(message_id, code))?;
                     Ok(Some(RowEnd::Finished))
                 }
                 Verdict::ElsewhereOnly {
@@ -210,9 +220,9 @@ async fn lookup(
                          this conversation are held; `resume --retry-failed` creates it",
                         progress.unknown_because.as_deref().unwrap_or("no answer")
                     );
-                    shared.record(
+                    shared.ledger.record(
                         row.line,
-                        outcome::failed(outcome::EXTERNAL_ID_ELSEWHERE, message, true),
+                        outcome::failed(EXTERNAL_ID_ELSEWHERE, message, true),
                     )?;
                     Ok(Some(RowEnd::Hold))
                 }
@@ -232,10 +242,9 @@ async fn lookup(
                             progress.schedule.attempts(),
                             progress.unknown_because.as_deref().unwrap_or("unknown")
                         );
-                        shared.record(
-                            row.line,
-                            outcome::failed("attempts_exhausted", message, true),
-                        )?;
+                        shared
+                            .ledger
+                            .record(row.line, outcome::failed(ATTEMPTS_EXHAUSTED, message, true))?;
                         return Ok(Some(RowEnd::Hold));
                     }
                     progress.step = Step::Create;
@@ -247,7 +256,7 @@ async fn lookup(
     };
     match err.retry_action(RequestKind::Lookup) {
         RetryAction::StopRun => {
-            shared.halt(Halt::Api(err));
+            shared.control.halt(Halt::Api(err));
             Ok(Some(RowEnd::Stopped))
         }
         RetryAction::RateLimited => {
@@ -278,7 +287,7 @@ fn give_up_lookup(
 ) -> Result<RowEnd, CheckpointError> {
     let result = match progress.purpose {
         Purpose::Reconcile => outcome::failed(
-            outcome::OUTCOME_UNKNOWN,
+            OUTCOME_UNKNOWN,
             format!(
                 "outcome unknown: the create got no usable answer ({}), and the lookup by \
                  externalId did not answer either ({err}). `resume` looks it up again before \
@@ -288,130 +297,48 @@ fn give_up_lookup(
             true,
         ),
         Purpose::PreCheck => outcome::failed(
-            "lookup_failed",
+            LOOKUP_FAILED,
             format!("not sent: --skip-existing could not look it up ({err})"),
             true,
         ),
     };
-    shared.record(row.line, result)?;
+    shared.ledger.record(row.line, result)?;
     Ok(RowEnd::Hold)
 }
 
-/// One create and what it decides; `None` means go on with the next step.
-async fn create(
+/// What the transport said about the row, and what it decides; `None` means go on with the
+/// next step.
+async fn answered(
     shared: &Arc<Shared>,
-    conversation_id: &str,
+    head: &Head<'_>,
     row: &QueuedRow,
-    body: &str,
     progress: &mut HeadProgress,
+    sent: Sent,
 ) -> Result<Option<RowEnd>, CheckpointError> {
-    if progress.bulk && !progress.single_only {
-        if let Some(batcher) = &shared.batcher {
-            let answer = batcher.send(row.line, conversation_id, body).await;
-            return bulk_answer(shared, conversation_id, row, body, progress, answer).await;
+    match sent {
+        Sent::Created(created) => {
+            let overwritten = created
+                .stored
+                .as_ref()
+                .filter(|_| shared.options.verify_audit_fields)
+                .and_then(|stored| outcome::audit_mismatch(head.body, stored));
+            let result = outcome::succeeded(
+                created.message_id.clone(),
+                created.http_status,
+                created.timing,
+            );
+            created_as(shared, head, row, created.message_id, result, overwritten)
         }
-    }
-    shared.writer.mark_sending(row.line, now_ms()).await?;
-    let (result, timing) = shared.client.create_message(conversation_id, body).await;
-    shared.connectivity.observe(&result);
-    match result {
-        Ok(created) => {
-            let mut result = outcome::succeeded(created.id.clone(), Some(201), timing);
-            let overwritten = shared
-                .plan
-                .verify_audit_fields
-                .then(|| outcome::audit_mismatch(body, &created))
-                .flatten();
-            created_as(
-                shared,
-                conversation_id,
-                row,
-                created.id,
-                &mut result,
-                overwritten,
-            )
-        }
-        Err(err) => create_failed(shared, row, progress, err, timing, false).await,
-    }
-}
-
-/// Reads the job a dead run sent the row in, instead of sending it again.
-async fn read_job(
-    shared: &Arc<Shared>,
-    conversation_id: &str,
-    row: &QueuedRow,
-    body: &str,
-    progress: &mut HeadProgress,
-    job_id: &str,
-) -> Result<Option<RowEnd>, CheckpointError> {
-    let Some(batcher) = &shared.batcher else {
-        progress.step = Step::Lookup;
-        return Ok(None);
-    };
-    let answer = batcher.read(row.line, job_id).await;
-    bulk_answer(shared, conversation_id, row, body, progress, answer).await
-}
-
-/// What a bulk job said about the row.
-async fn bulk_answer(
-    shared: &Arc<Shared>,
-    conversation_id: &str,
-    row: &QueuedRow,
-    body: &str,
-    progress: &mut HeadProgress,
-    answer: BulkOutcome,
-) -> Result<Option<RowEnd>, CheckpointError> {
-    match answer {
-        BulkOutcome::Created { message_id, job_id } => {
-            let mut result = outcome::succeeded(message_id.clone(), None, Default::default());
-            // Bulk results carry no message body: the first created message of the run, and
-            // one in every thousand after, is read back to check its audit fields.
-            let checked = shared.counters.bulk_created(1);
-            let overwritten = if shared.plan.verify_audit_fields
-                && (checked == 1 || checked.is_multiple_of(1000))
-            {
-                match shared.client.message(&message_id).await {
-                    Ok(created) => outcome::audit_mismatch(body, &created),
-                    Err(err) => {
-                        tracing::warn!(error = %err, job_id, "could not read a bulk-created message back to check its audit fields");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            created_as(
-                shared,
-                conversation_id,
-                row,
-                message_id,
-                &mut result,
-                overwritten,
-            )
-        }
-        BulkOutcome::ItemFailed(err) => {
-            create_failed(shared, row, progress, err, Default::default(), true).await
-        }
-        BulkOutcome::NotSent(err) => {
-            create_failed(shared, row, progress, err, Default::default(), false).await
-        }
-        BulkOutcome::Unknown(why, at_least) => {
-            shared.counters.add_unknown();
+        Sent::Failed(failure) => create_failed(shared, row, progress, failure).await,
+        Sent::Unknown { why, settle } => {
+            tracing::debug!(line = row.line, why = %why, "outcome unknown; settling before a lookup");
+            shared.stats().add_unknown();
             progress.unknown_because = Some(why);
             progress.purpose = Purpose::Reconcile;
-            progress.step = Step::Settle(Instant::now() + shared.plan.settle_delay.max(at_least));
+            progress.step = Step::Settle(Instant::now() + settle);
             Ok(None)
         }
-        BulkOutcome::Single => {
-            progress.single_only = true;
-            progress.step = Step::Create;
-            Ok(None)
-        }
-        BulkOutcome::StorageFailed => {
-            shared.writer.flush().await?;
-            Ok(Some(RowEnd::Stopped))
-        }
-        BulkOutcome::Stopped => Ok(Some(RowEnd::Stopped)),
+        Sent::Stopped => Ok(Some(RowEnd::Stopped)),
     }
 }
 
@@ -419,55 +346,53 @@ async fn bulk_answer(
 /// route on it.
 fn created_as(
     shared: &Arc<Shared>,
-    conversation_id: &str,
+    head: &Head<'_>,
     row: &QueuedRow,
     message_id: String,
-    result: &mut crate::checkpoint::RowResult,
+    mut result: crate::checkpoint::RowResult,
     overwritten: Option<String>,
 ) -> Result<Option<RowEnd>, CheckpointError> {
     shared.prove_route_with(KnownMessage {
         line: row.line,
         external_id: row.external_id.clone(),
-        conversation_id: conversation_id.to_string(),
+        conversation_id: head.conversation_id.to_string(),
         message_id,
     });
     if let Some(detail) = overwritten {
-        result.error_code = Some(outcome::AUDIT_OVERWRITTEN.into());
+        result.error_code = Some(AUDIT_OVERWRITTEN.into());
         result.error_message = Some(detail.clone());
-        shared.record(row.line, result.clone())?;
-        shared.halt(Halt::AuditOverwritten(format!(
+        shared.ledger.record(row.line, result)?;
+        shared.control.halt(Halt::AuditOverwritten(format!(
             "line {}: {detail}",
             row.line
         )));
         return Ok(Some(RowEnd::Stopped));
     }
-    shared.record(row.line, result.clone())?;
+    shared.ledger.record(row.line, result)?;
     Ok(Some(RowEnd::Finished))
 }
 
-/// A create that failed, by the one classification. `item`: the error is a bulk item's own,
-/// which the job reports only for items it did not store, so a 5xx there is known not created.
+/// A create known not to have stored the row, by what the failure calls for.
 async fn create_failed(
     shared: &Arc<Shared>,
     row: &QueuedRow,
     progress: &mut HeadProgress,
-    err: ApiError,
-    timing: Timing,
-    item: bool,
+    failure: Failure,
 ) -> Result<Option<RowEnd>, CheckpointError> {
-    let action = match err.retry_action(RequestKind::Create) {
-        RetryAction::OutcomeUnknown if item => RetryAction::RetryRead,
-        action => action,
-    };
-    match action {
-        RetryAction::StopRun => {
+    let Failure {
+        error: err,
+        timing,
+        remedy,
+    } = failure;
+    match remedy {
+        Remedy::StopRun => {
             // Refused outright (401, 403) or sent elsewhere (3xx): not created.
-            shared.record(row.line, outcome::not_sent(&err))?;
-            shared.halt(Halt::Api(err));
+            shared.ledger.record(row.line, outcome::not_sent(&err))?;
+            shared.control.halt(Halt::Api(err));
             Ok(Some(RowEnd::Stopped))
         }
-        RetryAction::FailRow => {
-            shared.record(
+        Remedy::FailRow => {
+            shared.ledger.record(
                 row.line,
                 outcome::failure(RowState::Failed, &err, false, timing),
             )?;
@@ -478,51 +403,41 @@ async fn create_failed(
             }
             Ok(Some(RowEnd::Finished))
         }
-        RetryAction::RateLimited => {
+        Remedy::RateLimited => {
             if too_often_rate_limited(progress) {
                 let message = format!(
                     "not created: answered 429 {MAX_RATE_LIMITED_PER_ROW} times ({err}); `resume --retry-failed` sends it again"
                 );
-                shared.record(
+                shared.ledger.record(
                     row.line,
-                    outcome::failed(outcome::RATE_LIMITED_TOO_OFTEN, message, true),
+                    outcome::failed(RATE_LIMITED_TOO_OFTEN, message, true),
                 )?;
                 return Ok(Some(RowEnd::Hold));
             }
             Ok(None)
         }
-        RetryAction::NeverSent => match reconnect_wait(shared, progress, &err).await {
+        Remedy::NeverSent => match reconnect_wait(shared, progress, &err).await {
             Wait::Elapsed => Ok(None),
             Wait::Stopped | Wait::Exhausted => {
-                shared.record(row.line, outcome::not_sent(&err))?;
+                shared.ledger.record(row.line, outcome::not_sent(&err))?;
                 Ok(Some(RowEnd::Stopped))
             }
         },
-        // A bulk item the job says it did not store: sent again in a later job, an attempt used.
-        RetryAction::RetryRead => {
-            match wait_before_retry(shared, &mut progress.schedule, &err).await {
-                Wait::Elapsed => Ok(None),
-                Wait::Stopped => {
-                    shared.record(row.line, outcome::not_sent(&err))?;
-                    Ok(Some(RowEnd::Stopped))
-                }
-                Wait::Exhausted => {
-                    shared.record(
-                        row.line,
-                        outcome::failure(RowState::Failed, &err, true, timing),
-                    )?;
-                    Ok(Some(RowEnd::Hold))
-                }
+        // Known not stored (a bulk item's own 5xx): sent again, an attempt used.
+        Remedy::Resend => match wait_before_retry(shared, &mut progress.schedule, &err).await {
+            Wait::Elapsed => Ok(None),
+            Wait::Stopped => {
+                shared.ledger.record(row.line, outcome::not_sent(&err))?;
+                Ok(Some(RowEnd::Stopped))
             }
-        }
-        RetryAction::OutcomeUnknown => {
-            tracing::debug!(line = row.line, error = %err, "outcome unknown; settling before a lookup");
-            shared.counters.add_unknown();
-            progress.unknown_because = Some(err.to_string());
-            progress.purpose = Purpose::Reconcile;
-            progress.step = Step::Settle(Instant::now() + shared.plan.settle_delay);
-            Ok(None)
-        }
+            Wait::Exhausted => {
+                shared.ledger.record(
+                    row.line,
+                    outcome::failure(RowState::Failed, &err, true, timing),
+                )?;
+                Ok(Some(RowEnd::Hold))
+            }
+        },
     }
 }
 
@@ -538,10 +453,10 @@ async fn reconnect_wait(shared: &Shared, progress: &mut HeadProgress, err: &ApiE
         return Wait::Stopped;
     }
     if let Some(down_for) = shared
-        .connectivity
-        .unreachable_for(shared.plan.unreachable_after)
+        .control
+        .unreachable_for(shared.options.unreachable_after)
     {
-        shared.halt(Halt::Unreachable(format!(
+        shared.control.halt(Halt::Unreachable(format!(
             "every request failed to connect for {}s ({err})",
             down_for.as_secs()
         )));
@@ -557,7 +472,7 @@ async fn wait_before_retry(shared: &Shared, schedule: &mut RetrySchedule, err: &
     let hint = err
         .rate()
         .and_then(|rate| rate.retry_after)
-        .map(|hint| hint.min(shared.plan.max_pause));
+        .map(|hint| hint.min(shared.options.max_pause));
     let Some(delay) = schedule.next_delay(hint) else {
         return Wait::Exhausted;
     };
@@ -565,11 +480,11 @@ async fn wait_before_retry(shared: &Shared, schedule: &mut RetrySchedule, err: &
 }
 
 async fn sleep_or_stop(shared: &Shared, delay: Duration) -> Wait {
-    shared.counters.retry_waits(1);
+    shared.stats().retry_waits(1);
     let waited = tokio::select! {
         () = tokio::time::sleep(delay) => Wait::Elapsed,
-        () = shared.stop.cancelled() => Wait::Stopped,
+        () = shared.control.stop().cancelled() => Wait::Stopped,
     };
-    shared.counters.retry_waits(-1);
+    shared.stats().retry_waits(-1);
     waited
 }

@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 use crate::app::AppError;
 use crate::checkpoint::Checkpoint;
 use crate::client::ApiClient;
-use crate::config::SendMode;
 use crate::plan::{Plan, PlanInputs, Workload};
-use crate::progress::SendCounters;
 use crate::sandbox::{self, MessagesDump, SandboxConfig, SandboxStats};
-use crate::send::{self, SendPlan, SendStop};
+use crate::send::{self, SendMode, SendOptions, SendStats, SendStop};
 use crate::text::thousands;
 use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
 
@@ -290,16 +288,17 @@ impl Scenario<'_> {
         // throttle at the budget and the mode and budget in the plan.
         let started = Instant::now();
         let unthrottled = ApiClient::new(client_config(&sandbox.base_url()), None)?;
-        if let Err(stop) = send::preflight(
-            &unthrottled,
-            &job,
-            matches!(self.mode, SendMode::Bulk { .. }),
-        )
-        .await
-        {
-            sandbox.shutdown().await;
-            crate::app::say!("{heading}: the preflight refused to start: {stop:?}");
-            return Ok(());
+        match send::preflight(&unthrottled, &job, self.mode.is_bulk()).await {
+            Ok(preflight) => {
+                for warning in &preflight.warnings {
+                    eprintln!("{warning}");
+                }
+            }
+            Err(stop) => {
+                sandbox.shutdown().await;
+                crate::app::say!("{heading}: the preflight refused to start: {stop:?}");
+                return Ok(());
+            }
         }
         let throttle = Arc::new(Throttle::new(
             RateBudget::new(self.rpm),
@@ -309,10 +308,10 @@ impl Scenario<'_> {
             client_config(&sandbox.base_url()),
             Some(throttle),
         )?);
-        let send_plan = SendPlan {
+        let send_plan = SendOptions {
             mode: self.mode,
             rpm: self.rpm,
-            ..SendPlan::standard(db, 64)
+            ..SendOptions::standard(db, 64)
         };
         // Never hangs: stopped as by Ctrl-C well past the prediction.
         let interrupt = tokio_util::sync::CancellationToken::new();
@@ -324,8 +323,15 @@ impl Scenario<'_> {
                 interrupt.cancel();
             })
         };
-        let counters = SendCounters::with_total(plan.rows);
-        let stop = send::send_all(&send_plan, client, counters, interrupt).await?;
+        let counters = SendStats::with_total(plan.rows);
+        let stop = send::send_all(
+            &send_plan,
+            client,
+            counters,
+            interrupt,
+            super::send_warnings(),
+        )
+        .await?;
         let secs = started.elapsed().as_secs_f64();
         timer.abort();
         let stats = sandbox.stats();

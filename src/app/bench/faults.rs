@@ -10,9 +10,8 @@ use std::time::Instant;
 
 use crate::app::AppError;
 use crate::client::ApiClient;
-use crate::progress::SendCounters;
 use crate::sandbox::{self, Faults, SandboxConfig};
-use crate::send::{self, SendPlan, SendStop};
+use crate::send::{self, SendOptions, SendStats, SendStop};
 use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
 
 use super::{client_config, generate, loopback, stage_job};
@@ -79,10 +78,17 @@ async fn send_once(
         client_config(&sandbox.base_url()),
         Some(throttle),
     )?);
-    let counters = SendCounters::with_total(0);
-    let plan = SendPlan::standard(db, 64);
+    let counters = SendStats::with_total(0);
+    let plan = SendOptions::standard(db, 64);
     let started = Instant::now();
-    let stop = send::send_all(&plan, client, Arc::clone(&counters), Default::default()).await?;
+    let stop = send::send_all(
+        &plan,
+        client,
+        Arc::clone(&counters),
+        Default::default(),
+        super::send_warnings(),
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     let stats = sandbox.stats();
     sandbox.shutdown().await;

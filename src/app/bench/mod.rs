@@ -34,12 +34,17 @@ use crate::client::{ApiClient, ApiKey, ClientConfig};
 use crate::config::{format_utc, InputArg, StagingChoices};
 use crate::exit_codes::ExitCode;
 use crate::input::{self, Format, InputSource};
-use crate::progress::{Display, SendCounters};
+use crate::progress::Display;
 use crate::sandbox::{self, SandboxConfig};
-use crate::send::{self, SendPlan, SendStop};
+use crate::send::{self, SendOptions, SendStats, SendStop};
 use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
 
 const CONVERSATION_SIZE: u64 = 20;
+
+/// The send phase's warnings, printed as `run` prints them.
+fn send_warnings() -> send::Events {
+    super::pipeline::print_send_events().0
+}
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
     let scratch =
@@ -274,13 +279,20 @@ async fn bench_sending(
         client_config(&measured_sandbox.base_url()),
         Some(throttle),
     )?);
-    let counters = SendCounters::with_total(rows);
-    let plan = SendPlan {
+    let counters = SendStats::with_total(rows);
+    let plan = SendOptions {
         max_failed_rows: rows,
-        ..SendPlan::standard(db.clone(), concurrency)
+        ..SendOptions::standard(db.clone(), concurrency)
     };
     let started = Instant::now();
-    let stop = send::send_all(&plan, client, counters.clone(), Default::default()).await?;
+    let stop = send::send_all(
+        &plan,
+        client,
+        counters.clone(),
+        Default::default(),
+        send_warnings(),
+    )
+    .await?;
     let send_secs = started.elapsed().as_secs_f64();
     let stored = measured_sandbox.stats().messages_stored;
     measured_sandbox.shutdown().await;
@@ -452,7 +464,7 @@ async fn send_for(
         client_config(&sandbox.base_url()),
         Some(Arc::clone(&throttle)),
     )?);
-    let plan = SendPlan::standard(db.to_path_buf(), 64);
+    let plan = SendOptions::standard(db.to_path_buf(), 64);
     let stop = tokio_util::sync::CancellationToken::new();
     let timer = {
         let stop = stop.clone();
@@ -463,7 +475,14 @@ async fn send_for(
     };
     let before = sandbox.stats();
     let started = Instant::now();
-    send::send_all(&plan, client, SendCounters::with_total(0), stop).await?;
+    send::send_all(
+        &plan,
+        client,
+        SendStats::with_total(0),
+        stop,
+        send_warnings(),
+    )
+    .await?;
     let elapsed = started.elapsed().as_secs_f64();
     timer.abort();
     let after = sandbox.stats();
