@@ -552,6 +552,9 @@ pub async fn send_and_summarise(
     Ok(exit_for(&stop, &after, db))
 }
 
+/// How often the resolve phase says how far it is.
+const RESOLVE_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 /// The resolve phase, when the job's rows name source tickets: the key's roles are checked
 /// first (exit 3 naming what is missing), then every waiting ticket is found or created. `Some`
 /// when the run must stop here.
@@ -590,13 +593,29 @@ async fn resolve_tickets(
     if send.display != Display::Quiet {
         eprintln!("resolving customers and conversations named by source ids");
     }
+    // A plain line every few seconds while tickets are resolved (the sending bar comes after).
+    let ticker = (send.display != Display::Quiet).then(|| {
+        let counters = Arc::clone(&counters);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RESOLVE_PROGRESS_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                eprintln!("progress: {}", counters.describe());
+            }
+        })
+    });
     let stop = crate::resolve::resolve_all(
         &plan,
         Arc::clone(client),
         Arc::clone(&counters),
         interrupt.token.clone(),
     )
-    .await?;
+    .await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    let stop = stop?;
     if send.display != Display::Quiet {
         eprintln!("{}", counters.describe());
     }
