@@ -91,19 +91,6 @@ fn write_tickets(path: &Path, rows: usize, tickets: usize, seed: u64) -> Vec<Tic
     generated
 }
 
-fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    for i in (1..items.len()).rev() {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let j = (state >> 33) as usize % (i + 1);
-        items.swap(i, j);
-    }
-}
-
 /// What the test seeded as already in Kustomer.
 struct Seeded {
     /// customer index → id

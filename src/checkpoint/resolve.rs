@@ -357,31 +357,23 @@ impl Checkpoint {
         kustomer_id: &str,
         how: ResolvedBy,
     ) -> Result<()> {
-        let path = self.path.clone();
-        let now = now_ms();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .at(&path)?;
-        let sql = format!(
+        let entity_sql = format!(
             "UPDATE {} SET state = 'resolved', kustomer_id = ?2, resolved_by = ?3,
                  error_code = NULL, error_message = NULL, retryable = 0, finished_ms = ?4
              WHERE source_key = ?1",
             entity.table()
         );
-        tx.execute(&sql, params![key, kustomer_id, how.as_str(), now])
-            .at(&path)?;
-        if entity == Entity::Conversation {
-            tx.execute(
-                "UPDATE row SET conversation_id = ?2
-                 WHERE ticket_key = ?1 AND conversation_id IS NULL",
-                params![key, kustomer_id],
-            )
-            .at(&path)?;
-        }
-        tx.execute("UPDATE job SET updated_at_ms = ?1 WHERE id = 1", [now])
-            .at(&path)?;
-        tx.commit().at(&path)
+        self.settle_entity(|tx, now| {
+            tx.execute(&entity_sql, params![key, kustomer_id, how.as_str(), now])?;
+            if entity == Entity::Conversation {
+                tx.execute(
+                    "UPDATE row SET conversation_id = ?2
+                     WHERE ticket_key = ?1 AND conversation_id IS NULL",
+                    params![key, kustomer_id],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Records that a customer or conversation could not be resolved. A conversation's waiting
@@ -394,29 +386,39 @@ impl Checkpoint {
         message: &str,
         retryable: bool,
     ) -> Result<()> {
+        let entity_sql = format!(
+            "UPDATE {} SET state = 'failed', resolved_by = 'failed', error_code = ?2,
+                 error_message = ?3, retryable = ?4, finished_ms = ?5
+             WHERE source_key = ?1",
+            entity.table()
+        );
+        self.settle_entity(|tx, now| {
+            tx.execute(&entity_sql, params![key, code, message, retryable, now])?;
+            if entity == Entity::Conversation {
+                tx.execute(
+                    "UPDATE row SET state = 'failed', error_code = ?2, error_message = ?3,
+                                    retryable = ?4, finished_ms = ?5
+                     WHERE ticket_key = ?1 AND conversation_id IS NULL AND state = 'pending'",
+                    params![key, code, message, retryable, now],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One durable transaction settling a customer or conversation (and its rows), with the
+    /// job's last change.
+    fn settle_entity(
+        &mut self,
+        writes: impl FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<()>,
+    ) -> Result<()> {
         let path = self.path.clone();
         let now = now_ms();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .at(&path)?;
-        let sql = format!(
-            "UPDATE {} SET state = 'failed', resolved_by = 'failed', error_code = ?2,
-                 error_message = ?3, retryable = ?4, finished_ms = ?5
-             WHERE source_key = ?1",
-            entity.table()
-        );
-        tx.execute(&sql, params![key, code, message, retryable, now])
-            .at(&path)?;
-        if entity == Entity::Conversation {
-            tx.execute(
-                "UPDATE row SET state = 'failed', error_code = ?2, error_message = ?3,
-                                retryable = ?4, finished_ms = ?5
-                 WHERE ticket_key = ?1 AND conversation_id IS NULL AND state = 'pending'",
-                params![key, code, message, retryable, now],
-            )
-            .at(&path)?;
-        }
+        writes(&tx, now).at(&path)?;
         tx.execute("UPDATE job SET updated_at_ms = ?1 WHERE id = 1", [now])
             .at(&path)?;
         tx.commit().at(&path)

@@ -269,8 +269,7 @@ impl Shared {
         Fut: std::future::Future<Output = Result<EntityLookup<T>, ApiError>>,
     {
         let mut schedule = RetrySchedule::new(self.plan.retry);
-        let mut rate_limited = 0u32;
-        let mut never_sent = 0u32;
+        let mut refusals = Refusals::default();
         loop {
             if self.cancel.is_cancelled() {
                 return Err(Halt::Stop(SendStop::Interrupted));
@@ -288,17 +287,8 @@ impl Shared {
             };
             match err.retry_action(RequestKind::Lookup) {
                 RetryAction::StopRun => return Err(Halt::Stop(SendStop::ApiFatal(err))),
-                RetryAction::RateLimited => {
-                    self.answered();
-                    rate_limited += 1;
-                    if rate_limited > MAX_RATE_LIMITED_PER_ROW {
-                        return Err(transient(&err));
-                    }
-                }
-                RetryAction::NeverSent => {
-                    never_sent += 1;
-                    self.unless_unreachable(&err)?;
-                    self.pause(reconnect_delay(never_sent)).await?;
+                action @ (RetryAction::RateLimited | RetryAction::NeverSent) => {
+                    self.wait_to_resend(action, &err, &mut refusals).await?;
                 }
                 _ => {
                     self.answered();
@@ -309,6 +299,28 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Before sending again what the API refused unprocessed (429), or what never left (the
+    /// connection did not open): the throttle's pause, or a reconnect backoff under the
+    /// unreachable watchdog. Both bounded: 429s per request, and the watchdog.
+    async fn wait_to_resend(
+        &self,
+        action: RetryAction,
+        err: &ApiError,
+        refusals: &mut Refusals,
+    ) -> Result<(), Halt> {
+        if action == RetryAction::RateLimited {
+            self.answered();
+            refusals.rate_limited += 1;
+            if refusals.rate_limited > MAX_RATE_LIMITED_PER_ROW {
+                return Err(transient(err));
+            }
+            return Ok(());
+        }
+        refusals.never_sent += 1;
+        self.unless_unreachable(err)?;
+        self.pause(reconnect_delay(refusals.never_sent)).await
     }
 
     fn unless_unreachable(&self, err: &ApiError) -> Result<(), Halt> {
@@ -344,8 +356,7 @@ impl Shared {
         SFut: std::future::Future<Output = Result<Option<String>, Halt>>,
     {
         let mut schedule = RetrySchedule::new(self.plan.retry);
-        let mut rate_limited = 0u32;
-        let mut never_sent = 0u32;
+        let mut refusals = Refusals::default();
         loop {
             if self.cancel.is_cancelled() {
                 return Err(Halt::Stop(SendStop::Interrupted));
@@ -368,17 +379,8 @@ impl Shared {
                         retryable: false,
                     });
                 }
-                RetryAction::RateLimited => {
-                    self.answered();
-                    rate_limited += 1;
-                    if rate_limited > MAX_RATE_LIMITED_PER_ROW {
-                        return Err(transient(&err));
-                    }
-                }
-                RetryAction::NeverSent => {
-                    never_sent += 1;
-                    self.unless_unreachable(&err)?;
-                    self.pause(reconnect_delay(never_sent)).await?;
+                action @ (RetryAction::RateLimited | RetryAction::NeverSent) => {
+                    self.wait_to_resend(action, &err, &mut refusals).await?;
                 }
                 RetryAction::OutcomeUnknown | RetryAction::RetryRead => {
                     self.counters.unknown.fetch_add(1, Ordering::Relaxed);
@@ -458,6 +460,13 @@ impl Shared {
             retryable: true,
         })
     }
+}
+
+/// Answers of one request that sent nothing through: 429s, and connections that never opened.
+#[derive(Debug, Default)]
+struct Refusals {
+    rate_limited: u32,
+    never_sent: u32,
 }
 
 fn transient(err: &ApiError) -> Halt {
