@@ -104,7 +104,8 @@ impl ResolveCounters {
         let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
         format!(
             "resolved {} tickets: conversations {} found, {} created; customers {} found, {} \
-             created; {} tickets failed; {} unknown outcomes settled by {} lookups",
+             created; {} tickets failed; {} creates with an unknown outcome looked up; {} lookups \
+             in all",
             get(&self.tickets),
             get(&self.conversations_found),
             get(&self.conversations_created),
