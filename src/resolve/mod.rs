@@ -792,3 +792,25 @@ async fn find_customer(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_roles_accept_legacy_names_and_unknown_roles_pass() {
+        let roles: Vec<String> = [
+            "org.permission.customer.read",
+            "org.user.customer.write",
+            "org.permission.conversation.read",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            missing_roles(Some(&roles)),
+            vec!["org.permission.conversation.create"]
+        );
+        assert!(missing_roles(None).is_empty());
+        assert_eq!(missing_roles(Some(&[])).len(), 4);
+    }
+}
