@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::creates::{answer_before_store, json_body, OVERSIZE_PADDING};
@@ -21,11 +21,12 @@ use super::directory::CreateKind;
 use super::faults::OnceStored;
 use super::server::ConnectionKill;
 use super::state::{
-    customer_of, KeyProfile, LookupOutcome, NewMessage, RateSnapshot, Refusal, Shared, Spelling,
-    StoreRefusal, StoredMessage, ORG_ID, ROLE_ADMIN, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
+    customer_of, KeyProfile, LookupOutcome, MissShape, NewMessage, RateSnapshot, Refusal, Shared,
+    Spelling, StoreRefusal, StoredMessage, ORG_ID, ROLE_ADMIN, ROLE_MESSAGE_CREATE,
+    ROLE_MESSAGE_READ,
 };
 use super::validate::{format_timestamp, is_object_id, FieldError};
-use super::{LookupSpelling, ResetUnit, SandboxError, SeedMessage};
+use super::{LookupSpelling, ResetUnit, SandboxError};
 
 const CREATE_ROUTE: &str = "/v1/conversations/{id}/messages";
 
@@ -57,12 +58,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_sandbox/revoke", post(revoke))
         .route("/_sandbox/restore", post(restore))
-        .route("/_sandbox/seed", post(seed))
+        .route("/_sandbox/seed", post(super::seeding::seed))
         .route("/_sandbox/hold", post(hold))
         .route("/_sandbox/release", post(release))
         .route("/_sandbox/redirected", any(redirected))
         .route("/_sandbox/lookups/fail", post(fail_lookups))
         .route("/_sandbox/lookups/heal", post(heal_lookups))
+        .route("/_sandbox/lookups/miss", post(miss_lookups))
+        .route("/_sandbox/forbid", post(forbid))
         .merge(super::bulk::routes())
         .merge(super::customers::routes())
         .merge(super::conversations::routes())
@@ -293,7 +296,7 @@ async fn create_message(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !key.has_role(ROLE_MESSAGE_CREATE) {
+    if !key.has_role(ROLE_MESSAGE_CREATE) || shared.create_forbidden() {
         return forbidden(ROLE_MESSAGE_CREATE);
     }
     let roll = shared.roll_create_faults(CreateKind::Message);
@@ -341,8 +344,8 @@ async fn create_message(
         }
     } else {
         let stored = shared.store(message, Instant::now());
-        if stored.is_ok() {
-            shared.count_once_stored(outcome);
+        if let Ok(message) = &stored {
+            shared.count_once_stored(outcome, message_external_id(message));
         }
         stored
     };
@@ -366,8 +369,8 @@ async fn store_slowly(
     let landing = tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         let stored = shared.store(message, Instant::now());
-        if stored.is_ok() {
-            shared.count_once_stored(OnceStored::Slow);
+        if let Ok(message) = &stored {
+            shared.count_once_stored(OnceStored::Slow, message_external_id(message));
         }
         stored
     });
@@ -512,12 +515,23 @@ async fn lookup_message(
             ),
         };
     };
-    if shared.lookup_fails() {
-        return api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "Lookups are failing (POST /_sandbox/lookups/fail)",
-        );
+    shared.note_lookup(external_id);
+    match shared.lookup_fails() {
+        None => {}
+        Some(408) => {
+            return api_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Lookups are timing out (POST /_sandbox/lookups/fail?status=408)",
+            )
+        }
+        Some(_) => {
+            return api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Lookups are failing (POST /_sandbox/lookups/fail)",
+            )
+        }
     }
     if shared.roll_lookup_429() {
         return rate_limited(&shared, "Rate limit exceeded");
@@ -546,10 +560,20 @@ async fn lookup_message(
     }
     let Some(latest) = found.first() else {
         shared.count_lookup(spelling, LookupOutcome::Miss);
-        if shared.config.not_found_as_empty {
-            return (StatusCode::OK, Json(json!({"data": []}))).into_response();
-        }
-        return not_found();
+        let shape = shared.miss_shape().or(shared
+            .config
+            .not_found_as_empty
+            .then_some(MissShape::EmptyList));
+        return match shape {
+            Some(MissShape::EmptyList) => {
+                (StatusCode::OK, Json(json!({"data": []}))).into_response()
+            }
+            Some(MissShape::Null) => (StatusCode::OK, Json(json!({"data": null}))).into_response(),
+            Some(MissShape::EmptyObject) => {
+                (StatusCode::OK, Json(json!({"data": {}}))).into_response()
+            }
+            None => not_found(),
+        };
     };
     shared.count_lookup(spelling, LookupOutcome::Hit);
     if shared.config.lookup_list {
@@ -570,13 +594,52 @@ async fn messages(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.messages()).into_response()
 }
 
-async fn fail_lookups(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_lookups_failing(true);
+/// `?status=408`: lookups time out instead of answering 503.
+#[derive(Deserialize)]
+struct FailLookups {
+    status: Option<u16>,
+}
+
+async fn fail_lookups(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<FailLookups>,
+) -> StatusCode {
+    match query.status {
+        None | Some(503) => shared.set_lookups_failing(Some(503)),
+        Some(408) => shared.set_lookups_failing(Some(408)),
+        Some(_) => return StatusCode::BAD_REQUEST,
+    }
     StatusCode::NO_CONTENT
 }
 
 async fn heal_lookups(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_lookups_failing(false);
+    shared.set_lookups_failing(None);
+    shared.set_miss_shape(None);
+    StatusCode::NO_CONTENT
+}
+
+/// `?data=null|object|list`: the `data` of a lookup miss answered 200.
+#[derive(Deserialize)]
+struct MissLookups {
+    data: String,
+}
+
+async fn miss_lookups(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<MissLookups>,
+) -> StatusCode {
+    let shape = match query.data.as_str() {
+        "list" => MissShape::EmptyList,
+        "null" => MissShape::Null,
+        "object" => MissShape::EmptyObject,
+        _ => return StatusCode::BAD_REQUEST,
+    };
+    shared.set_miss_shape(Some(shape));
+    StatusCode::NO_CONTENT
+}
+
+async fn forbid(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_creates_forbidden(true);
     StatusCode::NO_CONTENT
 }
 
@@ -587,11 +650,21 @@ async fn revoke(State(shared): State<Arc<Shared>>) -> StatusCode {
 
 async fn restore(State(shared): State<Arc<Shared>>) -> StatusCode {
     shared.set_admin_revoked(false);
+    shared.set_creates_forbidden(false);
     StatusCode::NO_CONTENT
 }
 
-async fn hold(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_hold(true);
+/// `?after=N`: let N more `/v1` requests through first.
+#[derive(Deserialize)]
+struct HoldAfter {
+    after: Option<u64>,
+}
+
+async fn hold(State(shared): State<Arc<Shared>>, Query(query): Query<HoldAfter>) -> StatusCode {
+    match query.after {
+        Some(passes) => shared.hold_after(passes),
+        None => shared.set_hold(true),
+    }
     StatusCode::NO_CONTENT
 }
 
@@ -604,117 +677,6 @@ async fn release(State(shared): State<Arc<Shared>>) -> StatusCode {
 async fn redirected(State(shared): State<Arc<Shared>>) -> StatusCode {
     shared.count_redirect_hit();
     StatusCode::NO_CONTENT
-}
-
-/// The machine user of the "other integration" that seeded messages come from.
-pub(crate) const SEED_USER: &str = "65a00000000000000000d0d4";
-
-/// Stores messages as another integration would have: every item is checked before any is
-/// stored. Answers 201 `{"data":[{"id","conversationId","externalId"}, ..]}`. A JSON object
-/// instead of an array seeds customers and conversations too (see `seeding`).
-async fn seed(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let bytes = match body {
-        Ok(bytes) => bytes,
-        Err(rejection) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &rejection.body_text(),
-            )
-        }
-    };
-    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{') {
-        return super::seeding::seed_directory(&shared, &bytes);
-    }
-    let items: Vec<SeedMessage> = match serde_json::from_slice(&bytes) {
-        Ok(items) => items,
-        Err(why) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("Expected a JSON array of {{conversationId, externalId}}: {why}"),
-            )
-        }
-    };
-    if let Err(why) = check_seed_messages(&items) {
-        return api_error(StatusCode::BAD_REQUEST, "bad_request", &why);
-    }
-    let messages = items
-        .into_iter()
-        .map(|item| seeded_message(item.conversation_id, item.external_id))
-        .collect();
-    (
-        StatusCode::CREATED,
-        Json(json!({ "data": seed_messages(&shared, messages) })),
-    )
-        .into_response()
-}
-
-/// Every seeded message names an existing conversation and a 1 to 256 character externalId.
-pub(crate) fn check_seed_messages(items: &[SeedMessage]) -> Result<(), String> {
-    if let Some(bad) = items.iter().find(|item| {
-        !is_object_id(&item.conversation_id)
-            || item
-                .conversation_id
-                .starts_with(UNKNOWN_CONVERSATION_PREFIX)
-    }) {
-        return Err(format!(
-            "conversationId {:?} is not an existing conversation (24 lowercase hex, not dead...)",
-            bad.conversation_id
-        ));
-    }
-    if let Some(bad) = items
-        .iter()
-        .find(|item| item.external_id.is_empty() || item.external_id.chars().count() > 256)
-    {
-        return Err(format!(
-            "externalId {:?} must hold 1 to 256 characters",
-            bad.external_id
-        ));
-    }
-    Ok(())
-}
-
-/// Stores seeded messages; answers `[{"id","conversationId","externalId"}, ..]`.
-pub(crate) fn seed_messages(shared: &Shared, messages: Vec<NewMessage>) -> Vec<Value> {
-    shared
-        .seed(messages)
-        .iter()
-        .map(|stored| {
-            json!({
-                "id": stored.id,
-                "conversationId": stored.conversation_id,
-                "externalId": stored.attributes.get("externalId"),
-            })
-        })
-        .collect()
-}
-
-/// A message as the "other integration" stores it: app `other-integration`, now as every time.
-pub(crate) fn seeded_message(conversation_id: String, external_id: String) -> NewMessage {
-    let now = format_timestamp(jiff::Timestamp::now());
-    let attributes = json!({
-        "channel": "email",
-        "app": "other-integration",
-        "externalId": external_id,
-        "direction": "in",
-        "createdAt": now,
-        "modifiedAt": now,
-        "sentAt": now,
-        "updatedAt": now,
-        "meta": {},
-    });
-    NewMessage {
-        customer_id: customer_of(&conversation_id),
-        conversation_id,
-        created_by: SEED_USER.to_owned(),
-        modified_by: SEED_USER.to_owned(),
-        attributes: match attributes {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        },
-        counts_against_customer: false,
-    }
 }
 
 /// The JSON:API document Kustomer answers for one message, serialised without copying it.
@@ -830,4 +792,8 @@ impl<'a> MessageDocument<'a> {
             data: self.data,
         }
     }
+}
+
+fn message_external_id(message: &StoredMessage) -> Option<&str> {
+    message.attributes.get("externalId").and_then(Value::as_str)
 }

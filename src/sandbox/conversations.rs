@@ -4,23 +4,19 @@
 
 use std::sync::{Arc, LazyLock};
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::{
-    api_error, forbidden, validation_error, Caller, MessageDocument, UNKNOWN_CONVERSATION_PREFIX,
-};
-use super::creates::{answer_before_store, json_body, store_and_answer, NewRecord};
+use super::api::{api_error, forbidden, Caller, MessageDocument, UNKNOWN_CONVERSATION_PREFIX};
+use super::creates::{create_record, CreateSpec, NewRecord, RecordKind, Refused};
 use super::customers::{found_or_missing, lookup_fault, relationship};
 use super::directory::{CreateKind, StoredRecord};
-use super::server::ConnectionKill;
 use super::state::{
     KeyProfile, Shared, ORG_ID, ROLE_CONVERSATION_CREATE, ROLE_CONVERSATION_READ, ROLE_MESSAGE_READ,
 };
@@ -33,67 +29,50 @@ pub const MAX_PAGE_SIZE: u64 = 100;
 
 static VALIDATOR: LazyLock<BodyValidator> = LazyLock::new(BodyValidator::conversations);
 
+static CREATE: CreateSpec = CreateSpec {
+    kind: CreateKind::Conversation,
+    role: ROLE_CONVERSATION_CREATE,
+    validator: &VALIDATOR,
+    prepare: prepare_conversation,
+    render: conversation_document,
+};
+
+/// `POST /v1/conversations`, served by [`create_record`].
+pub(crate) struct Conversations;
+
+impl RecordKind for Conversations {
+    fn spec() -> &'static CreateSpec {
+        &CREATE
+    }
+}
+
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(CONVERSATIONS_ROUTE, post(create_conversation))
+        .route(CONVERSATIONS_ROUTE, post(create_record::<Conversations>))
         .route("/v1/conversations/{spec}", get(lookup_conversation))
 }
 
-async fn create_conversation(
-    State(shared): State<Arc<Shared>>,
-    Extension(Caller(key)): Extension<Caller>,
-    Extension(kill): Extension<ConnectionKill>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if !key.has_role(ROLE_CONVERSATION_CREATE) {
-        return forbidden(ROLE_CONVERSATION_CREATE);
-    }
-    let roll = shared.roll_create_faults(CreateKind::Conversation);
-    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
-        return answer;
-    }
-    let body = match json_body(&headers, body) {
-        Ok(body) => body,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let attributes = match VALIDATOR.validate(body) {
-        Ok(attributes) => attributes,
-        Err(problems) => return validation_error(&problems),
-    };
-    // The schema requires `customer` as an object id; it must also name a known customer.
+/// The schema requires `customer` as an object id; it must also name a customer created or
+/// seeded here (404). Then what Kustomer fills in on a created conversation (the spec's
+/// example's defaults); the body's `id` and `customer` leave the attributes (the server owns the
+/// id, the customer is a relationship).
+fn prepare_conversation(
+    shared: &Shared,
+    key: &KeyProfile,
+    mut attributes: Map<String, Value>,
+) -> Result<NewRecord, Refused> {
     let customer = attributes
         .get("customer")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
     if shared.world().directory.customer(&customer).is_none() {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("Customer {customer} not found"),
-        );
+        return Err(Refused {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!("Customer {customer} not found"),
+        });
     }
-    let record = prepare_conversation(key, customer, attributes);
-    store_and_answer(
-        &shared,
-        CreateKind::Conversation,
-        record,
-        roll.once_stored,
-        &kill,
-        conversation_document,
-    )
-    .await
-}
-
-/// What Kustomer fills in on a created conversation (the spec's example's defaults); the body's
-/// `id` and `customer` leave the attributes (the server owns the id, the customer is a
-/// relationship).
-pub(crate) fn prepare_conversation(
-    key: &KeyProfile,
-    customer: String,
-    mut attributes: Map<String, Value>,
-) -> NewRecord {
     let now = format_timestamp(jiff::Timestamp::now());
     attributes.remove("id");
     attributes.remove("customer");
@@ -121,12 +100,12 @@ pub(crate) fn prepare_conversation(
     attributes.insert("updatedAt".into(), now.clone().into());
     attributes.insert("modifiedAt".into(), now.into());
     attributes.insert("rev".into(), json!(1));
-    NewRecord {
+    Ok(NewRecord {
         customer_id: Some(customer),
         created_by: key.user_id.to_owned(),
         modified_by: key.user_id.to_owned(),
         attributes,
-    }
+    })
 }
 
 /// The JSON:API document of one conversation, shaped like the spec's example.
@@ -169,11 +148,12 @@ async fn lookup_conversation(
         let found = shared
             .world()
             .directory
-            .conversation_by_external_id(external_id);
+            .conversations_by_external_id(external_id);
         return found_or_missing(
             &shared,
             kind,
-            found.as_deref().map(conversation_document),
+            &found,
+            conversation_document,
             |lookups| &mut lookups.external_id,
             &format!("Conversation with externalId {external_id} not found"),
         );

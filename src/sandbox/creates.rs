@@ -2,7 +2,7 @@
 //! (one stream for every kind in scope), the answers before and after storing, the slow store
 //! and the per-kind counters. Each kind's handler only validates and builds its record.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,11 +12,18 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::api::{api_error, drop_connection, gateway_error, is_json_content_type};
+use axum::extract::State;
+use axum::Extension;
+
+use super::api::{
+    api_error, drop_connection, forbidden, gateway_error, is_json_content_type, validation_error,
+    Caller,
+};
 use super::directory::{CreateKind, KindCounts, StoredRecord};
 use super::faults::{BeforeStore, FaultRoll, OnceStored};
 use super::server::ConnectionKill;
-use super::state::Shared;
+use super::state::{KeyProfile, Shared};
+use super::validate::BodyValidator;
 
 /// Which kinds of create the fault dice (`Faults` and `error_429`) apply to. A kind out of scope
 /// draws nothing, so it never shifts the dice of the kinds in scope.
@@ -45,6 +52,59 @@ impl FaultScope {
             CreateKind::Customer => self.customers,
             CreateKind::Conversation => self.conversations,
         }
+    }
+}
+
+/// A kind's own checks and defaults: the record to store, or why not.
+pub(crate) type Prepare =
+    fn(&Shared, &KeyProfile, Map<String, Value>) -> Result<NewRecord, Refused>;
+
+/// What distinguishes the create of one kind of record (customer or conversation).
+pub(crate) struct CreateSpec {
+    pub kind: CreateKind,
+    /// The role the key needs (403 without).
+    pub role: &'static str,
+    pub validator: &'static LazyLock<BodyValidator>,
+    /// The kind's own checks and defaults, once the body passed its schema.
+    pub prepare: Prepare,
+    /// The JSON:API document a stored record is answered with.
+    pub render: fn(&StoredRecord) -> Value,
+}
+
+/// A kind of record, named by a type so that one handler serves every kind's create route.
+pub(crate) trait RecordKind {
+    fn spec() -> &'static CreateSpec;
+}
+
+/// `POST /v1/customers` and `POST /v1/conversations`, in the order of a message create: role
+/// (403), the fault dice (an answer before storing), `Content-Type` and JSON (400), the schema
+/// (400), the kind's checks, store, then the answer the dice chose once stored.
+pub(crate) async fn create_record<K: RecordKind>(
+    State(shared): State<Arc<Shared>>,
+    Extension(Caller(key)): Extension<Caller>,
+    Extension(kill): Extension<ConnectionKill>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let spec = K::spec();
+    if !key.has_role(spec.role) {
+        return forbidden(spec.role);
+    }
+    let roll = shared.roll_create_faults(spec.kind);
+    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
+        return answer;
+    }
+    let body = match json_body(&headers, body) {
+        Ok(body) => body,
+        Err(refused) => return refused.into_response(),
+    };
+    let attributes = match spec.validator.validate(body) {
+        Ok(attributes) => attributes,
+        Err(problems) => return validation_error(&problems),
+    };
+    match (spec.prepare)(&shared, key, attributes) {
+        Ok(record) => store_and_answer(&shared, spec, record, roll.once_stored, &kill).await,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -115,7 +175,7 @@ impl Shared {
 
     /// Counts a once-stored fault acted upon, at the top level and for its kind.
     fn count_record_outcome(&self, kind: CreateKind, outcome: OnceStored) {
-        self.count_once_stored(outcome);
+        self.count_once_stored(outcome, None);
         self.with_kind_counts(kind, |counts| counts.faults.count_once_stored(outcome));
     }
 }
@@ -141,15 +201,16 @@ pub(crate) async fn answer_before_store(
     }
 }
 
-/// Why a create's body was refused before validation: answered with the usual error body.
-pub(crate) struct BadBody {
-    status: StatusCode,
-    message: String,
+/// Why a create was refused before storing: answered with the usual error body.
+pub(crate) struct Refused {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
 }
 
-impl IntoResponse for BadBody {
+impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        api_error(self.status, "bad_request", &self.message)
+        api_error(self.status, self.code, &self.message)
     }
 }
 
@@ -157,13 +218,15 @@ impl IntoResponse for BadBody {
 pub(crate) fn json_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Value, BadBody> {
-    let body = body.map_err(|rejection| BadBody {
+) -> Result<Value, Refused> {
+    let body = body.map_err(|rejection| Refused {
         status: rejection.status(),
+        code: "bad_request",
         message: rejection.body_text(),
     })?;
-    let bad_request = |message: String| BadBody {
+    let bad_request = |message: String| Refused {
         status: StatusCode::BAD_REQUEST,
+        code: "bad_request",
         message,
     };
     if !is_json_content_type(headers) {
@@ -178,12 +241,12 @@ pub(crate) fn json_body(
 /// own task so that it lands even if the client hangs up) and answers with its document.
 pub(crate) async fn store_and_answer(
     shared: &Arc<Shared>,
-    kind: CreateKind,
+    spec: &CreateSpec,
     record: NewRecord,
     outcome: OnceStored,
     kill: &ConnectionKill,
-    render: fn(&StoredRecord) -> Value,
 ) -> Response {
+    let kind = spec.kind;
     let stored = if outcome == OnceStored::Slow {
         let landing = {
             let shared = Arc::clone(shared);
@@ -210,7 +273,7 @@ pub(crate) async fn store_and_answer(
         shared.count_record_outcome(kind, outcome);
         stored
     };
-    answer_stored_document(render(&stored), outcome, kill).await
+    answer_stored_document((spec.render)(&stored), outcome, kill).await
 }
 
 /// The answer to a create once stored, as the dice decided, for any JSON:API document.

@@ -4,19 +4,17 @@
 
 use std::sync::{Arc, LazyLock};
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::api::{api_error, forbidden, rate_limited, validation_error, Caller};
-use super::creates::{answer_before_store, json_body, store_and_answer, NewRecord};
-use super::directory::{CreateKind, HitMiss, StoredRecord};
-use super::server::ConnectionKill;
+use super::api::{api_error, forbidden, rate_limited, Caller};
+use super::creates::{create_record, CreateSpec, NewRecord, RecordKind, Refused};
+use super::directory::{CreateKind, HitMiss, KindLookupCounts, StoredRecord};
 use super::state::{KeyProfile, Shared, ORG_ID, ROLE_CUSTOMER_CREATE, ROLE_CUSTOMER_READ};
 use super::validate::{format_timestamp, BodyValidator};
 
@@ -24,49 +22,36 @@ pub(crate) const CUSTOMERS_ROUTE: &str = "/v1/customers";
 
 static VALIDATOR: LazyLock<BodyValidator> = LazyLock::new(BodyValidator::customers);
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route(CUSTOMERS_ROUTE, post(create_customer))
-        .route("/v1/customers/{spec}", get(lookup_customer))
+static CREATE: CreateSpec = CreateSpec {
+    kind: CreateKind::Customer,
+    role: ROLE_CUSTOMER_CREATE,
+    validator: &VALIDATOR,
+    prepare: prepare_customer,
+    render: customer_document,
+};
+
+/// `POST /v1/customers`, served by [`create_record`].
+pub(crate) struct Customers;
+
+impl RecordKind for Customers {
+    fn spec() -> &'static CreateSpec {
+        &CREATE
+    }
 }
 
-async fn create_customer(
-    State(shared): State<Arc<Shared>>,
-    Extension(Caller(key)): Extension<Caller>,
-    Extension(kill): Extension<ConnectionKill>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if !key.has_role(ROLE_CUSTOMER_CREATE) {
-        return forbidden(ROLE_CUSTOMER_CREATE);
-    }
-    let roll = shared.roll_create_faults(CreateKind::Customer);
-    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
-        return answer;
-    }
-    let body = match json_body(&headers, body) {
-        Ok(body) => body,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let attributes = match VALIDATOR.validate(body) {
-        Ok(attributes) => attributes,
-        Err(problems) => return validation_error(&problems),
-    };
-    let record = prepare_customer(key, attributes);
-    store_and_answer(
-        &shared,
-        CreateKind::Customer,
-        record,
-        roll.once_stored,
-        &kill,
-        customer_document,
-    )
-    .await
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(CUSTOMERS_ROUTE, post(create_record::<Customers>))
+        .route("/v1/customers/{spec}", get(lookup_customer))
 }
 
 /// What Kustomer adds to a created customer: display name, verification flags and null ids on
 /// emails and phones, the externalId mirrored in `externalIds`, empty collections, timestamps.
-pub(crate) fn prepare_customer(key: &KeyProfile, mut attributes: Map<String, Value>) -> NewRecord {
+fn prepare_customer(
+    _shared: &Shared,
+    key: &KeyProfile,
+    mut attributes: Map<String, Value>,
+) -> Result<NewRecord, Refused> {
     let now = format_timestamp(jiff::Timestamp::now());
     for contacts in ["emails", "phones"] {
         if let Some(Value::Array(entries)) = attributes.get_mut(contacts) {
@@ -115,12 +100,12 @@ pub(crate) fn prepare_customer(key: &KeyProfile, mut attributes: Map<String, Val
     );
     attributes.insert("verified".into(), Value::Bool(false));
     attributes.insert("rev".into(), Value::from(1));
-    NewRecord {
+    Ok(NewRecord {
         customer_id: None,
         created_by: key.user_id.to_owned(),
         modified_by: key.user_id.to_owned(),
         attributes,
-    }
+    })
 }
 
 fn first_email(attributes: &Map<String, Value>) -> Option<String> {
@@ -158,13 +143,23 @@ pub(crate) fn customer_document(customer: &StoredRecord) -> Value {
 /// The read path's faults, shared by every customer and conversation lookup and the messages
 /// listing: 503 while lookups fail, then the `lookup_429` dice. Counted for `kind`.
 pub(crate) fn lookup_fault(shared: &Shared, kind: CreateKind) -> Option<Response> {
-    if shared.lookup_fails() {
-        shared.with_kind_counts(kind, |counts| counts.lookups.lookup_503 += 1);
-        return Some(api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "Lookups are failing (POST /_sandbox/lookups/fail)",
-        ));
+    match shared.lookup_fails() {
+        None => {}
+        Some(408) => {
+            return Some(api_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Lookups are timing out (POST /_sandbox/lookups/fail?status=408)",
+            ));
+        }
+        Some(_) => {
+            shared.with_kind_counts(kind, |counts| counts.lookups.lookup_503 += 1);
+            return Some(api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Lookups are failing (POST /_sandbox/lookups/fail)",
+            ));
+        }
     }
     if shared.roll_lookup_429() {
         shared.with_kind_counts(kind, |counts| counts.lookups.lookup_429 += 1);
@@ -173,28 +168,33 @@ pub(crate) fn lookup_fault(shared: &Shared, kind: CreateKind) -> Option<Response
     None
 }
 
-/// 200 with the document, or a miss: 404, or 200 `{"data": []}` with `not_found_as_empty`.
+/// 200 with the latest record's document (with `lookup_list`, `{"data": [..]}` with every
+/// match, newest first), or a miss: 404, or 200 `{"data": []}` with `not_found_as_empty`.
 /// `tally` picks the hit/miss counter to bump.
 pub(crate) fn found_or_missing(
     shared: &Shared,
     kind: CreateKind,
-    found: Option<Value>,
-    tally: fn(&mut super::directory::KindLookupCounts) -> &mut HitMiss,
+    found: &[Arc<StoredRecord>],
+    render: fn(&StoredRecord) -> Value,
+    tally: fn(&mut KindLookupCounts) -> &mut HitMiss,
     missing: &str,
 ) -> Response {
-    match found {
-        Some(document) => {
-            shared.with_kind_counts(kind, |counts| tally(&mut counts.lookups).hit += 1);
-            (StatusCode::OK, Json(document)).into_response()
+    let Some(latest) = found.first() else {
+        shared.with_kind_counts(kind, |counts| tally(&mut counts.lookups).miss += 1);
+        if shared.config.not_found_as_empty {
+            return (StatusCode::OK, Json(json!({"data": []}))).into_response();
         }
-        None => {
-            shared.with_kind_counts(kind, |counts| tally(&mut counts.lookups).miss += 1);
-            if shared.config.not_found_as_empty {
-                return (StatusCode::OK, Json(json!({"data": []}))).into_response();
-            }
-            api_error(StatusCode::NOT_FOUND, "not_found", missing)
-        }
+        return api_error(StatusCode::NOT_FOUND, "not_found", missing);
+    };
+    shared.with_kind_counts(kind, |counts| tally(&mut counts.lookups).hit += 1);
+    if shared.config.lookup_list {
+        let data: Vec<Value> = found
+            .iter()
+            .map(|record| render(record)["data"].take())
+            .collect();
+        return (StatusCode::OK, Json(json!({ "data": data }))).into_response();
     }
+    (StatusCode::OK, Json(render(latest))).into_response()
 }
 
 /// `GET /v1/customers/externalId=<id>`, `GET /v1/customers/email=<email>` (case-insensitive)
@@ -218,11 +218,12 @@ async fn lookup_customer(
         let found = shared
             .world()
             .directory
-            .customer_by_external_id(external_id);
+            .customers_by_external_id(external_id);
         return found_or_missing(
             &shared,
             kind,
-            found.as_deref().map(customer_document),
+            &found,
+            customer_document,
             |lookups| &mut lookups.external_id,
             &format!("Customer with externalId {external_id} not found"),
         );
@@ -231,11 +232,12 @@ async fn lookup_customer(
         if let Some(answer) = lookup_fault(&shared, kind) {
             return answer;
         }
-        let found = shared.world().directory.customer_by_email(email);
+        let found = shared.world().directory.customers_by_email(email);
         return found_or_missing(
             &shared,
             kind,
-            found.as_deref().map(customer_document),
+            &found,
+            customer_document,
             |lookups| &mut lookups.email,
             &format!("Customer with email {email} not found"),
         );

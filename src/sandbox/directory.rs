@@ -74,17 +74,13 @@ impl Records {
             self.counts.stored += 1;
         }
         if let Some(external_id) = record.external_id() {
-            let same = self
-                .by_external_id
-                .entry(external_id.to_owned())
-                .or_default();
-            let imported_before = same
-                .iter()
-                .any(|earlier| self.all.get(*earlier).is_some_and(|r| !r.seeded));
-            if imported_before && !record.seeded {
+            let all = &self.all;
+            let repeated = index_external_id(&mut self.by_external_id, external_id, index, |at| {
+                all.get(at).is_some_and(|earlier| !earlier.seeded)
+            });
+            if repeated && !record.seeded {
                 self.counts.duplicate_external_ids += 1;
             }
-            same.push(index);
         }
         record
     }
@@ -96,13 +92,21 @@ impl Records {
             .cloned()
     }
 
-    /// The latest record stored under `external_id`, as Kustomer answers one.
-    fn latest_by_external_id(&self, external_id: &str) -> Option<Arc<StoredRecord>> {
-        self.by_external_id
-            .get(external_id)
-            .and_then(|indexes| indexes.last())
-            .and_then(|index| self.all.get(*index))
-            .cloned()
+    /// Every record stored under `external_id`, newest first.
+    fn by_external_id(&self, external_id: &str) -> Vec<Arc<StoredRecord>> {
+        self.newest_first(self.by_external_id.get(external_id))
+    }
+
+    fn newest_first(&self, indexes: Option<&Vec<usize>>) -> Vec<Arc<StoredRecord>> {
+        indexes
+            .map(|indexes| {
+                indexes
+                    .iter()
+                    .rev()
+                    .filter_map(|index| self.all.get(*index).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn dump(&self, with_customer: bool) -> RecordsDump {
@@ -151,6 +155,20 @@ impl Records {
     }
 }
 
+/// Indexes the object at `position` under `external_id`; whether an object created by an
+/// import (`imported(position)`, as opposed to seeded) already carried it: a duplicate.
+pub(crate) fn index_external_id(
+    index: &mut HashMap<String, Vec<usize>>,
+    external_id: &str,
+    position: usize,
+    imported: impl Fn(usize) -> bool,
+) -> bool {
+    let same = index.entry(external_id.to_owned()).or_default();
+    let repeated = same.iter().any(|earlier| imported(*earlier));
+    same.push(position);
+    repeated
+}
+
 /// Customers and conversations, behind the world lock.
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
@@ -184,24 +202,36 @@ impl Directory {
         self.conversations.by_id(id)
     }
 
-    pub(crate) fn customer_by_external_id(&self, external_id: &str) -> Option<Arc<StoredRecord>> {
-        self.customers.latest_by_external_id(external_id)
+    /// Customers stored under this externalId, newest first (a lookup answers the first).
+    pub(crate) fn customers_by_external_id(&self, external_id: &str) -> Vec<Arc<StoredRecord>> {
+        self.customers.by_external_id(external_id)
     }
 
-    /// The latest customer with this email among its `emails`, compared case-insensitively.
-    pub(crate) fn customer_by_email(&self, email: &str) -> Option<Arc<StoredRecord>> {
-        self.by_email
-            .get(&email.to_lowercase())
-            .and_then(|indexes| indexes.last())
-            .and_then(|index| self.customers.all.get(*index))
-            .cloned()
+    /// Customers with this email among their `emails`, compared case-insensitively, newest
+    /// first.
+    pub(crate) fn customers_by_email(&self, email: &str) -> Vec<Arc<StoredRecord>> {
+        self.customers
+            .newest_first(self.by_email.get(&email.to_lowercase()))
+    }
+
+    /// Conversations stored under this externalId, newest first.
+    pub(crate) fn conversations_by_external_id(&self, external_id: &str) -> Vec<Arc<StoredRecord>> {
+        self.conversations.by_external_id(external_id)
+    }
+
+    pub(crate) fn customer_by_external_id(&self, external_id: &str) -> Option<Arc<StoredRecord>> {
+        self.customers_by_external_id(external_id)
+            .into_iter()
+            .next()
     }
 
     pub(crate) fn conversation_by_external_id(
         &self,
         external_id: &str,
     ) -> Option<Arc<StoredRecord>> {
-        self.conversations.latest_by_external_id(external_id)
+        self.conversations_by_external_id(external_id)
+            .into_iter()
+            .next()
     }
 
     /// The customer of a conversation created or seeded here; None for every other id (which

@@ -1,11 +1,13 @@
-//! `POST /_sandbox/seed` with a JSON object: customers, conversations and messages that "already
-//! exist" (another integration made them), all checked before any is stored; the inspection
-//! endpoints `GET /_sandbox/customers` and `GET /_sandbox/conversations`; and the ordering of
-//! `lookup_other_first`.
+//! `POST /_sandbox/seed`: messages (a JSON array) or, with a JSON object, customers,
+//! conversations and messages that "already exist" (another integration made them), all
+//! checked before any is stored; the inspection endpoints `GET /_sandbox/customers` and
+//! `GET /_sandbox/conversations`; and the ordering of `lookup_other_first`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,12 +15,126 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::{api_error, check_seed_messages, seed_messages, seeded_message, SEED_USER};
+use super::api::{api_error, UNKNOWN_CONVERSATION_PREFIX};
 use super::creates::NewRecord;
 use super::directory::CreateKind;
-use super::state::{Shared, StoredMessage};
-use super::validate::format_timestamp;
+use super::state::{customer_of, NewMessage, Shared, StoredMessage};
+use super::validate::{format_timestamp, is_object_id};
 use super::SeedMessage;
+
+/// The machine user of the "other integration" that seeded messages come from.
+const SEED_USER: &str = "65a00000000000000000d0d4";
+
+/// Stores messages as another integration would have: every item is checked before any is
+/// stored. Answers 201 `{"data":[{"id","conversationId","externalId"}, ..]}`. A JSON object
+/// instead of an array seeds customers and conversations too (below).
+pub(crate) async fn seed(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(rejection) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &rejection.body_text(),
+            )
+        }
+    };
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{') {
+        return seed_directory(&shared, &bytes);
+    }
+    let items: Vec<SeedMessage> = match serde_json::from_slice(&bytes) {
+        Ok(items) => items,
+        Err(why) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("Expected a JSON array of {{conversationId, externalId}}: {why}"),
+            )
+        }
+    };
+    if let Err(why) = check_seed_messages(&items) {
+        return api_error(StatusCode::BAD_REQUEST, "bad_request", &why);
+    }
+    let messages = items
+        .into_iter()
+        .map(|item| seeded_message(item.conversation_id, item.external_id))
+        .collect();
+    (
+        StatusCode::CREATED,
+        Json(json!({ "data": seed_messages(&shared, messages) })),
+    )
+        .into_response()
+}
+
+/// Every seeded message names an existing conversation and a 1 to 256 character externalId.
+fn check_seed_messages(items: &[SeedMessage]) -> Result<(), String> {
+    if let Some(bad) = items.iter().find(|item| {
+        !is_object_id(&item.conversation_id)
+            || item
+                .conversation_id
+                .starts_with(UNKNOWN_CONVERSATION_PREFIX)
+    }) {
+        return Err(format!(
+            "conversationId {:?} is not an existing conversation (24 lowercase hex, not dead...)",
+            bad.conversation_id
+        ));
+    }
+    if let Some(bad) = items
+        .iter()
+        .find(|item| item.external_id.is_empty() || item.external_id.chars().count() > 256)
+    {
+        return Err(format!(
+            "externalId {:?} must hold 1 to 256 characters",
+            bad.external_id
+        ));
+    }
+    Ok(())
+}
+
+/// Stores seeded messages; answers `[{"id","conversationId","externalId"}, ..]`.
+fn seed_messages(shared: &Shared, messages: Vec<NewMessage>) -> Vec<Value> {
+    shared
+        .seed(messages)
+        .iter()
+        .map(|stored| {
+            json!({
+                "id": stored.id,
+                "conversationId": stored.conversation_id,
+                "externalId": stored.attributes.get("externalId"),
+            })
+        })
+        .collect()
+}
+
+/// A message as the "other integration" stores it: app `other-integration`, now as every time.
+fn seeded_message(conversation_id: String, external_id: String) -> NewMessage {
+    let now = format_timestamp(jiff::Timestamp::now());
+    let attributes = json!({
+        "channel": "email",
+        "app": "other-integration",
+        "externalId": external_id,
+        "direction": "in",
+        "createdAt": now,
+        "modifiedAt": now,
+        "sentAt": now,
+        "updatedAt": now,
+        "meta": {},
+    });
+    NewMessage {
+        customer_id: customer_of(&conversation_id),
+        conversation_id,
+        created_by: SEED_USER.to_owned(),
+        modified_by: SEED_USER.to_owned(),
+        attributes: match attributes {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+        counts_against_customer: false,
+    }
+}
 
 /// The object form of `POST /_sandbox/seed`; every list is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -140,7 +256,11 @@ pub(crate) fn seed_directory(shared: &Arc<Shared>, bytes: &[u8]) -> Response {
                 seeded_record(Some(customer), attributes),
                 true,
             );
-            json!({"id": stored.id, "externalId": stored.external_id(), "customer": stored.customer_id})
+            json!({
+                "id": stored.id,
+                "externalId": stored.external_id(),
+                "customer": stored.customer_id,
+            })
         })
         .collect();
     let messages = request
