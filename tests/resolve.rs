@@ -286,6 +286,21 @@ fn an_export_of_tickets_is_resolved_and_sent_exactly_once_with_faults_on_every_c
             plan["resolution"]["worst_requests"],
             plan["resolution"]["best_requests"],
         );
+        let status = status_json(dir.path(), "job.sqlite");
+        let resolution = &status["resolution"];
+        let found_customers = resolution["customers"]["found_by_external_id"].as_u64().unwrap()
+            + resolution["customers"]["found_by_email"].as_u64().unwrap();
+        assert_eq!(found_customers as usize, seeded.customers.len(), "{resolution}");
+        assert!(resolution["customers"]["found_by_email"].as_u64().unwrap() > 0);
+        assert_eq!(
+            resolution["conversations"]["found_by_external_id"],
+            seeded.conversations.len() as u64
+        );
+        assert_eq!(
+            resolution["conversations"]["created"],
+            (TICKETS - seeded.conversations.len()) as u64
+        );
+        assert_eq!(resolution["conversations"]["failed"], 0);
         let rows_report = report_rows(dir.path(), "job.sqlite");
         let resolved: BTreeSet<&str> = rows_report
             .iter()
