@@ -234,9 +234,18 @@ fn requests_spent(sandbox: &Sandbox) -> u64 {
     sandbox.stat(&["requests_total"])
 }
 
-fn plan_json(dir: &Path, input: &str) -> Value {
+fn plan_json(dir: &Path, input: &str, rpm: &str) -> Value {
     let mut command = importer(dir);
-    command.args(["plan", input, "--max-rpm", "100000", "--json"]);
+    // The sandbox's jobs take 0.2 s give or take 0.1.
+    command.args([
+        "plan",
+        input,
+        "--max-rpm",
+        rpm,
+        "--job-seconds",
+        "0.3",
+        "--json",
+    ]);
     let output = run_bounded(command, COMMAND_LIMIT);
     assert_eq!(code(&output), 0, "{}", text(&output));
     serde_json::from_slice(&output.stdout).expect("plan json")
@@ -244,12 +253,30 @@ fn plan_json(dir: &Path, input: &str) -> Value {
 
 #[test]
 fn an_export_of_tickets_is_resolved_and_sent_exactly_once_with_faults_on_every_create() {
-    for mode in ["single", "bulk"] {
-        let sandbox = Sandbox::start(&["--store-then-error", "0.05", "--seed", "16"]);
+    // Bulk mode at a budget where jobs pay off (at 100,000 a minute single creates are faster,
+    // and the bulk mode sends them so); its messages' faults are the bulk items' errors (not
+    // `--bulk-item-stored-error`: bulk mode on main resends those blind, a duplicate each,
+    // reported to the bulk work).
+    for (mode, rpm, message_faults) in [
+        ("single", "100000", &[][..]),
+        (
+            "bulk",
+            "3000",
+            &[
+                "--bulk-item-error",
+                "0.05",
+                "--bulk-item-error-status",
+                "429,503",
+            ][..],
+        ),
+    ] {
+        let mut flags = vec!["--store-then-error", "0.05", "--seed", "16"];
+        flags.extend_from_slice(message_faults);
+        let sandbox = Sandbox::start(&flags);
         let seeded = seed_existing(&sandbox);
         let dir = tempfile::tempdir().unwrap();
         let rows = write_tickets(&dir.path().join("tickets.csv"), ROWS, TICKETS, 16);
-        let plan = plan_json(dir.path(), "tickets.csv");
+        let plan = plan_json(dir.path(), "tickets.csv", rpm);
         assert_eq!(plan["resolution"]["tickets"], TICKETS as u64);
         assert_eq!(plan["resolution"]["customers"], CUSTOMERS as u64);
         let before = requests_spent(&sandbox);
@@ -258,7 +285,7 @@ fn an_export_of_tickets_is_resolved_and_sent_exactly_once_with_faults_on_every_c
             &sandbox,
             ADMIN_KEY,
             "tickets.csv",
-            &["--mode", mode, "--max-rpm", "100000"],
+            &["--mode", mode, "--max-rpm", rpm],
         );
         assert_eq!(code(&output), 0, "{mode}: {}", text(&output));
         assert_resolved_exactly_once(&sandbox, &rows, &seeded);
@@ -271,26 +298,50 @@ fn an_export_of_tickets_is_resolved_and_sent_exactly_once_with_faults_on_every_c
         let all = sandbox.stat(&["faults_injected", "store_then_error"]);
         let resolve = kind_fault(&sandbox, "customers", "store_then_error")
             + kind_fault(&sandbox, "conversations", "store_then_error");
+        let on_messages = if mode == "bulk" {
+            assert!(sandbox.stat(&["bulk_jobs"]) > 0, "bulk mode sent no job");
+            sandbox.stat(&["faults_injected", "bulk_item_error"])
+        } else {
+            all - resolve
+        };
         assert!(
-            all > resolve,
+            on_messages > 0,
             "{mode}: no stored-then-5xx fired on messages"
         );
         let spent = requests_spent(&sandbox) - before;
-        let single_or_bulk = if mode == "single" { "single" } else { "bulk" };
+        let resolving: u64 = ["customers", "conversations"]
+            .iter()
+            .map(|kind| {
+                sandbox.stat(&[kind, "creates"])
+                    + ["external_id", "email"]
+                        .iter()
+                        .flat_map(|route| ["hit", "miss"].map(|o| (route, o)))
+                        .map(|(route, outcome)| sandbox.stat(&[kind, "lookups", route, outcome]))
+                        .sum::<u64>()
+            })
+            .sum();
         eprintln!(
-            "{mode}: {spent} requests for {ROWS} rows in {TICKETS} tickets ({:.2} per ticket); \
-             plan: {} ({} of them resolving, worst case, {} best case); faults: {all} \
-             stored-then-5xx ({resolve} on customers and conversations)",
+            "{mode} at {rpm}/min: {spent} requests for {ROWS} rows in {TICKETS} tickets ({:.2} \
+             per ticket, {resolving} of them resolving; {} bulk jobs); plan: {} ({} of them \
+             resolving in the worst case, {} in the best); faults: {resolve} stored-then-5xx on \
+             customers and conversations, {on_messages} on messages",
             spent as f64 / TICKETS as f64,
-            plan[single_or_bulk]["requests"],
+            sandbox.stat(&["bulk_jobs"]),
+            plan[mode]["requests"],
             plan["resolution"]["worst_requests"],
             plan["resolution"]["best_requests"],
         );
         let status = status_json(dir.path(), "job.sqlite");
         let resolution = &status["resolution"];
-        let found_customers = resolution["customers"]["found_by_external_id"].as_u64().unwrap()
+        let found_customers = resolution["customers"]["found_by_external_id"]
+            .as_u64()
+            .unwrap()
             + resolution["customers"]["found_by_email"].as_u64().unwrap();
-        assert_eq!(found_customers as usize, seeded.customers.len(), "{resolution}");
+        assert_eq!(
+            found_customers as usize,
+            seeded.customers.len(),
+            "{resolution}"
+        );
         assert!(resolution["customers"]["found_by_email"].as_u64().unwrap() > 0);
         assert_eq!(
             resolution["conversations"]["found_by_external_id"],
@@ -319,43 +370,68 @@ fn an_export_of_tickets_is_resolved_and_sent_exactly_once_with_faults_on_every_c
 
 #[test]
 fn kill_9_during_the_resolve_phase_then_resume_creates_nothing_twice() {
-    let sandbox = Sandbox::start(&["--store-then-error", "0.05", "--seed", "9"]);
-    let seeded = seed_existing(&sandbox);
-    let dir = tempfile::tempdir().unwrap();
-    let rows = write_tickets(&dir.path().join("tickets.csv"), 600, TICKETS, 9);
-    let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
-    command
-        .args([
-            "run",
-            "tickets.csv",
-            "--db",
-            "job.sqlite",
-            "--concurrency",
-            "4",
-        ])
-        .args(send_flags(&[]));
-    let mut child = Watched::spawn(command);
-    wait_until(
-        Duration::from_secs(120),
-        "conversations being created",
-        || sandbox.stat(&["conversations", "creates"]) >= 20,
-    );
-    // The next requests wait at the door: one of them is a create recorded `sending`.
-    sandbox.hold();
-    wait_until(Duration::from_secs(60), "a request held", || {
-        sandbox.stat(&["held"]) > 0
-    });
-    signal(&child.child, "KILL");
-    child.wait(Duration::from_secs(30));
-    sandbox.release();
-    let created_before = sandbox.stat(&["conversations", "stored"]);
-    assert!(
-        (created_before as usize) < TICKETS,
-        "the kill came after the resolve phase"
-    );
-    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &[]);
-    assert_eq!(code(&output), 0, "{}", text(&output));
-    assert_resolved_exactly_once(&sandbox, &rows, &seeded);
+    for mode in ["single", "bulk"] {
+        let sandbox = Sandbox::start(&["--store-then-error", "0.05", "--seed", "9"]);
+        let seeded = seed_existing(&sandbox);
+        let dir = tempfile::tempdir().unwrap();
+        let rows = write_tickets(&dir.path().join("tickets.csv"), 600, TICKETS, 9);
+        let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+        command
+            .args(["run", "tickets.csv", "--db", "job.sqlite", "--mode", mode])
+            .args(["--concurrency", "4"])
+            .args(send_flags(&[]));
+        let mut child = Watched::spawn(command);
+        wait_until(
+            Duration::from_secs(120),
+            "conversations being created",
+            || sandbox.stat(&["conversations", "creates"]) >= 20,
+        );
+        // The next requests wait at the door; the kill comes once a create among them is
+        // recorded `sending` (if all held ones are lookups, let them through and hold again).
+        let db_path = dir.path().join("job.sqlite");
+        let creates_in_flight = || -> u64 {
+            let db = rusqlite::Connection::open(&db_path).unwrap();
+            db.query_row(
+                "SELECT (SELECT COUNT(*) FROM customer WHERE state = 'sending')
+                      + (SELECT COUNT(*) FROM conversation WHERE state = 'sending')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        let mut caught = false;
+        for _ in 0..20 {
+            sandbox.hold();
+            wait_until(Duration::from_secs(60), "requests held", || {
+                sandbox.stat(&["held"]) >= 4
+            });
+            if creates_in_flight() > 0 {
+                caught = true;
+                break;
+            }
+            let created = sandbox.stat(&["conversations", "creates"]);
+            sandbox.release();
+            wait_until(Duration::from_secs(60), "one more create", || {
+                sandbox.stat(&["conversations", "creates"]) > created
+            });
+        }
+        assert!(caught, "{mode}: no create was held in flight");
+        signal(&child.child, "KILL");
+        child.wait(Duration::from_secs(30));
+        sandbox.release();
+        let created_before = sandbox.stat(&["conversations", "stored"]);
+        assert!(
+            (created_before as usize) < TICKETS,
+            "{mode}: the kill came after the resolve phase"
+        );
+        assert!(
+            creates_in_flight() > 0,
+            "{mode}: the kill left no create `sending`"
+        );
+        let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &["--mode", mode]);
+        assert_eq!(code(&output), 0, "{mode}: {}", text(&output));
+        assert_resolved_exactly_once(&sandbox, &rows, &seeded);
+    }
 }
 
 #[test]
