@@ -121,13 +121,7 @@ fn seed_existing(sandbox: &Sandbox) -> Seeded {
             chosen.push(c);
         }
     }
-    let answer = sandbox.post_json("/_sandbox/seed", &json!({ "customers": body }));
-    let ids: Vec<String> = answer["data"]["customers"]
-        .as_array()
-        .expect("seeded customers")
-        .iter()
-        .map(|c| c["id"].as_str().expect("id").to_string())
-        .collect();
+    let ids = seed(sandbox, "customers", body);
     assert_eq!(ids.len(), chosen.len());
     let customers: HashMap<usize, String> = chosen.into_iter().zip(ids).collect();
     // Tickets 0..40 whose customer is seeded already exist too.
@@ -138,18 +132,23 @@ fn seed_existing(sandbox: &Sandbox) -> Seeded {
         .iter()
         .map(|t| json!({"externalId": ticket_id(*t), "customer": customers[&(t % CUSTOMERS)]}))
         .collect();
-    let answer = sandbox.post_json("/_sandbox/seed", &json!({ "conversations": body }));
-    let ids: Vec<String> = answer["data"]["conversations"]
-        .as_array()
-        .expect("seeded conversations")
-        .iter()
-        .map(|c| c["id"].as_str().expect("id").to_string())
-        .collect();
+    let ids = seed(sandbox, "conversations", body);
     assert!(!ids.is_empty());
     Seeded {
         customers,
         conversations: tickets.into_iter().zip(ids).collect(),
     }
+}
+
+/// Seeds records of one kind; their ids in order.
+fn seed(sandbox: &Sandbox, kind: &str, records: Vec<Value>) -> Vec<String> {
+    let answer = sandbox.post_json("/_sandbox/seed", &json!({ kind: records }));
+    answer["data"][kind]
+        .as_array()
+        .expect("seeded records")
+        .iter()
+        .map(|record| record["id"].as_str().expect("id").to_string())
+        .collect()
 }
 
 fn records(sandbox: &Sandbox, kind: &str) -> Value {
