@@ -389,6 +389,10 @@ pub struct SandboxArgs {
     /// Probability (0..1) of answering a create with 503.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub error_503: f64,
+    /// --error-503 answers carry Retry-After as a 429 would (seconds to the window's reset, or
+    /// --retry-after-value): a service saying it is overloaded.
+    #[arg(long)]
+    pub retry_after_on_503: bool,
     /// Probability (0..1) of closing the connection before storing.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub drop_before_store: f64,
@@ -623,6 +627,14 @@ pub struct BenchArgs {
     /// The budget both runs of the exactly-once scenario are paced at, requests per minute.
     #[arg(long, value_name = "N", default_value_t = 6_000)]
     pub fault_rpm: u32,
+    /// Run only the concurrency-under-faults scenario (issue 15): --conc-faults-rows rows at
+    /// 1,200 requests/min with 150 ms of latency, fault-free and with 5% stored-then-5xx and 3%
+    /// dropped connections.
+    #[arg(long)]
+    pub conc_faults: bool,
+    /// Rows of the concurrency-under-faults scenario.
+    #[arg(long, value_name = "N", default_value_t = 2_000)]
+    pub conc_faults_rows: u64,
     /// Seconds of the live-integration scenario (a live client bursting beside the import,
     /// adaptive share against the plain ceiling; 0 skips). Windows are 15 s.
     #[arg(long, value_name = "SECS", default_value_t = 45)]

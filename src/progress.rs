@@ -125,15 +125,7 @@ fn per_request(stats: &SendStats, throttle: &Throttle) -> String {
 
 fn pacing(throttle: &Throttle) -> String {
     let budget = &throttle.budget;
-    let concurrency = if throttle.concurrency.is_adaptive() {
-        format!(
-            "{}/{}",
-            throttle.concurrency.limit(),
-            throttle.concurrency.ceiling()
-        )
-    } else {
-        throttle.concurrency.limit().to_string()
-    };
+    let concurrency = throttle.concurrency.view().describe();
     let snapshot = PacingSnapshot::of(throttle);
     let mut text = format!(
         "{} · conc {concurrency} · 429s {}",

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{Checkpoint, Job, RowState, StagedRow, StateCounts};
+use crate::checkpoint::{Checkpoint, Job, JobLock, RowState, StagedRow, StateCounts};
 use crate::client::ApiClient;
 use crate::config::{
     format_utc, ApiConfig, ConcurrencyChoice, InputArg, SendConfig, StagingChoices,
@@ -78,6 +78,59 @@ pub fn refuse_existing_job(db: &Path) -> Result<(), AppError> {
         .into());
     }
     Ok(())
+}
+
+/// A checkpoint locked for a new job before its input is read. A refused job removes what the
+/// claim created (the empty database, the lock file), so a refusal leaves nothing behind.
+pub struct CheckpointClaim {
+    lock: JobLock,
+    created: Vec<PathBuf>,
+}
+
+impl CheckpointClaim {
+    /// The job exists: the lock is held for the rest of the command.
+    pub fn keep(self) -> JobLock {
+        self.lock
+    }
+
+    /// The job was refused: release the lock and remove what this claim created.
+    pub fn abandon(self) {
+        let CheckpointClaim { lock, created } = self;
+        drop(lock);
+        for path in created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Refuses a checkpoint that holds a job or is not a checkpoint, creates an empty one when none
+/// exists (an empty database is adopted by [`create_job`]), and takes the job lock on it.
+pub fn claim_checkpoint(db: &Path) -> Result<CheckpointClaim, AppError> {
+    refuse_existing_job(db)?;
+    let lock_error = |source| crate::checkpoint::CheckpointError::Lock {
+        path: db.to_path_buf(),
+        source,
+    };
+    let mut created = Vec::new();
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(db)
+    {
+        Ok(_) => created.push(db.to_path_buf()),
+        // Another run created it a moment ago: its lock decides below.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(lock_error(err).into()),
+    }
+    let lock_file = std::fs::canonicalize(db)
+        .map(|path| crate::checkpoint::companion(&path, ".lock"))
+        .map_err(lock_error)?;
+    let lock_file_is_new = !lock_file.exists();
+    let lock = JobLock::acquire(db)?;
+    if lock_file_is_new {
+        created.push(lock_file);
+    }
+    Ok(CheckpointClaim { lock, created })
 }
 
 /// Reads the input once (hash, field names), refuses unknown or refused fields and an input
@@ -838,7 +891,10 @@ fn spend_summary(out: &mut impl Write, throttle: &Throttle, counters: &SendStats
         budget.rate_limited.load(Ordering::Relaxed),
         budget.pauses.load(Ordering::Relaxed),
         if throttle.concurrency.is_adaptive() {
-            format!(", concurrency ended at {}", throttle.concurrency.limit())
+            format!(
+                ", concurrency ended at {}",
+                throttle.concurrency.view().summary()
+            )
         } else {
             String::new()
         }

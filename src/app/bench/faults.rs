@@ -2,17 +2,21 @@
 //! that answers every create, once against one that stores some messages and then answers 5xx
 //! and drops some connections (before and after storing). Reported: lookups made, requests spent
 //! beyond one per row, and the wall time of the faulty run against the clean one.
+//!
+//! Concurrency under faults (issue 15, `--conc-faults`): the same pair at Kustomer-like latency
+//! (150 ms) and a real budget (1,200/min), reporting each run's wall time against the time its
+//! requests need at the budget, and the smallest concurrency reached.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::app::AppError;
 use crate::client::ApiClient;
 use crate::sandbox::{self, Faults, SandboxConfig};
 use crate::send::{self, SendOptions, SendStats, SendStop};
-use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
+use crate::throttle::{ConcurrencyLimit, ConcurrencyView, RateBudget, Throttle, ADAPTIVE_START};
 
 use super::{client_config, generate, loopback, stage_job};
 
@@ -46,6 +50,68 @@ pub async fn bench_faults(workdir: &Path, rows: u64, rpm: u32) -> Result<(), App
     Ok(())
 }
 
+/// Issue 15's measurement: Kustomer-like latency and a real budget.
+const CONC_LATENCY: Duration = Duration::from_millis(150);
+const CONC_RPM: u32 = 1_200;
+
+/// Runs `rows` rows at 1,200/min with 150 ms of latency, fault-free and with 5% stored-then-5xx
+/// and 3% dropped connections (half before storing, half after), and prints each run's wall
+/// time against the time its requests need at the budget, and the concurrency it kept.
+pub async fn bench_concurrency(workdir: &Path, rows: u64) -> Result<(), AppError> {
+    let file = workdir.join(format!("bench-conc-{rows}.csv"));
+    generate(&file, rows)?;
+    let clean = Faults {
+        latency: CONC_LATENCY,
+        ..Faults::default()
+    };
+    let faulty = Faults {
+        store_then_error: 0.05,
+        drop_before_store: 0.015,
+        store_then_drop: 0.015,
+        ..clean.clone()
+    };
+    let clean = send_once(&file, workdir, "conc-clean", clean, CONC_RPM).await?;
+    let faults = send_once(&file, workdir, "conc-faulty", faulty, CONC_RPM).await?;
+    println!(
+        "concurrency under faults (issue 15, the concurrency part only: no early lookup), {rows} rows at {CONC_RPM}/min, {} ms of latency, default settle delay:",
+        CONC_LATENCY.as_millis()
+    );
+    for (label, outcome) in [
+        ("fault-free", &clean),
+        ("5% stored-then-5xx, 3% drops", &faults),
+    ] {
+        let at_budget = outcome.requests as f64 * 60.0 / f64::from(CONC_RPM);
+        println!(
+            "  {label}: {:.1}s wall for {} requests, which need {at_budget:.1}s at the budget ({:.2}x); {} unknown outcomes, stored {} of {rows}, {} duplicates; concurrency ended at {}, smallest {}; the sandbox saw at most {} in flight",
+            outcome.secs,
+            outcome.requests,
+            outcome.secs / at_budget.max(0.001),
+            outcome.unknown,
+            outcome.stored,
+            outcome.duplicates,
+            outcome.concurrency.summary(),
+            smallest(&outcome.concurrency),
+            outcome.max_in_flight,
+        );
+    }
+    println!(
+        "  with the faults against fault-free: {:.2}x",
+        faults.secs / clean.secs.max(0.001)
+    );
+    Ok(())
+}
+
+/// The smallest limit of the run: the lowest a cut left, else the start (it only grew).
+fn smallest(view: &ConcurrencyView) -> String {
+    match view.lowest_after_cut {
+        Some(lowest) => format!("{lowest} (after a cut)"),
+        None => format!(
+            "{} (the start; never cut)",
+            view.ceiling.min(ADAPTIVE_START)
+        ),
+    }
+}
+
 struct Outcome {
     secs: f64,
     requests: u64,
@@ -54,6 +120,8 @@ struct Outcome {
     reconciled: u64,
     stored: u64,
     duplicates: u64,
+    concurrency: ConcurrencyView,
+    max_in_flight: u64,
 }
 
 async fn send_once(
@@ -76,7 +144,7 @@ async fn send_once(
     ));
     let client = Arc::new(ApiClient::new(
         client_config(&sandbox.base_url()),
-        Some(throttle),
+        Some(Arc::clone(&throttle)),
     )?);
     let counters = SendStats::with_total(0);
     let plan = SendOptions::standard(db, 64);
@@ -103,5 +171,7 @@ async fn send_once(
         reconciled: counters.reconciled.load(Ordering::Relaxed),
         stored: stats.messages_stored,
         duplicates: stats.duplicate_external_ids,
+        concurrency: throttle.concurrency.view(),
+        max_in_flight: stats.max_concurrency,
     })
 }
