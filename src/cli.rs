@@ -82,6 +82,9 @@ pub struct RunArgs {
     /// createdBy for rows that name none (24-hex user id).
     #[arg(long, value_name = "USER_ID")]
     pub created_by: Option<String>,
+    /// Agents' user ids for `createdByEmail`: a CSV of `email,id` (Kustomer's user list).
+    #[arg(long, value_name = "FILE")]
+    pub users_map: Option<PathBuf>,
     /// Do not send createdAt/createdBy/modifiedAt/modifiedBy (for keys without org.admin).
     #[arg(long)]
     pub no_audit_fields: bool,
@@ -330,6 +333,12 @@ pub struct ValidateArgs {
     /// Accept columns the API does not know (run drops them) instead of refusing the input.
     #[arg(long)]
     pub ignore_unknown: bool,
+    /// Agents' user ids for `createdByEmail`: a CSV of `email,id`.
+    #[arg(long, value_name = "FILE")]
+    pub users_map: Option<PathBuf>,
+    /// The fallback user id for agents the users map lacks.
+    #[arg(long, value_name = "USER_ID")]
+    pub created_by: Option<String>,
     /// Most physical lines one quoted CSV field may span before it is taken for a quote that
     /// never closed.
     #[arg(long, value_name = "N", default_value_t = crate::input::DEFAULT_MAX_FIELD_LINES)]

@@ -15,8 +15,11 @@ use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+mod resolve;
+
 pub use crate::throttle::RateInfo;
 use crate::throttle::Throttle;
+pub use resolve::{EntityLookup, FoundConversation, FoundCustomer};
 
 mod bulk;
 

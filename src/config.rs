@@ -71,6 +71,8 @@ pub enum ConfigError {
     InputMissing(PathBuf),
     #[error("--created-by sets the createdBy audit field, which --no-audit-fields leaves out; pass one or the other")]
     CreatedByWithoutAuditFields,
+    #[error(transparent)]
+    UsersMap(crate::row::UsersMapError),
     #[error("--max-field-lines must be at least 1")]
     MaxFieldLines,
     #[error("--org-limit must be at least 1")]
@@ -156,6 +158,8 @@ pub struct StagingChoices {
     pub created_by: Option<String>,
     /// Most physical lines one quoted CSV field may span.
     pub max_field_lines: u64,
+    /// `--users-map`: agents' emails → user ids, for `createdByEmail`.
+    pub users: Option<std::sync::Arc<crate::row::UsersMap>>,
 }
 
 impl StagingChoices {
@@ -170,6 +174,7 @@ impl StagingChoices {
             audit_fields: true,
             created_by: None,
             max_field_lines: crate::input::DEFAULT_MAX_FIELD_LINES,
+            users: None,
         }
     }
 }
@@ -500,11 +505,24 @@ impl RunConfig {
                 audit_fields: !args.no_audit_fields,
                 created_by,
                 max_field_lines: args.max_field_lines,
+                users: load_users_map(args.users_map.as_deref())?,
             },
             send: SendConfig::from_args(&args.send)?,
             dry_run: args.dry_run,
         })
     }
+}
+
+/// The createdBy of `plan`'s throwaway staging (never sent).
+const PLAN_PLACEHOLDER_USER: &str = "000000000000000000000000";
+
+/// Reads `--users-map` when given.
+pub fn load_users_map(
+    path: Option<&Path>,
+) -> Result<Option<std::sync::Arc<crate::row::UsersMap>>, ConfigError> {
+    path.map(|path| crate::row::UsersMap::load(path).map(std::sync::Arc::new))
+        .transpose()
+        .map_err(ConfigError::UsersMap)
 }
 
 /// What `plan` reads: an input to stage into a throwaway checkpoint, or a job's checkpoint.
@@ -558,6 +576,10 @@ impl PlanConfig {
                         timezone,
                         ignore_unknown: args.ignore_unknown,
                         max_field_lines: args.max_field_lines,
+                        // Agents do not change the requests: rows naming them by
+                        // createdByEmail count as valid without a users map. The throwaway
+                        // checkpoint is never sent.
+                        created_by: Some(PLAN_PLACEHOLDER_USER.to_string()),
                         ..StagingChoices::utc_defaults(format)
                     },
                 }

@@ -47,7 +47,11 @@ const MAX_FIELD_LINES_KEY: &str = "max-field-lines";
 
 /// The staging choices kept in the job's settings object (beside the send settings).
 pub fn staging_settings(staging: &StagingChoices) -> serde_json::Value {
-    serde_json::json!({ MAX_FIELD_LINES_KEY: staging.max_field_lines })
+    let mut settings = serde_json::json!({ MAX_FIELD_LINES_KEY: staging.max_field_lines });
+    if let Some(users) = &staging.users {
+        settings[USERS_MAP_KEY] = serde_json::json!(users.as_ref());
+    }
+    settings
 }
 
 fn max_field_lines(job: &Job) -> u64 {
@@ -170,6 +174,7 @@ fn record_job(
         return Err(input::InputError::NoRows { path: source.path }.into());
     }
     check_field_names(&survey.field_names, request.staging.ignore_unknown)?;
+    refuse_unknown_agents(&source, &request.staging, &survey.field_names)?;
 
     let now = jiff::Timestamp::now();
     let job = Job {
@@ -310,8 +315,81 @@ pub fn row_options(job: &Job) -> Result<(ValidationOptions, StampOptions), AppEr
             audit_fields: job.audit_fields,
             created_by: job.created_by.clone(),
             input_sha256: job.input_sha256.clone(),
+            users: users_map(job)?.map(Arc::new),
         },
     ))
+}
+
+/// Key of the `--users-map` contents in the job's settings: a resumed staging resolves agents'
+/// emails exactly as the first run did, even if the file has changed or gone.
+const USERS_MAP_KEY: &str = "users-map";
+
+fn users_map(job: &Job) -> Result<Option<row::UsersMap>, AppError> {
+    job.settings
+        .get(USERS_MAP_KEY)
+        .map(|value| {
+            serde_json::from_value(value.clone()).map_err(|err| {
+                AppError::Fields(format!("the job's stored users map is unreadable: {err}"))
+            })
+        })
+        .transpose()
+}
+
+/// Every `createdByEmail` that the users map lacks stops the job before anything is staged or
+/// sent, all of them listed, unless `--created-by` is the fallback (or audit fields are off,
+/// which sends no createdBy at all).
+fn refuse_unknown_agents(
+    source: &InputSource,
+    staging: &StagingChoices,
+    field_names: &[(String, u64)],
+) -> Result<(), AppError> {
+    let named = field_names.iter().any(|(name, _)| name == "createdByEmail");
+    if !named || staging.created_by.is_some() || !staging.audit_fields {
+        return Ok(());
+    }
+    let Some(users) = &staging.users else {
+        return Err(AppError::Fields(
+            "the input names agents by createdByEmail: pass --users-map FILE (CSV email,id, as \
+             exported from Kustomer's user list), or --created-by USER_ID as the fallback; \
+             nothing was staged"
+                .into(),
+        ));
+    };
+    let mut unknown: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for record in input::records_with_field_lines(source, staging.max_field_lines)? {
+        let record = record?;
+        let Ok(fields) = &record.fields else { continue };
+        let Some(email) = fields
+            .get("createdByEmail")
+            .and_then(serde_json::Value::as_str)
+        else {
+            continue;
+        };
+        if users.user_id(email).is_none() {
+            let entry = unknown
+                .entry(email.to_lowercase())
+                .or_insert((record.line, 0));
+            entry.1 += 1;
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = unknown
+        .iter()
+        .map(|(email, (line, rows))| {
+            format!(
+                "  {} ({rows} rows, first on line {line})",
+                crate::text::escape_control(email)
+            )
+        })
+        .collect();
+    Err(AppError::Fields(format!(
+        "{} agent emails in createdByEmail are not in --users-map ({} users); nothing was staged or sent:\n{}\nAdd them to the map, or pass --created-by USER_ID for rows whose agent is unknown.",
+        unknown.len(),
+        users.len(),
+        listed.join("\n")
+    )))
 }
 
 /// Stages every row not yet staged. Safe to call again after an interruption: rows already
@@ -363,6 +441,10 @@ pub fn stage(
     }
     stager.finish()?;
     view.finish();
+    // Tickets whose rows disagree about their customer are refused as a whole.
+    let refused = checkpoint.prepare_resolution()?;
+    counts.valid = counts.valid.saturating_sub(refused);
+    counts.invalid += refused;
     Ok(Some(counts))
 }
 
@@ -443,7 +525,23 @@ pub async fn send_and_summarise(
                 api.client_config(send.request_timeout),
                 Some(Arc::clone(&throttle)),
             )?);
-            let to_send = before.pending + before.sending;
+            if let Some(stop) = resolve_tickets(
+                db,
+                job,
+                send,
+                preflight.roles.as_deref(),
+                &client,
+                interrupt,
+            )
+            .await?
+            {
+                let finished = Checkpoint::open_existing(db)?;
+                let after = finished.counts()?;
+                drop(finished);
+                return Ok(exit_for(&stop, &after, db));
+            }
+            let resolved = Checkpoint::open_existing(db)?.counts()?;
+            let to_send = resolved.pending + resolved.sending;
             let stats = SendStats::with_total(to_send);
             let view =
                 ProgressView::sending(Arc::clone(&stats), Arc::clone(&throttle), send.display);
@@ -497,6 +595,79 @@ pub async fn send_and_summarise(
         }),
     );
     Ok(exit_for(&stop, &after, db))
+}
+
+/// How often the resolve phase says how far it is.
+const RESOLVE_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// The resolve phase, when the job's rows name source tickets: the key's roles are checked
+/// first (exit 3 naming what is missing), then every waiting ticket is found or created. `Some`
+/// when the run must stop here.
+async fn resolve_tickets(
+    db: &Path,
+    job: &Job,
+    send: &SendConfig,
+    roles: Option<&[String]>,
+    client: &Arc<ApiClient>,
+    interrupt: &Interrupt,
+) -> Result<Option<SendStop>, AppError> {
+    if !Checkpoint::open_existing(db)?.names_tickets()? {
+        return Ok(None);
+    }
+    let missing = crate::resolve::missing_roles(roles);
+    if !missing.is_empty() {
+        return Ok(Some(SendStop::Refused(format!(
+            "the input names conversations by conversationExternalId, so the importer finds or \
+             creates customers and conversations, and the API key lacks {}. Add the role(s) to \
+             the key, then: kustomer-import resume --db {}",
+            missing.join(", "),
+            db.display()
+        ))));
+    }
+    let plan = crate::resolve::ResolvePlan {
+        checkpoint: db.to_path_buf(),
+        workers: send.concurrency.workers(),
+        retry: send.retry,
+        settle_delay: send.settle_delay,
+        request_timeout: send.request_timeout,
+        unreachable_after: send.retry.max_total_wait,
+        imported_at: job.imported_at.clone(),
+        audit_fields: job.audit_fields,
+    };
+    let counters = Arc::new(crate::resolve::ResolveCounters::default());
+    if send.display != Display::Quiet {
+        eprintln!("resolving customers and conversations named by source ids");
+    }
+    // A plain line every few seconds while tickets are resolved (the sending bar comes after).
+    let ticker = (send.display != Display::Quiet).then(|| {
+        let counters = Arc::clone(&counters);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RESOLVE_PROGRESS_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                eprintln!("progress: {}", counters.describe());
+            }
+        })
+    });
+    let stop = crate::resolve::resolve_all(
+        &plan,
+        Arc::clone(client),
+        Arc::clone(&counters),
+        interrupt.token.clone(),
+    )
+    .await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    let stop = stop?;
+    if send.display != Display::Quiet {
+        eprintln!("{}", counters.describe());
+    }
+    Ok(match stop {
+        SendStop::Completed => None,
+        stop => Some(stop),
+    })
 }
 
 /// Prints the send phase's warnings on stderr as they come; the task ends once the phase has

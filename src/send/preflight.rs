@@ -15,6 +15,8 @@ pub struct Preflight {
     pub org_limit: Option<u32>,
     /// Whether the key may read conversations (None: its roles could not be read).
     pub reads_conversations: Option<bool>,
+    /// The key's roles, when its record could be read.
+    pub roles: Option<Vec<String>>,
     /// What could not be checked; the run goes on.
     pub warnings: Vec<SendEvent>,
 }
@@ -40,6 +42,7 @@ pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Pref
                         .iter()
                         .any(|role| CONVERSATION_READ_ROLES.contains(&role.as_str()))
                 }),
+                roles: token.roles.clone(),
                 warnings: Vec::new(),
             };
             let reads_bulk = token.roles.as_ref().map(|roles| {
@@ -83,6 +86,7 @@ pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Pref
         Err(err) => Ok(Preflight {
             org_limit: err.rate().and_then(|rate| rate.limit),
             reads_conversations: None,
+            roles: None,
             warnings: vec![SendEvent::KeyUnchecked {
                 error: err.to_string(),
             }],

@@ -617,6 +617,7 @@ mod tests {
                 audit_fields: true,
                 created_by: None,
                 input_sha256: "0".repeat(64),
+                users: None,
             },
         );
         let mut conversations = std::collections::HashSet::new();
