@@ -15,12 +15,12 @@ use serde_json::{Map, Value};
 use axum::extract::State;
 use axum::Extension;
 
-use super::api::{
+use super::directory::{CreateKind, KindCounts, StoredRecord};
+use super::faults::{BeforeStore, FaultRoll, OnceStored};
+use super::http::{
     api_error, drop_connection, forbidden, gateway_error, is_json_content_type, validation_error,
     Caller,
 };
-use super::directory::{CreateKind, KindCounts, StoredRecord};
-use super::faults::{BeforeStore, FaultRoll, OnceStored};
 use super::server::ConnectionKill;
 use super::state::{KeyProfile, Shared};
 use super::validate::BodyValidator;

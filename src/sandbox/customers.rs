@@ -12,9 +12,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::api::{api_error, forbidden, rate_limited, Caller};
 use super::creates::{create_record, CreateSpec, NewRecord, RecordKind, Refused};
 use super::directory::{CreateKind, HitMiss, KindLookupCounts, StoredRecord};
+use super::http::{api_error, forbidden, rate_limited, Caller};
 use super::state::{KeyProfile, Shared, ORG_ID, ROLE_CUSTOMER_CREATE, ROLE_CUSTOMER_READ};
 use super::validate::{format_timestamp, BodyValidator};
 

@@ -300,15 +300,18 @@
 //! wait between a stored create answered with no usable answer and the first lookup of its
 //! externalId, on the sandbox's clock: how long the client let it settle).
 
-mod api;
+mod admin;
 mod bulk;
 mod conversations;
 mod creates;
 mod customers;
 mod directory;
 mod faults;
+mod http;
 mod keys;
 mod live;
+mod messages;
+mod router;
 mod seeding;
 mod server;
 mod state;
@@ -772,7 +775,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     }
     config.bulk.check()?;
     if let Some(target) = &config.redirect_to {
-        api::check_redirect_target(target)?;
+        router::check_redirect_target(target)?;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -793,7 +796,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     }
     tokio::spawn(server::serve(
         listener,
-        api::router(Arc::clone(&shared)),
+        router::router(Arc::clone(&shared)),
         shutdown.clone(),
         stopped.clone(),
     ));

@@ -15,9 +15,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::{api_error, UNKNOWN_CONVERSATION_PREFIX};
 use super::creates::NewRecord;
 use super::directory::CreateKind;
+use super::http::api_error;
+use super::messages::UNKNOWN_CONVERSATION_PREFIX;
 use super::state::{customer_of, NewMessage, Shared, StoredMessage};
 use super::validate::{format_timestamp, is_object_id};
 use super::SeedMessage;

@@ -28,10 +28,11 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::api::{
-    api_error, drop_connection, forbidden, is_json_content_type, prepare_message, rate_limited,
-    validation_error, Caller, UNKNOWN_CONVERSATION_PREFIX,
+use super::http::{
+    api_error, drop_connection, forbidden, is_json_content_type, rate_limited, validation_error,
+    Caller,
 };
+use super::messages::{prepare_message, UNKNOWN_CONVERSATION_PREFIX};
 use super::server::ConnectionKill;
 use super::state::{KeyProfile, Shared, StoreRefusal, ROLE_MESSAGE_CREATE};
 use super::validate::{is_object_id, FieldError};
