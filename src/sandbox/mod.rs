@@ -109,7 +109,8 @@
 //! stored).
 //!
 //! # Bulk
-//! [`SandboxConfig::bulk`] ([`BulkConfig`]); code in `bulk/`. Shapes exactly as
+//! [`SandboxConfig::bulk`] ([`BulkConfig`]); routes in `bulk/`, the jobs store in
+//! `state/bulk/`. Shapes exactly as
 //! `shared/kustomer-api.md` (section Bulk) shows them.
 //! - `POST /v1/messages/bulk`: after the gate (latency, auth, org limit: one unit per request),
 //!   role `org.permission.message.create` (403), `Content-Type: application/json` and

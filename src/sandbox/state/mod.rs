@@ -2,6 +2,8 @@
 //! counters behind `/_sandbox/stats`. One mutex guards it all; every operation on it is O(1)
 //! (or O(log n) in a map) so the lock is held only briefly per request.
 
+pub(crate) mod bulk;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -350,7 +352,7 @@ pub(crate) struct Shared {
     creates_forbidden: AtomicBool,
     world: Mutex<World>,
     /// Bulk jobs, behind their own lock (see `bulk`).
-    pub(crate) bulk: super::bulk::BulkState,
+    pub(crate) bulk: bulk::BulkState,
 }
 
 /// Counts one request as waiting on the hold for as long as it waits.
@@ -381,7 +383,7 @@ impl Shared {
         let lookup_rng = StdRng::seed_from_u64(seeder.random());
         let limit_fault_rng = StdRng::seed_from_u64(seeder.random());
         // Bulk dice come from their own stream, derived apart from the seeder above.
-        let bulk = super::bulk::BulkState::new(config.seed);
+        let bulk = bulk::BulkState::new(config.seed);
         let world = World {
             fault_rng,
             jitter_rng,
