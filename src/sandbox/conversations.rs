@@ -1,6 +1,9 @@
 //! `POST /v1/conversations`, `GET /v1/conversations/externalId=<id>` (and by id) and
 //! `GET /v1/conversations/{id}/messages` (paged), as `shared/kustomer-api.md` and the OpenAPI
 //! file describe them.
+//!
+//! A route module: imports `http`, `messages` (the message document), `creates`, `customers`' lookup
+//! rules, the state and `validate`; never the router or `admin`.
 
 use std::sync::{Arc, LazyLock};
 

@@ -1,6 +1,9 @@
 //! The create path shared by messages, customers and conversations: the fault scope, the dice
 //! (one stream for every kind in scope), the answers before and after storing, the slow store
 //! and the per-kind counters. Each kind's handler only validates and builds its record.
+//!
+//! Below the route modules: imports `http`, the state, `directory`, `faults`, `server`, `validate`;
+//! never a route module or the router.
 
 use std::sync::{Arc, LazyLock};
 

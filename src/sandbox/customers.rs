@@ -1,6 +1,9 @@
 //! `POST /v1/customers` and the customer lookups (`externalId=`, `email=`, by id), plus the
 //! lookup rules every customer and conversation lookup shares. Routes and answers are those of
 //! `shared/kustomer-api.md` ("Customers and conversations") and the OpenAPI file's examples.
+//!
+//! A route module: imports `http`, `creates`, the state, `directory`, `validate`; never the router,
+//! `admin` or another route module.
 
 use std::sync::{Arc, LazyLock};
 

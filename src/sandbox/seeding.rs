@@ -2,6 +2,9 @@
 //! conversations and messages that "already exist" (another integration made them), all
 //! checked before any is stored; the inspection endpoints `GET /_sandbox/customers` and
 //! `GET /_sandbox/conversations`; and the ordering of `lookup_other_first`.
+//!
+//! Imports `http`, `messages`, `creates`, the state, `directory`, `validate`; never the router or
+//! `admin` (which merely mounts its handlers).
 
 use std::collections::HashSet;
 use std::sync::Arc;

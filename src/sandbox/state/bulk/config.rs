@@ -1,6 +1,8 @@
 //! How bulk jobs behave ([`BulkConfig`]) and the dice one job draws when it is created
 //! ([`JobDice`]): always the same count of draws per job and per item, whatever the switches,
 //! so that the same seed and the same requests give the same jobs.
+//!
+//! Part of the state: imports only `SandboxError`; never a route module.
 
 use std::time::Duration;
 

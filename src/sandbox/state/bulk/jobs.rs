@@ -1,6 +1,8 @@
 //! The bulk jobs a sandbox knows: each split into batches that complete one after another,
 //! their results, the counters of `/_sandbox/stats`, and the documents the read endpoints
 //! answer (in exactly the shapes of `shared/kustomer-api.md`, section Bulk).
+//!
+//! Part of the state: imports `state` (ids) and `config`; never a route module.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
