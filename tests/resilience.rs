@@ -429,7 +429,15 @@ fn a_second_run_while_the_first_is_still_reading_stdin_is_refused() {
     write_csv(&dir.path().join("in.csv"), 20, 2, 21);
     let db = dir.path().join("job.sqlite");
     let mut first = importer_for(dir.path(), &sandbox, ADMIN_KEY)
-        .args(["run", "-", "--format", "csv", "--db", "job.sqlite", "--quiet"])
+        .args([
+            "run",
+            "-",
+            "--format",
+            "csv",
+            "--db",
+            "job.sqlite",
+            "--quiet",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
