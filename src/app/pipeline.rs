@@ -453,7 +453,7 @@ pub async fn send_and_summarise(
                 retry: send.retry,
                 max_failed_rows: send.max_errors.allowed(to_send),
                 verify_audit_fields: job.audit_fields,
-                shutdown_grace: Duration::from_secs(15),
+                shutdown_grace: send::DEFAULT_SHUTDOWN_GRACE,
                 settle_delay: send.settle_delay,
                 request_timeout: send.request_timeout,
                 skip_existing: send.skip_existing,

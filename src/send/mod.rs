@@ -58,6 +58,7 @@ pub use events::{Events, SendEvent};
 pub use guard::Existing;
 pub use options::{
     ErrorBudget, SendMode, SendOptions, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY,
+    DEFAULT_SHUTDOWN_GRACE,
 };
 pub use preflight::{preflight, Preflight};
 pub use route::KnownMessage;

@@ -10,6 +10,8 @@ use crate::retry::RetryPolicy;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a conversation waits after an unknown outcome before its lookup (`--settle-delay`).
 pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(30);
+/// After an interrupt, how long in-flight requests may take to finish (README: "15 s").
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// One message per request, or bulk jobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,7 +92,7 @@ impl SendOptions {
             retry: RetryPolicy::default(),
             max_failed_rows: u64::MAX,
             verify_audit_fields: true,
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             settle_delay: DEFAULT_SETTLE_DELAY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             skip_existing: false,
