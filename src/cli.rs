@@ -345,7 +345,7 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "N")]
     pub org_limit: Option<u32>,
     /// Length of the rate-limit window in seconds (Kustomer's is 60).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = crate::sandbox::DEFAULT_WINDOW.as_secs())]
     pub window_secs: u64,
     /// Answer 429 without a Retry-After header.
     #[arg(long)]

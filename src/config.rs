@@ -19,6 +19,8 @@ pub const DEFAULT_BASE_URL: &str = "https://api.kustomerapp.com";
 pub const API_KEY_ENV: &str = "KUSTOMER_API_KEY";
 pub const BASE_URL_ENV: &str = "KUSTOMER_BASE_URL";
 const MAX_CONCURRENCY: usize = 1024;
+/// How long the client waits for a connection to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -92,7 +94,7 @@ impl ApiConfig {
             base_url: self.base_url.clone(),
             key: self.key.clone(),
             request_timeout,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: CONNECT_TIMEOUT,
         }
     }
 }

@@ -356,6 +356,8 @@ pub const MESSAGES_ONLY_KEY: &str = "sandbox-messages-only-key";
 
 /// Kustomer's documented per-customer limit of created messages per minute.
 pub const DEFAULT_CUSTOMER_LIMIT: u32 = 120;
+/// Kustomer's rate-limit window.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
 /// Everything the sandbox can be told at start.
 #[derive(Debug, Clone)]
@@ -417,7 +419,7 @@ impl SandboxConfig {
             listen,
             org_limit: None,
             customer_limit: DEFAULT_CUSTOMER_LIMIT,
-            window: Duration::from_secs(60),
+            window: DEFAULT_WINDOW,
             retry_after: true,
             reset_unit: ResetUnit::Seconds,
             retry_after_value: None,
