@@ -1,6 +1,11 @@
 //! A local stand-in for the Kustomer API, faithful to `shared/kustomer-api.md`, for the demo,
 //! the tests and the benchmarks. It listens on loopback only and keeps everything in memory.
 //!
+//! It imports nothing of the importer (its unit tests aside). Inside, dependencies point one way:
+//! `router` (the one route table and the gate) → the route modules (`messages`, `admin`, `bulk`,
+//! `customers`, `conversations`, `seeding`) → `http` (the shared answers), `creates` → `state`
+//! (with `state::bulk`, `clock`, `counters`) → `directory`, `faults`, `keys`, `validate`.
+//!
 //! # Keys
 //! Send `Authorization: Bearer <key>`. A missing, unknown or revoked key answers 401.
 //!
