@@ -417,6 +417,10 @@ pub struct SandboxBulkArgs {
     /// Uniform jitter around --bulk-delay-ms, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub bulk_jitter_ms: u64,
+    /// Items per batch, 1 to 100: a job is split into batches of this many items that complete
+    /// one after another while it runs (a 100-item job has four batches by default).
+    #[arg(long, value_name = "N", default_value_t = 25)]
+    pub bulk_batch_items: usize,
     /// Process a job's items in array order (default: a random order, since nothing promises
     /// otherwise).
     #[arg(long)]
@@ -426,7 +430,8 @@ pub struct SandboxBulkArgs {
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub bulk_out_of_order: f64,
     /// Probability (0..1) that a bulk item fails with a status of --bulk-item-error-status
-    /// (nothing stored for it).
+    /// (nothing stored for it, whatever the status: a 429 is refused before processing; for a
+    /// 500 after storing see --bulk-item-stored-error).
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub bulk_item_error: f64,
     /// Statuses an injected item error is drawn from (uniformly), each one of
@@ -442,6 +447,35 @@ pub struct SandboxBulkArgs {
     /// closed without an answer.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub bulk_drop_after_create: f64,
+    /// Probability (0..1) that a bulk item is stored and then reported as error 500.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_item_stored_error: f64,
+    /// Probability (0..1) that a bulk job takes --bulk-slow-factor times its processing time.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_slow_jobs: f64,
+    /// How many times longer a slow bulk job takes, 1 to 100.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub bulk_slow_factor: u32,
+    /// Probability (0..1) that one batch of a bulk job stays scheduled forever (its items never
+    /// processed): the job stays running.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_never_complete: f64,
+    /// Probability (0..1) that a bulk job's first complete batch also lists a result for a
+    /// _clientRef that was never sent.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_unknown_ref: f64,
+    /// Probability (0..1) that one item of a bulk job is listed twice under its _clientRef, the
+    /// second time with a contradicting answer.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_duplicate_ref: f64,
+    /// Probability (0..1) that a read of a bulk job or its batches is answered 429 (rate headers
+    /// and Retry-After as for the org limit).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_read_429: f64,
+    /// Probability (0..1) that a read of a bulk job or its batches closes the connection
+    /// without an answer.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub bulk_read_drop: f64,
     /// Answer GET /v1/bulk/{id}/batches with a bare JSON array instead of {"data": [..]}.
     #[arg(long)]
     pub bulk_bare_batches: bool,

@@ -18,6 +18,13 @@ use serde_json::Value;
 pub use crate::throttle::RateInfo;
 use crate::throttle::Throttle;
 
+mod bulk;
+
+pub use bulk::{
+    BatchCounts, BatchStatus, BulkBatches, BulkItem, BulkJob, BulkJobStatus, BulkResultItem,
+    ItemOutcome, MAX_BULK_BATCHES, MAX_BULK_REF_CHARS, MAX_BULK_RESULT_ITEMS,
+};
+
 /// Error bodies quoted into the checkpoint and reports are cut to this many characters.
 pub const MAX_QUOTED_ERROR_CHARS: usize = 500;
 
@@ -135,6 +142,9 @@ pub struct CreatedMessage {
     pub created_at: Option<String>,
     /// `data.relationships.createdBy.data.id` (or `attributes.createdBy`).
     pub created_by: Option<String>,
+    /// `data.relationships.conversation.data.id` (or `attributes.conversation`), so that a
+    /// message read back can be checked to be in the row's conversation.
+    pub conversation_id: Option<String>,
 }
 
 /// One message named by a lookup answer. Its externalId and conversation are whatever the answer
@@ -332,10 +342,7 @@ impl ApiClient {
             return Ok(None);
         }
         let (status, json) = answer.into_json("lookup answer")?;
-        let lookup = read_lookup(&json).map_err(|detail| ApiError::Protocol {
-            status,
-            detail: detail.into(),
-        })?;
+        let lookup = read_lookup(&json).map_err(unexpected(status))?;
         self.lookup_spelling.store(spelling, Ordering::Relaxed);
         Ok(Some(lookup))
     }
@@ -349,58 +356,12 @@ impl ApiClient {
         }
     }
 
-    /// `POST /v1/messages/bulk` with a JSON array of items: the bulk job's id. Any 2xx naming a
-    /// job id is accepted (the docs say 201, the spec 200); one that names none is unreadable,
-    /// and the job may exist all the same.
-    pub async fn create_bulk_job(&self, items: &str) -> (Result<String, ApiError>, Timing) {
-        let (answer, timing) = self
-            .exchange(self.post_json("/v1/messages/bulk", items))
-            .await;
-        let result = answer.and_then(|answer| {
-            let (status, json) = answer.into_json("bulk job")?;
-            json["data"]["id"]
-                .as_str()
-                .filter(|id| !id.is_empty())
-                .map(str::to_string)
-                .ok_or(ApiError::Protocol {
-                    status,
-                    detail: "no data.id in the bulk job".into(),
-                })
-        });
-        (result, timing)
-    }
-
-    /// `GET /v1/bulk/{id}/batches`: the job's per-item results, or `None` while it is not done
-    /// (an empty list). Both wrappings are read: a bare array of items and JSON:API
-    /// `{"data":[{"type":"bulk_batch","attributes":{..}}]}`.
-    pub async fn bulk_results(&self, job_id: &str) -> Result<Option<Vec<BulkItem>>, ApiError> {
-        let path = format!(
-            "/v1/bulk/{}/batches",
-            utf8_percent_encode(job_id, PATH_SEGMENT)
-        );
-        let (status, json) = self
-            .exchange(self.get(&path))
-            .await
-            .0?
-            .into_json("bulk results")?;
-        read_bulk_results(&json).map_err(|detail| ApiError::Protocol {
-            status,
-            detail: detail.into(),
-        })
-    }
-
-    /// `GET /v1/messages/{id}`: a created message, to check its audit fields.
+    /// `GET /v1/messages/{id}`: a created message, to check its audit fields and its
+    /// conversation.
     pub async fn message(&self, id: &str) -> Result<CreatedMessage, ApiError> {
         let path = format!("/v1/messages/{}", utf8_percent_encode(id, PATH_SEGMENT));
-        let (status, json) = self
-            .exchange(self.get(&path))
-            .await
-            .0?
-            .into_json("message")?;
-        read_message(&json["data"]).ok_or(ApiError::Protocol {
-            status,
-            detail: "no data.id in the message".into(),
-        })
+        let (status, json) = self.get_json(&path, "message").await?;
+        read_message(&json["data"]).ok_or_else(|| unexpected(status)("no data.id in the message"))
     }
 
     /// `GET /v1/auth/tokens/current`.
@@ -414,6 +375,11 @@ impl ApiClient {
             roles: find_roles(&json),
             rate: answer.rate,
         })
+    }
+
+    /// `GET path` through the throttle: its 2xx JSON body (`what` names it in errors).
+    async fn get_json(&self, path: &str, what: &str) -> Result<(u16, Value), ApiError> {
+        self.exchange(self.get(path)).await.0?.into_json(what)
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
@@ -562,6 +528,14 @@ impl Answer {
     }
 }
 
+/// A 2xx answer of status `status` that does not read as documented, for `detail`'s reason.
+fn unexpected(status: u16) -> impl FnOnce(&str) -> ApiError {
+    move |detail| ApiError::Protocol {
+        status,
+        detail: detail.into(),
+    }
+}
+
 /// A message document's `data`: its id and audit fields; None without an id.
 fn read_message(data: &Value) -> Option<CreatedMessage> {
     let id = data["id"].as_str().filter(|id| !id.is_empty())?;
@@ -572,66 +546,17 @@ fn read_message(data: &Value) -> Option<CreatedMessage> {
         id: id.to_string(),
         created_at: data["attributes"]["createdAt"].as_str().map(str::to_string),
         created_by: created_by.map(str::to_string),
+        conversation_id: conversation_of(data).map(str::to_string),
     })
 }
 
-/// One item of a bulk job's results, as answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BulkItem {
-    pub client_ref: Option<String>,
-    pub object_id: Option<String>,
-    /// `created` or `error` (anything else is kept as said).
-    pub status: String,
-    /// For an error: the status it carries, like a single create's, when readable.
-    pub error_status: Option<u16>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-}
-
-/// Reads `GET /v1/bulk/{id}/batches`: `None` for an empty list (not done yet).
-fn read_bulk_results(json: &Value) -> Result<Option<Vec<BulkItem>>, &'static str> {
-    let list = match json {
-        Value::Array(items) => items,
-        other => match &other["data"] {
-            Value::Array(items) => items,
-            Value::Null => return Ok(None),
-            _ => return Err("bulk results are neither a list nor {\"data\": [..]}"),
-        },
-    };
-    if list.is_empty() {
-        return Ok(None);
-    }
-    let items = list
-        .iter()
-        .map(|entry| {
-            let item = if entry["attributes"].is_object() {
-                &entry["attributes"]
-            } else {
-                entry
-            };
-            let error = &item["error"];
-            let error_status = match &error["status"] {
-                Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-                Value::String(s) => s.trim().parse().ok(),
-                _ => None,
-            };
-            BulkItem {
-                client_ref: item["_clientRef"].as_str().map(str::to_string),
-                object_id: item["objectId"]
-                    .as_str()
-                    .filter(|id| !id.is_empty())
-                    .map(str::to_string),
-                status: item["status"].as_str().unwrap_or_default().to_string(),
-                error_status,
-                error_code: error["code"].as_str().map(str::to_string),
-                error_message: error["message"]
-                    .as_str()
-                    .or_else(|| error.as_str())
-                    .map(|m| truncate(m, MAX_QUOTED_ERROR_CHARS)),
-            }
-        })
-        .collect();
-    Ok(Some(items))
+/// The conversation a message document names: `relationships.conversation.data.id`, else
+/// `attributes.conversation` or `attributes.conversationId`.
+fn conversation_of(data: &Value) -> Option<&str> {
+    data["relationships"]["conversation"]["data"]["id"]
+        .as_str()
+        .or_else(|| data["attributes"]["conversation"].as_str())
+        .or_else(|| data["attributes"]["conversationId"].as_str())
 }
 
 /// Reads a 200 lookup answer: `data` as one message, a list of messages, or nothing at all.
@@ -648,10 +573,7 @@ fn read_lookup(json: &Value) -> Result<LookupAnswer, &'static str> {
         .into_iter()
         .filter_map(|item| {
             let id = item["id"].as_str().filter(|id| !id.is_empty())?;
-            let conversation = item["relationships"]["conversation"]["data"]["id"]
-                .as_str()
-                .or_else(|| item["attributes"]["conversation"].as_str())
-                .or_else(|| item["attributes"]["conversationId"].as_str());
+            let conversation = conversation_of(item);
             Some(FoundMessage {
                 id: id.to_string(),
                 external_id: item["attributes"]["externalId"]
@@ -765,22 +687,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bulk_results_read_in_both_wrappings() {
-        let read = |text: &str| read_bulk_results(&serde_json::from_str(text).unwrap());
-        assert_eq!(read("[]"), Ok(None));
-        assert_eq!(read(r#"{"data":[]}"#), Ok(None));
-        let bare = r#"[{"_clientRef":"l2","objectId":"m1","status":"created"},
-            {"_clientRef":"l3","status":"error","error":{"status":422,"code":"invalid","message":"bad"}}]"#;
-        let wrapped = r#"{"data":[{"type":"bulk_batch","attributes":{"_clientRef":"l2","objectId":"m1","status":"created"}},
-            {"type":"bulk_batch","attributes":{"_clientRef":"l3","status":"error","error":{"status":"422","code":"invalid","message":"bad"}}}]}"#;
-        for text in [bare, wrapped] {
-            let items = read(text).unwrap().unwrap();
-            assert_eq!(items[0].object_id.as_deref(), Some("m1"));
-            assert_eq!(items[0].status, "created");
-            assert_eq!(items[1].error_status, Some(422));
-            assert_eq!(items[1].error_message.as_deref(), Some("bad"));
-        }
-        assert!(read(r#"{"data":"x"}"#).is_err());
+    fn a_message_read_back_names_its_conversation() {
+        let document = serde_json::json!({"data":{"type":"message","id":"m1",
+            "attributes":{"createdAt":"2020-01-01T00:00:00.000Z"},
+            "relationships":{"conversation":{"data":{"type":"conversation","id":"c1"}},
+                "createdBy":{"data":{"type":"user","id":"u1"}}}}});
+        let read = read_message(&document["data"]).expect("an id");
+        assert_eq!(read.conversation_id.as_deref(), Some("c1"));
+        assert_eq!(read.created_by.as_deref(), Some("u1"));
+        let bare = read_message(&serde_json::json!({"id":"m2"})).expect("an id");
+        assert_eq!(bare.conversation_id, None);
     }
 
     #[test]

@@ -195,7 +195,7 @@ fn rate_limited_for(shared: &Shared, message: &str, seconds: u64) -> Response {
 }
 
 /// A 429 raised inside a handler, with `Retry-After` until the current window ends.
-fn rate_limited(shared: &Shared, message: &str) -> Response {
+pub(crate) fn rate_limited(shared: &Shared, message: &str) -> Response {
     rate_limited_for(
         shared,
         message,

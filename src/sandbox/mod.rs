@@ -104,7 +104,8 @@
 //! stored).
 //!
 //! # Bulk
-//! [`SandboxConfig::bulk`] ([`BulkConfig`]); code in `bulk/`.
+//! [`SandboxConfig::bulk`] ([`BulkConfig`]); code in `bulk/`. Shapes exactly as
+//! `shared/kustomer-api.md` (section Bulk) shows them.
 //! - `POST /v1/messages/bulk`: after the gate (latency, auth, org limit: one unit per request),
 //!   role `org.permission.message.create` (403), `Content-Type: application/json` and
 //!   well-formed JSON (400), then the array's shape, refused whole with a 400 and no job: a JSON
@@ -114,39 +115,67 @@
 //!   `conversation`, required, 24 lowercase hex; an invalid item fails alone (status 400 in its
 //!   result), or with [`BulkConfig::reject_invalid`] the whole request is refused with the
 //!   JSON:API 400 of a single create, each pointer prefixed by `/<index>`. Bodies up to 16 MiB.
-//!   Answers 201 (200 with [`BulkConfig::answer_200`])
-//!   `{"data":{"type":"bulk","id":"<24 hex>","attributes":{"status":"queued"}}}`.
-//! - The job runs in the background: with [`BulkConfig::out_of_order`] it is first held back
-//!   until a job created after it has completed (or, when no later job is left to complete,
-//!   [`BulkConfig::held_back_limit`]); then `queued` for the first half of its delay (uniform
-//!   in `delay ± jitter`), `running` for the second half while its items are stored one by one,
-//!   evenly spread, in a random order ([`BulkConfig::in_order`]: array order), then `complete`.
-//!   Each item, in that order: invalid: error 400; conversation starting with `dead`: error 404;
-//!   the item-error dice ([`BulkConfig::item_error`], status uniform from
-//!   [`BulkConfig::item_error_statuses`], by default every one of
-//!   [`BULK_ITEM_ERROR_STATUSES`]): that error; else stored exactly as a single create by the
-//!   same key (audit fields kept only for the admin key, defaults as for a create, the
-//!   per-customer limit only without `importedAt`, else error 429), so lookups find it with the
-//!   same document. An item in error stores nothing, whatever its status.
-//! - `GET /v1/bulk/{id}`: 200 `{"data":{"type":"bulk","id","attributes":{"status"}}}` with
-//!   `queued`, `running` or `complete`. `GET /v1/bulk/{id}/batches`: 200 `{"data":[{"type":
-//!   "bulk_batch","attributes":{"_clientRef","objectId","status","error"}}, ..]}` once complete,
-//!   in processing order (`_clientRef` null when none was given; `status` `created` with
-//!   `objectId`, or `error` with `error` `{"status","code","message"}`), `{"data": []}` before;
-//!   [`BulkConfig::bare_batches`]: the bare array. Both need `org.permission.bulk.read` (403;
-//!   [`ADMIN_KEY`] has it, [`AGENT_KEY`] not); an unknown job is 404.
-//! - [`BulkConfig::drop_after_create`]: the job is created and runs, but the POST's connection
-//!   closes without an answer.
+//!   Answers 201 (200 with [`BulkConfig::answer_200`]) with the job document (below), status
+//!   `queued`, `completed: false`, no batch complete.
+//! - The job is split into batches of [`BulkConfig::batch_items`] items (default 25: a 100-item
+//!   job has four), taken from its processing order: a random order, or array order with
+//!   [`BulkConfig::in_order`]. It runs in the background: with [`BulkConfig::out_of_order`] it is
+//!   first held back until a job created after it has completed (or, when no later job is left
+//!   to complete, [`BulkConfig::held_back_limit`]); then `queued` for the first half of its
+//!   delay (uniform in `delay ± jitter`; [`BulkConfig::slow_jobs`]: times
+//!   [`BulkConfig::slow_factor`]), `running` for the second half while its batches are
+//!   processed one after another, its items stored one by one, evenly spread; each batch is
+//!   `complete` once its last item is; then the job is `complete`. Each item, in that order:
+//!   invalid: error 400; conversation starting with `dead`: error 404; the item-error dice
+//!   ([`BulkConfig::item_error`], status uniform from [`BulkConfig::item_error_statuses`], by
+//!   default every one of [`BULK_ITEM_ERROR_STATUSES`]): that error, **nothing stored whatever
+//!   the status** (429 = refused before processing; the 500 and 503 drawn here are refusals
+//!   before storing too); else stored exactly as a single create by the same key (audit fields
+//!   kept only for the admin key, defaults as for a create, the per-customer limit only without
+//!   `importedAt`, else error 429, not stored), so lookups find it with the same document; then
+//!   [`BulkConfig::item_stored_error`]: **stored, and reported as error 500**.
+//! - `GET /v1/bulk/{id}`: 200 `{"data":{"type":"bulk","id","attributes":{"status":"queued"|
+//!   "running"|"complete","completed":<status is complete>,"batches":{"complete":n,
+//!   "total":m}}}}`.
+//! - `GET /v1/bulk/{id}/batches`: 200 `{"data":[..]}` ([`BulkConfig::bare_batches`]: the bare
+//!   array): nothing while the job is `queued`; once it runs, every batch in processing order as
+//!   `{"type":"bulk_batch","id":"<24 hex>","attributes":{..}}`. A complete batch's attributes:
+//!   `status` `complete`, `successCount`, `failureCount`, `objectIds` (the created items' ids,
+//!   in order) and `results`, one per item in processing order: `{"_clientRef","objectId",
+//!   "status":"created"}` or `{"_clientRef","status":"error","error":{"status","code","title",
+//!   "detail"}}` (`_clientRef` left out when none was given). Any other batch: `{"status":
+//!   "scheduled","results":[]}` for the one being processed (or stuck), `{"status":"queued",
+//!   "results":[]}` for those after it.
+//! - Both reads need `org.permission.bulk.read` (403; [`ADMIN_KEY`] has it, [`AGENT_KEY`]
+//!   not), then draw the read dice: [`BulkConfig::read_429`] answers 429 (`Retry-After` as for
+//!   the org limit, rate headers as on every answer), else [`BulkConfig::read_drop`] closes the
+//!   connection unanswered; an unknown job is 404.
+//! - Faults of the results: [`BulkConfig::never_complete`]: one batch (uniform) stays
+//!   `scheduled` forever, its items never processed, while the others complete; the job stays
+//!   `running` (and no held-back job waits for it). [`BulkConfig::unknown_ref`]: the job's first
+//!   batch to complete also lists `{"_clientRef":"never-sent-<n>","objectId":<an id no message
+//!   has>,"status":"created"}`. [`BulkConfig::duplicate_ref`]: one item (uniform) is listed
+//!   twice in its batch under its `_clientRef`: its own result, then the opposite (created →
+//!   error 400; error → created with an id no message has). [`BulkConfig::drop_after_create`]:
+//!   the job is created and runs, but the POST's connection closes without an answer.
 //! - Dice: every job draws, when created, in this order: drop the answer, hold back, its delay,
-//!   a shuffle of its items (drawn even when in order), then per item two numbers (error or not,
-//!   which status), whatever the switches. The stream is `StdRng::seed_from_u64(seed ^
-//!   0x6275_6c6b_6a6f_6273)`, apart from every other, so bulk traffic shifts no other dice.
+//!   a shuffle of its items (drawn even when in order), per item three numbers (error or not,
+//!   which status, stored then 500 or not), then slow or not, never complete or not and which
+//!   batch, unknown ref or not, duplicate ref or not and which item, whatever the switches. The
+//!   stream is `StdRng::seed_from_u64(seed ^ 0x6275_6c6b_6a6f_6273)`; every read past the role
+//!   check draws two numbers (429, drop) from `StdRng::seed_from_u64(seed ^
+//!   0x6275_6c6b_7265_6164)`: apart from every other stream, so bulk traffic shifts no other
+//!   dice and reads shift no job's dice.
 //! - Stats ([`BulkStats`], at the top level of `/_sandbox/stats`): `bulk_jobs` (created, a
-//!   dropped answer included), `bulk_items`, `bulk_polls` and `bulk_batch_reads` (requests past
-//!   the gate), `bulk_items_created`, `bulk_items_failed`, `bulk_jobs_complete`,
+//!   dropped answer included), `bulk_items`, `bulk_batches`, `bulk_batches_complete`,
+//!   `bulk_polls` and `bulk_batch_reads` (requests past the gate), `bulk_items_created` (stored,
+//!   stored-then-500 included), `bulk_items_failed` (results in error), `bulk_jobs_complete`,
 //!   `bulk_jobs_overtaking` (completed while a job created earlier had not); in
-//!   `faults_injected` ([`BulkFaultCounts`]): `bulk_item_error`, `bulk_drop_after_create` (also
-//!   counted in `dropped_connections`) and `bulk_out_of_order` (jobs held back).
+//!   `faults_injected` ([`BulkFaultCounts`], each when acted upon): `bulk_item_error`,
+//!   `bulk_item_stored_error`, `bulk_drop_after_create` (also counted in
+//!   `dropped_connections`), `bulk_out_of_order` (jobs held back), `bulk_slow_jobs`,
+//!   `bulk_never_complete` (batches whose turn came), `bulk_unknown_ref`, `bulk_duplicate_ref`,
+//!   `bulk_read_429`, `bulk_read_drop` (also in `dropped_connections`).
 //! - `POST /_sandbox/bulk/hold` / `POST /_sandbox/bulk/release` (204): in between, jobs still go
 //!   `running` but store no item, so a test can hold a job mid-way instead of timing it.
 //!
@@ -197,8 +226,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use bulk::{
-    BulkConfig, BulkFaultCounts, BulkStats, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_DELAY,
-    DEFAULT_BULK_JITTER, MAX_BULK_DELAY, MAX_BULK_ITEMS, MAX_CLIENT_REF_CHARS,
+    BulkConfig, BulkFaultCounts, BulkStats, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_BATCH_ITEMS,
+    DEFAULT_BULK_DELAY, DEFAULT_BULK_JITTER, DEFAULT_BULK_SLOW_FACTOR, MAX_BULK_DELAY,
+    MAX_BULK_ITEMS, MAX_BULK_SLOW_FACTOR, MAX_CLIENT_REF_CHARS,
 };
 use state::Shared;
 
@@ -256,7 +286,8 @@ pub struct SandboxConfig {
     pub redirect_to: Option<String>,
     /// Message of 404 answers for unknown conversations, instead of the usual one.
     pub error_body_text: Option<String>,
-    /// Bulk jobs (issue 9): processing time, order, item errors, dropped answers.
+    /// Bulk jobs (issues 9 and 13): processing time, batches, order, item errors, faults of
+    /// the results and of their reads.
     pub bulk: BulkConfig,
 }
 

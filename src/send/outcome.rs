@@ -239,6 +239,7 @@ mod tests {
             id: "x".into(),
             created_at: at.map(str::to_string),
             created_by: by.map(str::to_string),
+            conversation_id: None,
         }
     }
 

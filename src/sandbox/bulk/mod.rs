@@ -1,18 +1,23 @@
 //! Bulk message creation, as `shared/kustomer-api.md` (section Bulk) describes it:
 //! `POST /v1/messages/bulk` accepts up to 100 message bodies and answers a queued job at once;
-//! the job runs in the background (queued, then running, then complete) and stores each item
-//! exactly as a single create would; `GET /v1/bulk/{id}` answers its status and
-//! `GET /v1/bulk/{id}/batches` its per-item results once it is complete.
+//! the job runs in the background (queued, then running, then complete), split into batches that
+//! complete one after another, and stores each item exactly as a single create would;
+//! `GET /v1/bulk/{id}` answers its status and batch counts, `GET /v1/bulk/{id}/batches` its
+//! batches, each complete one with its per-item results.
 //!
 //! Every rule and switch is listed in the sandbox's module doc (section "Bulk"). The dice come
-//! from a stream of their own, seeded from the sandbox seed, so bulk traffic never shifts the
+//! from streams of their own, seeded from the sandbox seed, so bulk traffic never shifts the
 //! create, latency or lookup dice. One job's dice are all drawn when it is created, in a fixed
-//! count per job and per item whatever the switches, so the same seed and the same requests give
-//! the same jobs.
+//! count per job and per item whatever the switches (`config`), so the same seed and the same
+//! requests give the same jobs; reads draw from a stream apart from the jobs'. The jobs and the
+//! documents they answer are in `jobs`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+mod config;
+mod jobs;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -21,20 +26,24 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::api::{
-    api_error, drop_connection, forbidden, is_json_content_type, prepare_message, validation_error,
-    Caller, UNKNOWN_CONVERSATION_PREFIX,
+    api_error, drop_connection, forbidden, is_json_content_type, prepare_message, rate_limited,
+    validation_error, Caller, UNKNOWN_CONVERSATION_PREFIX,
 };
 use super::server::ConnectionKill;
-use super::state::{object_id, KeyProfile, Shared, StoreRefusal, ROLE_MESSAGE_CREATE};
+use super::state::{KeyProfile, Shared, StoreRefusal, ROLE_MESSAGE_CREATE};
 use super::validate::{is_object_id, FieldError};
-use super::SandboxError;
+
+pub use config::{
+    BulkConfig, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_BATCH_ITEMS, DEFAULT_BULK_DELAY,
+    DEFAULT_BULK_JITTER, DEFAULT_BULK_SLOW_FACTOR, MAX_BULK_DELAY, MAX_BULK_SLOW_FACTOR,
+};
+use config::{JobDice, ReadFault};
+pub(crate) use jobs::BulkState;
+pub use jobs::{BulkFaultCounts, BulkStats};
+use jobs::{ItemError, ItemFate, ItemResult};
 
 /// Where bulk jobs are created.
 pub(crate) const BULK_ROUTE: &str = "/v1/messages/bulk";
@@ -47,254 +56,6 @@ pub(crate) const ROLE_BULK_READ: &str = "org.permission.bulk.read";
 /// The most a bulk request body may weigh: 100 bodies of up to 10,240 characters of preview
 /// each (4 bytes a character at worst) plus the rest. Kustomer's own limit is unverified.
 const MAX_BULK_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// The longest processing delay (and jitter) a job may be given.
-pub const MAX_BULK_DELAY: Duration = Duration::from_secs(600);
-/// The statuses `item_error` may draw: Kustomer's permanent and transient item errors.
-pub const BULK_ITEM_ERROR_STATUSES: [u16; 7] = [400, 404, 409, 422, 429, 500, 503];
-
-/// How bulk jobs behave. Probabilities are in 0..=1.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BulkConfig {
-    /// Processing time of a job (queued for the first half, running for the second), and its
-    /// uniform jitter (+/-).
-    pub delay: Duration,
-    pub jitter: Duration,
-    /// Process a job's items in array order instead of a random order.
-    pub in_order: bool,
-    /// Probability that a job is held back until a job created after it has completed, so later
-    /// jobs finish first (a held-back job with no later job to wait for goes after
-    /// [`BulkConfig::held_back_limit`]).
-    pub out_of_order: f64,
-    /// Probability that an item fails with a status drawn from `item_error_statuses`.
-    pub item_error: f64,
-    /// Statuses of injected item errors, each one of [`BULK_ITEM_ERROR_STATUSES`]; not empty.
-    pub item_error_statuses: Vec<u16>,
-    /// Probability that the job is created (and runs) but the POST's connection is closed
-    /// without an answer.
-    pub drop_after_create: f64,
-    /// `GET /v1/bulk/{id}/batches` answers a bare JSON array instead of `{"data": [..]}`.
-    pub bare_batches: bool,
-    /// A POST with any invalid item is refused whole with a 400, instead of accepting the job
-    /// and failing those items (400 in their results).
-    pub reject_invalid: bool,
-    /// Answer a created job 200 (as the OpenAPI file says) instead of 201 (as the docs say).
-    pub answer_200: bool,
-}
-
-/// `BulkConfig::delay` unless told otherwise.
-pub const DEFAULT_BULK_DELAY: Duration = Duration::from_millis(200);
-/// `BulkConfig::jitter` unless told otherwise.
-pub const DEFAULT_BULK_JITTER: Duration = Duration::from_millis(100);
-
-impl Default for BulkConfig {
-    fn default() -> Self {
-        Self {
-            delay: DEFAULT_BULK_DELAY,
-            jitter: DEFAULT_BULK_JITTER,
-            in_order: false,
-            out_of_order: 0.0,
-            item_error: 0.0,
-            item_error_statuses: BULK_ITEM_ERROR_STATUSES.to_vec(),
-            drop_after_create: 0.0,
-            bare_batches: false,
-            reject_invalid: false,
-            answer_200: false,
-        }
-    }
-}
-
-impl BulkConfig {
-    /// Rejects probabilities outside 0..=1, an empty or foreign status list, and delays or
-    /// jitter above ten minutes.
-    pub(crate) fn check(&self) -> Result<(), SandboxError> {
-        for (name, probability) in [
-            ("bulk out_of_order", self.out_of_order),
-            ("bulk item_error", self.item_error),
-            ("bulk drop_after_create", self.drop_after_create),
-        ] {
-            if !(0.0..=1.0).contains(&probability) {
-                return Err(SandboxError::InvalidConfig(format!(
-                    "{name} must be within 0..=1, got {probability}"
-                )));
-            }
-        }
-        if self.item_error_statuses.is_empty() {
-            return Err(SandboxError::InvalidConfig(
-                "bulk item errors need at least one status".into(),
-            ));
-        }
-        if let Some(status) = self
-            .item_error_statuses
-            .iter()
-            .find(|status| !BULK_ITEM_ERROR_STATUSES.contains(status))
-        {
-            return Err(SandboxError::InvalidConfig(format!(
-                "bulk item error status {status} is not one of {BULK_ITEM_ERROR_STATUSES:?}"
-            )));
-        }
-        for (name, span) in [("delay", self.delay), ("jitter", self.jitter)] {
-            if span > MAX_BULK_DELAY {
-                return Err(SandboxError::InvalidConfig(format!(
-                    "bulk {name} must be at most {} ms, got {} ms",
-                    MAX_BULK_DELAY.as_millis(),
-                    span.as_millis()
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// How long a held-back job waits for a later job to complete before it goes anyway: four
-    /// of its longest processing times, at least one second.
-    pub fn held_back_limit(&self) -> Duration {
-        self.delay
-            .saturating_add(self.jitter)
-            .saturating_mul(4)
-            .max(Duration::from_secs(1))
-    }
-
-    /// A delay uniform in `delay ± jitter`, never below zero, from exactly one draw.
-    fn draw_delay(&self, draw: f64) -> Duration {
-        let low = self.delay.saturating_sub(self.jitter);
-        let high = self.delay.saturating_add(self.jitter);
-        low + (high - low).mul_f64(draw.clamp(0.0, 1.0))
-    }
-
-    /// The status of an injected item error for a uniform draw in 0..1.
-    fn pick_status(&self, draw: f64) -> u16 {
-        let statuses = &self.item_error_statuses;
-        // Truncation is the point: the draw's share of the list, clamped for draw ~ 1.
-        let index = ((draw * statuses.len() as f64) as usize).min(statuses.len().saturating_sub(1));
-        statuses.get(index).copied().unwrap_or(500)
-    }
-
-    /// Every die of one job of `items` items, always the same number of draws.
-    fn roll(&self, rng: &mut StdRng, items: usize) -> JobDice {
-        let drop_answer = rng.random::<f64>() < self.drop_after_create;
-        let held_back = rng.random::<f64>() < self.out_of_order;
-        let delay = self.draw_delay(rng.random());
-        let mut order: Vec<usize> = (0..items).collect();
-        order.shuffle(rng);
-        if self.in_order {
-            order.sort_unstable();
-        }
-        let item_errors = (0..items)
-            .map(|_| {
-                let hit: f64 = rng.random();
-                let pick: f64 = rng.random();
-                (hit < self.item_error).then(|| self.pick_status(pick))
-            })
-            .collect();
-        JobDice {
-            drop_answer,
-            held_back,
-            delay,
-            order,
-            item_errors,
-        }
-    }
-}
-
-/// Bulk traffic in `GET /_sandbox/stats` (flattened into its top level).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct BulkStats {
-    /// Bulk jobs created (a dropped answer included).
-    pub bulk_jobs: u64,
-    /// Items in the jobs created.
-    pub bulk_items: u64,
-    /// `GET /v1/bulk/{id}` requests that got past auth and the org limit.
-    pub bulk_polls: u64,
-    /// `GET /v1/bulk/{id}/batches` requests that got past auth and the org limit.
-    pub bulk_batch_reads: u64,
-    /// Items stored as messages.
-    pub bulk_items_created: u64,
-    /// Items that ended in an error (injected or not).
-    pub bulk_items_failed: u64,
-    /// Jobs complete now.
-    pub bulk_jobs_complete: u64,
-    /// Jobs that completed while a job created before them had not.
-    pub bulk_jobs_overtaking: u64,
-}
-
-/// Bulk faults in `faults_injected` (flattened into it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct BulkFaultCounts {
-    /// Items failed by the `item_error` dice.
-    pub bulk_item_error: u64,
-    /// Jobs created whose POST was answered by closing the connection.
-    pub bulk_drop_after_create: u64,
-    /// Jobs held back by the `out_of_order` dice.
-    pub bulk_out_of_order: u64,
-}
-
-/// What the dice decided for one job when it was created.
-#[derive(Debug, Clone, PartialEq)]
-struct JobDice {
-    drop_answer: bool,
-    held_back: bool,
-    delay: Duration,
-    /// Item indexes in processing order.
-    order: Vec<usize>,
-    /// Per item (array order): the status of an injected error, if any.
-    item_errors: Vec<Option<u16>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum JobStatus {
-    Queued,
-    Running,
-    Complete,
-}
-
-impl JobStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Complete => "complete",
-        }
-    }
-}
-
-/// Why an item was not stored, as its result's `error` says it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct ItemError {
-    status: u16,
-    code: &'static str,
-    message: String,
-}
-
-impl ItemError {
-    fn new(status: u16, message: String) -> Self {
-        let code = match status {
-            400 => "bad_request",
-            404 => "not_found",
-            409 => "conflict",
-            422 => "unprocessable_entity",
-            429 => "too_many_requests",
-            503 => "service_unavailable",
-            _ => "internal_server_error",
-        };
-        Self {
-            status,
-            code,
-            message,
-        }
-    }
-}
-
-/// One item's result, listed by `GET /v1/bulk/{id}/batches`.
-#[derive(Debug, Clone, Serialize)]
-struct ItemResult {
-    #[serde(rename = "_clientRef")]
-    client_ref: Option<String>,
-    #[serde(rename = "objectId")]
-    object_id: Option<String>,
-    status: &'static str,
-    error: Option<ItemError>,
-}
 
 /// A bulk item as accepted: its reference, and its body checked like a single create's.
 struct Item {
@@ -305,197 +66,6 @@ struct Item {
 struct CheckedItem {
     conversation: String,
     attributes: Map<String, Value>,
-}
-
-struct Job {
-    sequence: u64,
-    status: JobStatus,
-    /// In processing order.
-    results: Vec<ItemResult>,
-}
-
-/// Everything bulk behind one mutex (never held together with the world's).
-struct Jobs {
-    rng: StdRng,
-    id_salt: u64,
-    sequence: u64,
-    jobs: HashMap<String, Job>,
-    /// Sequence numbers of the jobs not complete yet.
-    incomplete: BTreeSet<u64>,
-    stats: BulkStats,
-    faults: BulkFaultCounts,
-}
-
-/// The bulk part of a sandbox's state.
-pub(crate) struct BulkState {
-    jobs: Mutex<Jobs>,
-    /// The highest sequence number of a completed job: held-back jobs wait for it to pass theirs.
-    completed: tokio::sync::watch::Sender<u64>,
-    /// While true, no job stores an item (`POST /_sandbox/bulk/hold` / `release`).
-    hold: tokio::sync::watch::Sender<bool>,
-}
-
-/// Mixed into the sandbox seed so the bulk stream is independent of every other stream.
-const BULK_STREAM: u64 = 0x6275_6c6b_6a6f_6273;
-
-impl BulkState {
-    pub(crate) fn new(seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed ^ BULK_STREAM);
-        let id_salt = rng.random();
-        Self {
-            jobs: Mutex::new(Jobs {
-                rng,
-                id_salt,
-                sequence: 0,
-                jobs: HashMap::new(),
-                incomplete: BTreeSet::new(),
-                stats: BulkStats::default(),
-                faults: BulkFaultCounts::default(),
-            }),
-            completed: tokio::sync::watch::Sender::new(0),
-            hold: tokio::sync::watch::Sender::new(false),
-        }
-    }
-
-    fn jobs(&self) -> MutexGuard<'_, Jobs> {
-        // A panic while holding the lock leaves counters at worst slightly off; keep serving.
-        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn stats(&self) -> BulkStats {
-        self.jobs().stats.clone()
-    }
-
-    pub(crate) fn fault_counts(&self) -> BulkFaultCounts {
-        self.jobs().faults.clone()
-    }
-
-    /// Holds (`true`) or releases (`false`) the storing of bulk items.
-    pub(crate) fn set_hold(&self, hold: bool) {
-        self.hold.send_replace(hold);
-    }
-
-    async fn pass_hold(&self) {
-        let mut hold = self.hold.subscribe();
-        // Err only if the sender is gone, which cannot happen while `self` lives.
-        let _ = hold.wait_for(|held| !*held).await;
-    }
-
-    /// Registers a new job and draws its dice.
-    fn create(&self, config: &BulkConfig, items: usize) -> (String, u64, JobDice) {
-        let mut jobs = self.jobs();
-        let dice = config.roll(&mut jobs.rng, items);
-        jobs.sequence += 1;
-        let sequence = jobs.sequence;
-        let id = object_id(jobs.id_salt.wrapping_add(sequence));
-        jobs.jobs.insert(
-            id.clone(),
-            Job {
-                sequence,
-                status: JobStatus::Queued,
-                results: Vec::with_capacity(items),
-            },
-        );
-        jobs.incomplete.insert(sequence);
-        jobs.stats.bulk_jobs += 1;
-        jobs.stats.bulk_items += items as u64;
-        if dice.held_back {
-            jobs.faults.bulk_out_of_order += 1;
-        }
-        if dice.drop_answer {
-            jobs.faults.bulk_drop_after_create += 1;
-        }
-        (id, sequence, dice)
-    }
-
-    fn set_running(&self, id: &str) {
-        if let Some(job) = self.jobs().jobs.get_mut(id) {
-            job.status = JobStatus::Running;
-        }
-    }
-
-    fn record(&self, id: &str, result: ItemResult, injected: bool) {
-        let mut jobs = self.jobs();
-        if result.error.is_some() {
-            jobs.stats.bulk_items_failed += 1;
-        } else {
-            jobs.stats.bulk_items_created += 1;
-        }
-        if injected {
-            jobs.faults.bulk_item_error += 1;
-        }
-        if let Some(job) = jobs.jobs.get_mut(id) {
-            job.results.push(result);
-        }
-    }
-
-    fn complete(&self, id: &str) {
-        let mut jobs = self.jobs();
-        let Some(sequence) = jobs.jobs.get_mut(id).map(|job| {
-            job.status = JobStatus::Complete;
-            job.sequence
-        }) else {
-            return;
-        };
-        jobs.incomplete.remove(&sequence);
-        let overtaking = jobs
-            .incomplete
-            .first()
-            .is_some_and(|earliest| *earliest < sequence);
-        jobs.stats.bulk_jobs_complete += 1;
-        if overtaking {
-            jobs.stats.bulk_jobs_overtaking += 1;
-        }
-        drop(jobs);
-        self.completed.send_if_modified(|highest| {
-            let raised = sequence > *highest;
-            *highest = (*highest).max(sequence);
-            raised
-        });
-    }
-
-    /// Waits until a job created after job `sequence` has completed. When none has after
-    /// `limit`, and none created after it is still to complete, goes anyway (the newest job
-    /// cannot wait for one that may never come); otherwise waits on for that later job.
-    async fn wait_for_a_later_job(&self, sequence: u64, limit: Duration) {
-        let mut completed = self.completed.subscribe();
-        loop {
-            let later_done = completed.wait_for(|highest| *highest > sequence);
-            if let Ok(done) = tokio::time::timeout(limit, later_done).await {
-                // Err only if the sender is gone, which cannot happen while `self` lives.
-                drop(done);
-                return;
-            }
-            let later_pending = self
-                .jobs()
-                .incomplete
-                .last()
-                .is_some_and(|newest| *newest > sequence);
-            if !later_pending {
-                return;
-            }
-        }
-    }
-
-    fn status(&self, id: &str) -> Option<JobStatus> {
-        self.jobs().jobs.get(id).map(|job| job.status)
-    }
-
-    /// The results once complete; empty while not.
-    fn results(&self, id: &str) -> Option<Vec<ItemResult>> {
-        self.jobs().jobs.get(id).map(|job| match job.status {
-            JobStatus::Complete => job.results.clone(),
-            JobStatus::Queued | JobStatus::Running => Vec::new(),
-        })
-    }
-
-    fn count_poll(&self) {
-        self.jobs().stats.bulk_polls += 1;
-    }
-
-    fn count_batch_read(&self) {
-        self.jobs().stats.bulk_batch_reads += 1;
-    }
 }
 
 /// The bulk routes, to merge into the sandbox router (behind its gate).
@@ -571,6 +141,8 @@ async fn create_bulk(
     };
     let config = &shared.config.bulk;
     let (id, sequence, dice) = shared.bulk.create(config, items.len());
+    // The document as created (queued), before the job can run.
+    let document = shared.bulk.job_document(&id);
     let drop_answer = dice.drop_answer;
     tokio::spawn(run_job(
         Arc::clone(&shared),
@@ -589,11 +161,10 @@ async fn create_bulk(
     } else {
         StatusCode::CREATED
     };
-    (status, Json(job_document(&id, JobStatus::Queued))).into_response()
-}
-
-fn job_document(id: &str, status: JobStatus) -> Value {
-    json!({"data": {"type": "bulk", "id": id, "attributes": {"status": status.as_str()}}})
+    match document {
+        Some(document) => (status, Json(document)).into_response(),
+        None => unknown_job(&id),
+    }
 }
 
 /// Checks the array's shape (refused whole with a 400) and each item like a single create (a
@@ -720,8 +291,9 @@ fn check_item(
 }
 
 /// A job's life: held back if the dice say so, queued for the first half of its delay, running
-/// for the second half while its items are stored one by one (in processing order, evenly
-/// spread), then complete.
+/// for the second half while its batches are processed one after another, each item stored in
+/// processing order, evenly spread; then complete, unless a batch is stuck (then it stays
+/// running, that batch `scheduled` and its items never processed).
 async fn run_job(
     shared: Arc<Shared>,
     key: &'static KeyProfile,
@@ -731,8 +303,9 @@ async fn run_job(
     items: Vec<Item>,
 ) {
     let bulk = &shared.bulk;
+    let config = &shared.config.bulk;
     if dice.held_back {
-        bulk.wait_for_a_later_job(sequence, shared.config.bulk.held_back_limit())
+        bulk.wait_for_a_later_job(sequence, config.held_back_limit())
             .await;
     }
     let queued_for = dice.delay / 2;
@@ -742,66 +315,78 @@ async fn run_job(
     let started = tokio::time::Instant::now();
     let count = u32::try_from(items.len()).unwrap_or(u32::MAX).max(1);
     let mut items: Vec<Option<Item>> = items.into_iter().map(Some).collect();
-    for (done, index) in (1..).zip(dice.order.iter().copied()) {
-        tokio::time::sleep_until(started + running_for.mul_f64(f64::from(done) / f64::from(count)))
-            .await;
-        bulk.pass_hold().await;
-        let Some(item) = items.get_mut(index).and_then(Option::take) else {
+    let mut done = 0u32;
+    for (batch, indexes) in dice.order.chunks(config.batch_items.max(1)).enumerate() {
+        if dice.stuck_batch == Some(batch) {
+            bulk.count_stuck_batch();
             continue;
-        };
-        let injected = dice.item_errors.get(index).copied().flatten();
-        let (result, was_injected) = process_item(&shared, key, item, injected);
-        bulk.record(&id, result, was_injected);
+        }
+        bulk.start_batch(&id, batch);
+        for &index in indexes {
+            done += 1;
+            let due = running_for.mul_f64(f64::from(done) / f64::from(count));
+            tokio::time::sleep_until(started + due).await;
+            bulk.pass_hold().await;
+            let Some(item) = items.get_mut(index).and_then(Option::take) else {
+                continue;
+            };
+            let injected = dice.item_errors.get(index).copied().flatten();
+            let stored_error = dice.stored_errors.get(index).copied().unwrap_or(false);
+            let (result, fate) = process_item(&shared, key, item, injected, stored_error);
+            let contradicted = dice.duplicate_item == Some(index);
+            bulk.record(&id, batch, result, fate, contradicted);
+        }
+        bulk.complete_batch(&id, batch, dice.unknown_ref);
     }
-    bulk.complete(&id);
+    if dice.stuck_batch.is_some() {
+        bulk.stall(&id);
+    } else {
+        bulk.complete(&id);
+    }
 }
 
-/// Stores one item as a single create would, or says why not. The second value is whether an
-/// injected error decided it.
+/// Stores one item as a single create would, or says why not, and how it came about.
 fn process_item(
     shared: &Shared,
     key: &'static KeyProfile,
     item: Item,
     injected: Option<u16>,
-) -> (ItemResult, bool) {
-    let failed = |error: ItemError| ItemResult {
-        client_ref: item.client_ref.clone(),
-        object_id: None,
-        status: "error",
-        error: Some(error),
-    };
+    stored_error: bool,
+) -> (ItemResult, ItemFate) {
+    let client_ref = item.client_ref;
+    let failed =
+        |error: ItemError, fate: ItemFate| (ItemResult::failed(client_ref.clone(), error), fate);
     let checked = match item.checked {
         Ok(checked) => checked,
-        Err(error) => return (failed(error), false),
+        Err(error) => return failed(error, ItemFate::Failed),
     };
     if checked
         .conversation
         .starts_with(UNKNOWN_CONVERSATION_PREFIX)
     {
         let message = format!("Conversation {} not found", checked.conversation);
-        return (failed(ItemError::new(404, message)), false);
+        return failed(ItemError::new(404, message), ItemFate::Failed);
     }
     if let Some(status) = injected {
         let message = format!("Injected fault: item error {status}");
-        return (failed(ItemError::new(status, message)), true);
+        return failed(ItemError::new(status, message), ItemFate::InjectedError);
     }
     let message = prepare_message(key, checked.conversation, checked.attributes);
     match shared.store(message, Instant::now()) {
+        Ok(_) if stored_error => {
+            let message = "Injected fault: stored, then reported as an internal error".to_owned();
+            failed(ItemError::new(500, message), ItemFate::StoredThenError)
+        }
         Ok(stored) => (
-            ItemResult {
-                client_ref: item.client_ref,
-                object_id: Some(stored.id.clone()),
-                status: "created",
-                error: None,
-            },
-            false,
+            ItemResult::created(client_ref, stored.id.clone()),
+            ItemFate::Stored,
         ),
-        Err(StoreRefusal::CustomerLimited) => (
-            failed(ItemError::new(
+        Err(StoreRefusal::CustomerLimited) => failed(
+            ItemError::new(
                 429,
                 "Customer message rate limit exceeded (messages with importedAt are exempt)".into(),
-            )),
-            false,
+            ),
+            ItemFate::Failed,
         ),
     }
 }
@@ -826,9 +411,23 @@ fn readable_job_id(
         .map_err(|_| Box::new(bad_request("Malformed path")))
 }
 
+/// The read dice's answer, if they give one: a 429 (as for the org limit) or a dropped
+/// connection.
+async fn read_fault(shared: &Shared, kill: &ConnectionKill) -> Option<Response> {
+    match shared.bulk.roll_read(&shared.config.bulk) {
+        ReadFault::None => None,
+        ReadFault::TooManyRequests => Some(rate_limited(shared, "Rate limit exceeded")),
+        ReadFault::Drop => {
+            shared.count_dropped_connection();
+            Some(drop_connection(kill).await)
+        }
+    }
+}
+
 async fn job_status(
     State(shared): State<Arc<Shared>>,
     Extension(Caller(key)): Extension<Caller>,
+    Extension(kill): Extension<ConnectionKill>,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
     shared.bulk.count_poll();
@@ -836,8 +435,11 @@ async fn job_status(
         Ok(id) => id,
         Err(refused) => return *refused,
     };
-    match shared.bulk.status(&id) {
-        Some(status) => (StatusCode::OK, Json(job_document(&id, status))).into_response(),
+    if let Some(fault) = read_fault(&shared, &kill).await {
+        return fault;
+    }
+    match shared.bulk.job_document(&id) {
+        Some(document) => (StatusCode::OK, Json(document)).into_response(),
         None => unknown_job(&id),
     }
 }
@@ -845,6 +447,7 @@ async fn job_status(
 async fn job_batches(
     State(shared): State<Arc<Shared>>,
     Extension(Caller(key)): Extension<Caller>,
+    Extension(kill): Extension<ConnectionKill>,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
     shared.bulk.count_batch_read();
@@ -852,17 +455,16 @@ async fn job_batches(
         Ok(id) => id,
         Err(refused) => return *refused,
     };
-    let Some(results) = shared.bulk.results(&id) else {
+    if let Some(fault) = read_fault(&shared, &kill).await {
+        return fault;
+    }
+    let Some(batches) = shared.bulk.batches(&id) else {
         return unknown_job(&id);
     };
     if shared.config.bulk.bare_batches {
-        return (StatusCode::OK, Json(results)).into_response();
+        return (StatusCode::OK, Json(batches)).into_response();
     }
-    let data: Vec<Value> = results
-        .into_iter()
-        .map(|result| json!({"type": "bulk_batch", "attributes": result}))
-        .collect();
-    (StatusCode::OK, Json(json!({ "data": data }))).into_response()
+    (StatusCode::OK, Json(json!({ "data": batches }))).into_response()
 }
 
 #[cfg(test)]

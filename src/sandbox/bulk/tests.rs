@@ -83,13 +83,18 @@ async fn get(sandbox: &RunningSandbox, key: &str, path: &str) -> Response {
         .expect("request completes")
 }
 
-async fn status_of(sandbox: &RunningSandbox, id: &str) -> String {
+/// The job's attributes (`GET /v1/bulk/{id}`).
+async fn job_attributes(sandbox: &RunningSandbox, id: &str) -> Value {
     let response = get(sandbox, ADMIN_KEY, &format!("/v1/bulk/{id}")).await;
     assert_eq!(response.status(), StatusCode::OK);
     let document: Value = response.json().await.expect("JSON body");
     assert_eq!(document["data"]["id"], id);
     assert_eq!(document["data"]["type"], "bulk");
-    document["data"]["attributes"]["status"]
+    document["data"]["attributes"].clone()
+}
+
+async fn status_of(sandbox: &RunningSandbox, id: &str) -> String {
+    job_attributes(sandbox, id).await["status"]
         .as_str()
         .expect("status")
         .to_owned()
@@ -122,28 +127,72 @@ async fn batches(sandbox: &RunningSandbox, id: &str) -> Vec<Value> {
         .iter()
         .map(|batch| {
             assert_eq!(batch["type"], "bulk_batch");
+            assert!(batch["id"].is_string(), "{batch}");
             batch["attributes"].clone()
         })
         .collect()
 }
 
-/// Batches by `_clientRef`.
-fn by_reference(batches: &[Value]) -> BTreeMap<String, Value> {
+/// Every result of every batch, in the order listed.
+fn results_of(batches: &[Value]) -> Vec<Value> {
     batches
         .iter()
-        .map(|batch| {
+        .flat_map(|batch| batch["results"].as_array().expect("results").clone())
+        .collect()
+}
+
+/// Results by `_clientRef`.
+fn by_reference(results: &[Value]) -> BTreeMap<String, Value> {
+    results
+        .iter()
+        .map(|result| {
             (
-                batch["_clientRef"].as_str().expect("_clientRef").to_owned(),
-                batch.clone(),
+                result["_clientRef"]
+                    .as_str()
+                    .expect("_clientRef")
+                    .to_owned(),
+                result.clone(),
             )
         })
         .collect()
 }
 
-async fn completed_batches(sandbox: &RunningSandbox, body: &Value) -> Vec<Value> {
+/// Runs a job to completion: its results, every batch's in the order listed.
+async fn completed_results(sandbox: &RunningSandbox, body: &Value) -> Vec<Value> {
     let id = create_job(sandbox, body).await;
     wait_for_status(sandbox, &id, "complete").await;
-    batches(sandbox, &id).await
+    let listed = batches(sandbox, &id).await;
+    assert!(listed.iter().all(|batch| batch["status"] == "complete"));
+    results_of(&listed)
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Waits (bounded) until `condition` holds on the stats.
+async fn wait_for_stats(
+    sandbox: &RunningSandbox,
+    what: &str,
+    condition: impl Fn(&crate::sandbox::SandboxStats) -> bool,
+) {
+    let started = Instant::now();
+    while !condition(&sandbox.stats()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never: {what}: {:?}",
+            sandbox.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -153,7 +202,7 @@ async fn a_job_stores_every_item_like_a_single_create_and_lists_its_results() {
     body[0]["createdAt"] = json!("2020-05-01T08:00:00.123Z");
     body[0]["createdBy"] = json!(ADMIN_USER);
     body[0]["sentAt"] = json!("2020-05-01T10:00:00+02:00");
-    let results = completed_batches(&sandbox, &Value::Array(body)).await;
+    let results = completed_results(&sandbox, &Value::Array(body)).await;
     assert_eq!(results.len(), 3);
     let results = by_reference(&results);
     for reference in ["r0", "r1", "r2"] {
@@ -207,13 +256,27 @@ async fn a_job_stores_every_item_like_a_single_create_and_lists_its_results() {
         .json()
         .await
         .expect("JSON body");
-    for key in ["bulk_jobs", "bulk_items", "bulk_polls", "bulk_batch_reads"] {
+    for key in [
+        "bulk_jobs",
+        "bulk_items",
+        "bulk_batches",
+        "bulk_batches_complete",
+        "bulk_polls",
+        "bulk_batch_reads",
+    ] {
         assert!(raw[key].is_u64(), "{key} in {raw}");
     }
     for key in [
         "bulk_item_error",
+        "bulk_item_stored_error",
         "bulk_drop_after_create",
         "bulk_out_of_order",
+        "bulk_slow_jobs",
+        "bulk_never_complete",
+        "bulk_unknown_ref",
+        "bulk_duplicate_ref",
+        "bulk_read_429",
+        "bulk_read_drop",
     ] {
         assert!(raw["faults_injected"][key].is_u64(), "{key} in {raw}");
     }
@@ -227,11 +290,11 @@ async fn items_without_client_refs_are_accepted_and_listed_with_null_refs() {
     for each in &mut body {
         each.as_object_mut().expect("object").remove("_clientRef");
     }
-    let results = completed_batches(&sandbox, &Value::Array(body)).await;
+    let results = completed_results(&sandbox, &Value::Array(body)).await;
     assert_eq!(results.len(), 2);
     assert!(results
         .iter()
-        .all(|result| result["_clientRef"].is_null() && result["status"] == "created"));
+        .all(|result| result.get("_clientRef").is_none() && result["status"] == "created"));
     sandbox.shutdown().await;
 }
 
@@ -309,7 +372,7 @@ async fn a_malformed_array_is_refused_whole_and_creates_no_job() {
     }
     let mut longest = items(1);
     longest[0]["_clientRef"] = json!("é".repeat(255));
-    let results = completed_batches(&sandbox, &Value::Array(longest)).await;
+    let results = completed_results(&sandbox, &Value::Array(longest)).await;
     assert_eq!(results[0]["status"], "created");
     let broken = client()
         .post(format!("{}/v1/messages/bulk", sandbox.base_url()))
@@ -336,7 +399,7 @@ async fn an_invalid_item_fails_alone_with_400_unless_invalid_items_refuse_the_re
         .expect("object")
         .remove("conversation");
     body[3]["directionType"] = json!("initial");
-    let results = by_reference(&completed_batches(&sandbox, &Value::Array(body.clone())).await);
+    let results = by_reference(&completed_results(&sandbox, &Value::Array(body.clone())).await);
     assert_eq!(results["r0"]["status"], "created");
     for (reference, says) in [
         ("r1", "channel"),
@@ -345,10 +408,10 @@ async fn an_invalid_item_fails_alone_with_400_unless_invalid_items_refuse_the_re
     ] {
         let result = &results[reference];
         assert_eq!(result["status"], "error", "{result}");
-        assert!(result["objectId"].is_null());
+        assert!(result.get("objectId").is_none(), "{result}");
         assert_eq!(result["error"]["status"], 400);
         assert_eq!(result["error"]["code"], "bad_request");
-        let message = result["error"]["message"].as_str().expect("message");
+        let message = result["error"]["detail"].as_str().expect("detail");
         assert!(message.contains(says), "{reference}: {message}");
     }
     assert_eq!(sandbox.stats().messages_stored, 1);
@@ -385,7 +448,7 @@ async fn an_unknown_conversation_fails_its_item_with_404() {
         item("dead00000000000000000001", "gone"),
         item(CONVERSATION, "here")
     ]);
-    let results = by_reference(&completed_batches(&sandbox, &body).await);
+    let results = by_reference(&completed_results(&sandbox, &body).await);
     assert_eq!(results["gone"]["status"], "error");
     assert_eq!(results["gone"]["error"]["status"], 404);
     assert_eq!(results["gone"]["error"]["code"], "not_found");
@@ -410,7 +473,7 @@ async fn items_without_imported_at_count_against_the_customer_limit() {
         .as_object_mut()
         .expect("object")
         .remove("importedAt");
-    let results = by_reference(&completed_batches(&sandbox, &Value::Array(body)).await);
+    let results = by_reference(&completed_results(&sandbox, &Value::Array(body)).await);
     let limited: Vec<_> = results
         .values()
         .filter(|result| result["error"]["status"] == 429)
@@ -421,20 +484,28 @@ async fn items_without_imported_at_count_against_the_customer_limit() {
 }
 
 #[tokio::test]
-async fn jobs_are_queued_then_running_then_complete_and_list_nothing_before() {
-    // A job with a long delay is still queued when polled.
+async fn jobs_are_queued_then_running_then_complete_and_list_no_batch_while_queued() {
+    // A job with a long delay is still queued when polled: no batch listed yet.
     let slow = sandbox_with(|config| config.bulk.delay = Duration::from_secs(120)).await;
     let id = create_job(&slow, &Value::Array(items(2))).await;
     assert_eq!(status_of(&slow, &id).await, "queued");
     assert!(batches(&slow, &id).await.is_empty());
     slow.trigger_shutdown();
 
-    // Held: the job starts running but stores nothing until released.
-    let sandbox = sandbox_with(|_| {}).await;
+    // Held: the job starts running but stores nothing until released; its batches are listed,
+    // the first `scheduled`, the rest `queued`, none with results.
+    let sandbox = sandbox_with(|config| config.bulk.batch_items = 1).await;
     sandbox.shared.bulk.set_hold(true);
     let id = create_job(&sandbox, &Value::Array(items(2))).await;
     wait_for_status(&sandbox, &id, "running").await;
-    assert!(batches(&sandbox, &id).await.is_empty());
+    let pending = batches(&sandbox, &id).await;
+    assert_eq!(
+        pending,
+        [
+            json!({"status": "scheduled", "results": []}),
+            json!({"status": "queued", "results": []})
+        ]
+    );
     assert_eq!(sandbox.stats().messages_stored, 0);
     let release = client()
         .post(format!("{}/_sandbox/bulk/release", sandbox.base_url()))
@@ -464,7 +535,7 @@ async fn processing_order(in_order: bool, seed: u64) -> (Vec<String>, Vec<String
     let body: Vec<Value> = (0..100)
         .map(|index| item(CONVERSATION, &format!("{index:03}")))
         .collect();
-    let listed: Vec<String> = completed_batches(&sandbox, &Value::Array(body))
+    let listed: Vec<String> = completed_results(&sandbox, &Value::Array(body))
         .await
         .iter()
         .map(|result| result["_clientRef"].as_str().expect("ref").to_owned())
@@ -521,21 +592,25 @@ async fn a_held_back_job_completes_only_after_a_later_one() {
 async fn injected_item_errors_use_the_listed_statuses_and_store_nothing() {
     let sandbox = sandbox_with(|config| {
         config.bulk.item_error = 1.0;
-        config.bulk.item_error_statuses = vec![409, 503];
+        config.bulk.item_error_statuses = vec![409, 429, 503];
     })
     .await;
-    let results = completed_batches(&sandbox, &Value::Array(items(40))).await;
+    let results = completed_results(&sandbox, &Value::Array(items(40))).await;
     let mut statuses: Vec<u64> = results
         .iter()
         .map(|result| {
             assert_eq!(result["status"], "error");
-            assert!(result["objectId"].is_null());
+            assert!(result.get("objectId").is_none(), "{result}");
             result["error"]["status"].as_u64().expect("status")
         })
         .collect();
     statuses.sort_unstable();
     statuses.dedup();
-    assert_eq!(statuses, [409, 503]);
+    assert_eq!(
+        statuses,
+        [409, 429, 503],
+        "a 429 is refused before processing"
+    );
     let stats = sandbox.stats();
     assert_eq!(stats.messages_stored, 0);
     assert_eq!(stats.faults_injected.bulk.bulk_item_error, 40);
@@ -572,7 +647,7 @@ async fn item_outcomes(seed: u64, singles_between: bool) -> BTreeMap<String, Str
         let body: Vec<Value> = (0..10)
             .map(|index| item(CONVERSATION, &format!("j{job}-{index}")))
             .collect();
-        for result in completed_batches(&sandbox, &Value::Array(body)).await {
+        for result in completed_results(&sandbox, &Value::Array(body)).await {
             let outcome = match result["error"]["status"].as_u64() {
                 Some(status) => status.to_string(),
                 None => "created".to_owned(),
@@ -599,7 +674,7 @@ async fn create_statuses(bulk_first: bool) -> Vec<u16> {
     })
     .await;
     if bulk_first {
-        completed_batches(&sandbox, &Value::Array(items(20))).await;
+        completed_results(&sandbox, &Value::Array(items(20))).await;
     }
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -720,8 +795,11 @@ async fn bare_batches_and_200_answers_on_request() {
         .await
         .expect("JSON body");
     let listed = listed.as_array().expect("a bare array");
-    assert_eq!(listed.len(), 2);
-    assert!(listed
+    assert_eq!(listed.len(), 1, "two items fit one batch");
+    assert_eq!(listed[0]["type"], "bulk_batch");
+    let results = results_of(&[listed[0]["attributes"].clone()]);
+    assert_eq!(results.len(), 2);
+    assert!(results
         .iter()
         .all(|result| result["status"] == "created" && result["objectId"].is_string()));
     sandbox.shutdown().await;
@@ -730,19 +808,36 @@ async fn bare_batches_and_200_answers_on_request() {
 #[tokio::test]
 async fn bad_bulk_settings_are_refused_at_start() {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let cases: [fn(&mut BulkConfig); 6] = [
+    let cases: [fn(&mut BulkConfig); 16] = [
         |bulk| bulk.item_error = 1.5,
+        |bulk| bulk.item_stored_error = -0.5,
+        |bulk| bulk.slow_jobs = 1.1,
+        |bulk| bulk.never_complete = 2.0,
+        |bulk| bulk.unknown_ref = -1.0,
+        |bulk| bulk.duplicate_ref = 1.01,
+        |bulk| bulk.read_429 = 3.0,
+        |bulk| bulk.read_drop = -0.01,
+        |bulk| bulk.batch_items = 0,
+        |bulk| bulk.batch_items = 101,
+        |bulk| bulk.slow_factor = 0,
+        |bulk| bulk.slow_factor = 101,
         |bulk| bulk.out_of_order = -0.1,
         |bulk| bulk.drop_after_create = 2.0,
-        |bulk| bulk.item_error_statuses = vec![],
         |bulk| bulk.item_error_statuses = vec![418],
         |bulk| bulk.delay = Duration::from_secs(601),
     ];
     for configure in cases {
         let mut config = SandboxConfig::new(loopback);
         configure(&mut config.bulk);
-        assert!(start(config).await.is_err());
+        assert!(start(config).await.is_err(), "{:?}", {
+            let mut bulk = BulkConfig::default();
+            configure(&mut bulk);
+            bulk
+        });
     }
+    let mut config = SandboxConfig::new(loopback);
+    config.bulk.item_error_statuses = vec![];
+    assert!(start(config).await.is_err());
 }
 
 #[test]
@@ -766,10 +861,329 @@ fn delays_stay_within_the_jitter_and_dice_are_always_drawn_alike() {
         item_error: 1.0,
         out_of_order: 1.0,
         drop_after_create: 1.0,
+        item_stored_error: 1.0,
+        slow_jobs: 1.0,
+        slow_factor: 7,
+        never_complete: 1.0,
+        unknown_ref: 1.0,
+        duplicate_ref: 1.0,
+        batch_items: 3,
         ..config.clone()
     };
-    config.roll(&mut plain, 7);
-    loud.roll(&mut switched, 7);
+    let quiet = config.roll(&mut plain, 7);
+    let dice = loud.roll(&mut switched, 7);
     let next = |rng: &mut StdRng| rand::Rng::random::<u64>(rng);
     assert_eq!(next(&mut plain), next(&mut switched));
+    // The slow factor multiplies the drawn delay; the stuck batch and the duplicate are drawn.
+    assert!(!quiet.slow && dice.slow);
+    assert_eq!(dice.delay, quiet.delay * 7);
+    assert!(dice.stuck_batch.is_some_and(|batch| batch < 3), "{dice:?}");
+    assert!(dice.duplicate_item.is_some_and(|item| item < 7), "{dice:?}");
+    assert!(dice.stored_errors.iter().all(|stored| *stored));
+    assert_eq!((quiet.stuck_batch, quiet.duplicate_item), (None, None));
+    // Reads draw two numbers each, whatever the switches; 429 wins over a drop.
+    let reads = BulkConfig {
+        read_429: 1.0,
+        read_drop: 1.0,
+        ..config.clone()
+    };
+    let mut a = StdRng::seed_from_u64(2);
+    let mut b = StdRng::seed_from_u64(2);
+    assert_eq!(reads.roll_read(&mut a), super::ReadFault::TooManyRequests);
+    assert_eq!(config.roll_read(&mut b), super::ReadFault::None);
+    assert_eq!(next(&mut a), next(&mut b));
+    let drops = BulkConfig {
+        read_drop: 1.0,
+        ..config.clone()
+    };
+    assert_eq!(drops.roll_read(&mut a), super::ReadFault::Drop);
+}
+
+#[tokio::test]
+async fn a_job_answers_in_the_documented_shapes_batch_by_batch() {
+    let sandbox = sandbox_with(|_| {}).await;
+    let mut body = items(100);
+    body[7]["channel"] = json!("pigeon");
+    let response = post_bulk(&sandbox, ADMIN_KEY, &Value::Array(body))
+        .await
+        .expect("request completes");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.expect("JSON body");
+    let id = created["data"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        created,
+        json!({"data": {"type": "bulk", "id": id, "attributes": {
+            "status": "queued", "completed": false,
+            "batches": {"complete": 0, "total": 4}}}}),
+        "a 100-item job has four batches of 25 by default"
+    );
+    wait_for_status(&sandbox, &id, "complete").await;
+    assert_eq!(
+        job_attributes(&sandbox, &id).await,
+        json!({"status": "complete", "completed": true, "batches": {"complete": 4, "total": 4}})
+    );
+    let listed = batches(&sandbox, &id).await;
+    assert_eq!(listed.len(), 4);
+    let mut references = Vec::new();
+    for batch in &listed {
+        assert_eq!(
+            keys(batch),
+            [
+                "failureCount",
+                "objectIds",
+                "results",
+                "status",
+                "successCount"
+            ]
+        );
+        assert_eq!(batch["status"], "complete");
+        let results = batch["results"].as_array().expect("results");
+        assert_eq!(results.len(), 25);
+        let object_ids: Vec<&Value> = results
+            .iter()
+            .filter_map(|result| result.get("objectId"))
+            .collect();
+        assert_eq!(
+            batch["objectIds"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .collect::<Vec<_>>(),
+            object_ids
+        );
+        assert_eq!(batch["successCount"], object_ids.len());
+        assert_eq!(batch["failureCount"], results.len() - object_ids.len());
+        for result in results {
+            references.push(result["_clientRef"].as_str().expect("ref").to_owned());
+            if result["status"] == "created" {
+                assert_eq!(keys(result), ["_clientRef", "objectId", "status"]);
+            } else {
+                assert_eq!(keys(result), ["_clientRef", "error", "status"]);
+                assert_eq!(
+                    keys(&result["error"]),
+                    ["code", "detail", "status", "title"]
+                );
+                assert_eq!(result["error"]["status"], 400);
+                assert_eq!(result["error"]["title"], "Bad Request");
+            }
+        }
+    }
+    references.sort();
+    references.dedup();
+    assert_eq!(references.len(), 100, "every item once");
+    let stats = sandbox.stats();
+    assert_eq!(
+        (stats.bulk.bulk_batches, stats.bulk.bulk_batches_complete),
+        (4, 4)
+    );
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_client_reads_the_sandboxs_answers() {
+    use crate::client::{
+        ApiClient, ApiKey, BatchCounts, BatchStatus, BulkJobStatus, ClientConfig, ItemOutcome,
+    };
+    // One batch stuck: the job stays running with one batch complete, one scheduled.
+    let sandbox = sandbox_with(|config| {
+        config.bulk.batch_items = 2;
+        config.bulk.never_complete = 1.0;
+        config.bulk.in_order = true;
+    })
+    .await;
+    let api = ApiClient::new(
+        ClientConfig {
+            base_url: sandbox.base_url(),
+            key: ApiKey::new(ADMIN_KEY.into()),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        },
+        None,
+    )
+    .expect("client builds");
+    let mut body = items(4);
+    body[1]["channel"] = json!("pigeon");
+    let (created, _) = api.create_bulk_job(&Value::Array(body).to_string()).await;
+    let id = created.expect("a job id");
+    wait_for_stats(&sandbox, "one batch complete", |stats| {
+        stats.bulk.bulk_batches_complete == 1
+    })
+    .await;
+    let job = api.bulk_job(&id).await.expect("the job reads");
+    assert_eq!(job.status, BulkJobStatus::Running);
+    assert!(!job.completed && !job.is_complete());
+    assert_eq!(
+        job.batches,
+        Some(BatchCounts {
+            complete: 1,
+            total: 2
+        })
+    );
+    let read = api.bulk_batches(&id).await.expect("the batches read");
+    assert_eq!(read.batches.len(), 2);
+    assert!(read.batches.contains(&BatchStatus::Complete));
+    assert!(read.batches.contains(&BatchStatus::Scheduled));
+    assert_eq!(read.items.len(), 2);
+    for item in &read.items {
+        match (item.client_ref.as_deref(), &item.outcome) {
+            (Some("r0" | "r2" | "r3"), ItemOutcome::Created { .. }) => {}
+            (Some("r1"), ItemOutcome::Failed { status: 400, .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        api.bulk_results(&id).await.expect("reads"),
+        None,
+        "not all complete"
+    );
+    // A created message read back names its conversation: item `rN` went to conversation N.
+    let (reference, object_id) = read
+        .items
+        .iter()
+        .find_map(|item| match (&item.client_ref, &item.outcome) {
+            (Some(reference), ItemOutcome::Created { object_id }) => {
+                Some((reference.clone(), object_id.clone()))
+            }
+            _ => None,
+        })
+        .expect("either batch holds a created item");
+    let index: usize = reference
+        .strip_prefix('r')
+        .and_then(|index| index.parse().ok())
+        .expect("rN");
+    let message = api.message(&object_id).await.expect("the message reads");
+    assert_eq!(message.conversation_id, Some(format!("{index:024x}")));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stored_item_can_be_reported_as_error_500() {
+    let sandbox = sandbox_with(|config| config.bulk.item_stored_error = 1.0).await;
+    let results = completed_results(&sandbox, &Value::Array(items(3))).await;
+    for result in &results {
+        assert_eq!(result["status"], "error");
+        assert_eq!(result["error"]["status"], 500);
+        assert_eq!(result["error"]["code"], "internal_server_error");
+        assert!(result.get("objectId").is_none());
+    }
+    let stats = sandbox.stats();
+    assert_eq!(stats.messages_stored, 3, "stored all the same");
+    assert_eq!(stats.faults_injected.bulk.bulk_item_stored_error, 3);
+    assert_eq!(stats.bulk.bulk_items_created, 3);
+    assert_eq!(stats.bulk.bulk_items_failed, 3);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_job_is_counted_and_takes_its_factor() {
+    let sandbox = sandbox_with(|config| {
+        config.bulk.delay = Duration::from_secs(10);
+        config.bulk.slow_jobs = 1.0;
+        config.bulk.slow_factor = 100;
+    })
+    .await;
+    let id = create_job(&sandbox, &Value::Array(items(2))).await;
+    assert_eq!(sandbox.stats().faults_injected.bulk.bulk_slow_jobs, 1);
+    assert_eq!(status_of(&sandbox, &id).await, "queued");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_never_completes_keeps_its_job_running() {
+    let sandbox = sandbox_with(|config| {
+        config.bulk.batch_items = 1;
+        config.bulk.never_complete = 1.0;
+    })
+    .await;
+    let id = create_job(&sandbox, &Value::Array(items(3))).await;
+    wait_for_stats(&sandbox, "the other batches complete", |stats| {
+        stats.bulk.bulk_batches_complete == 2 && stats.faults_injected.bulk.bulk_never_complete == 1
+    })
+    .await;
+    let listed = batches(&sandbox, &id).await;
+    let statuses: Vec<&str> = listed
+        .iter()
+        .map(|batch| batch["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "complete").count(), 2);
+    let stuck: Vec<&Value> = listed
+        .iter()
+        .filter(|b| b["status"] == "scheduled")
+        .collect();
+    assert_eq!(stuck, [&json!({"status": "scheduled", "results": []})]);
+    assert_eq!(
+        job_attributes(&sandbox, &id).await,
+        json!({"status": "running", "completed": false, "batches": {"complete": 2, "total": 3}})
+    );
+    let stats = sandbox.stats();
+    assert_eq!(
+        stats.messages_stored, 2,
+        "the stuck batch's item is never processed"
+    );
+    assert_eq!(stats.bulk.bulk_jobs_complete, 0);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_result_can_name_a_ref_never_sent_or_list_a_ref_twice() {
+    let sandbox = sandbox_with(|config| {
+        config.bulk.batch_items = 2;
+        config.bulk.unknown_ref = 1.0;
+        config.bulk.duplicate_ref = 1.0;
+    })
+    .await;
+    let results = completed_results(&sandbox, &Value::Array(items(4))).await;
+    assert_eq!(results.len(), 6, "four items, one ghost, one contradiction");
+    let mut by_ref: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for result in &results {
+        by_ref
+            .entry(result["_clientRef"].as_str().expect("ref"))
+            .or_default()
+            .push(result);
+    }
+    let unknown: Vec<&&str> = by_ref.keys().filter(|r| !r.starts_with('r')).collect();
+    assert_eq!(unknown.len(), 1, "{by_ref:?}");
+    let twice: Vec<_> = by_ref.values().filter(|listed| listed.len() == 2).collect();
+    assert_eq!(twice.len(), 1, "{by_ref:?}");
+    assert_ne!(
+        twice[0][0]["status"], twice[0][1]["status"],
+        "contradicting answers"
+    );
+    let stats = sandbox.stats();
+    assert_eq!(stats.faults_injected.bulk.bulk_unknown_ref, 1);
+    assert_eq!(stats.faults_injected.bulk.bulk_duplicate_ref, 1);
+    assert_eq!(stats.messages_stored, 4, "nothing stored for the ghosts");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn reads_can_be_answered_429_or_dropped() {
+    let limited = sandbox_with(|config| config.bulk.read_429 = 1.0).await;
+    let id = create_job(&limited, &Value::Array(items(1))).await;
+    for path in [format!("/v1/bulk/{id}"), format!("/v1/bulk/{id}/batches")] {
+        let answer = get(&limited, ADMIN_KEY, &path).await;
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        for header in ["retry-after", "x-ratelimit-limit", "x-ratelimit-reset"] {
+            assert!(answer.headers().contains_key(header), "{header} on {path}");
+        }
+    }
+    let stats = limited.stats();
+    assert_eq!(stats.faults_injected.bulk.bulk_read_429, 2);
+    assert_eq!((stats.bulk.bulk_polls, stats.bulk.bulk_batch_reads), (1, 1));
+    limited.shutdown().await;
+
+    let dropping = sandbox_with(|config| config.bulk.read_drop = 1.0).await;
+    let id = create_job(&dropping, &Value::Array(items(1))).await;
+    for path in [format!("/v1/bulk/{id}"), format!("/v1/bulk/{id}/batches")] {
+        let answer = client()
+            .get(format!("{}{path}", dropping.base_url()))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await;
+        assert!(answer.is_err(), "{path}: the connection closes unanswered");
+    }
+    let stats = dropping.stats();
+    assert_eq!(stats.faults_injected.bulk.bulk_read_drop, 2);
+    assert_eq!(stats.dropped_connections, 2);
+    dropping.shutdown().await;
 }
