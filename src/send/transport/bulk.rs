@@ -832,6 +832,8 @@ async fn follow_job(
     let mut next_read = first_read.min(deadline);
     let mut reads = 0u32;
     let mut failures = 0u32;
+    // The latest batches of a job still running: at `deadline`, what they answer for sure.
+    let mut last: Option<BulkBatches> = None;
     loop {
         let waited = tokio::select! {
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(next_read)) => true,
@@ -846,7 +848,7 @@ async fn follow_job(
                 "bulk job {job_id} had not finished after --max-job-wait ({}s); it may still be running",
                 crew.parts.max_job_wait.as_secs()
             );
-            answer_all(waiting, || BulkOutcome::Outlasted(why.clone()));
+            outlasted(job_id, &refs, last.as_ref(), waiting, &why);
             return None;
         }
         if reads > 0 {
@@ -855,12 +857,13 @@ async fn follow_job(
         reads += 1;
         let read = read_once(crew, job_id, &refs).await;
         let err = match read {
-            Ok(Some(verdicts)) => {
+            Ok(Read::Final(verdicts)) => {
                 let read_at = Instant::now();
                 deliver(crew, job_id, verdicts, waiting);
                 return Some((read_at, reads == 1));
             }
-            Ok(None) => {
+            Ok(Read::Running(batches)) => {
+                last = Some(batches);
                 failures = 0;
                 // Not done: at most once per learned job time.
                 next_read =
@@ -901,29 +904,63 @@ async fn follow_job(
     }
 }
 
+/// What one look at a job found.
+enum Read {
+    /// The job's final answers, one per row.
+    Final(Vec<Verdict>),
+    /// The job still runs; its batches as listed.
+    Running(BulkBatches),
+}
+
 /// One look at a job: its batches, and when they do not make the results final, the job's own
-/// status (and the batches again once it is complete). `None`: not final yet.
-async fn read_once(
-    crew: &Crew,
-    job_id: &str,
-    refs: &[String],
-) -> Result<Option<Vec<Verdict>>, ApiError> {
+/// status (and the batches again once it is complete).
+async fn read_once(crew: &Crew, job_id: &str, refs: &[String]) -> Result<Read, ApiError> {
     let client = &crew.parts.client;
     let control = &crew.parts.control;
     let batches = client.bulk_batches(job_id).await;
     control.observe(&batches);
-    if let Some(verdicts) = judge(refs, &batches?, false) {
-        return Ok(Some(verdicts));
+    let batches = batches?;
+    if let Some(verdicts) = judge(refs, &batches, false) {
+        return Ok(Read::Final(verdicts));
     }
     let job = client.bulk_job(job_id).await;
     control.observe(&job);
     if !job?.is_complete() {
-        return Ok(None);
+        return Ok(Read::Running(batches));
     }
     crew.parts.ledger.stats().add_bulk_poll();
     let batches = client.bulk_batches(job_id).await;
     control.observe(&batches);
-    Ok(judge(refs, &batches?, true))
+    match judge(refs, &batches?, true) {
+        Some(verdicts) => Ok(Read::Final(verdicts)),
+        None => Err(ApiError::Protocol {
+            status: 200,
+            detail: format!("bulk job {job_id} is complete but its results are not final"),
+        }),
+    }
+}
+
+/// Past `--max-job-wait`: the rows a complete batch answered for sure (created, or an item
+/// error known not stored) are decided by that answer; every other row of the job ends
+/// `outcome_unknown`, since the job may still be running.
+fn outlasted(
+    job_id: &str,
+    refs: &[String],
+    last: Option<&BulkBatches>,
+    waiting: Vec<Waiting>,
+    why: &str,
+) {
+    let verdicts = last
+        .and_then(|batches| judge(refs, batches, true))
+        .unwrap_or_default();
+    let mut verdicts = verdicts.into_iter();
+    for Waiting { reply, .. } in waiting {
+        let outcome = verdicts
+            .next()
+            .and_then(|verdict| decided(job_id, verdict).ok())
+            .unwrap_or_else(|| BulkOutcome::Outlasted(why.to_string()));
+        let _ = reply.send(outcome);
+    }
 }
 
 /// What a job's results say about one row it carried.
@@ -1020,32 +1057,35 @@ fn deliver(crew: &Crew, job_id: &str, verdicts: Vec<Verdict>, waiting: Vec<Waiti
     // The job is complete (or answered every row): a lookup after the settle delay is conclusive.
     let settle = crew.settle.wait(Writing::Request);
     for (Waiting { reply, .. }, verdict) in waiting.into_iter().zip(verdicts) {
-        let outcome = match verdict {
-            Verdict::Created(message_id) => BulkOutcome::Created {
-                message_id,
-                job_id: job_id.to_string(),
-            },
-            Verdict::Failed {
+        let outcome = decided(job_id, verdict).unwrap_or_else(|why| {
+            BulkOutcome::Unknown(format!("bulk job {job_id}: {why}"), settle)
+        });
+        let _ = reply.send(outcome);
+    }
+}
+
+/// A verdict that decides its row: created, or an item error known not stored. `Err` says why
+/// the row's outcome is unknown.
+fn decided(job_id: &str, verdict: Verdict) -> Result<BulkOutcome, String> {
+    match verdict {
+        Verdict::Created(message_id) => Ok(BulkOutcome::Created {
+            message_id,
+            job_id: job_id.to_string(),
+        }),
+        Verdict::Failed {
+            status,
+            code,
+            message,
+        } => Ok(BulkOutcome::ItemFailed(
+            ApiError::Http {
                 status,
                 code,
                 message,
-            } => {
-                let remedy = item_error_remedy(status).unwrap_or(Remedy::FailRow);
-                BulkOutcome::ItemFailed(
-                    ApiError::Http {
-                        status,
-                        code,
-                        message,
-                        rate: crate::client::RateInfo::default(),
-                    },
-                    remedy,
-                )
-            }
-            Verdict::Unknown(why) => {
-                BulkOutcome::Unknown(format!("bulk job {job_id}: {why}"), settle)
-            }
-        };
-        let _ = reply.send(outcome);
+                rate: crate::client::RateInfo::default(),
+            },
+            item_error_remedy(status).unwrap_or(Remedy::FailRow),
+        )),
+        Verdict::Unknown(why) => Err(why),
     }
 }
 
