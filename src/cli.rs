@@ -547,6 +547,26 @@ pub struct SandboxOutcomeArgs {
     /// Probability (0..1) of answering an externalId lookup 429.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub lookup_429: f64,
+    /// Which creates the create fault switches (and --error-429) apply to.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "messages,customers,conversations"
+    )]
+    pub fault_scope: Vec<FaultScopeArg>,
+    /// A message lookup by externalId answers another integration's (seeded) message first.
+    #[arg(long)]
+    pub lookup_other_first: bool,
+}
+
+/// A kind of create the fault switches may apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FaultScopeArg {
+    Messages,
+    Customers,
+    Conversations,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -302,8 +302,7 @@ const DEFAULT_MAX_PAUSE_SECS: u64 = 900;
 const DEFAULT_MAX_RETRY_WAIT_SECS: u64 = 300;
 const DEFAULT_MAX_ERRORS: &str = "1000";
 
-/// Key of the send settings inside the job's settings object.
-const SEND_SETTINGS_KEY: &str = "send";
+use crate::checkpoint::SEND_SETTINGS_KEY;
 
 impl SendArgs {
     /// These settings with every one `given` sets replaced by its value. Works on the serialized

@@ -1,5 +1,7 @@
 //! `plan`: how many requests and how long an import takes in each mode, before it starts, from
 //! the number of rows still to send in each conversation (its *depth*) and the rate budget.
+//! A pure model: it reads the store (`checkpoint`) and computes; it prints nothing (its words
+//! are `report::plan_text`) and imports nothing above the store.
 //!
 //! # The model
 //! `R` rows to send in `C` conversations of depths `d_i`; a budget of `rpm` requests a minute
@@ -40,7 +42,6 @@
 //!   the time the budget sets).
 
 use crate::checkpoint::{Checkpoint, CheckpointError, ConversationDepth};
-use crate::text::thousands;
 
 /// The most rows one bulk job may hold (`POST /v1/messages/bulk` takes at most 100 bodies).
 pub const MAX_BATCH_SIZE: u64 = 100;
@@ -402,10 +403,10 @@ pub fn plan(workload: &Workload, inputs: PlanInputs) -> Plan {
     }
 }
 
-/// One line for a person when bulk mode would need under half the requests of single mode on
-/// the rows still to send in `checkpoint` (batches of 100, extra polls included, no cap for
-/// the budget, which is not known yet); None otherwise.
-pub fn bulk_would_halve(checkpoint: &Checkpoint) -> Result<Option<String>, CheckpointError> {
+/// What bulk mode would save on the rows still to send in `checkpoint` when it needs under
+/// half the requests of single mode (batches of 100, extra polls included, no cap for the
+/// budget, which is not known yet); None otherwise.
+pub fn bulk_would_halve(checkpoint: &Checkpoint) -> Result<Option<BulkSaving>, CheckpointError> {
     let workload = Workload::of_checkpoint(checkpoint)?;
     let bound = lower_bound(&workload, MAX_BATCH_SIZE);
     let bulk = expected_requests(bound);
@@ -413,103 +414,17 @@ pub fn bulk_would_halve(checkpoint: &Checkpoint) -> Result<Option<String>, Check
     if bulk.saturating_mul(2) >= single {
         return Ok(None);
     }
-    Ok(Some(format!(
-        "bulk mode would need about {} requests instead of {} ({:.1}x fewer): see `kustomer-import \
-         plan --db {} --max-rpm N`",
-        thousands(bulk),
-        thousands(single),
-        single as f64 / bulk.max(1) as f64,
-        crate::report::shell_quoted(checkpoint.path()),
-    )))
+    Ok(Some(BulkSaving {
+        bulk_requests: bulk,
+        single_requests: single,
+    }))
 }
 
-/// The plan for a person.
-pub fn render_text(plan: &Plan, source: &str, notes: &[String]) -> String {
-    use std::fmt::Write;
-    let duration = crate::report::human_duration;
-    let mut out = String::new();
-    let _ = writeln!(out, "plan for {source}");
-    for note in notes {
-        let _ = writeln!(out, "{note}");
-    }
-    if plan.rows == 0 {
-        let _ = writeln!(out, "nothing to send: no row is pending");
-        return out;
-    }
-    let _ = writeln!(
-        out,
-        "rows to send        {} in {} conversations",
-        thousands(plan.rows),
-        thousands(plan.conversations)
-    );
-    let depth = &plan.depth;
-    let _ = write!(
-        out,
-        "rows per conv.      p50 {}, p90 {}, p99 {}, max {}",
-        thousands(depth.p50),
-        thousands(depth.p90),
-        thousands(depth.p99),
-        thousands(depth.max)
-    );
-    if let Some(deepest) = &plan.deepest_conversation {
-        let _ = write!(
-            out,
-            " (deepest: {})",
-            crate::text::escape_control(&deepest.id)
-        );
-    }
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "single mode         {} requests, {}",
-        thousands(plan.single.requests),
-        duration(plan.single.seconds)
-    );
-    let bulk = &plan.bulk;
-    let _ = writeln!(
-        out,
-        "bulk mode           about {} requests, {} ({:.1} messages a request)",
-        thousands(bulk.requests),
-        duration(bulk.seconds),
-        bulk.messages_per_request
-    );
-    let _ = writeln!(
-        out,
-        "                    {} jobs of up to {} rows carry {} rows, {} go as single creates",
-        thousands(bulk.jobs),
-        plan.batch_size,
-        thousands(bulk.rows_by_bulk),
-        thousands(bulk.rows_single)
-    );
-    let _ = writeln!(
-        out,
-        "                    critical path: {} jobs one after the other at {} s each \
-         (assumed: --job-seconds; Kustomer's bulk processing time is unverified)",
-        thousands(bulk.critical_path_rounds),
-        bulk.job_seconds
-    );
-    let _ = writeln!(
-        out,
-        "                    {} jobs in flight at once: what the budget pays for during one \
-         job time (two requests a job), at most --max-jobs",
-        thousands(bulk.jobs_in_flight)
-    );
-    if bulk.rounds_capped {
-        let _ = writeln!(
-            out,
-            "                    at most {} rows of a conversation go by bulk: more rounds would \
-             make bulk mode slower than single mode, so deeper conversations send the rest one by one",
-            thousands(bulk.critical_path_rounds)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "lower bound         {} requests: the fewest any importer keeping each conversation \
-         in order can use ({} jobs)",
-        thousands(bulk.lower_bound_requests),
-        thousands(bulk.lower_bound_jobs)
-    );
-    out
+/// Requests of the two modes, when bulk mode would need under half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkSaving {
+    pub bulk_requests: u64,
+    pub single_requests: u64,
 }
 
 #[cfg(test)]

@@ -155,13 +155,37 @@ fn word_continues(text: &str, at: usize) -> bool {
     text.as_bytes().get(at).is_some_and(u8::is_ascii_digit)
 }
 
-/// A duration for people: `45s`, `3m 05s`, `2h 07m`.
+/// A duration for people, in whole seconds (cut, not rounded): `45s`, `3m 05s`, `2h 07m 00s`.
+/// The one duration format of the tool; a figure in fractional seconds goes through
+/// [`whole_seconds`] first.
 pub fn duration(span: std::time::Duration) -> String {
     let secs = span.as_secs();
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3_600 => format!("{}m {:02}s", secs / 60, secs % 60),
-        _ => format!("{}h {:02}m", secs / 3_600, secs % 3_600 / 60),
+    let (hours, minutes, seconds) = (secs / 3_600, secs / 60 % 60, secs % 60);
+    if hours > 0 {
+        format!("{hours}h {minutes:02}m {seconds:02}s")
+    } else if minutes > 0 {
+        format!("{minutes}m {seconds:02}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// Seconds (an estimate, an average) rounded to the nearest whole second, for [`duration`];
+/// negative and NaN count as zero, and a figure too large saturates.
+pub fn whole_seconds(seconds: f64) -> std::time::Duration {
+    std::time::Duration::from_secs(seconds.max(0.0).round() as u64)
+}
+
+/// A path as a shell argument the user can paste.
+pub fn shell_quoted(path: &std::path::Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c));
+    if plain && !text.is_empty() {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
@@ -174,7 +198,22 @@ mod tests {
         use std::time::Duration;
         assert_eq!(duration(Duration::from_millis(45_900)), "45s");
         assert_eq!(duration(Duration::from_secs(185)), "3m 05s");
-        assert_eq!(duration(Duration::from_secs(7_620)), "2h 07m");
+        // Hours keep their seconds (before one formatter served both, the progress line and the
+        // yielded time showed `2h 07m`).
+        assert_eq!(duration(Duration::from_secs(7_620)), "2h 07m 00s");
+        assert_eq!(duration(whole_seconds(9.4)), "9s");
+        assert_eq!(duration(whole_seconds(243.0)), "4m 03s");
+        assert_eq!(duration(whole_seconds(7509.0)), "2h 05m 09s");
+        assert_eq!(duration(whole_seconds(-3.0)), "0s");
+        assert_eq!(duration(whole_seconds(f64::NAN)), "0s");
+        assert_eq!(
+            shell_quoted(std::path::Path::new("/tmp/cp.db")),
+            "/tmp/cp.db"
+        );
+        assert_eq!(
+            shell_quoted(std::path::Path::new("/tmp/my cp's.db")),
+            r"'/tmp/my cp'\''s.db'"
+        );
     }
 
     #[test]

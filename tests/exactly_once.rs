@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -20,10 +20,11 @@ fn fired(sandbox: &Sandbox, fault: &str) -> u64 {
 }
 
 fn lookups(sandbox: &Sandbox, spelling: &str, outcome: &str) -> u64 {
-    sandbox.stats()["lookups"][spelling][outcome]
-        .as_u64()
-        .unwrap_or(0)
+    sandbox.stat(&["lookups", spelling, outcome])
 }
+
+/// The refusal a second process gets from the checkpoint's lock.
+const LOCKED: &str = "another kustomer-import process is working on checkpoint";
 
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -116,6 +117,7 @@ fn not_found_as_empty_data_is_believed_and_nothing_is_left_stuck() {
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
     assert!(fired(&sandbox, "drop_before_store") > 5);
+    assert!(fired(&sandbox, "store_then_drop") > 5);
     assert!(
         lookups(&sandbox, "camel", "miss") > 5,
         "{}",
@@ -222,6 +224,7 @@ fn lookups_answered_429_use_no_attempts() {
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
     assert!(fired(&sandbox, "lookup_429") > 5);
+    assert!(fired(&sandbox, "store_then_drop") > 0);
     let report = report_rows(dir.path(), "job.sqlite");
     assert!(report.iter().all(|r| r["state"] == "succeeded"));
 }
@@ -253,9 +256,12 @@ fn any_2xx_with_an_id_succeeds_and_an_unreadable_one_is_looked_up() {
 /// Case 9: one process per checkpoint, by the file's identity, not the path as typed.
 #[test]
 fn a_second_resume_through_a_symlink_or_a_hard_link_is_refused() {
-    let sandbox = Sandbox::start(&["--latency-ms", "20"]);
+    let sandbox = Sandbox::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let expected = write_csv(&dir.path().join("in.csv"), 300, 6, 9);
+    // The first run is held mid-way by the sandbox, so it is still working (and holding the
+    // lock) whatever the second processes take.
+    sandbox.hold_after(60);
     let mut first = importer_for(dir.path(), &sandbox, ADMIN_KEY);
     first
         .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
@@ -263,9 +269,12 @@ fn a_second_resume_through_a_symlink_or_a_hard_link_is_refused() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = first.spawn().expect("spawn run");
-    wait_until(Duration::from_secs(60), "the first run to send", || {
-        sandbox.stored() > 0
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the first run held mid-way",
+        || sandbox.stat(&["held"]) > 0,
+    );
+    assert!(sandbox.stored() > 0, "{}", sandbox.stats());
     std::os::unix::fs::symlink(
         dir.path().join("job.sqlite"),
         dir.path().join("link.sqlite"),
@@ -286,10 +295,25 @@ fn a_second_resume_through_a_symlink_or_a_hard_link_is_refused() {
         second.args(["resume", "--db", &other, "--quiet"]);
         let output = run_bounded(second, Duration::from_secs(60));
         assert_eq!(code(&output), 2, "{other}: {}", text(&output));
+        assert!(
+            stderr(&output).contains(LOCKED),
+            "{other}: {}",
+            text(&output)
+        );
     }
+    assert!(child.try_wait().unwrap().is_none(), "the first run ended");
+    sandbox.release();
     let status = wait_child(&mut child, Duration::from_secs(180));
     assert_eq!(status.code(), Some(0));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+/// The job of `first` (its `in.csv`) run again as a new job from another directory.
+fn run_again_elsewhere(first: &std::path::Path, sandbox: &Sandbox) -> (tempfile::TempDir, Output) {
+    let second = tempfile::tempdir().unwrap();
+    std::fs::copy(first.join("in.csv"), second.path().join("in.csv")).unwrap();
+    let output = run_job(second.path(), sandbox, ADMIN_KEY, "in.csv", &[]);
+    (second, output)
 }
 
 /// Case 10: the same export run again as a new job, from another directory.
@@ -301,9 +325,7 @@ fn the_same_export_run_again_as_a_new_job_is_refused_unless_skip_existing() {
     let output = run_job(first.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
     assert_eq!(code(&output), 0, "{}", text(&output));
 
-    let second = tempfile::tempdir().unwrap();
-    std::fs::copy(first.path().join("in.csv"), second.path().join("in.csv")).unwrap();
-    let output = run_job(second.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    let (second, output) = run_again_elsewhere(first.path(), &sandbox);
     assert_eq!(code(&output), 2, "{}", text(&output));
     let said = stderr(&output);
     assert!(said.contains("already exist"), "{said}");
@@ -350,19 +372,23 @@ fn an_unreachable_api_stops_before_sending_with_exit_3() {
 /// Case 11, during the run: the API goes away; the run stops, failing no row.
 #[test]
 fn an_api_that_goes_away_mid_run_stops_the_run_and_fails_no_row() {
-    let sandbox = Sandbox::start(&["--latency-ms", "10"]);
+    let sandbox = Sandbox::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     write_csv(&dir.path().join("in.csv"), 400, 8, 12);
+    // Held at the door after some rows, so the API goes away from a run still sending.
+    sandbox.hold_after(40);
     let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
     command
         .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
         .args(send_flags(&["--max-retry-wait", "3", "--concurrency", "4"]))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::null());
     let mut child = command.spawn().expect("spawn run");
-    wait_until(Duration::from_secs(60), "some rows sent", || {
-        sandbox.stored() > 20
+    wait_until(Duration::from_secs(60), "the run held mid-way", || {
+        sandbox.stat(&["held"]) > 0
     });
+    assert!(sandbox.stored() > 0, "{}", sandbox.stats());
+    assert!(child.try_wait().unwrap().is_none(), "the run ended first");
     drop(sandbox);
     let status = wait_child(&mut child, Duration::from_secs(120));
     assert_eq!(status.code(), Some(3));
@@ -406,8 +432,12 @@ fn kill_9_during_a_settle_delay_then_resume_creates_nothing_twice() {
     wait_until(Duration::from_secs(60), "lanes settling", || {
         fired(&sandbox, "store_then_error") >= 3
     });
+    // The rows that settle for 120 s keep the run alive well past the kill.
+    assert!(child.try_wait().unwrap().is_none(), "the run ended first");
     signal(&child, "KILL");
-    let _ = child.wait();
+    let killed = wait_child(&mut child, Duration::from_secs(60));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.signal(), Some(9), "the kill landed mid-run");
     let output = resume_job(
         dir.path(),
         &sandbox,
@@ -442,6 +472,10 @@ fn a_row_out_of_attempts_holds_its_conversation() {
 }
 
 /// A panicking worker is an internal error with its own exit code; every row stays resumable.
+/// The panic hook (`KUSTOMER_IMPORT_TEST_PANIC_AT_LINE`) exists only in builds with debug
+/// assertions, so the test is compiled exactly where the hook is (`cargo test --release` has
+/// neither).
+#[cfg(debug_assertions)]
 #[test]
 fn a_worker_panic_exits_70_and_the_job_resumes() {
     let sandbox = Sandbox::start(&[]);
@@ -482,6 +516,7 @@ fn an_outcome_that_stays_unknown_is_reported_and_resume_settles_it() {
     );
     assert_eq!(code(&output), 1, "{}", text(&output));
     assert!(fired(&sandbox, "lookup_503") > 0);
+    assert!(fired(&sandbox, "store_then_drop") > 0);
     let report = report_rows(dir.path(), "job.sqlite");
     let unknown = report
         .iter()
@@ -513,4 +548,246 @@ fn an_outcome_that_stays_unknown_is_reported_and_resume_settles_it() {
         }
     }
     assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+/// A kill -9 while rows wait out their settle delay: resume waits what is left of the delay
+/// before looking them up. Measured on the sandbox's clock: no lookup of a row whose create
+/// was stored but answered 5xx reaches it sooner than the delay after that answer.
+#[test]
+fn resume_waits_out_the_rest_of_a_settle_delay() {
+    const SETTLE_SECONDS: u64 = 8;
+    let sandbox = Sandbox::start(&["--store-then-error", "0.2", "--seed", "4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 100, 10, 18);
+    let settle = SETTLE_SECONDS.to_string();
+    let flags = ["--settle-delay", settle.as_str(), "--request-timeout", "2"];
+    let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    command
+        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().expect("spawn run");
+    wait_until(Duration::from_secs(60), "rows settling", || {
+        fired(&sandbox, "store_then_error") >= 2
+    });
+    // Stop at the door whatever is still coming, so no create is half-way when the run dies
+    // (a create stored after the kill would start a settle clock of its own).
+    sandbox.hold();
+    wait_until(Duration::from_secs(60), "nothing past the door", || {
+        sandbox.stat(&["in_flight"]) == sandbox.stat(&["held"])
+    });
+    kill_9_while_held(&sandbox, &mut child, Duration::from_secs(60));
+
+    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &flags);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    let stats = sandbox.stats();
+    let waited = stats["lookup_after_unknown_outcome_min_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no row was looked up after its 5xx: {stats}"));
+    // The importer counts from its request's start, the sandbox from its answer: allow the
+    // request's own time, far less than the delay a resume that never waited would skip.
+    assert!(
+        waited >= SETTLE_SECONDS * 1000 - 1000,
+        "a row was looked up {waited} ms after its 5xx: {stats}"
+    );
+}
+
+/// The re-import guard on a route with only one spelling: the guard tries both, so either
+/// spelling alone still finds the export imported before.
+#[test]
+fn the_re_import_guard_works_on_a_route_with_one_spelling() {
+    for route in ["camel", "lower"] {
+        let sandbox = Sandbox::start(&["--lookup-route", route]);
+        let first = tempfile::tempdir().unwrap();
+        let expected = write_csv(&first.path().join("in.csv"), 80, 20, 19);
+        let output = run_job(first.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+        assert_eq!(code(&output), 0, "{route}: {}", text(&output));
+
+        let (_second, output) = run_again_elsewhere(first.path(), &sandbox);
+        assert_eq!(code(&output), 2, "{route}: {}", text(&output));
+        assert!(
+            stderr(&output).contains("already exist"),
+            "{route}: {}",
+            text(&output)
+        );
+        assert!(
+            lookups(&sandbox, route, "hit") > 0,
+            "{route}: {}",
+            sandbox.stats()
+        );
+        assert_stored_exactly_once_in_order(&sandbox, &expected);
+    }
+}
+
+/// An export imported only in part (the first job stopped by a revoked key) is still caught
+/// by the guard when run again as a new job; nothing more is created.
+#[test]
+fn the_re_import_guard_catches_a_partial_import() {
+    let sandbox = Sandbox::start(&["--revoke-admin-after", "40"]);
+    let first = tempfile::tempdir().unwrap();
+    write_csv(&first.path().join("in.csv"), 200, 20, 20);
+    let output = run_job(first.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(
+        code(&output),
+        3,
+        "the key is revoked mid-run: {}",
+        text(&output)
+    );
+    let stored = sandbox.stored();
+    assert!(stored > 0 && stored < 200, "{stored} stored");
+    sandbox.post("/_sandbox/restore");
+
+    let creates_before = sandbox.stat(&["creates"]);
+    let (_second, output) = run_again_elsewhere(first.path(), &sandbox);
+    assert_eq!(code(&output), 2, "{}", text(&output));
+    assert!(
+        stderr(&output).contains("already exist"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(sandbox.stat(&["creates"]), creates_before, "nothing sent");
+    assert_eq!(sandbox.stored(), stored);
+}
+
+/// Lookups that fail during the guard make it inconclusive: said once, the run goes on, and
+/// every row is still stored once.
+#[test]
+fn an_inconclusive_re_import_guard_warns_once_and_the_run_goes_on() {
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 60, 20, 21);
+    sandbox.post("/_sandbox/lookups/fail");
+    // The token check and the guard's 20 lookups pass; the first create waits at the door
+    // until the lookups work again, so the route's proof sees a working read path.
+    sandbox.hold_after(21);
+    let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    command
+        .args(["run", "in.csv", "--db", "job.sqlite"])
+        .args(send_flags(&[]));
+    let mut run = Watched::spawn(command);
+    run.wait_for_line("the re-import guard could not look up", COMMAND_LIMIT);
+    wait_until(COMMAND_LIMIT, "the first create at the door", || {
+        sandbox.stat(&["held"]) > 0
+    });
+    assert_eq!(fired(&sandbox, "lookup_503"), 20);
+    assert_eq!(sandbox.stat(&["creates"]), 0, "{}", sandbox.stats());
+    sandbox.post("/_sandbox/lookups/heal");
+    sandbox.release();
+    let status = run.wait(COMMAND_LIMIT);
+    assert_eq!(status.code(), Some(0), "{}", run.stderr_text());
+    assert_eq!(
+        run.stderr_text()
+            .matches("the re-import guard could not look up 20 of 20 sampled rows")
+            .count(),
+        1,
+        "{}",
+        run.stderr_text()
+    );
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+/// `--skip-existing` needs a route that can say "not there": with none, a fresh job stops
+/// (exit 3) before creating anything rather than guess.
+#[test]
+fn skip_existing_on_an_unproven_route_stops_with_exit_3() {
+    let sandbox = Sandbox::start(&["--lookup-route", "none"]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 40, 8, 22);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        "in.csv",
+        &["--skip-existing"],
+    );
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    assert!(
+        stderr(&output).contains("lookup route"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        lookups(&sandbox, "camel", "no_route") > 0,
+        "{}",
+        sandbox.stats()
+    );
+    assert_eq!(sandbox.stat(&["creates"]), 0, "{}", sandbox.stats());
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["pending"], 40, "{status}");
+}
+
+/// Lookups answered 408 are read again like a 5xx, never taken for "not found": a row whose
+/// lookups keep timing out fails `outcome_unknown`, and resume settles it once they answer.
+#[test]
+fn lookups_answered_408_are_never_taken_for_not_found() {
+    let sandbox = Sandbox::start(&["--store-then-drop", "0.2", "--seed", "23"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 60, 6, 23);
+    sandbox.post("/_sandbox/lookups/fail?status=408");
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        "in.csv",
+        &["--max-attempts", "2"],
+    );
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert!(fired(&sandbox, "lookup_408") > 0);
+    assert!(fired(&sandbox, "store_then_drop") > 0);
+    let report = report_rows(dir.path(), "job.sqlite");
+    assert!(
+        report.iter().any(|r| r["errorCode"] == "outcome_unknown"),
+        "{report:?}"
+    );
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
+
+    sandbox.post("/_sandbox/lookups/heal");
+    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+/// "Not found" as 200 `{"data": null}` or `{"data": {}}`: believed, the row sent again once.
+#[test]
+fn not_found_as_null_or_empty_object_data_is_believed() {
+    for shape in ["null", "object"] {
+        let sandbox = Sandbox::start(&["--drop-before-store", "0.1", "--seed", "24"]);
+        sandbox.post(&format!("/_sandbox/lookups/miss?data={shape}"));
+        let dir = tempfile::tempdir().unwrap();
+        let expected = write_csv(&dir.path().join("in.csv"), 100, 10, 24);
+        let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+        assert_eq!(code(&output), 0, "{shape}: {}", text(&output));
+        assert_stored_exactly_once_in_order(&sandbox, &expected);
+        assert!(fired(&sandbox, "drop_before_store") > 0, "{shape}");
+        assert!(
+            lookups(&sandbox, "camel", "miss") > 0,
+            "{shape}: {}",
+            sandbox.stats()
+        );
+    }
+}
+
+/// `check --db` proves the lookup route on a message the job created.
+#[test]
+fn check_proves_the_lookup_route_on_a_message_of_the_job() {
+    let sandbox = Sandbox::start(&["--lookup-route", "lower"]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 20, 4, 25);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let hits_before = lookups(&sandbox, "lower", "hit");
+
+    let mut check = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    check.args(["check", "--db", "job.sqlite"]);
+    let output = run_bounded(check, Duration::from_secs(60));
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("lookup route   proven: found message"),
+        "{said}"
+    );
+    assert!(said.contains("ready to import"), "{said}");
+    assert_eq!(lookups(&sandbox, "lower", "hit"), hits_before + 1);
 }

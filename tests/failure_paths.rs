@@ -145,14 +145,23 @@ fn unknown_outcomes_fall_back_to_the_lower_case_lookup_spelling() {
 /// The first Ctrl-C or SIGTERM mid-run: no new request starts, the ones in flight finish and are
 /// recorded (nothing left `sending`), exit 130; resume then finishes with every row once.
 fn first_signal_records_in_flight_and_resume_finishes(signal_name: &str, seed: u64) {
-    let sandbox = Sandbox::start(&["--latency-ms", "20"]);
+    let sandbox = Sandbox::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let expected = write_csv(&dir.path().join("in.csv"), 800, 16, seed);
+    // Held at the door mid-way, so the signal reaches a run that is still sending, with
+    // requests in flight; they go through once it has seen the signal.
+    sandbox.hold_after(150);
     let mut run = Watched::spawn(run_command(dir.path(), &sandbox, &[]));
-    wait_until(LIMIT, "sending under way", || {
-        sandbox.stored() >= 100 || run.child.try_wait().unwrap().is_some()
+    wait_until(LIMIT, "requests held mid-run", || {
+        sandbox.stat(&["held"]) > 0
     });
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "the run ended first"
+    );
     signal(&run.child, signal_name);
+    run.wait_for_line("interrupted", LIMIT);
+    sandbox.release();
     let status = run.wait(LIMIT);
     assert_eq!(status.code(), Some(130), "{}", run.stderr_text());
     assert!(
@@ -193,12 +202,10 @@ fn a_second_ctrl_c_exits_at_once_while_requests_are_held_and_resume_finishes() {
     let sandbox = Sandbox::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let expected = write_csv(&dir.path().join("in.csv"), 160, 8, 33);
+    // After 40 requests every request waits in the sandbox: the first Ctrl-C cannot finish
+    // them, and the run cannot end before the signals.
+    sandbox.hold_after(40);
     let mut run = Watched::spawn(run_command(dir.path(), &sandbox, &["--concurrency", "4"]));
-    wait_until(LIMIT, "sending under way", || {
-        sandbox.stored() >= 20 || run.child.try_wait().unwrap().is_some()
-    });
-    // From here every request waits in the sandbox: the first Ctrl-C cannot finish them.
-    sandbox.hold();
     wait_until(LIMIT, "creates held in the sandbox", || {
         sandbox.stat(&["held"]) >= 1
     });
@@ -231,4 +238,68 @@ fn a_second_ctrl_c_exits_at_once_while_requests_are_held_and_resume_finishes() {
     let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &["--request-timeout", "2"]);
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+#[test]
+fn a_403_mid_run_stops_with_exit_3_and_the_rows_resume() {
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 200, 10, 34);
+    // Some rows go, then the door closes; the key loses its create role while requests wait.
+    sandbox.hold_after(40);
+    let mut run = Watched::spawn(run_command(dir.path(), &sandbox, &[]));
+    wait_until(LIMIT, "creates held mid-run", || {
+        sandbox.stat(&["held"]) > 0
+    });
+    sandbox.post("/_sandbox/forbid");
+    sandbox.release();
+    let status = run.wait(LIMIT);
+    assert_eq!(status.code(), Some(3), "{}", run.stderr_text());
+    assert!(run.stderr_text().contains("403"), "{}", run.stderr_text());
+    assert!(
+        sandbox.stat(&["faults_injected", "forbidden"]) > 0,
+        "{}",
+        sandbox.stats()
+    );
+    let stored = sandbox.stored();
+    assert!(stored > 0 && stored < 200, "{stored} stored");
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["failed"], 0, "{status}");
+    assert_eq!(status["counts"]["sending"], 0, "{status}");
+    assert!(
+        status["counts"]["pending"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+
+    sandbox.post("/_sandbox/restore");
+    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+#[test]
+fn retry_failed_all_sends_permanent_failures_again_and_plain_retry_failed_does_not() {
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let conversations = ["0000000000000000000fb001", DEAD_CONVERSATION];
+    write_conversations(&dir.path().join("in.csv"), &conversations, 3);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    let dead_creates = || sandbox.stat(&["creates_by_conversation", DEAD_CONVERSATION]);
+    assert_eq!(dead_creates(), 1, "{}", sandbox.stats());
+
+    // A 404 is permanent: `--retry-failed` (transient failures only) leaves it alone.
+    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &["--retry-failed"]);
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert_eq!(dead_creates(), 1, "{}", sandbox.stats());
+
+    // `=all` puts every failed row back: the conversation's first row is sent again (and
+    // answered 404 again), its later rows fail unsent behind it as before.
+    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &["--retry-failed=all"]);
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert_eq!(dead_creates(), 2, "{}", sandbox.stats());
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["failed"], 3, "{status}");
+    assert_eq!(status["counts"]["succeeded"], 3, "{status}");
+    assert_eq!(sandbox.stored(), 3);
 }

@@ -174,3 +174,65 @@ fn without_rate_headers_the_import_paces_as_before_and_says_so_once() {
     assert_eq!(status["pacing"]["rate_headers_missing"], true, "{status}");
     assert_eq!(status["pacing"]["adaptive"], false, "{status}");
 }
+
+#[test]
+fn a_row_answered_429_more_than_50_times_fails_and_holds_its_conversation() {
+    // Every create is answered 429 at once (Retry-After 0: each pause is the importer's
+    // shortest), so only the per-row bound ends the run.
+    let sandbox = Sandbox::start(&["--error-429", "1", "--retry-after-value", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 3, 1, 65);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    // The first row: its first send and 50 more, each answered 429; the rows behind it never go.
+    assert_eq!(injected_429s(&sandbox), 51, "{}", sandbox.stats());
+    assert_eq!(sandbox.stat(&["creates"]), 51, "{}", sandbox.stats());
+    assert_eq!(sandbox.stored(), 0);
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["failed"], 1, "{status}");
+    assert_eq!(status["held"], 2, "{status}");
+    let report = report_rows(dir.path(), "job.sqlite");
+    let failed: Vec<_> = report.iter().filter(|r| r["state"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{report:?}");
+    assert_eq!(failed[0]["errorCode"], "rate_limited", "{report:?}");
+    assert!(
+        failed[0]["errorMessage"].contains("429 50 times"),
+        "{report:?}"
+    );
+}
+
+/// `--reserve N` and `--reserve P%`: the import leaves that much of every window to the org's
+/// other clients. Counted by the sandbox: with no other client, no window counts more than the
+/// limit minus the reserve (plus the probe of one request a second while the import yields),
+/// and nothing is refused.
+#[test]
+fn the_reserve_is_left_free_in_every_window() {
+    for (reserve, requests) in [("40", 40u64), ("25%", 25)] {
+        let sandbox = Sandbox::start(&["--org-limit", "100", "--window-secs", "2"]);
+        let dir = tempfile::tempdir().unwrap();
+        let expected = write_csv(&dir.path().join("in.csv"), 150, 15, 66);
+        let output = run_job(
+            dir.path(),
+            &sandbox,
+            ADMIN_KEY,
+            "in.csv",
+            &["--max-rpm", "60000", "--reserve", reserve],
+        );
+        assert_eq!(code(&output), 0, "{reserve}: {}", text(&output));
+        assert_stored_exactly_once_in_order(&sandbox, &expected);
+        let status = status_json(dir.path(), "job.sqlite");
+        assert_eq!(status["pacing"]["reserve"], requests, "{reserve}: {status}");
+        let most = sandbox.stat(&["max_requests_in_a_window"]);
+        assert!(
+            most <= 100 - requests + 2,
+            "{reserve}: {most} requests in one window: {}",
+            sandbox.stats()
+        );
+        assert_eq!(
+            sandbox.stat(&["faults_injected", "rate_limited_org"]),
+            0,
+            "{reserve}: {}",
+            sandbox.stats()
+        );
+    }
+}

@@ -257,6 +257,8 @@ fn run_refuses_a_checkpoint_that_holds_a_job() {
 
 #[test]
 fn configuration_errors_exit_2_and_send_nothing() {
+    // Every command points at a live sandbox, so "nothing sent" is counted, not assumed.
+    let sandbox = Sandbox::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     write_csv(&dir.path().join("in.csv"), 5, 1, 4);
     let cases: Vec<(Vec<&str>, Option<&str>, &str)> = vec![
@@ -287,11 +289,11 @@ fn configuration_errors_exit_2_and_send_nothing() {
             Some("k"),
             "no checkpoint",
         ),
-        (vec!["frobnicate"], None, ""),
+        (vec!["frobnicate"], None, "unrecognized subcommand"),
     ];
     for (args, key, needle) in cases {
         let mut command = importer(dir.path());
-        command.args(&args);
+        command.env("KUSTOMER_BASE_URL", &sandbox.url).args(&args);
         if let Some(key) = key {
             command.env("KUSTOMER_API_KEY", key);
         }
@@ -304,6 +306,7 @@ fn configuration_errors_exit_2_and_send_nothing() {
         );
     }
     assert!(!dir.path().join("kustomer-import.sqlite").exists());
+    assert_eq!(sandbox.stat(&["requests_total"]), 0, "{}", sandbox.stats());
 }
 
 #[test]

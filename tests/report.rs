@@ -554,6 +554,9 @@ fn status_answers_during_a_run_without_disturbing_it() {
     let sandbox = Sandbox::start(&["--latency-ms", "20"]);
     let rows = 600;
     let expected = write_csv(&dir.path().join("in.csv"), rows, 4, 31);
+    // The sandbox holds the run's requests once 150 have gone through: the run cannot finish
+    // before the samples taken while it is held.
+    sandbox.hold_after(150);
     let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
     command
         .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
@@ -571,14 +574,12 @@ fn status_answers_during_a_run_without_disturbing_it() {
     };
 
     let mut samples: Vec<serde_json::Value> = Vec::new();
-    wait_until(LIMIT, "sending under way", || {
+    // Sampled while the run sends, until the sandbox holds it; then status must still
+    // answer, showing the rows in flight.
+    wait_until(LIMIT, "requests held", || {
         sample(&mut samples);
-        sandbox.stored() >= 100 || run.try_wait().unwrap().is_some()
+        sandbox.stat(&["held"]) >= 1
     });
-    // While the sandbox holds the run's requests the run cannot finish: status must answer
-    // then, showing the rows in flight.
-    sandbox.hold();
-    wait_until(LIMIT, "requests held", || sandbox.stat(&["held"]) >= 1);
     for _ in 0..3 {
         sample(&mut samples);
         let held = samples.last().expect("a sample while held");

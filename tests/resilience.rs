@@ -53,40 +53,41 @@ fn kill_9_at_several_points_then_resume_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let expected = write_csv(&dir.path().join("in.csv"), 1500, 40, 11);
 
-    // First cut: as soon as the checkpoint exists (still staging, or just done); later cuts:
-    // once sending is under way.
+    // First cut: as soon as the checkpoint exists (still staging, or just done), with the door
+    // closed so that the run cannot get further; later cuts: once sending is under way, the
+    // run held at the door after some hundreds of requests.
+    sandbox.hold();
     let mut child = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &["--concurrency", "8"]);
     wait_until(LIMIT, "the checkpoint created", || {
-        dir.path().join("job.sqlite").exists() || child.try_wait().unwrap().is_some()
+        dir.path().join("job.sqlite").exists()
     });
-    let _ = child.kill();
-    wait_child(&mut child, LIMIT);
+    kill_9_while_held(&sandbox, &mut child, LIMIT);
 
-    for threshold in [200u64, 700, 1200] {
-        let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
-        command
-            .args(["resume", "--db", "job.sqlite", "--quiet"])
-            .args(send_flags(&["--concurrency", "8"]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if staging_progress(&dir.path().join("job.sqlite")).is_none() {
+    for requests in [200u64, 500, 500] {
+        sandbox.hold_after(requests);
+        let mut child = if staging_progress(&dir.path().join("job.sqlite")).is_none() {
             // Killed before the job was recorded (no checkpoint yet, or one without a job):
             // start over with run.
-            let mut child = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &["--concurrency", "8"]);
-            wait_until(LIMIT, "messages stored", || {
-                sandbox.stored() >= threshold || child.try_wait().unwrap().is_some()
-            });
-            let _ = child.kill();
-            wait_child(&mut child, LIMIT);
-            continue;
-        }
-        let mut child = command.spawn().unwrap();
-        wait_until(LIMIT, "messages stored", || {
-            sandbox.stored() >= threshold || child.try_wait().unwrap().is_some()
+            spawn_run(dir.path(), &sandbox, ADMIN_KEY, &["--concurrency", "8"])
+        } else {
+            let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+            command
+                .args(["resume", "--db", "job.sqlite", "--quiet"])
+                .args(send_flags(&["--concurrency", "8"]))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            command.spawn().unwrap()
+        };
+        wait_until(LIMIT, "requests held mid-run", || {
+            sandbox.stat(&["held"]) > 0
         });
-        let _ = child.kill();
-        wait_child(&mut child, LIMIT);
+        kill_9_while_held(&sandbox, &mut child, LIMIT);
     }
+    assert!(
+        sandbox.stored() > 0 && sandbox.stored() < 1500,
+        "{}",
+        sandbox.stats()
+    );
     resume_until_done(dir.path(), &sandbox);
     assert_stored_exactly_once_in_order(&sandbox, &expected);
     let report = report_rows(dir.path(), "job.sqlite");
@@ -161,12 +162,12 @@ fn store_then_drop_never_duplicates_during_the_run_nor_after_resume() {
     let expected = write_csv(&dir.path().join("in.csv"), 400, 10, 13);
 
     // A run cut short while connections are being dropped, then resumed.
+    sandbox.hold_after(200);
     let mut child = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &[]);
-    wait_until(LIMIT, "messages stored", || {
-        sandbox.stored() >= 150 || child.try_wait().unwrap().is_some()
+    wait_until(LIMIT, "requests held mid-run", || {
+        sandbox.stat(&["held"]) > 0
     });
-    let _ = child.kill();
-    wait_child(&mut child, LIMIT);
+    kill_9_while_held(&sandbox, &mut child, LIMIT);
     resume_until_done(dir.path(), &sandbox);
 
     assert_stored_exactly_once_in_order(&sandbox, &expected);
@@ -304,11 +305,15 @@ fn a_checkpoint_that_cannot_grow_stops_the_run_with_exit_5_and_loses_nothing() {
 
 #[test]
 fn a_second_process_on_the_same_checkpoint_is_refused() {
-    let sandbox = Sandbox::start(&["--latency-ms", "20"]);
+    let sandbox = Sandbox::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let expected = write_csv(&dir.path().join("in.csv"), 400, 4, 18);
+    // The first run is held mid-way: still working whatever the second one takes.
+    sandbox.hold_after(40);
     let mut first = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &["--concurrency", "4"]);
-    wait_until(LIMIT, "sending under way", || sandbox.stored() >= 20);
+    wait_until(LIMIT, "the first run held mid-way", || {
+        sandbox.stat(&["held"]) > 0
+    });
 
     let second = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
     assert_eq!(code(&second), 2, "{}", text(&second));
@@ -317,10 +322,98 @@ fn a_second_process_on_the_same_checkpoint_is_refused() {
         "{}",
         text(&second)
     );
+    assert!(first.try_wait().unwrap().is_none(), "the first run ended");
+    sandbox.release();
 
     assert_eq!(wait_child(&mut first, LIMIT).code(), Some(0));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
     // Once the first process is gone the job can be resumed again (nothing left to do).
     let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
     assert_eq!(code(&output), 0, "{}", text(&output));
+}
+
+#[test]
+fn a_read_only_checkpoint_stops_the_run_with_exit_5_and_loses_nothing() {
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 100, 10, 19);
+    // Stage everything, then stop at the preflight: a revoked key sends nothing.
+    sandbox.post("/_sandbox/revoke");
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    sandbox.post("/_sandbox/restore");
+
+    // The checkpoint file read-only, its directory writable. Permissions stop nobody as root,
+    // so there the resume runs as the unprivileged user `nobody` (setpriv, util-linux).
+    use std::os::unix::fs::PermissionsExt;
+    let db = dir.path().join("job.sqlite");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Its companions (the lock file, any -wal or -shm) stay writable, as their owner's are.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("job.sqlite") && path != db {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+    }
+    let as_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|id| id.stdout.trim_ascii() == b"0");
+    let mut command = if as_root {
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin_path());
+        command
+    } else {
+        std::process::Command::new(bin_path())
+    };
+    command
+        .current_dir(dir.path())
+        .env_clear()
+        .env("KUSTOMER_API_KEY", ADMIN_KEY)
+        .env("KUSTOMER_BASE_URL", &sandbox.url)
+        .args(["resume", "--db", "job.sqlite", "--quiet"])
+        .args(send_flags(&[]));
+    let output = run_bounded(command, LIMIT);
+    assert_eq!(code(&output), 5, "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("readonly database"),
+        "{}",
+        text(&output)
+    );
+    // Nothing may be sent that the checkpoint cannot record.
+    assert_eq!(sandbox.stat(&["creates"]), 0, "{}", sandbox.stats());
+
+    // Writable again: resume reconciles whatever was in flight and finishes, each row once.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = resume(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+}
+
+#[test]
+fn a_second_run_while_the_first_is_still_staging_is_refused() {
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 5_000, 100, 20);
+    let db = dir.path().join("job.sqlite");
+    // The door is closed: whatever staging takes, the first run cannot get past its preflight.
+    sandbox.hold();
+    let mut first = spawn_run(dir.path(), &sandbox, ADMIN_KEY, &[]);
+    wait_until(
+        LIMIT,
+        "a staged batch",
+        || matches!(staging_progress(&db), Some((line, _)) if line > 0),
+    );
+    let second = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&second), 2, "{}", text(&second));
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("resume"), "{}", text(&second));
+    assert!(first.try_wait().unwrap().is_none(), "the first run ended");
+    sandbox.release();
+    assert_eq!(wait_child(&mut first, LIMIT).code(), Some(0));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
 }

@@ -1,9 +1,15 @@
 //! The commands: each takes validated configuration, drives the library modules, prints for a
 //! person, and returns the exit code. `main.rs` only maps the result to the process status.
+//!
+//! `commands/` holds one file per command family, `pipeline` the steps `run`, `resume` and the
+//! demo share (stage, send, summarise), `prepare` the record-to-row step staging and `validate`
+//! share, `signals` the interrupt, `bench` the benchmarks. `app` is the top: it may import
+//! every module of the importer, and nothing imports it.
 
 mod bench;
 mod commands;
 mod pipeline;
+mod prepare;
 mod signals;
 
 use crate::checkpoint::CheckpointError;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{Checkpoint, Job, RowState, StagedKind, StagedRow, StateCounts};
+use crate::checkpoint::{Checkpoint, Job, RowState, StagedRow, StateCounts};
 use crate::client::ApiClient;
 use crate::config::{
     format_utc, ApiConfig, ConcurrencyChoice, InputArg, SendConfig, StagingChoices,
@@ -21,6 +21,7 @@ use crate::throttle::{
     self, ConcurrencyLimit, PacingSnapshot, RateBudget, Throttle, NO_RATE_HEADERS_NOTE,
 };
 
+use super::prepare::RowPreparer;
 use super::signals::Interrupt;
 use super::AppError;
 
@@ -276,6 +277,11 @@ pub fn stage(
     let mut view = StagingView::new(display, total_bytes);
     let mut stager = checkpoint.stager();
     let mut seen = 0u64;
+    let preparer = RowPreparer {
+        format: job.format,
+        validation: &validation,
+        stamp: &stamp,
+    };
     for record in input::records_with_field_lines(source, max_field_lines(job))? {
         let record = record?;
         seen += 1;
@@ -288,23 +294,7 @@ pub fn stage(
             view.finish();
             return Ok(None);
         }
-        let kind = match &record.fields {
-            Err(reason) => StagedKind::Invalid {
-                reason: reason.clone(),
-                conversation_id: None,
-                external_id: None,
-            },
-            Ok(fields) => {
-                match row::prepare(fields, job.format, record.line, &validation, &stamp) {
-                    Ok(valid) => StagedKind::Valid(valid),
-                    Err(err) => StagedKind::Invalid {
-                        reason: err.to_string(),
-                        conversation_id: err.conversation_id.clone(),
-                        external_id: err.external_id.clone(),
-                    },
-                }
-            }
-        };
+        let kind = preparer.kind(&record);
         let state = stager.add(StagedRow {
             line: record.line,
             byte_offset: record.byte_offset,
@@ -601,6 +591,8 @@ struct Hints<'a> {
     retryable_failed: u64,
 }
 
+/// The end-of-run summary on stderr: the rows, what this run sent and spent, the commands that
+/// apply next.
 fn print_summary(
     before: &StateCounts,
     after: &StateCounts,
@@ -608,10 +600,21 @@ fn print_summary(
     throttle: Option<&(Arc<Throttle>, Arc<SendStats>)>,
     hints: Option<Hints>,
 ) {
+    let mut out = std::io::stderr().lock();
+    row_summary(&mut out, before, after, elapsed);
+    if let Some((throttle, counters)) = throttle {
+        spend_summary(&mut out, throttle, counters);
+    }
+    if let Some(hints) = hints {
+        next_commands(&mut out, after, &hints);
+    }
+}
+
+/// The rows by state, and how many this run settled how fast.
+fn row_summary(out: &mut impl Write, before: &StateCounts, after: &StateCounts, elapsed: Duration) {
     let sent_now =
         (after.succeeded + after.failed).saturating_sub(before.succeeded + before.failed);
     let secs = elapsed.as_secs_f64().max(0.001);
-    let mut out = std::io::stderr().lock();
     let _ = writeln!(
         out,
         "\n{} rows: {} succeeded, {} failed, {} invalid, {} duplicate, {} pending, {} sending",
@@ -629,67 +632,70 @@ fn print_summary(
         secs,
         sent_now as f64 / secs
     );
-    if let Some((throttle, stats)) = throttle {
-        let unknown = stats.unknown.load(Ordering::Relaxed);
-        if unknown > 0 || stats.lookups.load(Ordering::Relaxed) > 0 {
-            let _ = writeln!(
-                out,
-                "unknown outcomes: {unknown}, lookups by externalId: {}, found already created: {}",
-                stats.lookups.load(Ordering::Relaxed),
-                stats.reconciled.load(Ordering::Relaxed)
-            );
-        }
-        let budget = &throttle.budget;
-        let pacing = PacingSnapshot::of(throttle);
-        let _ = if pacing.rate_headers_missing {
-            writeln!(out, "pacing:   {}", pacing.describe())
-        } else if pacing.adaptive {
-            writeln!(
-                out,
-                "pacing:   yielded to the org's other clients for {} in all ({})",
-                pacing.yielded(),
-                pacing.rates()
-            )
-        } else {
-            Ok(())
-        };
+}
+
+/// What the run spent: unknown outcomes and lookups, pacing, requests, messages per request.
+fn spend_summary(out: &mut impl Write, throttle: &Throttle, counters: &SendStats) {
+    let unknown = counters.unknown.load(Ordering::Relaxed);
+    if unknown > 0 || counters.lookups.load(Ordering::Relaxed) > 0 {
         let _ = writeln!(
             out,
-            "requests: {} within a budget of {}/min, {} answered 429, {} common pauses{}",
-            budget.admitted.load(Ordering::Relaxed),
-            budget.requests_per_minute(),
-            budget.rate_limited.load(Ordering::Relaxed),
-            budget.pauses.load(Ordering::Relaxed),
-            if throttle.concurrency.is_adaptive() {
-                format!(", concurrency ended at {}", throttle.concurrency.limit())
+            "unknown outcomes: {unknown}, lookups by externalId: {}, found already created: {}",
+            counters.lookups.load(Ordering::Relaxed),
+            counters.reconciled.load(Ordering::Relaxed)
+        );
+    }
+    let budget = &throttle.budget;
+    let pacing = PacingSnapshot::of(throttle);
+    let _ = if pacing.rate_headers_missing {
+        writeln!(out, "pacing:   {}", pacing.describe())
+    } else if pacing.adaptive {
+        writeln!(
+            out,
+            "pacing:   yielded to the org's other clients for {} in all ({})",
+            pacing.yielded(),
+            pacing.rates()
+        )
+    } else {
+        Ok(())
+    };
+    let _ = writeln!(
+        out,
+        "requests: {} within a budget of {}/min, {} answered 429, {} common pauses{}",
+        budget.admitted.load(Ordering::Relaxed),
+        budget.requests_per_minute(),
+        budget.rate_limited.load(Ordering::Relaxed),
+        budget.pauses.load(Ordering::Relaxed),
+        if throttle.concurrency.is_adaptive() {
+            format!(", concurrency ended at {}", throttle.concurrency.limit())
+        } else {
+            String::new()
+        }
+    );
+    // Every request counts against the org's budget: how many messages each one bought.
+    let requests = budget.admitted.load(Ordering::Relaxed);
+    let created = counters.succeeded.load(Ordering::Relaxed);
+    let jobs = counters.bulk_jobs.load(Ordering::Relaxed);
+    if requests > 0 && (jobs > 0 || created > 0) {
+        let _ = writeln!(
+            out,
+            "spent:    {:.2} messages per request ({created} rows settled as created with {requests} requests{})",
+            created as f64 / requests as f64,
+            if jobs > 0 {
+                format!(
+                    "; {jobs} bulk jobs, {} extra polls",
+                    counters.bulk_polls.load(Ordering::Relaxed)
+                )
             } else {
                 String::new()
             }
         );
-        // Every request counts against the org's budget: how many messages each one bought.
-        let requests = budget.admitted.load(Ordering::Relaxed);
-        let created = stats.succeeded.load(Ordering::Relaxed);
-        let jobs = stats.bulk_jobs.load(Ordering::Relaxed);
-        if requests > 0 && (jobs > 0 || created > 0) {
-            let _ = writeln!(
-                out,
-                "spent:    {:.2} messages per request ({created} rows settled as created with {requests} requests{})",
-                created as f64 / requests as f64,
-                if jobs > 0 {
-                    format!(
-                        "; {jobs} bulk jobs, {} extra polls",
-                        stats.bulk_polls.load(Ordering::Relaxed)
-                    )
-                } else {
-                    String::new()
-                }
-            );
-        }
     }
-    let Some(hints) = hints else {
-        return;
-    };
-    let db = crate::report::shell_quoted(hints.db);
+}
+
+/// The commands that apply after this run: the report, the rejects, a retry, a resume.
+fn next_commands(out: &mut impl Write, after: &StateCounts, hints: &Hints) {
+    let db = crate::text::shell_quoted(hints.db);
     let _ = writeln!(
         out,
         "report:   kustomer-import report --db {db} [--format csv|html]"

@@ -28,14 +28,14 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, ErrorCode};
 
 pub use depths::ConversationDepth;
-pub use pacing::PacingWriter;
+pub use pacing::{PacingSnapshot, PacingWriter};
 pub use queue::{KnownMessage, QueuedRow, RetryScope};
 pub use reports::{
     Activity, ConversationTiming, ErrorClass, ErrorGroup, LatencyCount, RejectedRow, ResultBucket,
     RowOutcome, StateCounts,
 };
 pub use staging::{StagedKind, StagedRow, Stager};
-pub use store::{companion, is_empty_database, run_in_progress, Job, JobLock};
+pub use store::{companion, is_empty_database, run_in_progress, Job, JobLock, SEND_SETTINGS_KEY};
 pub(crate) use store::{open_read_write, Durability};
 pub use writer::{RowResult, WriterHandle};
 

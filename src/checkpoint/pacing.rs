@@ -6,9 +6,32 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use crate::throttle::PacingSnapshot;
-
 use super::{open_read_write, Checkpoint, Durability, Result, SqliteResultExt};
+
+/// The pacing figures of a running job, for the progress line, `status` (through this store)
+/// and the final summary. Rates are requests per minute. Plain data: `throttle` fills it
+/// (`PacingSnapshot::of`) and says it in words.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PacingSnapshot {
+    pub updated_at_ms: i64,
+    /// The share adapts to the others (the API reports its window).
+    pub adaptive: bool,
+    /// Responses came back without rate-limit headers: paced at the ceiling alone.
+    pub rate_headers_missing: bool,
+    pub ceiling_per_minute: u32,
+    pub org_limit: Option<u32>,
+    pub reserve: Option<u32>,
+    pub others_per_minute: Option<f64>,
+    pub import_per_minute: Option<f64>,
+    pub allowed_per_minute: Option<f64>,
+    /// How long the import held back for the others so far in this run.
+    pub yielded_ms: u64,
+    /// End of a common pause under way, ms since the Unix epoch.
+    pub paused_until_ms: Option<i64>,
+    /// Requests of every kind this run has sent so far, and when it began (ms since the epoch).
+    pub requests: u64,
+    pub run_started_ms: Option<i64>,
+}
 
 /// A connection of the running job that replaces the pacing row.
 pub struct PacingWriter {

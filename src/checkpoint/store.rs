@@ -260,6 +260,10 @@ fn compression_name(compression: Compression) -> &'static str {
     }
 }
 
+/// Key of the send settings inside [`Job::settings`]: an object keyed by flag name
+/// (`max-rpm`), holding only the settings given, so a report can show them as they were chosen.
+pub const SEND_SETTINGS_KEY: &str = "send";
+
 /// The job's settings and staging progress, as recorded at `run`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Job {

@@ -6,24 +6,27 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::faults::{BeforeStore, OnceStored};
+use super::creates::{answer_before_store, json_body, OVERSIZE_PADDING};
+use super::directory::CreateKind;
+use super::faults::OnceStored;
 use super::server::ConnectionKill;
 use super::state::{
-    customer_of, KeyKind, KeyProfile, LookupOutcome, NewMessage, RateSnapshot, Refusal, Shared,
-    Spelling, StoreRefusal, StoredMessage, ORG_ID, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
+    customer_of, KeyProfile, LookupOutcome, MissShape, NewMessage, RateSnapshot, Refusal, Shared,
+    Spelling, StoreRefusal, StoredMessage, ORG_ID, ROLE_ADMIN, ROLE_MESSAGE_CREATE,
+    ROLE_MESSAGE_READ,
 };
 use super::validate::{format_timestamp, is_object_id, FieldError};
-use super::{LookupSpelling, ResetUnit, SandboxError, SeedMessage};
+use super::{LookupSpelling, ResetUnit, SandboxError};
 
 const CREATE_ROUTE: &str = "/v1/conversations/{id}/messages";
 
@@ -41,19 +44,31 @@ pub(crate) struct Caller(pub(crate) &'static KeyProfile);
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/auth/tokens/current", get(current_token))
-        .route(CREATE_ROUTE, post(create_message))
+        .route(
+            CREATE_ROUTE,
+            post(create_message).get(super::conversations::list_messages),
+        )
         .route("/v1/messages/{spec}", get(lookup_message))
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/messages", get(messages))
+        .route("/_sandbox/customers", get(super::seeding::customers))
+        .route(
+            "/_sandbox/conversations",
+            get(super::seeding::conversations),
+        )
         .route("/_sandbox/revoke", post(revoke))
         .route("/_sandbox/restore", post(restore))
-        .route("/_sandbox/seed", post(seed))
+        .route("/_sandbox/seed", post(super::seeding::seed))
         .route("/_sandbox/hold", post(hold))
         .route("/_sandbox/release", post(release))
         .route("/_sandbox/redirected", any(redirected))
         .route("/_sandbox/lookups/fail", post(fail_lookups))
         .route("/_sandbox/lookups/heal", post(heal_lookups))
+        .route("/_sandbox/lookups/miss", post(miss_lookups))
+        .route("/_sandbox/forbid", post(forbid))
         .merge(super::bulk::routes())
+        .merge(super::customers::routes())
+        .merge(super::conversations::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
         .with_state(shared)
@@ -74,20 +89,21 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let is_create = request.method() == Method::POST
-        && request
-            .extensions()
-            .get::<MatchedPath>()
-            .is_some_and(|matched| matched.as_str() == CREATE_ROUTE);
-    if is_create {
-        if let Some(conversation) = create_path_conversation(request.uri().path()) {
-            shared.count_create(conversation);
+    let create = create_kind(&request);
+    match create {
+        Some(CreateKind::Message) => {
+            if let Some(conversation) = create_path_conversation(request.uri().path()) {
+                shared.count_create(conversation);
+            }
         }
+        Some(kind) => shared.with_kind_counts(kind, |counts| counts.creates += 1),
+        None => {}
     }
     let bearer = bearer_token(request.headers());
-    let (admission, rate) = shared.admit(bearer, is_create, Instant::now());
+    let is_message_create = create == Some(CreateKind::Message);
+    let (admission, rate) = shared.admit(bearer, is_message_create, Instant::now());
     let mut response = match admission {
-        Ok(_) if is_create && shared.roll_injected_429() => rate_limited_for(
+        Ok(_) if create.is_some_and(|kind| shared.roll_injected_429_for(kind)) => rate_limited_for(
             &shared,
             "Rate limit exceeded (injected)",
             rate.reset_seconds,
@@ -110,6 +126,19 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
     add_rate_headers(&shared, response.headers_mut(), rate);
     shared.record_status(response.status().as_u16());
     response
+}
+
+/// What a request creates, if it is a create (`POST` on a create route).
+fn create_kind(request: &Request) -> Option<CreateKind> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    match request.extensions().get::<MatchedPath>()?.as_str() {
+        CREATE_ROUTE => Some(CreateKind::Message),
+        super::customers::CUSTOMERS_ROUTE => Some(CreateKind::Customer),
+        super::conversations::CONVERSATIONS_ROUTE => Some(CreateKind::Conversation),
+        _ => None,
+    }
 }
 
 /// The conversation id in a create request's path.
@@ -267,27 +296,12 @@ async fn create_message(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !key.has_role(ROLE_MESSAGE_CREATE) {
+    if !key.has_role(ROLE_MESSAGE_CREATE) || shared.create_forbidden() {
         return forbidden(ROLE_MESSAGE_CREATE);
     }
-    let roll = shared.roll_faults();
-    match roll.before_store {
-        BeforeStore::Proceed => {}
-        BeforeStore::Error500 => {
-            return api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_server_error",
-                "Injected fault: internal error",
-            )
-        }
-        BeforeStore::Error503 => {
-            return api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "Injected fault: service unavailable",
-            )
-        }
-        BeforeStore::DropConnection => return drop_connection(&kill).await,
+    let roll = shared.roll_create_faults(CreateKind::Message);
+    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
+        return answer;
     }
     let conversation_id = match conversation {
         Ok(Path(id)) if is_object_id(&id) => id,
@@ -313,28 +327,9 @@ async fn create_message(
         };
         return api_error(StatusCode::NOT_FOUND, "not_found", &message);
     }
-    let body = match body {
-        Ok(bytes) => bytes,
-        Err(rejection) => {
-            return api_error(rejection.status(), "bad_request", &rejection.body_text())
-        }
-    };
-    if !is_json_content_type(&headers) {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Content-Type must be application/json",
-        );
-    }
-    let parsed: Value = match serde_json::from_slice(&body) {
+    let parsed = match json_body(&headers, body) {
         Ok(value) => value,
-        Err(error) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("Malformed JSON: {error}"),
-            )
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     let attributes = match shared.validator.validate(parsed) {
         Ok(attributes) => attributes,
@@ -349,8 +344,8 @@ async fn create_message(
         }
     } else {
         let stored = shared.store(message, Instant::now());
-        if stored.is_ok() {
-            shared.count_once_stored(outcome);
+        if let Ok(message) = &stored {
+            shared.count_once_stored(outcome, message_external_id(message));
         }
         stored
     };
@@ -374,8 +369,8 @@ async fn store_slowly(
     let landing = tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         let stored = shared.store(message, Instant::now());
-        if stored.is_ok() {
-            shared.count_once_stored(OnceStored::Slow);
+        if let Ok(message) = &stored {
+            shared.count_once_stored(OnceStored::Slow, message_external_id(message));
         }
         stored
     });
@@ -409,7 +404,7 @@ async fn answer_stored(
 
 /// What a server or the gateway in front of it answers after the write went through: an HTML
 /// page for gateway statuses (502, 504, Cloudflare's 520-529), the usual JSON error otherwise.
-fn gateway_error(status: u16) -> Response {
+pub(crate) fn gateway_error(status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let reason = status.canonical_reason().unwrap_or("Server Error");
     let code = status.as_u16();
@@ -462,7 +457,7 @@ pub(crate) fn prepare_message(
     };
     let sent_created_by = sent_by(&mut attributes, "createdBy");
     let sent_modified_by = sent_by(&mut attributes, "modifiedBy");
-    let (created_by, modified_by) = if key.kind == KeyKind::Admin {
+    let (created_by, modified_by) = if key.has_role(ROLE_ADMIN) {
         let created_by = sent_created_by.unwrap_or_else(|| key.user_id.to_owned());
         let modified_by = sent_modified_by.unwrap_or_else(|| key.user_id.to_owned());
         (created_by, modified_by)
@@ -520,12 +515,23 @@ async fn lookup_message(
             ),
         };
     };
-    if shared.lookup_fails() {
-        return api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "Lookups are failing (POST /_sandbox/lookups/fail)",
-        );
+    shared.note_lookup(external_id);
+    match shared.lookup_fails() {
+        None => {}
+        Some(408) => {
+            return api_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Lookups are timing out (POST /_sandbox/lookups/fail?status=408)",
+            )
+        }
+        Some(_) => {
+            return api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Lookups are failing (POST /_sandbox/lookups/fail)",
+            )
+        }
     }
     if shared.roll_lookup_429() {
         return rate_limited(&shared, "Rate limit exceeded");
@@ -548,13 +554,26 @@ async fn lookup_message(
         shared.count_lookup(spelling, LookupOutcome::NoRoute);
         return not_found();
     }
-    let found = shared.by_external_id(external_id);
+    let mut found = shared.by_external_id(external_id);
+    if shared.config.lookup_other_first {
+        shared.put_other_first(&mut found);
+    }
     let Some(latest) = found.first() else {
         shared.count_lookup(spelling, LookupOutcome::Miss);
-        if shared.config.not_found_as_empty {
-            return (StatusCode::OK, Json(json!({"data": []}))).into_response();
-        }
-        return not_found();
+        let shape = shared.miss_shape().or(shared
+            .config
+            .not_found_as_empty
+            .then_some(MissShape::EmptyList));
+        return match shape {
+            Some(MissShape::EmptyList) => {
+                (StatusCode::OK, Json(json!({"data": []}))).into_response()
+            }
+            Some(MissShape::Null) => (StatusCode::OK, Json(json!({"data": null}))).into_response(),
+            Some(MissShape::EmptyObject) => {
+                (StatusCode::OK, Json(json!({"data": {}}))).into_response()
+            }
+            None => not_found(),
+        };
     };
     shared.count_lookup(spelling, LookupOutcome::Hit);
     if shared.config.lookup_list {
@@ -575,13 +594,52 @@ async fn messages(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.messages()).into_response()
 }
 
-async fn fail_lookups(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_lookups_failing(true);
+/// `?status=408`: lookups time out instead of answering 503.
+#[derive(Deserialize)]
+struct FailLookups {
+    status: Option<u16>,
+}
+
+async fn fail_lookups(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<FailLookups>,
+) -> StatusCode {
+    match query.status {
+        None | Some(503) => shared.set_lookups_failing(Some(503)),
+        Some(408) => shared.set_lookups_failing(Some(408)),
+        Some(_) => return StatusCode::BAD_REQUEST,
+    }
     StatusCode::NO_CONTENT
 }
 
 async fn heal_lookups(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_lookups_failing(false);
+    shared.set_lookups_failing(None);
+    shared.set_miss_shape(None);
+    StatusCode::NO_CONTENT
+}
+
+/// `?data=null|object|list`: the `data` of a lookup miss answered 200.
+#[derive(Deserialize)]
+struct MissLookups {
+    data: String,
+}
+
+async fn miss_lookups(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<MissLookups>,
+) -> StatusCode {
+    let shape = match query.data.as_str() {
+        "list" => MissShape::EmptyList,
+        "null" => MissShape::Null,
+        "object" => MissShape::EmptyObject,
+        _ => return StatusCode::BAD_REQUEST,
+    };
+    shared.set_miss_shape(Some(shape));
+    StatusCode::NO_CONTENT
+}
+
+async fn forbid(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.set_creates_forbidden(true);
     StatusCode::NO_CONTENT
 }
 
@@ -592,11 +650,21 @@ async fn revoke(State(shared): State<Arc<Shared>>) -> StatusCode {
 
 async fn restore(State(shared): State<Arc<Shared>>) -> StatusCode {
     shared.set_admin_revoked(false);
+    shared.set_creates_forbidden(false);
     StatusCode::NO_CONTENT
 }
 
-async fn hold(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_hold(true);
+/// `?after=N`: let N more `/v1` requests through first.
+#[derive(Deserialize)]
+struct HoldAfter {
+    after: Option<u64>,
+}
+
+async fn hold(State(shared): State<Arc<Shared>>, Query(query): Query<HoldAfter>) -> StatusCode {
+    match query.after {
+        Some(passes) => shared.hold_after(passes),
+        None => shared.set_hold(true),
+    }
     StatusCode::NO_CONTENT
 }
 
@@ -611,103 +679,14 @@ async fn redirected(State(shared): State<Arc<Shared>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-/// The machine user of the "other integration" that seeded messages come from.
-const SEED_USER: &str = "65a00000000000000000d0d4";
-
-/// Stores messages as another integration would have: every item is checked before any is
-/// stored. Answers 201 `{"data":[{"id","conversationId","externalId"}, ..]}`.
-async fn seed(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let items: Vec<SeedMessage> = match body
-        .map_err(|rejection| rejection.body_text())
-        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|error| error.to_string()))
-    {
-        Ok(items) => items,
-        Err(why) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("Expected a JSON array of {{conversationId, externalId}}: {why}"),
-            )
-        }
-    };
-    if let Some(bad) = items.iter().find(|item| {
-        !is_object_id(&item.conversation_id)
-            || item
-                .conversation_id
-                .starts_with(UNKNOWN_CONVERSATION_PREFIX)
-    }) {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!(
-                "conversationId {:?} is not an existing conversation (24 lowercase hex, not dead...)",
-                bad.conversation_id
-            ),
-        );
-    }
-    if let Some(bad) = items
-        .iter()
-        .find(|item| item.external_id.is_empty() || item.external_id.chars().count() > 256)
-    {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!(
-                "externalId {:?} must hold 1 to 256 characters",
-                bad.external_id
-            ),
-        );
-    }
-    let now = format_timestamp(jiff::Timestamp::now());
-    let messages = items
-        .into_iter()
-        .map(|item| {
-            let attributes = json!({
-                "channel": "email",
-                "app": "other-integration",
-                "externalId": item.external_id,
-                "direction": "in",
-                "createdAt": now,
-                "modifiedAt": now,
-                "sentAt": now,
-                "updatedAt": now,
-                "meta": {},
-            });
-            NewMessage {
-                customer_id: customer_of(&item.conversation_id),
-                conversation_id: item.conversation_id,
-                created_by: SEED_USER.to_owned(),
-                modified_by: SEED_USER.to_owned(),
-                attributes: match attributes {
-                    Value::Object(map) => map,
-                    _ => Map::new(),
-                },
-                counts_against_customer: false,
-            }
-        })
-        .collect();
-    let seeded: Vec<Value> = shared
-        .seed(messages)
-        .iter()
-        .map(|stored| {
-            json!({
-                "id": stored.id,
-                "conversationId": stored.conversation_id,
-                "externalId": stored.attributes.get("externalId"),
-            })
-        })
-        .collect();
-    (StatusCode::CREATED, Json(json!({ "data": seeded }))).into_response()
-}
-
 /// The JSON:API document Kustomer answers for one message, serialised without copying it.
 #[derive(Serialize)]
-struct MessageDocument<'a> {
-    data: MessageResource<'a>,
+pub(crate) struct MessageDocument<'a> {
+    pub(crate) data: MessageResource<'a>,
 }
 
 #[derive(Serialize)]
-struct MessageResource<'a> {
+pub(crate) struct MessageResource<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     /// None only for the `created_without_id` fault (which drops `links` too: they name the id).
@@ -737,9 +716,6 @@ struct PaddedDocument<'a> {
 struct Padding {
     padding: String,
 }
-
-/// Size of the `oversize_body` padding: twice the 1 MiB a client should read at most.
-const OVERSIZE_PADDING: usize = 2 * 1024 * 1024;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -771,7 +747,7 @@ struct Links {
 }
 
 impl<'a> MessageDocument<'a> {
-    fn of(message: &'a StoredMessage) -> Self {
+    pub(crate) fn of(message: &'a StoredMessage) -> Self {
         // Type names and link collections as in the spec's example response.
         let relationship = |kind: &'static str, collection: &str, id: &'a str| Relationship {
             data: ResourceId { kind, id },
@@ -816,4 +792,8 @@ impl<'a> MessageDocument<'a> {
             data: self.data,
         }
     }
+}
+
+fn message_external_id(message: &StoredMessage) -> Option<&str> {
+    message.attributes.get("externalId").and_then(Value::as_str)
 }

@@ -6,9 +6,14 @@
 //!
 //! | key | roles | audit fields |
 //! |---|---|---|
-//! | [`ADMIN_KEY`] | `org.admin`, `org.permission.message.create`, `org.permission.message.read`, `org.permission.bulk.read`, legacy `org.user.message.write`/`read` | `createdAt`, `createdBy`, `modifiedAt`, `modifiedBy` kept as sent (defaults: now / the key's user) |
-//! | [`AGENT_KEY`] | `org.permission.message.create`, `org.permission.message.read` | silently overwritten with now and the key's machine user |
+//! | [`ADMIN_KEY`] | `org.admin`, `org.permission.message.create`, `org.permission.message.read`, `org.permission.bulk.read`, legacy `org.user.message.write`/`read`, the four customer and conversation roles | `createdAt`, `createdBy`, `modifiedAt`, `modifiedBy` kept as sent (defaults: now / the key's user) |
+//! | [`AGENT_KEY`] | `org.permission.message.create`, `org.permission.message.read`, the four customer and conversation roles | silently overwritten with now and the key's machine user |
 //! | [`READONLY_KEY`] | `org.permission.message.read` | creating answers 403 |
+//! | [`MESSAGES_ONLY_KEY`] | as [`ADMIN_KEY`] without the customer and conversation roles (not revoked with it) | kept as sent |
+//!
+//! The customer and conversation roles: `org.permission.customer.read`,
+//! `org.permission.customer.create`, `org.permission.conversation.read`,
+//! `org.permission.conversation.create`.
 //!
 //! Every key has its own machine user id and all belong to one org (24-hex ids).
 //!
@@ -179,40 +184,132 @@
 //! - `POST /_sandbox/bulk/hold` / `POST /_sandbox/bulk/release` (204): in between, jobs still go
 //!   `running` but store no item, so a test can hold a job mid-way instead of timing it.
 //!
+//! # Customers and conversations (issue 16)
+//! Code in `customers.rs`, `conversations.rs`, `creates.rs` (the create path every kind shares),
+//! `directory.rs` (storage, counters), `seeding.rs` and `keys.rs` (keys and roles). Bodies are
+//! checked against the OpenAPI request schemas (`create_customer_schema.json`,
+//! `create_conversation_schema.json`, adapted as `validate` says); schema errors are the
+//! JSON:API 400 of messages. Ids are 24-hex.
+//! - `POST /v1/customers` (role `org.permission.customer.create`): no field required. Order as
+//!   for messages: role (403), fault dice, `Content-Type`/JSON (400), schema (400), store, the
+//!   once-stored dice. 201 `{"data":{"type":"customer","id","attributes":{..what was sent
+//!   (date-times normalised), "displayName", "emails":[{"email","type","verified":false,
+//!   "id":null}], "phones", "externalIds":[{"externalId","verified":true,"id":null}], empty
+//!   collections, "createdAt" (as sent, else now), "updatedAt", "modifiedAt", "importedAt",
+//!   "conversationCounts", "verified", "rev"},"relationships":{"org","messages","createdBy",
+//!   "modifiedBy"},"links":{"self":"/v1/customers/<id>"}}}`. `externalId` is not unique.
+//! - `GET /v1/customers/externalId=<id>`, `GET /v1/customers/email=<email>` (url-decoded;
+//!   matches any of a customer's `emails` case-insensitively), role
+//!   `org.permission.customer.read`: 200 with the latest such customer's document, else 404
+//!   (`not_found`), or 200 `{"data": []}` with [`SandboxConfig::not_found_as_empty`]; with
+//!   [`SandboxConfig::lookup_list`] a hit answers `{"data": [..]}`, every match newest first.
+//!   Before that, the lookup faults: 503 while `POST /_sandbox/lookups/fail` holds, the
+//!   `lookup_429` dice (same stream as message lookups). `GET /v1/customers/<id>`: by id, no
+//!   lookup faults.
+//! - `POST /v1/conversations` (role `org.permission.conversation.create`): as a customer
+//!   create; `customer` is required by the schema (400), and must name a customer created or
+//!   seeded here, else 404 `Customer <id> not found`. 201 with the spec's document:
+//!   `data.attributes` (what was sent but `id`/`customer`, defaults `name` "", `status` open,
+//!   `direction` in, `createdAt` now, counts 0, empty collections, `rev` 1),
+//!   `data.relationships.customer.data` `{"type":"customer","id"}`, `org`, `messages`,
+//!   `createdBy`, `modifiedBy`, `data.links.self`.
+//! - `GET /v1/conversations/externalId=<id>` (role `org.permission.conversation.read`): as the
+//!   customer lookups (latest, 404 / empty data, lookup faults). `GET /v1/conversations/<id>`:
+//!   by id.
+//! - A message stored (single, bulk or seeded) into a conversation created or seeded here joins
+//!   its customer (`relationships.customer`, and the per-customer limit). Every other
+//!   conversation id behaves as before: it exists unless it starts with `dead`.
+//! - `GET /v1/conversations/{id}/messages?page=N&pageSize=M` (role
+//!   `org.permission.message.read`, as the spec says): 400 unless the id is 24 lowercase hex or
+//!   `page`/`pageSize` are not whole numbers of at least 1; 404 for a `dead..` id; then the
+//!   lookup faults; then 200 `{"meta":{"pageSize","page"},"data":[message documents in storing
+//!   order],"links":{"self","first","prev","next"}}` (`prev`/`next` null at the ends; links
+//!   `/v1/conversations/<id>/messages?page=N&pageSize=M`). `page` defaults to 1, `pageSize` to
+//!   and at most [`MAX_PAGE_SIZE`] (larger asks get 100, and `meta.pageSize` says so).
+//! - Faults: [`SandboxConfig::fault_scope`] ([`FaultScope`], default every kind) says which
+//!   creates (messages, customers, conversations) the create dice and `error_429` apply to. A
+//!   kind in scope draws its three numbers from the one fault stream exactly as a message create
+//!   does, with the same outcomes and answers (500, 503, drop before store, store then drop,
+//!   store then error, slow store, 202, without id, oversize); a kind out of scope draws nothing,
+//!   so a test that creates only messages keeps its dice whatever the scope.
+//!   `revoke_admin_after` counts message creates only. Hold/release, latency, auth, the org
+//!   limit and the rate headers come from the one gate.
+//! - [`SandboxConfig::lookup_other_first`]: a message lookup by externalId answers messages
+//!   seeded by another integration first (so, when an import collides with a seeded message,
+//!   the other conversation's message; with `lookup_list`, seeded ones first).
+//! - Stats: `customers` and `conversations` ([`KindCounts`]): `creates` (requests received),
+//!   `stored`, `seeded`, `duplicate_external_ids`, `lookups` (`external_id` and `email`
+//!   `{hit, miss}`, `lookup_429`, `lookup_503`), `message_list_reads` (conversations) and
+//!   `faults` ([`CreateFaultCounts`]: `error_500`, `error_503`, `drop_before_store`,
+//!   `store_then_drop`, `store_then_error`, `slow_store`, `accepted_202`, `created_without_id`,
+//!   `oversize_body`, `injected_429`), each also counted in the top-level `faults_injected`,
+//!   `injected_429` and `dropped_connections`; `lookups.other_first` counts lookups whose
+//!   leading message `lookup_other_first` changed.
+//!
 //! # Control endpoints (no auth, not rate limited, not counted in the stats)
 //! - `GET /_sandbox/stats`: [`SandboxStats`] as JSON.
 //! - `GET /_sandbox/messages`: [`MessagesDump`] as JSON, `{"conversations":{"<id>":[{id,
 //!   externalId, sentAt, createdAt, createdBy, modifiedAt, modifiedBy, importedAt, direction,
 //!   preview}, ..]}}`, each list in the order stored.
 //! - `POST /_sandbox/revoke`: revokes [`ADMIN_KEY`] now (204).
-//! - `POST /_sandbox/restore`: un-revokes it and disarms `revoke_admin_after` (204).
+//! - `POST /_sandbox/restore`: un-revokes it, disarms `revoke_admin_after` and lifts
+//!   `/_sandbox/forbid` (204).
 //! - `POST /_sandbox/seed` with `[{"conversationId": "<24 hex>", "externalId": ".."}, ..]`:
 //!   stores those messages as if another integration had created them (app `other-integration`,
 //!   now as every time, no limits, no faults); 201 `{"data":[{id, conversationId, externalId}]}`,
 //!   or 400 storing nothing if any item is malformed or names a `dead..` conversation. Lookups
 //!   see them like any message; `/_sandbox/messages` marks them `"seeded": true`; they count in
 //!   `seeded`, not in `messages_stored`, and never as duplicates (an imported message whose
-//!   externalId only a seeded one carries is no duplicate).
+//!   externalId only a seeded one carries is no duplicate). A JSON object instead seeds
+//!   customers and conversations too, every item checked before any is stored (400 storing
+//!   nothing): `{"customers":[{"externalId"?, "name"?, "emails"?: ["Any@Case.com"]}],
+//!   "conversations":[{"externalId"?, "name"?, "customer": "<id>" | "customerExternalId":
+//!   ".."}], "messages":[{"conversationId": "<id>" | "conversationExternalId": "..",
+//!   "externalId": ".."}]}` (each list optional; seeded in that order, so a conversation may
+//!   name a customer of the same request). 201 `{"data":{"customers":[{id, externalId}],
+//!   "conversations":[{id, externalId, customer}],"messages":[{id, conversationId,
+//!   externalId}]}}`. Seeded ones count in `seeded` of their kind, never as created.
+//! - `GET /_sandbox/customers`, `GET /_sandbox/conversations`: [`RecordsDump`], `{"records":
+//!   [{id, externalId, name, emails, customer, importedAt, createdAt, seeded}, ..] (storing
+//!   order), "createdByExternalId": {"<externalId>": n}}` (creates only, seeded excepted: 1
+//!   everywhere means exactly once).
 //! - `POST /_sandbox/hold`: from now on every `/v1` request waits (in flight, before latency and
 //!   auth) until `POST /_sandbox/release` (both 204). Tests use it to keep requests in flight
 //!   for as long as they need, instead of guessing with latency; stats show `held` (waiting now)
-//!   and `in_flight`.
+//!   and `in_flight`. `POST /_sandbox/hold?after=N`: the next N `/v1` requests pass, then the
+//!   hold engages by itself (a run stopped at a point of the test's choosing, never after it
+//!   ended); `release` also disarms it.
 //! - `POST /_sandbox/lookups/fail`: from now on every lookup by externalId answers 503 (counted
 //!   in `faults_injected.lookup_503`) while creates still work, until `POST
 //!   /_sandbox/lookups/heal` (both 204): a read path that is down, so an unknown outcome stays
-//!   unknown until it heals.
+//!   unknown until it heals. `?status=408`: they answer 408 instead (`lookup_408`).
+//! - `POST /_sandbox/lookups/miss?data=null|object|list` (204): from now on a lookup miss on an
+//!   accepted spelling answers 200 `{"data": null}`, `{"data": {}}` or `{"data": []}`; `heal`
+//!   restores the configured answer.
+//! - `POST /_sandbox/forbid` (204): from now on every create answers 403 (`forbidden`, as if the
+//!   key lost `org.permission.message.create`; counted in `faults_injected.forbidden`) until
+//!   `POST /_sandbox/restore`.
 //! - `/_sandbox/redirected`, any method: counts a hit in `redirect_hits` (204). Point
 //!   `redirect_to` at it (`/_sandbox/redirected`) to prove a client never follows a redirect.
 //!
 //! [`SandboxStats`] also counts `creates` (create requests received, answered or not, before
 //! auth), `creates_by_conversation` (the same by path conversation id) and `lookups`: per
 //! spelling (`camel` = `externalId=`, `lower` = `externalid=`) how many were a `hit`, a `miss`
-//! or answered `no_route`, plus `lookup_429`.
+//! or answered `no_route`, plus `lookup_429`; `max_requests_in_a_window` (the most requests the
+//! org window counted in one window) and `lookup_after_unknown_outcome_min_ms` (the shortest
+//! wait between a stored create answered with no usable answer and the first lookup of its
+//! externalId, on the sandbox's clock: how long the client let it settle).
 
 mod api;
 mod bulk;
+mod conversations;
+mod creates;
+mod customers;
+mod directory;
 mod faults;
+mod keys;
 mod live;
+mod seeding;
 mod server;
 mod state;
 mod validate;
@@ -232,6 +329,12 @@ pub use bulk::{
 };
 use state::Shared;
 
+pub use conversations::MAX_PAGE_SIZE;
+pub use creates::FaultScope;
+pub use directory::{
+    CreateFaultCounts, HitMiss, KindCounts, KindLookupCounts, RecordsDump, SandboxRecord,
+};
+
 pub use live::{LiveClientStats, LivePattern};
 
 /// Bearer key with `org.admin`: audit fields are kept as sent.
@@ -240,6 +343,9 @@ pub const ADMIN_KEY: &str = "sandbox-admin-key";
 pub const AGENT_KEY: &str = "sandbox-agent-key";
 /// Bearer key that may read messages but not create them (creating answers 403).
 pub const READONLY_KEY: &str = "sandbox-readonly-key";
+/// Bearer key with `org.admin` and the message roles but none of the customer and conversation
+/// roles: the importer's preflight must refuse a file that needs them.
+pub const MESSAGES_ONLY_KEY: &str = "sandbox-messages-only-key";
 
 /// Kustomer's documented per-customer limit of created messages per minute.
 pub const DEFAULT_CUSTOMER_LIMIT: u32 = 120;
@@ -289,6 +395,11 @@ pub struct SandboxConfig {
     /// Bulk jobs (issues 9 and 13): processing time, batches, order, item errors, faults of
     /// the results and of their reads.
     pub bulk: BulkConfig,
+    /// Which kinds of create the fault dice apply to (issue 16; default every kind).
+    pub fault_scope: FaultScope,
+    /// A message lookup by externalId answers the messages seeded by another integration first
+    /// (single answer: the latest seeded one; list: seeded ones first, each group newest first).
+    pub lookup_other_first: bool,
 }
 
 impl SandboxConfig {
@@ -315,6 +426,8 @@ impl SandboxConfig {
             redirect_to: None,
             error_body_text: None,
             bulk: BulkConfig::default(),
+            fault_scope: FaultScope::default(),
+            lookup_other_first: false,
         }
     }
 }
@@ -447,9 +560,23 @@ pub struct SandboxStats {
     /// `/v1` requests waiting on `POST /_sandbox/hold` right now.
     #[serde(default)]
     pub held: u64,
+    /// The most requests charged to the org in one rate-limit window (the live client's too).
+    #[serde(default)]
+    pub max_requests_in_a_window: u64,
+    /// The shortest time, in ms, from a create stored but answered with no usable answer
+    /// (`store_then_drop`, `store_then_error`) to the first lookup of its externalId; null
+    /// until such a lookup arrives.
+    #[serde(default)]
+    pub lookup_after_unknown_outcome_min_ms: Option<u64>,
     /// Bulk jobs, items, polls and results reads (`bulk_*` keys at the top level).
     #[serde(flatten, default)]
     pub bulk: BulkStats,
+    /// Customer creates, lookups and faults (issue 16).
+    #[serde(default)]
+    pub customers: KindCounts,
+    /// Conversation creates, lookups, messages listings and faults (issue 16).
+    #[serde(default)]
+    pub conversations: KindCounts,
 }
 
 /// ExternalId lookups (`GET /v1/messages/externalId=..` and `externalid=..`) that reached the
@@ -461,7 +588,11 @@ pub struct LookupCounts {
     /// `externalid=`.
     pub lower: SpellingCounts,
     /// Lookups answered 429 by the `lookup_429` dice (either spelling; not in the above).
+    /// Also counts the customer and conversation reads it answered 429 (see their sections).
     pub lookup_429: u64,
+    /// Hits answered with a seeded message first under `lookup_other_first`.
+    #[serde(default)]
+    pub other_first: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -498,6 +629,12 @@ pub struct FaultCounts {
     /// Lookups answered 503 while `POST /_sandbox/lookups/fail` is in force.
     #[serde(default)]
     pub lookup_503: u64,
+    /// Lookups answered 408 while `POST /_sandbox/lookups/fail?status=408` is in force.
+    #[serde(default)]
+    pub lookup_408: u64,
+    /// Creates answered 403 while `POST /_sandbox/forbid` is in force.
+    #[serde(default)]
+    pub forbidden: u64,
     /// `/v1` requests answered 307 by `redirect_to`.
     #[serde(default)]
     pub redirected: u64,
@@ -561,6 +698,16 @@ impl RunningSandbox {
     /// The same listing as `GET /_sandbox/messages`.
     pub fn messages(&self) -> MessagesDump {
         self.shared.messages()
+    }
+
+    /// The same listing as `GET /_sandbox/customers`.
+    pub fn customers(&self) -> RecordsDump {
+        self.shared.world().directory.customers_dump()
+    }
+
+    /// The same listing as `GET /_sandbox/conversations`.
+    pub fn conversations(&self) -> RecordsDump {
+        self.shared.world().directory.conversations_dump()
     }
 
     /// Revokes (`true`) or restores (`false`) [`ADMIN_KEY`], like the control endpoints.
@@ -660,3 +807,6 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod directory_tests;

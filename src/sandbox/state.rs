@@ -3,7 +3,7 @@
 //! (or O(log n) in a map) so the lock is held only briefly per request.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,86 +12,21 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::directory::{index_external_id, Directory};
 use super::faults::{FaultRoll, OnceStored};
-use super::validate::MessageValidator;
-use super::{
-    FaultCounts, LookupCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats,
-    ADMIN_KEY, AGENT_KEY, READONLY_KEY,
+use super::validate::BodyValidator;
+use super::{FaultCounts, LookupCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats};
+// The keys and roles live in `keys`; re-exported so that `state::KeyProfile` etc. still resolve.
+pub(crate) use super::keys::{
+    key_profile, KeyKind, KeyProfile, ROLE_ADMIN, ROLE_CONVERSATION_CREATE, ROLE_CONVERSATION_READ,
+    ROLE_CUSTOMER_CREATE, ROLE_CUSTOMER_READ, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
 };
-
-pub(crate) const ROLE_ADMIN: &str = "org.admin";
-pub(crate) const ROLE_MESSAGE_CREATE: &str = "org.permission.message.create";
-pub(crate) const ROLE_MESSAGE_READ: &str = "org.permission.message.read";
 
 /// The one org every key belongs to.
 pub(crate) const ORG_ID: &str = "5f1e2d3c4b5a69788796a5b4";
 
 /// The limit header value sent when the org has no limit.
 pub(crate) const UNLIMITED: u32 = 1_000_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyKind {
-    Admin,
-    Agent,
-    ReadOnly,
-}
-
-/// What the server knows about one API key.
-#[derive(Debug)]
-pub(crate) struct KeyProfile {
-    pub kind: KeyKind,
-    pub token_id: &'static str,
-    pub name: &'static str,
-    /// The key's machine user, author of what the key creates unless `org.admin` says otherwise.
-    pub user_id: &'static str,
-    pub roles: &'static [&'static str],
-}
-
-impl KeyProfile {
-    pub(crate) fn has_role(&self, role: &str) -> bool {
-        self.roles.contains(&role)
-    }
-}
-
-static ADMIN_PROFILE: KeyProfile = KeyProfile {
-    kind: KeyKind::Admin,
-    token_id: "65a0000000000000000000a1",
-    name: "sandbox admin key",
-    user_id: "65a00000000000000000a0a1",
-    roles: &[
-        ROLE_ADMIN,
-        ROLE_MESSAGE_CREATE,
-        ROLE_MESSAGE_READ,
-        "org.permission.bulk.read",
-        "org.user.message.write",
-        "org.user.message.read",
-    ],
-};
-
-static AGENT_PROFILE: KeyProfile = KeyProfile {
-    kind: KeyKind::Agent,
-    token_id: "65a0000000000000000000b2",
-    name: "sandbox agent key",
-    user_id: "65a00000000000000000b0b2",
-    roles: &[ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ],
-};
-
-static READONLY_PROFILE: KeyProfile = KeyProfile {
-    kind: KeyKind::ReadOnly,
-    token_id: "65a0000000000000000000c3",
-    name: "sandbox read-only key",
-    user_id: "65a00000000000000000c0c3",
-    roles: &[ROLE_MESSAGE_READ],
-};
-
-pub(crate) fn key_profile(bearer: &str) -> Option<&'static KeyProfile> {
-    match bearer {
-        ADMIN_KEY => Some(&ADMIN_PROFILE),
-        AGENT_KEY => Some(&AGENT_PROFILE),
-        READONLY_KEY => Some(&READONLY_PROFILE),
-        _ => None,
-    }
-}
 
 /// The customer a conversation belongs to: a stable hash of its id, so one customer per
 /// conversation (the per-customer limit is therefore also per conversation here).
@@ -269,6 +204,20 @@ struct Counters {
     lookups: LookupCounts,
     seeded: u64,
     redirect_hits: u64,
+    max_requests_in_a_window: u64,
+    /// Shortest time from an unknown-outcome answer to the first lookup of its externalId.
+    lookup_after_unknown_outcome_min_ms: Option<u64>,
+}
+
+/// The `data` of a lookup miss answered 200 (`POST /_sandbox/lookups/miss?data=..`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MissShape {
+    /// `{"data": []}`
+    EmptyList,
+    /// `{"data": null}`
+    Null,
+    /// `{"data": {}}`
+    EmptyObject,
 }
 
 /// Which spelling of the externalId lookup a request used.
@@ -307,15 +256,47 @@ pub(crate) struct World {
     /// Every message stored under an externalId, in storing order.
     by_external_id: HashMap<String, Vec<usize>>,
     by_conversation: HashMap<String, Vec<usize>>,
+    /// ExternalIds stored but answered with no usable answer (store then drop or error), with
+    /// when, until their first lookup arrives.
+    unknown_outcomes: HashMap<String, Instant>,
     counters: Counters,
+    /// Customers and conversations (issue 16).
+    pub(crate) directory: Directory,
 }
 
 impl World {
+    /// Counts a lookup answered with another integration's message first.
+    pub(crate) fn count_other_first(&mut self) {
+        self.counters.lookups.other_first += 1;
+    }
+
+    /// A new ObjectId-like id, unique within this sandbox (messages, customers, conversations).
+    pub(crate) fn mint_id(&mut self) -> String {
+        self.id_sequence += 1;
+        object_id(self.id_salt.wrapping_add(self.id_sequence))
+    }
+
+    /// A message stored into a conversation created here joins that conversation's customer.
+    fn join_customer(&self, message: &mut NewMessage) {
+        if let Some(customer) = self
+            .directory
+            .customer_of_conversation(&message.conversation_id)
+        {
+            message.customer_id = customer;
+        }
+    }
+
+    /// Keeps the highest count the org window reached.
+    fn note_window_use(&mut self) {
+        let used = u64::from(self.org_window.used);
+        let most = &mut self.counters.max_requests_in_a_window;
+        *most = (*most).max(used);
+    }
+
     /// Gives the message its id and indexes it. A message whose externalId another imported
     /// (not seeded) message already carries counts as a duplicate.
     fn insert(&mut self, message: NewMessage, seeded: bool) -> Arc<StoredMessage> {
-        self.id_sequence += 1;
-        let id = object_id(self.id_salt.wrapping_add(self.id_sequence));
+        let id = self.mint_id();
         let stored = Arc::new(StoredMessage {
             id,
             conversation_id: message.conversation_id,
@@ -328,17 +309,13 @@ impl World {
         let index = self.messages.len();
         self.messages.push(Arc::clone(&stored));
         if let Some(external_id) = stored.attributes.get("externalId").and_then(Value::as_str) {
-            let same = self
-                .by_external_id
-                .entry(external_id.to_owned())
-                .or_default();
-            let imported_before = same
-                .iter()
-                .any(|earlier| self.messages.get(*earlier).is_some_and(|m| !m.seeded));
-            if imported_before && !seeded {
+            let messages = &self.messages;
+            let repeated = index_external_id(&mut self.by_external_id, external_id, index, |at| {
+                messages.get(at).is_some_and(|earlier| !earlier.seeded)
+            });
+            if repeated && !seeded {
                 self.counters.duplicate_external_ids += 1;
             }
-            same.push(index);
         }
         self.by_conversation
             .entry(stored.conversation_id.clone())
@@ -351,7 +328,7 @@ impl World {
 /// State shared by every connection of one sandbox.
 pub(crate) struct Shared {
     pub config: SandboxConfig,
-    pub validator: MessageValidator,
+    pub validator: BodyValidator,
     pub clock: Clock,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -359,9 +336,18 @@ pub(crate) struct Shared {
     hold: tokio::sync::watch::Sender<bool>,
     /// Requests waiting on the hold right now.
     held: AtomicU64,
-    /// While true, every lookup answers 503 (`POST /_sandbox/lookups/fail` / `heal`): a read
-    /// path that is down while creates still work.
-    lookups_failing: std::sync::atomic::AtomicBool,
+    /// `/v1` requests that reached the hold so far, and how many may pass before the hold
+    /// engages by itself (`POST /_sandbox/hold?after=N`; `u64::MAX`: never).
+    gate_passes: AtomicU64,
+    hold_after: AtomicU64,
+    /// While not 0, every lookup answers this status (`POST /_sandbox/lookups/fail` / `heal`):
+    /// a read path that is down while creates still work.
+    lookups_failing: AtomicU16,
+    /// How a lookup miss answers (`POST /_sandbox/lookups/miss`): 0 as configured, else 200
+    /// with `data` of [`MissShape`].
+    miss_shape: AtomicU8,
+    /// While true, every create answers 403 (`POST /_sandbox/forbid` / `restore`).
+    creates_forbidden: AtomicBool,
     world: Mutex<World>,
     /// Bulk jobs, behind their own lock (see `bulk`).
     pub(crate) bulk: super::bulk::BulkState,
@@ -411,23 +397,29 @@ impl Shared {
             messages: Vec::new(),
             by_external_id: HashMap::new(),
             by_conversation: HashMap::new(),
+            unknown_outcomes: HashMap::new(),
             counters: Counters::default(),
+            directory: Directory::default(),
         };
         Self {
             clock: Clock::new(config.window),
-            validator: MessageValidator::new(),
+            validator: BodyValidator::messages(),
             config,
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             hold: tokio::sync::watch::Sender::new(false),
             held: AtomicU64::new(0),
-            lookups_failing: std::sync::atomic::AtomicBool::new(false),
+            gate_passes: AtomicU64::new(0),
+            hold_after: AtomicU64::new(u64::MAX),
+            lookups_failing: AtomicU16::new(0),
+            miss_shape: AtomicU8::new(0),
+            creates_forbidden: AtomicBool::new(false),
             world: Mutex::new(world),
             bulk,
         }
     }
 
-    fn world(&self) -> MutexGuard<'_, World> {
+    pub(crate) fn world(&self) -> MutexGuard<'_, World> {
         // A panic while holding the lock leaves counters at worst slightly off; keep serving.
         self.world.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -438,13 +430,29 @@ impl Shared {
         InFlight(self)
     }
 
-    /// Holds (`true`) or releases (`false`) every `/v1` request at the gate.
+    /// Holds (`true`) or releases (`false`) every `/v1` request at the gate. Releasing also
+    /// disarms a pending [`Shared::hold_after`].
     pub(crate) fn set_hold(&self, hold: bool) {
+        if !hold {
+            self.hold_after.store(u64::MAX, Ordering::Relaxed);
+        }
         self.hold.send_replace(hold);
+    }
+
+    /// Lets the next `passes` `/v1` requests through, then holds every later one (as
+    /// [`Shared::set_hold`]), so a test can stop a run at a point it chooses, before it ends.
+    pub(crate) fn hold_after(&self, passes: u64) {
+        let from = self.gate_passes.load(Ordering::Relaxed);
+        self.hold_after
+            .store(from.saturating_add(passes), Ordering::Relaxed);
     }
 
     /// Waits while the hold is on; counted in `held` meanwhile (a dropped request included).
     pub(crate) async fn pass_hold(&self) {
+        let passes = self.gate_passes.fetch_add(1, Ordering::Relaxed);
+        if passes >= self.hold_after.load(Ordering::Relaxed) {
+            self.hold.send_replace(true);
+        }
         let mut hold = self.hold.subscribe();
         if !*hold.borrow_and_update() {
             return;
@@ -496,6 +504,7 @@ impl Shared {
                         true
                     }
                 };
+                world.note_window_use();
                 if allowed {
                     Ok(profile)
                 } else {
@@ -541,6 +550,7 @@ impl Shared {
                 true
             }
         };
+        world.note_window_use();
         let live = &mut world.counters.live_client;
         live.requests += 1;
         if allowed {
@@ -579,11 +589,12 @@ impl Shared {
     /// Charges the per-customer limit and stores the message.
     pub(crate) fn store(
         &self,
-        message: NewMessage,
+        mut message: NewMessage,
         now: Instant,
     ) -> Result<Arc<StoredMessage>, StoreRefusal> {
         let window = self.clock.window_index(now);
         let mut world = self.world();
+        world.join_customer(&mut message);
         if message.counts_against_customer {
             let allowed = world
                 .customer_windows
@@ -598,9 +609,19 @@ impl Shared {
         Ok(world.insert(message, false))
     }
 
-    /// Counts a fault of the once-stored draw that was acted upon (the message is stored).
-    pub(crate) fn count_once_stored(&self, outcome: OnceStored) {
+    /// Counts a fault of the once-stored draw that was acted upon (the message is stored); an
+    /// answer that leaves the outcome unknown starts the clock of the message's first lookup.
+    /// `external_id`: the message's, when the record is a message (the clock is for message
+    /// lookups only).
+    pub(crate) fn count_once_stored(&self, outcome: OnceStored, external_id: Option<&str>) {
         let mut world = self.world();
+        if matches!(outcome, OnceStored::Drop | OnceStored::Error(_)) {
+            if let Some(external_id) = external_id {
+                world
+                    .unknown_outcomes
+                    .insert(external_id.to_owned(), Instant::now());
+            }
+        }
         let counters = &mut world.counters;
         let faults = &mut counters.faults;
         match outcome {
@@ -623,7 +644,10 @@ impl Shared {
         let mut world = self.world();
         let stored: Vec<_> = messages
             .into_iter()
-            .map(|message| world.insert(message, true))
+            .map(|mut message| {
+                world.join_customer(&mut message);
+                world.insert(message, true)
+            })
             .collect();
         world.counters.seeded += stored.len() as u64;
         stored
@@ -637,6 +661,21 @@ impl Shared {
             .iter()
             .find(|message| message.id == id)
             .cloned()
+    }
+
+    /// Every message stored into this conversation, in storing order.
+    pub(crate) fn conversation_messages(&self, conversation_id: &str) -> Vec<Arc<StoredMessage>> {
+        let world = self.world();
+        world
+            .by_conversation
+            .get(conversation_id)
+            .map(|indexes| {
+                indexes
+                    .iter()
+                    .filter_map(|index| world.messages.get(*index).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub(crate) fn by_external_id(&self, external_id: &str) -> Vec<Arc<StoredMessage>> {
@@ -679,18 +718,70 @@ impl Shared {
         *count += 1;
     }
 
-    /// Rolls the lookup dice; counts a 429 when they ask for one.
-    pub(crate) fn set_lookups_failing(&self, failing: bool) {
-        self.lookups_failing.store(failing, Ordering::Relaxed);
+    /// Every lookup answers `status` from now on (`Some`), or as usual again (`None`).
+    pub(crate) fn set_lookups_failing(&self, status: Option<u16>) {
+        self.lookups_failing
+            .store(status.unwrap_or(0), Ordering::Relaxed);
     }
 
-    /// Whether this lookup fails (503), counting it when it does.
-    pub(crate) fn lookup_fails(&self) -> bool {
-        let failing = self.lookups_failing.load(Ordering::Relaxed);
-        if failing {
-            self.world().counters.faults.lookup_503 += 1;
+    /// The status this lookup fails with, if lookups are failing, counting it when it does.
+    pub(crate) fn lookup_fails(&self) -> Option<u16> {
+        let status = self.lookups_failing.load(Ordering::Relaxed);
+        if status == 0 {
+            return None;
         }
-        failing
+        let faults = &mut self.world().counters.faults;
+        if status == 408 {
+            faults.lookup_408 += 1;
+        } else {
+            faults.lookup_503 += 1;
+        }
+        Some(status)
+    }
+
+    /// How a lookup miss answers from now on (`None`: as configured).
+    pub(crate) fn set_miss_shape(&self, shape: Option<MissShape>) {
+        let code = match shape {
+            None => 0,
+            Some(MissShape::EmptyList) => 1,
+            Some(MissShape::Null) => 2,
+            Some(MissShape::EmptyObject) => 3,
+        };
+        self.miss_shape.store(code, Ordering::Relaxed);
+    }
+
+    pub(crate) fn miss_shape(&self) -> Option<MissShape> {
+        match self.miss_shape.load(Ordering::Relaxed) {
+            1 => Some(MissShape::EmptyList),
+            2 => Some(MissShape::Null),
+            3 => Some(MissShape::EmptyObject),
+            _ => None,
+        }
+    }
+
+    /// Every create answers 403 from now on (`true`), or as the key allows again (`false`).
+    pub(crate) fn set_creates_forbidden(&self, forbidden: bool) {
+        self.creates_forbidden.store(forbidden, Ordering::Relaxed);
+    }
+
+    /// Whether this create is refused 403 by `POST /_sandbox/forbid`, counting it when it is.
+    pub(crate) fn create_forbidden(&self) -> bool {
+        let forbidden = self.creates_forbidden.load(Ordering::Relaxed);
+        if forbidden {
+            self.world().counters.faults.forbidden += 1;
+        }
+        forbidden
+    }
+
+    /// A lookup of `external_id` arrived: the first one after an unknown-outcome answer
+    /// shortens `lookup_after_unknown_outcome_min_ms` if it came sooner than any before.
+    pub(crate) fn note_lookup(&self, external_id: &str) {
+        let mut world = self.world();
+        if let Some(answered) = world.unknown_outcomes.remove(external_id) {
+            let gap = u64::try_from(answered.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let least = &mut world.counters.lookup_after_unknown_outcome_min_ms;
+            *least = Some(least.map_or(gap, |before| before.min(gap)));
+        }
     }
 
     pub(crate) fn roll_lookup_429(&self) -> bool {
@@ -760,7 +851,11 @@ impl Shared {
             lookups: counters.lookups.clone(),
             seeded: counters.seeded,
             redirect_hits: counters.redirect_hits,
+            max_requests_in_a_window: counters.max_requests_in_a_window,
+            lookup_after_unknown_outcome_min_ms: counters.lookup_after_unknown_outcome_min_ms,
             bulk: self.bulk.stats(),
+            customers: world.directory.customer_stats(),
+            conversations: world.directory.conversation_stats(),
         }
     }
 

@@ -1107,7 +1107,7 @@ fn stored_external_ids(sandbox: &RunningSandbox, conversation: &str) -> Vec<Stri
         .unwrap_or_default()
 }
 
-async fn seed_messages(sandbox: &RunningSandbox, items: &Value) -> Response {
+pub(super) async fn seed_messages(sandbox: &RunningSandbox, items: &Value) -> Response {
     client()
         .post(format!("{}/_sandbox/seed", sandbox.base_url()))
         .json(items)
@@ -1222,6 +1222,7 @@ async fn lookups_are_counted_by_spelling_and_outcome() {
                 no_route: 0
             },
             lookup_429: 0,
+            other_first: 0,
         }
     );
     sandbox.shutdown().await;
@@ -1580,4 +1581,106 @@ async fn creates_are_counted_in_all_and_by_conversation() {
         ])
     );
     sandbox.shutdown().await;
+}
+
+async fn control(sandbox: &RunningSandbox, path_and_query: &str) -> StatusCode {
+    client()
+        .post(format!("{}{path_and_query}", sandbox.base_url()))
+        .send()
+        .await
+        .expect("control request completes")
+        .status()
+}
+
+#[tokio::test]
+async fn forbid_answers_creates_403_until_restored() {
+    let sandbox = sandbox().await;
+    assert_eq!(create(&sandbox, &minimal_body("f-1")).await.status(), 201);
+    assert_eq!(control(&sandbox, "/_sandbox/forbid").await, 204);
+    let refused = create(&sandbox, &minimal_body("f-2")).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(json_of(refused).await["errors"][0]["code"], "forbidden");
+    assert_eq!(sandbox.stats().faults_injected.forbidden, 1);
+    assert_eq!(control(&sandbox, "/_sandbox/restore").await, 204);
+    assert_eq!(create(&sandbox, &minimal_body("f-3")).await.status(), 201);
+    assert_eq!(sandbox.stats().messages_stored, 2);
+}
+
+#[tokio::test]
+async fn lookups_fail_with_408_and_misses_answer_each_empty_shape() {
+    let sandbox = sandbox().await;
+    assert_eq!(
+        control(&sandbox, "/_sandbox/lookups/fail?status=408").await,
+        204
+    );
+    assert_eq!(lookup(&sandbox, "externalId", "x").await.status(), 408);
+    assert_eq!(sandbox.stats().faults_injected.lookup_408, 1);
+    assert_eq!(
+        control(&sandbox, "/_sandbox/lookups/fail?status=404").await,
+        400
+    );
+    assert_eq!(control(&sandbox, "/_sandbox/lookups/heal").await, 204);
+    for (shape, data) in [
+        ("null", json!(null)),
+        ("object", json!({})),
+        ("list", json!([])),
+    ] {
+        let path = format!("/_sandbox/lookups/miss?data={shape}");
+        assert_eq!(control(&sandbox, &path).await, 204);
+        let miss = lookup(&sandbox, "externalId", "x").await;
+        assert_eq!(miss.status(), 200, "{shape}");
+        assert_eq!(json_of(miss).await, json!({ "data": data }), "{shape}");
+    }
+    assert_eq!(
+        control(&sandbox, "/_sandbox/lookups/miss?data=x").await,
+        400
+    );
+    assert_eq!(control(&sandbox, "/_sandbox/lookups/heal").await, 204);
+    assert_eq!(lookup(&sandbox, "externalId", "x").await.status(), 404);
+}
+
+#[tokio::test]
+async fn hold_after_lets_that_many_requests_through_then_holds_until_released() {
+    let sandbox = sandbox().await;
+    assert_eq!(control(&sandbox, "/_sandbox/hold?after=2").await, 204);
+    for _ in 0..2 {
+        assert_eq!(token(&sandbox, ADMIN_KEY).await.status(), 200);
+    }
+    let base = sandbox.base_url();
+    let third = tokio::spawn(async move {
+        client()
+            .get(format!("{base}/v1/auth/tokens/current"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .map(|response| response.status())
+    });
+    let started = Instant::now();
+    while sandbox.stats().held == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never held");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(control(&sandbox, "/_sandbox/release").await, 204);
+    let status = third.await.expect("task").expect("answered");
+    assert_eq!(status, 200);
+    // Released means disarmed: later requests pass.
+    assert_eq!(token(&sandbox, ADMIN_KEY).await.status(), 200);
+    assert_eq!(sandbox.stats().max_requests_in_a_window, 4);
+}
+
+#[tokio::test]
+async fn the_first_lookup_after_an_unknown_outcome_is_timed_from_the_answer() {
+    let sandbox = sandbox_with(|config| config.faults.store_then_error = 1.0).await;
+    assert!(create(&sandbox, &minimal_body("u-1"))
+        .await
+        .status()
+        .is_server_error());
+    assert_eq!(sandbox.stats().lookup_after_unknown_outcome_min_ms, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lookup(&sandbox, "externalId", "u-1").await.status(), 200);
+    let waited = sandbox.stats().lookup_after_unknown_outcome_min_ms;
+    assert!(waited.is_some_and(|ms| ms >= 300), "{waited:?}");
+    // Only the first lookup after the answer counts.
+    assert_eq!(lookup(&sandbox, "externalId", "u-1").await.status(), 200);
+    assert_eq!(sandbox.stats().lookup_after_unknown_outcome_min_ms, waited);
 }

@@ -1,8 +1,13 @@
-//! Validation of create-message bodies against the request schema extracted verbatim from the
-//! OpenAPI file (`create_message_schema.json`), plus the normalisation Kustomer applies to what it
-//! stores (date-times become UTC with millisecond precision, as a MongoDB date would).
+//! Validation of create bodies (messages, customers, conversations) against the request schemas
+//! extracted verbatim from the OpenAPI file (`create_message_schema.json`,
+//! `create_customer_schema.json`, `create_conversation_schema.json`), plus the normalisation
+//! Kustomer applies to what it stores (date-times become UTC with millisecond precision, as a
+//! MongoDB date would).
 //!
-//! The OpenAPI 3.0 schema is adapted to JSON Schema in three documented ways: `nullable: true`
+//! The spec's own formats `object-id` (24 lowercase hex), `email-relaxed` (something, `@`,
+//! something, no blank) and `phone-number` (digits with `+ -.()` and blanks, at least 3 digits)
+//! are checked; every other format as the `jsonschema` crate knows it.
+//! The OpenAPI 3.0 schemas are adapted to JSON Schema in three documented ways: `nullable: true`
 //! becomes a `null` alternative of the type; `custom` loses `additionalProperties: false` (the
 //! spec declares no custom attribute, which would forbid them all, while `kustomer-api.md` allows
 //! up to 100); `app` gains `minLength: 1` (`kustomer-api.md`: "non-empty string").
@@ -11,12 +16,24 @@ use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
 use serde_json::{Map, Value};
 
-/// The create-message request schema exactly as the OpenAPI file has it.
-const RAW_SCHEMA: &str = include_str!("create_message_schema.json");
+/// The request schemas exactly as the OpenAPI file has them.
+const MESSAGE_SCHEMA: &str = include_str!("create_message_schema.json");
+const CUSTOMER_SCHEMA: &str = include_str!("create_customer_schema.json");
+const CONVERSATION_SCHEMA: &str = include_str!("create_conversation_schema.json");
 
-/// Attributes holding RFC 3339 date-times that get normalised when stored.
+/// Attributes holding RFC 3339 date-times that get normalised when stored, per body kind.
 pub(crate) const DATE_TIME_FIELDS: [&str; 5] =
     ["sentAt", "importedAt", "createdAt", "modifiedAt", "errorAt"];
+const CUSTOMER_DATE_TIME_FIELDS: &[&str] = &[
+    "signedUpAt",
+    "lastActivityAt",
+    "lastCustomerActivityAt",
+    "lastSeenAt",
+    "birthdayAt",
+    "createdAt",
+    "importedAt",
+];
+const CONVERSATION_DATE_TIME_FIELDS: &[&str] = &["createdAt", "importedAt"];
 
 /// Where a JSON:API error points: every body attribute lives under this prefix.
 const POINTER_PREFIX: &str = "/data/attributes";
@@ -28,22 +45,43 @@ pub(crate) struct FieldError {
     pub detail: String,
 }
 
-/// Compiled request schema; build once per sandbox.
-pub(crate) struct MessageValidator {
+/// One compiled request schema; build once per sandbox.
+pub(crate) struct BodyValidator {
     validator: Validator,
+    date_time_fields: &'static [&'static str],
 }
 
-impl MessageValidator {
-    pub(crate) fn new() -> Self {
-        let raw: Value = serde_json::from_str(RAW_SCHEMA)
+impl BodyValidator {
+    /// `POST /v1/conversations/{id}/messages` (and each bulk item).
+    pub(crate) fn messages() -> Self {
+        Self::compile(MESSAGE_SCHEMA, &DATE_TIME_FIELDS)
+    }
+
+    /// `POST /v1/customers`.
+    pub(crate) fn customers() -> Self {
+        Self::compile(CUSTOMER_SCHEMA, CUSTOMER_DATE_TIME_FIELDS)
+    }
+
+    /// `POST /v1/conversations`.
+    pub(crate) fn conversations() -> Self {
+        Self::compile(CONVERSATION_SCHEMA, CONVERSATION_DATE_TIME_FIELDS)
+    }
+
+    fn compile(raw: &str, date_time_fields: &'static [&'static str]) -> Self {
+        let raw: Value = serde_json::from_str(raw)
             .expect("the embedded schema is valid JSON (checked by the tests)");
         let schema = adapt_openapi_schema(raw);
         let validator = jsonschema::options()
             .should_validate_formats(true)
             .with_format("object-id", is_object_id)
+            .with_format("email-relaxed", is_relaxed_email)
+            .with_format("phone-number", is_phone_number)
             .build(&schema)
             .expect("the embedded schema compiles (checked by the tests)");
-        Self { validator }
+        Self {
+            validator,
+            date_time_fields,
+        }
     }
 
     /// Checks `body` and returns its attributes with date-times normalised, or every problem.
@@ -83,7 +121,7 @@ impl MessageValidator {
                 detail: "the body must be a JSON object".to_owned(),
             }]);
         };
-        for field in DATE_TIME_FIELDS {
+        for field in self.date_time_fields.iter().copied() {
             if let Some(Value::String(text)) = attributes.get_mut(field) {
                 match normalize_date_time(text) {
                     Some(normalized) => *text = normalized,
@@ -112,6 +150,20 @@ fn normalize_date_time(text: &str) -> Option<String> {
     let instant: jiff::Timestamp = text.parse().ok()?;
     let truncated = jiff::Timestamp::from_millisecond(instant.as_millisecond()).ok()?;
     Some(format_timestamp(truncated))
+}
+
+/// The spec's `email-relaxed`: a local part, `@`, a domain, no blanks.
+fn is_relaxed_email(text: &str) -> bool {
+    text.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !text.chars().any(char::is_whitespace)
+    })
+}
+
+/// The spec's `phone-number`, read leniently: digits and the usual separators, 3 digits at least.
+fn is_phone_number(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | '(' | ')' | ' '))
+        && text.chars().filter(char::is_ascii_digit).count() >= 3
 }
 
 /// Kustomer ids are MongoDB ObjectIds: 24 lowercase hex characters.
@@ -182,14 +234,14 @@ mod tests {
     use serde_json::json;
 
     fn errors_of(body: Value) -> Vec<FieldError> {
-        MessageValidator::new()
+        BodyValidator::messages()
             .validate(body)
             .expect_err("body should be rejected")
     }
 
     #[test]
     fn accepts_a_full_valid_body_and_normalises_date_times() {
-        let attributes = MessageValidator::new()
+        let attributes = BodyValidator::messages()
             .validate(json!({
                 "channel": "email",
                 "app": "zendesk",

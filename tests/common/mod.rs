@@ -232,13 +232,40 @@ impl Sandbox {
         self.post("/_sandbox/release");
     }
 
-    /// A counter of `/_sandbox/stats` by its path of keys, 0 when absent.
+    /// A counter of `/_sandbox/stats` by its path of keys. A counter that is not there (renamed,
+    /// misspelt) fails the test, so an assertion on it cannot pass by reading 0. Maps keyed by
+    /// what was seen (`requests_by_status`, `creates_by_conversation`) have no key until the
+    /// first count: read those with [`Sandbox::stat_or_zero`].
     pub fn stat(&self, path: &[&str]) -> u64 {
         let stats = self.stats();
         path.iter()
             .fold(&stats, |value, key| &value[*key])
             .as_u64()
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no counter {path:?} in the sandbox stats: {stats}"))
+    }
+
+    /// An entry of a stats map keyed by what was seen (`requests_by_status`,
+    /// `creates_by_conversation`, ...): 0 while nothing was counted under `key`, but the map
+    /// itself must exist.
+    pub fn stat_or_zero(&self, map: &[&str], key: &str) -> u64 {
+        let stats = self.stats();
+        let entries = map
+            .iter()
+            .fold(&stats, |value, name| &value[*name])
+            .as_object()
+            .unwrap_or_else(|| panic!("no map {map:?} in the sandbox stats: {stats}"));
+        match entries.get(key) {
+            None => 0,
+            Some(count) => count
+                .as_u64()
+                .unwrap_or_else(|| panic!("{map:?}.{key} is no count: {stats}")),
+        }
+    }
+
+    /// Lets the next `passes` `/v1` requests through, then holds every later one until
+    /// [`Sandbox::release`]: a run stopped where the test chooses, which cannot end first.
+    pub fn hold_after(&self, passes: u64) {
+        self.post(&format!("/_sandbox/hold?after={passes}"));
     }
 
     fn get(&self, path: &str) -> Value {
@@ -426,6 +453,28 @@ pub fn signal(child: &Child, name: &str) {
         .status()
         .expect("kill");
     assert!(status.success());
+}
+
+/// Kills `child` with SIGKILL while the sandbox holds its requests at the door, proves the kill
+/// landed on a running process (not one that had finished), and opens the door again once the
+/// held requests died with their connections, so nothing they carried is stored after the kill.
+pub fn kill_9_while_held(sandbox: &Sandbox, child: &mut Child, limit: Duration) {
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the run ended first"
+    );
+    let _ = child.kill();
+    let status = wait_child(child, limit);
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the kill landed mid-run: {status:?}"
+    );
+    wait_until(limit, "held requests gone", || {
+        sandbox.stat(&["in_flight"]) == 0
+    });
+    sandbox.release();
 }
 
 /// Waits for a child to exit, or kills it and panics after `limit`: a hung importer fails its
