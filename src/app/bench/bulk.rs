@@ -30,7 +30,7 @@ use super::{client_config, conversation_id, loopback, stage_job, write_rows};
 /// Rows per bulk job, the API's most.
 const BATCH_SIZE: usize = 100;
 /// A scenario predicted to take longer than this is skipped, with the reason said.
-const LONGEST_SCENARIO: Duration = Duration::from_secs(5 * 60);
+const LONGEST_SCENARIO: Duration = Duration::from_secs(10 * 60);
 
 /// The faulty run's share of items stored and then reported 500.
 const STORED_THEN_500: f64 = 0.03;
@@ -385,7 +385,7 @@ impl Scenario<'_> {
         };
         // Never hangs: stopped as by Ctrl-C well past the prediction.
         let interrupt = tokio_util::sync::CancellationToken::new();
-        let deadline = Duration::from_secs_f64(predicted_secs * 3.0 + 60.0);
+        let deadline = Duration::from_secs_f64(predicted_secs * 3.0 + 180.0);
         let timer = {
             let interrupt = interrupt.clone();
             tokio::spawn(async move {

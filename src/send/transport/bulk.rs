@@ -16,9 +16,10 @@
 //!
 //! Results ([`judge`]): final only when `GET /v1/bulk/{id}` says `complete`, or when every
 //! `_clientRef` sent has a result; a partial list never decides anything. Each job is read when
-//! it is likely done (its batches first: most jobs cost their POST and that one read), then at
-//! most once per learned job time, up to `--max-job-wait`; after that its rows end
-//! `outcome_unknown` and `resume` reads the job again. Item errors 400/404/409/422 are permanent,
+//! it is likely done (its batches first: most jobs cost their POST and that one read; the job
+//! itself only when no listed batch is unfinished), soon again after a near miss
+//! ([`poll_after`]), then at most once per learned job time, up to `--max-job-wait`; after that
+//! the rows it has not answered end `outcome_unknown` and `resume` reads the job again. Item errors 400/404/409/422 are permanent,
 //! 429 goes again, anything else (5xx, an unreadable item, a row missing from a complete job, a
 //! job that lists a `_clientRef` never sent, a ref listed twice with different answers) is an
 //! unknown outcome, looked up once the job is complete. A POST whose answer was lost leaves a
@@ -46,7 +47,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{now_ms, Checkpoint, CheckpointError};
-use crate::client::{ApiError, BulkBatches, BulkResultItem, CreatedMessage, ItemOutcome, Timing};
+use crate::client::{
+    ApiError, BatchStatus, BulkBatches, BulkResultItem, CreatedMessage, ItemOutcome, Timing,
+};
 use crate::retry::{RequestKind, RetryAction};
 
 use super::super::control::Halt;
@@ -67,6 +70,8 @@ const FILL_WAIT: Duration = Duration::from_secs(1);
 const SHORTEST_JOB_GUESS: Duration = Duration::from_millis(50);
 /// The shortest wait between two reads of one job.
 const SHORTEST_POLL: Duration = Duration::from_millis(100);
+/// Reads of a job, its first included, after which it is read once per learned job time.
+const NEAR_MISS_READS: u32 = 3;
 
 /// What became of a row handed to the batcher.
 pub enum BulkOutcome {
@@ -158,10 +163,10 @@ struct Crew {
 
 impl Crew {
     fn timer(&self) -> JobTimer {
-        self.timer.lock().map(|timer| *timer).unwrap_or(JobTimer {
-            expected: self.pace.assumed_job(),
-            slowest: Duration::ZERO,
-        })
+        self.timer
+            .lock()
+            .map(|timer| *timer)
+            .unwrap_or(JobTimer::new(self.pace.assumed_job()))
     }
 
     fn learn(&self, seen: Seen) {
@@ -225,10 +230,9 @@ impl Jobs {
             parts: self.parts.clone(),
             settle: self.settle,
             pace: self.pace,
-            timer: Mutex::new(JobTimer {
-                expected: self.pace.assumed_job().max(SHORTEST_JOB_GUESS),
-                slowest: Duration::ZERO,
-            }),
+            timer: Mutex::new(JobTimer::new(
+                self.pace.assumed_job().max(SHORTEST_JOB_GUESS),
+            )),
             board,
         });
         let task = tokio::spawn(run(crew, inbox, self.quit.clone()));
@@ -462,6 +466,9 @@ struct Waiting {
     reply: oneshot::Sender<BulkOutcome>,
 }
 
+/// How many recent jobs the timer keeps, to tell a slow job from slow jobs.
+const RECENT_JOBS: usize = 16;
+
 /// How long jobs take, learned as they finish.
 #[derive(Debug, Clone, Copy)]
 pub struct JobTimer {
@@ -469,28 +476,55 @@ pub struct JobTimer {
     expected: Duration,
     /// The longest a job has taken to show its results.
     slowest: Duration,
+    /// What the last jobs took (a ring; `seen` counts every job).
+    recent: [Duration; RECENT_JOBS],
+    seen: usize,
 }
 
 impl JobTimer {
+    fn new(expected: Duration) -> JobTimer {
+        JobTimer {
+            expected,
+            slowest: Duration::ZERO,
+            recent: [Duration::ZERO; RECENT_JOBS],
+            seen: 0,
+        }
+    }
+
     /// Learns from one job. `took` is measured from the POST's answer to the read that found
     /// the results, so it is never less than the wait before the first read: averaging it alone
     /// could only go up. So a job found done on the first read shortens the wait a little (2%),
     /// and one that needed more reads raises it at once to 110% of what that job took: a second
-    /// read costs a request, a late read only time. A job ten times slower than the rest raises
-    /// it only to a quarter of what it took beyond the present wait, so one slow job does not
-    /// slow every round that follows.
+    /// read costs a request, a late read only time. A job more than twice as slow as expected
+    /// raises it only as far as the median of the recent jobs says: one slow job must not slow
+    /// every round that follows, but slow jobs must.
     fn observe(&mut self, seen: Seen) {
         if seen.took.is_zero() {
             return;
         }
         self.slowest = self.slowest.max(seen.took);
+        if let Some(slot) = self.recent.get_mut(self.seen % RECENT_JOBS) {
+            *slot = seen.took;
+        }
+        self.seen += 1;
         self.expected = if seen.first_read {
             (self.expected * 49 / 50).max(SHORTEST_JOB_GUESS)
-        } else if seen.took > self.expected * 3 {
-            self.expected + (seen.took - self.expected) / 4
+        } else if seen.took > self.expected * 2 {
+            self.expected.max(self.recent_median() * 11 / 10)
         } else {
             self.expected.max(seen.took * 11 / 10)
         };
+    }
+
+    fn recent_median(&self) -> Duration {
+        let mut recent: Vec<Duration> = self
+            .recent
+            .iter()
+            .take(self.seen.min(RECENT_JOBS))
+            .copied()
+            .collect();
+        recent.sort_unstable();
+        recent.get(recent.len() / 2).copied().unwrap_or_default()
     }
 }
 
@@ -865,9 +899,8 @@ async fn follow_job(
             Ok(Read::Running(batches)) => {
                 last = Some(batches);
                 failures = 0;
-                // Not done: at most once per learned job time.
                 next_read =
-                    (Instant::now() + crew.timer().expected.max(SHORTEST_POLL)).min(deadline);
+                    (Instant::now() + poll_after(crew.timer().expected, reads)).min(deadline);
                 continue;
             }
             Err(err) => err,
@@ -904,6 +937,19 @@ async fn follow_job(
     }
 }
 
+/// The wait before the next read of a job whose `reads`-th read found it unfinished: a quarter
+/// of the learned job time for the first reads after a near miss (so a job that ends just after
+/// its first read does not cost a whole job time on the critical path, nor teach the timer twice
+/// its duration), then once per learned job time.
+fn poll_after(learned: Duration, reads: u32) -> Duration {
+    let wait = if reads <= NEAR_MISS_READS {
+        learned / 4
+    } else {
+        learned
+    };
+    wait.max(SHORTEST_POLL)
+}
+
 /// What one look at a job found.
 enum Read {
     /// The job's final answers, one per row.
@@ -922,6 +968,14 @@ async fn read_once(crew: &Crew, job_id: &str, refs: &[String]) -> Result<Read, A
     let batches = batches?;
     if let Some(verdicts) = judge(refs, &batches, false) {
         return Ok(Read::Final(verdicts));
+    }
+    if batches
+        .batches
+        .iter()
+        .any(|batch| *batch != BatchStatus::Complete)
+    {
+        // A batch listed as still queued or scheduled: the job is not complete, no need to ask.
+        return Ok(Read::Running(batches));
     }
     let job = client.bulk_job(job_id).await;
     control.observe(&job);
@@ -1103,44 +1157,54 @@ fn client_ref(line: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::BatchStatus;
 
     #[test]
     fn job_time_is_learned_smoothly() {
-        let mut timer = JobTimer {
-            expected: Duration::from_secs(1),
-            slowest: Duration::ZERO,
-        };
+        let mut timer = JobTimer::new(Duration::from_secs(1));
         // Read too early: the wait grows at once to a little over what the job took.
         let late = Seen {
-            took: Duration::from_millis(2_500),
+            took: Duration::from_millis(1_500),
             first_read: false,
         };
         timer.observe(late);
-        assert_eq!(timer.expected, Duration::from_millis(2_750));
+        assert_eq!(timer.expected, Duration::from_millis(1_650));
         // Found done on the first read: the wait shrinks slowly, however long that read waited.
         let early = Seen {
             took: Duration::from_secs(5),
             first_read: true,
         };
         timer.observe(early);
-        assert_eq!(timer.expected, Duration::from_millis(2_695));
+        assert_eq!(timer.expected, Duration::from_millis(1_617));
         assert_eq!(timer.slowest, Duration::from_secs(5));
-        // One job ten times slower moves the wait a quarter of the way, but is the slowest.
+        // One job ten times slower: the slowest, but the wait follows the recent median.
         let slow = Seen {
-            took: Duration::from_millis(26_950),
+            took: Duration::from_secs(16),
             first_read: false,
         };
         timer.observe(slow);
-        assert_eq!(timer.expected, Duration::from_micros(2_695_000 + 6_063_750));
+        assert_eq!(timer.expected, Duration::from_millis(5_500));
         assert_eq!(timer.slowest, slow.took);
         for _ in 0..500 {
             timer.observe(early);
         }
         assert_eq!(timer.expected, SHORTEST_JOB_GUESS);
+        // Slow jobs, one after another: the median follows them.
+        for _ in 0..RECENT_JOBS {
+            timer.observe(slow);
+        }
+        assert_eq!(timer.expected, Duration::from_millis(17_600));
         // A job that never showed results teaches nothing.
         timer.observe(Seen::default());
-        assert_eq!(timer.expected, SHORTEST_JOB_GUESS);
+        assert_eq!(timer.expected, Duration::from_millis(17_600));
+    }
+
+    #[test]
+    fn a_job_is_read_again_soon_after_a_near_miss_then_once_per_job_time() {
+        let learned = Duration::from_secs(4);
+        assert_eq!(poll_after(learned, 1), Duration::from_secs(1));
+        assert_eq!(poll_after(learned, NEAR_MISS_READS), Duration::from_secs(1));
+        assert_eq!(poll_after(learned, NEAR_MISS_READS + 1), learned);
+        assert_eq!(poll_after(Duration::ZERO, 9), SHORTEST_POLL);
     }
 
     #[test]
