@@ -246,41 +246,57 @@ pub async fn bench_bulk(
     // Bulk first for both files: the figures the scenario is for come before the references.
     let mut fault_free_secs = None;
     for mode in [bulk, SendMode::Single] {
-        for (shape, file, expected) in &files {
-            let run = Scenario {
-                shape: *shape,
-                file,
-                workdir,
-                mode,
-                rpm,
-                expected,
-                jobs: &jobs,
-                job_time,
-                fault_free_secs: None,
-            };
-            let secs = run.measure().await?;
-            if mode.is_bulk() && *shape == Shape::Typical {
+        let run = Run {
+            workdir,
+            mode,
+            rpm,
+            job_time,
+        };
+        for file in &files {
+            let secs = run.scenario(file, &jobs, None).measure().await?;
+            if mode.is_bulk() && file.0 == Shape::Typical {
                 fault_free_secs = secs;
             }
         }
-        if mode.is_bulk() {
-            if let Some((shape, file, expected)) = files.last() {
-                let run = Scenario {
-                    shape: *shape,
-                    file,
-                    workdir,
-                    mode,
-                    rpm,
-                    expected,
-                    jobs: &faulty,
-                    job_time,
-                    fault_free_secs,
-                };
-                run.measure().await?;
-            }
+        if let (true, Some(typical)) = (mode.is_bulk(), files.last()) {
+            run.scenario(typical, &faulty, fault_free_secs)
+                .measure()
+                .await?;
         }
     }
     Ok(())
+}
+
+/// A generated file: its shape, its path, each conversation's externalIds in order.
+type BenchFile = (Shape, std::path::PathBuf, BTreeMap<String, Vec<String>>);
+
+/// What every run of one mode shares.
+struct Run<'a> {
+    workdir: &'a Path,
+    mode: SendMode,
+    rpm: u32,
+    job_time: JobTime,
+}
+
+impl<'a> Run<'a> {
+    fn scenario(
+        &self,
+        (shape, file, expected): &'a BenchFile,
+        jobs: &'a BulkConfig,
+        fault_free_secs: Option<f64>,
+    ) -> Scenario<'a> {
+        Scenario {
+            shape: *shape,
+            file: file.as_path(),
+            workdir: self.workdir,
+            mode: self.mode,
+            rpm: self.rpm,
+            expected,
+            jobs,
+            job_time: self.job_time,
+            fault_free_secs,
+        }
+    }
 }
 
 struct Scenario<'a> {
