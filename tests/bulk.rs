@@ -480,8 +480,13 @@ fn a_dead_server_while_jobs_are_read_stops_the_run_with_exit_3() {
     assert!(report.iter().all(|row| row["state"] != "succeeded"));
 }
 
-/// One conversation of `deep` rows among `shallow` conversations of 3.
-fn write_deep_csv(path: &std::path::Path, deep: usize, shallow: usize) -> Vec<Expected> {
+/// One conversation of `deep` rows among `shallow` conversations of `depth`.
+fn write_deep_csv(
+    path: &std::path::Path,
+    deep: usize,
+    shallow: usize,
+    depth: usize,
+) -> Vec<Expected> {
     use std::io::Write;
     let mut expected = Vec::new();
     let mut push = |conversation: usize, position: usize| {
@@ -498,7 +503,7 @@ fn write_deep_csv(path: &std::path::Path, deep: usize, shallow: usize) -> Vec<Ex
         push(0, position);
     }
     for conversation in 1..=shallow {
-        for position in 0..3 {
+        for position in 0..depth {
             push(conversation, position);
         }
     }
@@ -527,9 +532,10 @@ fn write_deep_csv(path: &std::path::Path, deep: usize, shallow: usize) -> Vec<Ex
 fn a_deep_conversation_sends_its_first_rows_alone_and_its_last_by_bulk_in_order() {
     let sandbox = Sandbox::start(&["--bulk-delay-ms", "200", "--seed", "49"]);
     let dir = tempfile::tempdir().unwrap();
-    // 60 rows in one conversation among 100 of 3: the lower bound's 3 jobs carry at most 3 rows
-    // of each conversation, so the deep one sends its first 57 alone, then rides jobs.
-    let expected = write_deep_csv(&dir.path().join("in.csv"), 60, 100);
+    // 60 rows in one conversation among 100 of 8: the lower bound's 9 jobs carry at most 9 rows
+    // of each conversation, so the deep one sends its first 51 alone, then rides jobs while the
+    // shallow ones still fill them.
+    let expected = write_deep_csv(&dir.path().join("in.csv"), 60, 100, 8);
     let flags = bulk_with(&["--job-seconds", "0.3"]);
     let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
     assert_eq!(code(&output), 0, "{}", text(&output));
@@ -540,7 +546,7 @@ fn a_deep_conversation_sends_its_first_rows_alone_and_its_last_by_bulk_in_order(
         .as_u64()
         .unwrap_or(0);
     assert!(
-        (57..60).contains(&alone),
+        (51..60).contains(&alone),
         "{alone} of 60 alone: {}",
         sandbox.stats()
     );
@@ -560,6 +566,6 @@ fn a_deep_conversation_sends_its_first_rows_alone_and_its_last_by_bulk_in_order(
         .iter()
         .map(|row| !by_line[row.line.to_string().as_str()].is_empty())
         .collect();
-    assert!(in_jobs[..57].iter().all(|in_job| !*in_job), "{in_jobs:?}");
-    assert!(in_jobs[57..].iter().any(|in_job| *in_job), "{in_jobs:?}");
+    assert!(in_jobs[..51].iter().all(|in_job| !*in_job), "{in_jobs:?}");
+    assert!(in_jobs[51..].iter().any(|in_job| *in_job), "{in_jobs:?}");
 }
