@@ -82,6 +82,9 @@ pub struct RunArgs {
     /// createdBy for rows that name none (24-hex user id).
     #[arg(long, value_name = "USER_ID")]
     pub created_by: Option<String>,
+    /// Agents' user ids for `createdByEmail`: a CSV of `email,id` (Kustomer's user list).
+    #[arg(long, value_name = "FILE")]
+    pub users_map: Option<PathBuf>,
     /// Do not send createdAt/createdBy/modifiedAt/modifiedBy (for keys without org.admin).
     #[arg(long)]
     pub no_audit_fields: bool,
@@ -150,6 +153,11 @@ pub struct SendArgs {
     /// conversations go on meanwhile [default: 30].
     #[arg(long, value_name = "SECS")]
     pub settle_delay: Option<String>,
+    /// After a create whose outcome is unknown, when to look the row up first: found then, it is
+    /// settled at once; not found, it waits for the full --settle-delay before the lookup that
+    /// decides a resend. 0 turns it off [default: 2].
+    #[arg(long, value_name = "SECS")]
+    pub early_lookup: Option<String>,
     /// How long to wait for an answer to one request [default: 60].
     #[arg(long, value_name = "SECS")]
     pub request_timeout: Option<String>,
@@ -336,6 +344,12 @@ pub struct ValidateArgs {
     /// Accept columns the API does not know (run drops them) instead of refusing the input.
     #[arg(long)]
     pub ignore_unknown: bool,
+    /// Agents' user ids for `createdByEmail`: a CSV of `email,id`.
+    #[arg(long, value_name = "FILE")]
+    pub users_map: Option<PathBuf>,
+    /// The fallback user id for agents the users map lacks.
+    #[arg(long, value_name = "USER_ID")]
+    pub created_by: Option<String>,
     /// Most physical lines one quoted CSV field may span before it is taken for a quote that
     /// never closed.
     #[arg(long, value_name = "N", default_value_t = crate::input::DEFAULT_MAX_FIELD_LINES)]
@@ -391,6 +405,10 @@ pub struct SandboxArgs {
     /// Probability (0..1) of answering a create with 503.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub error_503: f64,
+    /// --error-503 answers carry Retry-After as a 429 would (seconds to the window's reset, or
+    /// --retry-after-value): a service saying it is overloaded.
+    #[arg(long)]
+    pub retry_after_on_503: bool,
     /// Probability (0..1) of closing the connection before storing.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub drop_before_store: f64,
@@ -625,6 +643,14 @@ pub struct BenchArgs {
     /// The budget both runs of the exactly-once scenario are paced at, requests per minute.
     #[arg(long, value_name = "N", default_value_t = 6_000)]
     pub fault_rpm: u32,
+    /// Run only the concurrency-under-faults scenario (issue 15): --conc-faults-rows rows at
+    /// 1,200 requests/min with 150 ms of latency, fault-free and with 5% stored-then-5xx and 3%
+    /// dropped connections, the faulty run once with the early lookup and once without.
+    #[arg(long)]
+    pub conc_faults: bool,
+    /// Rows of the concurrency-under-faults scenario.
+    #[arg(long, value_name = "N", default_value_t = 2_000)]
+    pub conc_faults_rows: u64,
     /// Seconds of the live-integration scenario (a live client bursting beside the import,
     /// adaptive share against the plain ceiling; 0 skips). Windows are 15 s.
     #[arg(long, value_name = "SECS", default_value_t = 45)]

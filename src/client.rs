@@ -15,8 +15,11 @@ use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+mod resolve;
+
 pub use crate::throttle::RateInfo;
 use crate::throttle::Throttle;
+pub use resolve::{EntityLookup, FoundConversation, FoundCustomer};
 
 mod bulk;
 
@@ -166,6 +169,15 @@ pub enum LookupAnswer {
     Missing,
     /// The messages the answer named, in the order given.
     Found(Vec<FoundMessage>),
+}
+
+/// One page of a conversation's messages (`GET /v1/conversations/{id}/messages`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePage {
+    /// The messages the page named, in the order given.
+    pub messages: Vec<FoundMessage>,
+    /// The answer says a next page exists (`links.next`), or, without links, the page was full.
+    pub more: bool,
 }
 
 /// Where a request's time went: waiting for our own throttle, then on the wire.
@@ -354,6 +366,23 @@ impl ApiClient {
             LOOKUP_LOWER => Some("externalid="),
             _ => None,
         }
+    }
+
+    /// `GET /v1/conversations/{id}/messages?page=N&pageSize=M`: one page of the conversation's
+    /// messages, read as the spec's example shows (`data` a list, `links.next` null on the last
+    /// page).
+    pub async fn conversation_messages(
+        &self,
+        conversation_id: &str,
+        page: u32,
+        page_size: u32,
+    ) -> Result<MessagePage, ApiError> {
+        let path = format!(
+            "/v1/conversations/{}/messages?page={page}&pageSize={page_size}",
+            utf8_percent_encode(conversation_id, PATH_SEGMENT)
+        );
+        let (status, json) = self.get_json(&path, "conversation's messages").await?;
+        read_message_page(&json, page_size).map_err(unexpected(status))
     }
 
     /// `GET /v1/messages/{id}`: a created message, to check its audit fields and its
@@ -569,24 +598,46 @@ fn read_lookup(json: &Value) -> Result<LookupAnswer, &'static str> {
         object @ Value::Object(_) => vec![object],
         _ => return Err("lookup answered a `data` that is neither a message nor a list"),
     };
-    let found: Vec<FoundMessage> = items
-        .into_iter()
-        .filter_map(|item| {
-            let id = item["id"].as_str().filter(|id| !id.is_empty())?;
-            let conversation = conversation_of(item);
-            Some(FoundMessage {
-                id: id.to_string(),
-                external_id: item["attributes"]["externalId"]
-                    .as_str()
-                    .map(str::to_string),
-                conversation_id: conversation.map(str::to_string),
-            })
-        })
-        .collect();
+    let found: Vec<FoundMessage> = items.into_iter().filter_map(read_found).collect();
     if found.is_empty() {
         return Err("lookup answered messages without an id");
     }
     Ok(LookupAnswer::Found(found))
+}
+
+/// A message document's id, externalId and conversation; None without an id.
+fn read_found(item: &Value) -> Option<FoundMessage> {
+    let id = item["id"].as_str().filter(|id| !id.is_empty())?;
+    let conversation = conversation_of(item);
+    Some(FoundMessage {
+        id: id.to_string(),
+        external_id: item["attributes"]["externalId"]
+            .as_str()
+            .map(str::to_string),
+        conversation_id: conversation.map(str::to_string),
+    })
+}
+
+/// Reads one page of a conversation's messages: `data` a list (empty or null: no messages);
+/// each entry's id, externalId and conversation as a lookup answer names them.
+fn read_message_page(json: &Value, page_size: u32) -> Result<MessagePage, &'static str> {
+    let items = match &json["data"] {
+        Value::Null => {
+            return Ok(MessagePage {
+                messages: Vec::new(),
+                more: false,
+            })
+        }
+        Value::Array(items) => items,
+        _ => return Err("the conversation's messages are not a list"),
+    };
+    let messages: Vec<FoundMessage> = items.iter().filter_map(read_found).collect();
+    let more = match &json["links"]["next"] {
+        Value::String(next) => !next.is_empty() && !items.is_empty(),
+        Value::Null if json["links"].is_object() => false,
+        _ => items.len() >= usize::try_from(page_size).unwrap_or(usize::MAX),
+    };
+    Ok(MessagePage { messages, more })
 }
 
 /// reqwest's Display hides the cause ("error sending request"); the chain says what happened.
@@ -697,6 +748,39 @@ mod tests {
         assert_eq!(read.created_by.as_deref(), Some("u1"));
         let bare = read_message(&serde_json::json!({"id":"m2"})).expect("an id");
         assert_eq!(bare.conversation_id, None);
+    }
+
+    /// The spec's example answer of `GET /conversations/{id}/messages`, verbatim.
+    const SPEC_MESSAGE_PAGE: &str = r#"{"meta": {"pageSize": 100, "page": 1}, "data": [{"type": "message", "id": "57c8d2b01a57ed1400392073", "attributes": {"externalId": "<CADBFQxRPMLtQrBS9x+mt=7Wcy0GEw0FxcneO5sn=k4XgGDyVZg@mail.gmail.com>", "channel": "email", "app": "postmark", "size": 0, "direction": "in", "preview": "Can you please help me?", "sentiment": {}, "meta": {"inReplyTo": "<ef265bbbd801e5e38722f66fa3819c79cd07dc7971b4ad84fafce7e57737e911@kustomer.mail.kustomerapp.com>", "recipient": {"mailboxHash": "", "email": "support@kustomer.com"}, "cc": [], "to": [{"email": "support@kustomer.com"}], "from": "jeremy@kustomer.com", "subject": "Re: hey"}, "status": "received", "sentAt": "2016-09-02T01:15:14.000Z", "createdAt": "2016-09-02T01:15:31.140Z", "updatedAt": "2016-09-02T01:15:31.140Z"}, "relationships": {"org": {"links": {"self": "/v1/orgs/57bb5d2e32e83a130052e94e"}, "data": {"type": "org", "id": "57bb5d2e32e83a130052e94e"}}, "customer": {"links": {"self": "/v1/customers/57c08ccde595371400462df2"}, "data": {"type": "customers", "id": "57c08ccde595371400462df2"}}, "conversation": {"links": {"self": "/v1/conversations/57c8d2b365f7cc14004e674f"}, "data": {"type": "conversation", "id": "57c8d2b365f7cc14004e674f"}}}, "links": {"self": "/v1/messages/57c8d2b01a57ed1400392073", "related": "/v1/postmark/messages/57c8d2b01a57ed1400392073"}}], "links": {"self": "/v1/conversations/57c8d2b365f7cc14004e674f/messages?page=1&pageSize=100", "first": "/v1/conversations/57c8d2b365f7cc14004e674f/messages?page=1&pageSize=100", "prev": null, "next": null}}"#;
+
+    #[test]
+    fn a_conversations_message_page_reads_as_the_spec_shows() {
+        let read = |text: &str, size| read_message_page(&serde_json::from_str(text).unwrap(), size);
+        assert_eq!(
+            read(SPEC_MESSAGE_PAGE, 100),
+            Ok(MessagePage {
+                messages: vec![FoundMessage {
+                    id: "57c8d2b01a57ed1400392073".into(),
+                    external_id: Some(
+                        "<CADBFQxRPMLtQrBS9x+mt=7Wcy0GEw0FxcneO5sn=k4XgGDyVZg@mail.gmail.com>"
+                            .into()
+                    ),
+                    conversation_id: Some("57c8d2b365f7cc14004e674f".into()),
+                }],
+                more: false,
+            })
+        );
+        let next = SPEC_MESSAGE_PAGE.replace(
+            r#""prev": null, "next": null"#,
+            r#""prev": null, "next": "/v1/conversations/57c8d2b365f7cc14004e674f/messages?page=2&pageSize=100""#,
+        );
+        assert!(read(&next, 100).unwrap().more);
+        // Without links, a full page may have a successor; a short one has none.
+        assert!(read(r#"{"data":[{"id":"m1"}]}"#, 1).unwrap().more);
+        assert!(!read(r#"{"data":[{"id":"m1"}]}"#, 2).unwrap().more);
+        assert_eq!(read(r#"{"data":[]}"#, 2).unwrap().messages, vec![]);
+        assert!(!read(r#"{"data":null}"#, 2).unwrap().more);
+        assert!(read(r#"{"data":"m1"}"#, 2).is_err());
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::input::Format;
 use crate::progress::Display;
 use crate::retry::RetryPolicy;
 
-pub use crate::send::{ErrorBudget, SendMode, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY};
+pub use crate::send::{
+    ErrorBudget, SendMode, DEFAULT_EARLY_LOOKUP, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY,
+};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.kustomerapp.com";
 pub const API_KEY_ENV: &str = "KUSTOMER_API_KEY";
@@ -69,6 +71,8 @@ pub enum ConfigError {
     InputMissing(PathBuf),
     #[error("--created-by sets the createdBy audit field, which --no-audit-fields leaves out; pass one or the other")]
     CreatedByWithoutAuditFields,
+    #[error(transparent)]
+    UsersMap(crate::row::UsersMapError),
     #[error("--max-field-lines must be at least 1")]
     MaxFieldLines,
     #[error("--org-limit must be at least 1")]
@@ -156,6 +160,8 @@ pub struct StagingChoices {
     pub created_by: Option<String>,
     /// Most physical lines one quoted CSV field may span.
     pub max_field_lines: u64,
+    /// `--users-map`: agents' emails → user ids, for `createdByEmail`.
+    pub users: Option<std::sync::Arc<crate::row::UsersMap>>,
 }
 
 impl StagingChoices {
@@ -170,6 +176,7 @@ impl StagingChoices {
             audit_fields: true,
             created_by: None,
             max_field_lines: crate::input::DEFAULT_MAX_FIELD_LINES,
+            users: None,
         }
     }
 }
@@ -246,6 +253,8 @@ pub struct SendConfig {
     pub max_pause: Duration,
     /// After an unknown outcome, how long the conversation waits before looking the row up.
     pub settle_delay: Duration,
+    /// After an unknown outcome, when the early lookup goes (zero: none).
+    pub early_lookup: Duration,
     pub request_timeout: Duration,
     /// Look every row up before creating it (re-importing into an org that has some of it).
     pub skip_existing: bool,
@@ -388,6 +397,7 @@ impl SendConfig {
             reserve: crate::throttle::Reserve::default(),
             max_pause: crate::throttle::DEFAULT_MAX_PAUSE,
             settle_delay: DEFAULT_SETTLE_DELAY,
+            early_lookup: DEFAULT_EARLY_LOOKUP,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             skip_existing: false,
             mode: SendMode::Single,
@@ -444,6 +454,10 @@ impl SendConfig {
             settle_delay: match &args.settle_delay {
                 Some(raw) => parse_seconds("--settle-delay", raw, 0.0, 3600.0)?,
                 None => DEFAULT_SETTLE_DELAY,
+            },
+            early_lookup: match &args.early_lookup {
+                Some(raw) => parse_seconds("--early-lookup", raw, 0.0, 300.0)?,
+                None => DEFAULT_EARLY_LOOKUP,
             },
             request_timeout: match &args.request_timeout {
                 Some(raw) => parse_seconds("--request-timeout", raw, 0.1, 600.0)?,
@@ -505,11 +519,24 @@ impl RunConfig {
                 audit_fields: !args.no_audit_fields,
                 created_by,
                 max_field_lines: args.max_field_lines,
+                users: load_users_map(args.users_map.as_deref())?,
             },
             send: SendConfig::from_args(&args.send)?,
             dry_run: args.dry_run,
         })
     }
+}
+
+/// The createdBy of `plan`'s throwaway staging (never sent).
+const PLAN_PLACEHOLDER_USER: &str = "000000000000000000000000";
+
+/// Reads `--users-map` when given.
+pub fn load_users_map(
+    path: Option<&Path>,
+) -> Result<Option<std::sync::Arc<crate::row::UsersMap>>, ConfigError> {
+    path.map(|path| crate::row::UsersMap::load(path).map(std::sync::Arc::new))
+        .transpose()
+        .map_err(ConfigError::UsersMap)
 }
 
 /// What `plan` reads: an input to stage into a throwaway checkpoint, or a job's checkpoint.
@@ -563,6 +590,10 @@ impl PlanConfig {
                         timezone,
                         ignore_unknown: args.ignore_unknown,
                         max_field_lines: args.max_field_lines,
+                        // Agents do not change the requests: rows naming them by
+                        // createdByEmail count as valid without a users map. The throwaway
+                        // checkpoint is never sent.
+                        created_by: Some(PLAN_PLACEHOLDER_USER.to_string()),
                         ..StagingChoices::utc_defaults(format)
                     },
                 }

@@ -17,6 +17,7 @@ pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod resolve;
 pub mod retry;
 pub mod row;
 pub mod sandbox;

@@ -41,7 +41,7 @@
 //!   out of the critical path (the deepest conversation's single creates are assumed to fit in
 //!   the time the budget sets).
 
-use crate::checkpoint::{Checkpoint, CheckpointError, ConversationDepth};
+use crate::checkpoint::{Checkpoint, CheckpointError, ConversationDepth, ResolutionWork};
 
 /// The most rows one bulk job may hold (`POST /v1/messages/bulk` takes at most 100 bodies).
 pub const MAX_BATCH_SIZE: u64 = 100;
@@ -78,6 +78,8 @@ pub struct Workload {
     depths: Vec<u64>,
     rows: u64,
     deepest: Option<ConversationDepth>,
+    /// Source tickets still to resolve before their rows can go.
+    resolution: ResolutionWork,
 }
 
 impl Workload {
@@ -97,12 +99,16 @@ impl Workload {
             rows: depths.iter().sum(),
             depths,
             deepest,
+            resolution: ResolutionWork::default(),
         }
     }
 
     /// The rows still to send in a job's checkpoint (`pending` or `sending`).
     pub fn of_checkpoint(checkpoint: &Checkpoint) -> Result<Self, CheckpointError> {
-        Ok(Self::new(checkpoint.depths_to_send()?))
+        Ok(Self {
+            resolution: checkpoint.resolution_work()?,
+            ..Self::new(checkpoint.depths_to_send()?)
+        })
     }
 
     pub fn rows(&self) -> u64 {
@@ -305,6 +311,33 @@ pub struct BulkEstimate {
     pub job_seconds: f64,
 }
 
+/// The resolve phase's requests (single requests in both modes; bulk creation of customers and
+/// conversations is not done yet). Per ticket: its conversation looked up by externalId, then
+/// created; per customer not yet resolved: looked up by externalId and/or email, then created.
+/// `worst` is a first migration (nothing exists yet: every lookup and every create, which is
+/// also what to expect then); `best` is everything found at the first lookup (a found
+/// conversation's customer is looked up once to check it is the rows' own). Unknown outcomes
+/// add a lookup each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResolutionEstimate {
+    pub tickets: u64,
+    pub customers: u64,
+    pub worst_requests: u64,
+    pub best_requests: u64,
+}
+
+impl ResolutionEstimate {
+    fn of(work: ResolutionWork) -> Self {
+        let customer_lookups = work.customers + work.customers_with_both_keys;
+        ResolutionEstimate {
+            tickets: work.tickets,
+            customers: work.customers,
+            worst_requests: 2 * work.tickets + customer_lookups + work.customers,
+            best_requests: work.tickets + work.customers,
+        }
+    }
+}
+
 /// The plan for one workload and budget.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Plan {
@@ -316,6 +349,8 @@ pub struct Plan {
     pub batch_size: u64,
     pub single: SingleEstimate,
     pub bulk: BulkEstimate,
+    /// Included in `single` and `bulk` (their worst case).
+    pub resolution: ResolutionEstimate,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -368,9 +403,10 @@ pub fn plan(workload: &Workload, inputs: PlanInputs) -> Plan {
             job_time(*split, *cap) <= budget_seconds.max(single_seconds)
         })
         .unwrap_or((0, curve.split(0, 0)));
-    let requests = expected_requests(split);
+    let resolution = ResolutionEstimate::of(workload.resolution);
+    let requests = expected_requests(split) + resolution.worst_requests;
     let critical_path_rounds = rounds(split, cap, max_depth);
-    let single_requests = workload.rows + 1;
+    let single_requests = workload.rows + 1 + resolution.worst_requests;
     Plan {
         rows: workload.rows,
         conversations: workload.conversations(),
@@ -400,6 +436,7 @@ pub fn plan(workload: &Workload, inputs: PlanInputs) -> Plan {
             extra_polls_per_job: EXTRA_POLLS_PER_JOB,
             job_seconds: inputs.job_seconds,
         },
+        resolution,
     }
 }
 

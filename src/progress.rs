@@ -67,8 +67,9 @@ fn summary_line(stats: &SendStats) -> String {
     let unknown = stats.unknown.load(Ordering::Relaxed);
     if unknown > 0 {
         let reconciled = stats.reconciled.load(Ordering::Relaxed);
+        let early_hits = stats.early_hits.load(Ordering::Relaxed);
         line.push_str(&format!(
-            ", {unknown} unknown outcomes ({reconciled} found by lookup)"
+            ", {unknown} unknown outcomes ({reconciled} found by lookup, {early_hits} early)"
         ));
     }
     line
@@ -125,15 +126,7 @@ fn per_request(stats: &SendStats, throttle: &Throttle) -> String {
 
 fn pacing(throttle: &Throttle) -> String {
     let budget = &throttle.budget;
-    let concurrency = if throttle.concurrency.is_adaptive() {
-        format!(
-            "{}/{}",
-            throttle.concurrency.limit(),
-            throttle.concurrency.ceiling()
-        )
-    } else {
-        throttle.concurrency.limit().to_string()
-    };
+    let concurrency = throttle.concurrency.view().describe();
     let snapshot = PacingSnapshot::of(throttle);
     let mut text = format!(
         "{} · conc {concurrency} · 429s {}",

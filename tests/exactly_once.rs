@@ -128,7 +128,9 @@ fn not_found_as_empty_data_is_believed_and_nothing_is_left_stuck() {
 }
 
 /// Case 4: another integration used some of the file's externalIds in other conversations. A
-/// lookup that finds only those is never taken for the row's own message.
+/// lookup that finds only those is never taken for the row's own message. The key may not read
+/// conversations, so such a row fails and holds its conversation (with the role, the row's
+/// conversation settles it: see the issue 15 tests below).
 #[test]
 fn a_message_with_the_same_external_id_elsewhere_is_never_claimed() {
     let sandbox = Sandbox::start(&["--drop-before-store", "0.3", "--lookup-list", "--seed", "9"]);
@@ -144,7 +146,7 @@ fn a_message_with_the_same_external_id_elsewhere_is_never_claimed() {
         .collect();
     sandbox.post_json("/_sandbox/seed", &Value::Array(seeded));
 
-    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    let output = run_job(dir.path(), &sandbox, MESSAGES_ONLY_KEY, "in.csv", &[]);
     assert_eq!(code(&output), 1, "{}", text(&output));
     assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
     let report = report_rows(dir.path(), "job.sqlite");
@@ -165,7 +167,7 @@ fn a_message_with_the_same_external_id_elsewhere_is_never_claimed() {
 
     // The user decides to create them after all: each once, the conversations in order.
     for _ in 0..10 {
-        let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &["--retry-failed"]);
+        let output = resume_job(dir.path(), &sandbox, MESSAGES_ONLY_KEY, &["--retry-failed"]);
         if code(&output) == 0 {
             break;
         }
@@ -552,7 +554,9 @@ fn an_outcome_that_stays_unknown_is_reported_and_resume_settles_it() {
 
 /// A kill -9 while rows wait out their settle delay: resume waits what is left of the delay
 /// before looking them up. Measured on the sandbox's clock: no lookup of a row whose create
-/// was stored but answered 5xx reaches it sooner than the delay after that answer.
+/// was stored but answered 5xx reaches it sooner than the delay after that answer. The early
+/// lookup is off here (`--early-lookup 0`): it may come sooner by design, and the issue 15 tests
+/// below show it never leads to a resend before the delay.
 #[test]
 fn resume_waits_out_the_rest_of_a_settle_delay() {
     const SETTLE_SECONDS: u64 = 8;
@@ -560,7 +564,14 @@ fn resume_waits_out_the_rest_of_a_settle_delay() {
     let dir = tempfile::tempdir().unwrap();
     let expected = write_csv(&dir.path().join("in.csv"), 100, 10, 18);
     let settle = SETTLE_SECONDS.to_string();
-    let flags = ["--settle-delay", settle.as_str(), "--request-timeout", "2"];
+    let flags = [
+        "--settle-delay",
+        settle.as_str(),
+        "--request-timeout",
+        "2",
+        "--early-lookup",
+        "0",
+    ];
     let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
     command
         .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
@@ -790,4 +801,232 @@ fn check_proves_the_lookup_route_on_a_message_of_the_job() {
     );
     assert!(said.contains("ready to import"), "{said}");
     assert_eq!(lookups(&sandbox, "lower", "hit"), hits_before + 1);
+}
+
+/// The sandbox key whose roles read messages but not conversations.
+const MESSAGES_ONLY_KEY: &str = "sandbox-messages-only-key";
+
+/// Issue 15, look early: a row stored, then answered 500, is found by the early lookup and
+/// settled at once. The settle delay is 600 s: a row that waited it out would not let the run
+/// finish within the command's bound.
+#[test]
+fn a_stored_then_500_row_is_settled_by_the_early_lookup_without_the_full_delay() {
+    let sandbox = Sandbox::start(&[
+        "--store-then-error",
+        "0.1",
+        "--store-then-error-status",
+        "500",
+        "--seed",
+        "21",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 200, 10, 21);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        "in.csv",
+        &["--settle-delay", "600"],
+    );
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    let stored_then_500 = fired(&sandbox, "store_then_error");
+    assert!(
+        stored_then_500 >= 5,
+        "the fault fired {stored_then_500} times"
+    );
+    assert_eq!(
+        sandbox.stat(&["creates"]),
+        200,
+        "one create per row: nothing resent"
+    );
+    assert!(lookups(&sandbox, "camel", "hit") >= stored_then_500);
+    let summary = stderr(&output);
+    assert!(
+        summary.contains(&format!(
+            "({stored_then_500} early, {stored_then_500} of them found it)"
+        )),
+        "{summary}"
+    );
+}
+
+fn spawn_quiet(mut command: std::process::Command) -> std::process::Child {
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    command.spawn().expect("spawn importer")
+}
+
+/// Waits until the run has looked up early once more than `misses_before` and nothing is in
+/// flight, then kills it with SIGKILL.
+fn kill_after_an_early_miss(sandbox: &Sandbox, mut child: std::process::Child, misses_before: u64) {
+    wait_until(
+        Duration::from_secs(60),
+        "an early lookup that misses",
+        || lookups(sandbox, "camel", "miss") > misses_before,
+    );
+    wait_until(Duration::from_secs(30), "nothing in flight", || {
+        sandbox.stat(&["in_flight"]) == 0
+    });
+    signal(&child, "KILL");
+    let _ = wait_child(&mut child, Duration::from_secs(30));
+}
+
+/// Issue 15, resend late: a row dropped before it was stored is not found early, and is not
+/// resent before the full settle delay, neither in the run that sent it nor after `kill -9` and
+/// `resume` (whose early lookup goes at once).
+#[test]
+fn a_row_not_found_early_is_resent_only_after_the_full_delay_also_after_kill_9_and_resume() {
+    let sandbox = Sandbox::start(&["--drop-before-store", "0.1", "--seed", "22"]);
+    let dir = tempfile::tempdir().unwrap();
+    // One conversation: the dropped row holds every later row behind it.
+    let expected = write_csv(&dir.path().join("in.csv"), 40, 1, 22);
+    let mut run = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    run.args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
+        .args(["--settle-delay", "600", "--early-lookup", "1"])
+        .args(["--request-timeout", "2"]);
+    let run = spawn_quiet(run);
+    // Counted once the row is dropped: the re-import guard's lookups, before the first create,
+    // miss too, and the early lookup comes a second later.
+    wait_until(Duration::from_secs(60), "a dropped create", || {
+        fired(&sandbox, "drop_before_store") > 0
+    });
+    let misses = lookups(&sandbox, "camel", "miss");
+    kill_after_an_early_miss(&sandbox, run, misses);
+    let dropped = fired(&sandbox, "drop_before_store");
+    assert_eq!(dropped, 1, "the run stops at its first dropped row");
+    let creates = sandbox.stat(&["creates"]);
+    assert_eq!(
+        creates,
+        sandbox.stored() + dropped,
+        "no create beyond the dropped one: nothing resent after the early miss"
+    );
+
+    // Resumed with the job's own settings (600 s): the early lookup goes at once and misses;
+    // still nothing is resent.
+    let misses = lookups(&sandbox, "camel", "miss");
+    let mut resume = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    resume.args(["resume", "--db", "job.sqlite", "--quiet"]);
+    kill_after_an_early_miss(&sandbox, spawn_quiet(resume), misses);
+    assert_eq!(
+        sandbox.stat(&["creates"]),
+        creates,
+        "the resumed run resent nothing before the full delay"
+    );
+    let status = status_json(dir.path(), "job.sqlite");
+    assert_eq!(status["counts"]["sending"], 1, "{status}");
+
+    // With a short delay the row is looked up once more, resent, and the job finishes.
+    let output = resume_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        &["--settle-delay", "0.5", "--request-timeout", "1"],
+    );
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    let dropped = fired(&sandbox, "drop_before_store");
+    assert_eq!(
+        sandbox.stat(&["creates"]),
+        40 + dropped,
+        "each dropped row created once more, and only once"
+    );
+}
+
+/// Seeds another integration's message, in a conversation of its own, under every externalId
+/// of the file.
+fn seed_collisions(sandbox: &Sandbox, expected: &[Expected]) {
+    let seeded: Vec<Value> = expected
+        .iter()
+        .enumerate()
+        .map(|(index, row)| {
+            json!({
+                "conversationId": format!("{:024x}", 0xf00000 + index),
+                "externalId": row.external_id,
+            })
+        })
+        .collect();
+    sandbox.post_json("/_sandbox/seed", &Value::Array(seeded));
+}
+
+/// 200 rows whose every externalId another conversation also carries (answered first by the
+/// lookup), sent with `key` through stored-then-500s and drops.
+fn colliding_run(
+    key: &str,
+) -> (
+    Sandbox,
+    tempfile::TempDir,
+    Vec<Expected>,
+    std::process::Output,
+) {
+    let sandbox = Sandbox::start(&COLLIDING);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 200, 10, 23);
+    seed_collisions(&sandbox, &expected);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        key,
+        "in.csv",
+        &["--settle-delay", "1", "--early-lookup", "0.2"],
+    );
+    (sandbox, dir, expected, output)
+}
+
+const COLLIDING: [&str; 9] = [
+    "--lookup-other-first",
+    "--store-then-error",
+    "0.1",
+    "--store-then-error-status",
+    "500",
+    "--drop-before-store",
+    "0.1",
+    "--seed",
+    "23",
+];
+
+/// Issue 15, collisions: every externalId is also another conversation's, and the lookup
+/// answers that one first. With the conversation read role, each unknown outcome is settled by
+/// reading the row's own conversation: found means created, absent after the delay means resent.
+#[test]
+fn a_colliding_unknown_outcome_is_settled_by_reading_its_own_conversation() {
+    let (sandbox, dir, expected, output) = colliding_run(ADMIN_KEY);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    assert!(fired(&sandbox, "store_then_error") >= 5);
+    let dropped = fired(&sandbox, "drop_before_store");
+    assert!(dropped >= 5, "the drop fired {dropped} times");
+    assert_eq!(
+        sandbox.stat(&["creates"]),
+        200 + dropped,
+        "each dropped row resent once, no stored row resent"
+    );
+    assert!(sandbox.stat(&["lookups", "other_first"]) > 0);
+    assert!(sandbox.stat(&["conversations", "message_list_reads"]) > 0);
+    assert!(stderr(&output).contains("conversation pages read"));
+}
+
+/// The same collisions with a key that may not read conversations: as before, the row fails
+/// and holds its conversation, and the failure names the role that would settle it.
+#[test]
+fn without_the_conversation_read_role_a_collision_fails_naming_the_role() {
+    let (sandbox, dir, _, output) = colliding_run(MESSAGES_ONLY_KEY);
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert!(sandbox.stat(&["lookups", "other_first"]) > 0);
+    assert_eq!(sandbox.stat(&["conversations", "message_list_reads"]), 0);
+    let report = report_rows(dir.path(), "job.sqlite");
+    let elsewhere: Vec<_> = report
+        .iter()
+        .filter(|r| r["errorCode"] == "external_id_in_other_conversation")
+        .collect();
+    assert!(
+        !elsewhere.is_empty(),
+        "no unknown outcome met its foreign twin"
+    );
+    for row in &elsewhere {
+        assert!(
+            row["errorMessage"].contains("org.permission.conversation.read"),
+            "the failure names the role: {row:?}"
+        );
+    }
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
 }

@@ -417,3 +417,54 @@ fn a_second_run_while_the_first_is_still_staging_is_refused() {
     assert_eq!(wait_child(&mut first, LIMIT).code(), Some(0));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
 }
+
+/// Reading stdin can take as long as the program writing it: a second `run` on the same
+/// checkpoint is refused during it too, and a first run stopped before its input ended leaves
+/// no checkpoint or lock file behind.
+#[test]
+fn a_second_run_while_the_first_is_still_reading_stdin_is_refused() {
+    use std::io::Write;
+    let sandbox = Sandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 20, 2, 21);
+    let db = dir.path().join("job.sqlite");
+    let mut first = importer_for(dir.path(), &sandbox, ADMIN_KEY)
+        .args([
+            "run",
+            "-",
+            "--format",
+            "csv",
+            "--db",
+            "job.sqlite",
+            "--quiet",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The header only: the first run keeps reading, its input still open.
+    let mut input = first.stdin.take().unwrap();
+    input.write_all(b"externalId,conversationId\n").unwrap();
+    input.flush().unwrap();
+    let lock_file = dir.path().join("job.sqlite.lock");
+    wait_until(LIMIT, "the first run's lock", || lock_file.exists());
+    let second = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+    assert_eq!(code(&second), 2, "{}", text(&second));
+    assert!(
+        text(&second).contains("another kustomer-import process is working on checkpoint"),
+        "{}",
+        text(&second)
+    );
+    assert!(first.try_wait().unwrap().is_none(), "the first run ended");
+    signal(&first, "INT");
+    let status = wait_child(&mut first, LIMIT);
+    drop(input);
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        !db.exists(),
+        "a run stopped before its input ended left its checkpoint"
+    );
+    assert!(!lock_file.exists(), "and its lock file");
+    assert_eq!(sandbox.stat(&["requests_total"]), 0, "nothing was sent");
+}

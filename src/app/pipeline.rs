@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{Checkpoint, Job, RowState, StagedRow, StateCounts};
+use crate::checkpoint::{Checkpoint, Job, JobLock, RowState, StagedRow, StateCounts};
 use crate::client::ApiClient;
 use crate::config::{
     format_utc, ApiConfig, ConcurrencyChoice, InputArg, SendConfig, StagingChoices,
@@ -47,7 +47,11 @@ const MAX_FIELD_LINES_KEY: &str = "max-field-lines";
 
 /// The staging choices kept in the job's settings object (beside the send settings).
 pub fn staging_settings(staging: &StagingChoices) -> serde_json::Value {
-    serde_json::json!({ MAX_FIELD_LINES_KEY: staging.max_field_lines })
+    let mut settings = serde_json::json!({ MAX_FIELD_LINES_KEY: staging.max_field_lines });
+    if let Some(users) = &staging.users {
+        settings[USERS_MAP_KEY] = serde_json::json!(users.as_ref());
+    }
+    settings
 }
 
 fn max_field_lines(job: &Job) -> u64 {
@@ -74,6 +78,59 @@ pub fn refuse_existing_job(db: &Path) -> Result<(), AppError> {
         .into());
     }
     Ok(())
+}
+
+/// A checkpoint locked for a new job before its input is read. A refused job removes what the
+/// claim created (the empty database, the lock file), so a refusal leaves nothing behind.
+pub struct CheckpointClaim {
+    lock: JobLock,
+    created: Vec<PathBuf>,
+}
+
+impl CheckpointClaim {
+    /// The job exists: the lock is held for the rest of the command.
+    pub fn keep(self) -> JobLock {
+        self.lock
+    }
+
+    /// The job was refused: release the lock and remove what this claim created.
+    pub fn abandon(self) {
+        let CheckpointClaim { lock, created } = self;
+        drop(lock);
+        for path in created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Refuses a checkpoint that holds a job or is not a checkpoint, creates an empty one when none
+/// exists (an empty database is adopted by [`create_job`]), and takes the job lock on it.
+pub fn claim_checkpoint(db: &Path) -> Result<CheckpointClaim, AppError> {
+    refuse_existing_job(db)?;
+    let lock_error = |source| crate::checkpoint::CheckpointError::Lock {
+        path: db.to_path_buf(),
+        source,
+    };
+    let mut created = Vec::new();
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(db)
+    {
+        Ok(_) => created.push(db.to_path_buf()),
+        // Another run created it a moment ago: its lock decides below.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(lock_error(err).into()),
+    }
+    let lock_file = std::fs::canonicalize(db)
+        .map(|path| crate::checkpoint::companion(&path, ".lock"))
+        .map_err(lock_error)?;
+    let lock_file_is_new = !lock_file.exists();
+    let lock = JobLock::acquire(db)?;
+    if lock_file_is_new {
+        created.push(lock_file);
+    }
+    Ok(CheckpointClaim { lock, created })
 }
 
 /// Reads the input once (hash, field names), refuses unknown or refused fields and an input
@@ -117,6 +174,7 @@ fn record_job(
         return Err(input::InputError::NoRows { path: source.path }.into());
     }
     check_field_names(&survey.field_names, request.staging.ignore_unknown)?;
+    refuse_unknown_agents(&source, &request.staging, &survey.field_names)?;
 
     let now = jiff::Timestamp::now();
     let job = Job {
@@ -257,8 +315,81 @@ pub fn row_options(job: &Job) -> Result<(ValidationOptions, StampOptions), AppEr
             audit_fields: job.audit_fields,
             created_by: job.created_by.clone(),
             input_sha256: job.input_sha256.clone(),
+            users: users_map(job)?.map(Arc::new),
         },
     ))
+}
+
+/// Key of the `--users-map` contents in the job's settings: a resumed staging resolves agents'
+/// emails exactly as the first run did, even if the file has changed or gone.
+const USERS_MAP_KEY: &str = "users-map";
+
+fn users_map(job: &Job) -> Result<Option<row::UsersMap>, AppError> {
+    job.settings
+        .get(USERS_MAP_KEY)
+        .map(|value| {
+            serde_json::from_value(value.clone()).map_err(|err| {
+                AppError::Fields(format!("the job's stored users map is unreadable: {err}"))
+            })
+        })
+        .transpose()
+}
+
+/// Every `createdByEmail` that the users map lacks stops the job before anything is staged or
+/// sent, all of them listed, unless `--created-by` is the fallback (or audit fields are off,
+/// which sends no createdBy at all).
+fn refuse_unknown_agents(
+    source: &InputSource,
+    staging: &StagingChoices,
+    field_names: &[(String, u64)],
+) -> Result<(), AppError> {
+    let named = field_names.iter().any(|(name, _)| name == "createdByEmail");
+    if !named || staging.created_by.is_some() || !staging.audit_fields {
+        return Ok(());
+    }
+    let Some(users) = &staging.users else {
+        return Err(AppError::Fields(
+            "the input names agents by createdByEmail: pass --users-map FILE (CSV email,id, as \
+             exported from Kustomer's user list), or --created-by USER_ID as the fallback; \
+             nothing was staged"
+                .into(),
+        ));
+    };
+    let mut unknown: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for record in input::records_with_field_lines(source, staging.max_field_lines)? {
+        let record = record?;
+        let Ok(fields) = &record.fields else { continue };
+        let Some(email) = fields
+            .get("createdByEmail")
+            .and_then(serde_json::Value::as_str)
+        else {
+            continue;
+        };
+        if users.user_id(email).is_none() {
+            let entry = unknown
+                .entry(email.to_lowercase())
+                .or_insert((record.line, 0));
+            entry.1 += 1;
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = unknown
+        .iter()
+        .map(|(email, (line, rows))| {
+            format!(
+                "  {} ({rows} rows, first on line {line})",
+                crate::text::escape_control(email)
+            )
+        })
+        .collect();
+    Err(AppError::Fields(format!(
+        "{} agent emails in createdByEmail are not in --users-map ({} users); nothing was staged or sent:\n{}\nAdd them to the map, or pass --created-by USER_ID for rows whose agent is unknown.",
+        unknown.len(),
+        users.len(),
+        listed.join("\n")
+    )))
 }
 
 /// Stages every row not yet staged. Safe to call again after an interruption: rows already
@@ -310,6 +441,10 @@ pub fn stage(
     }
     stager.finish()?;
     view.finish();
+    // Tickets whose rows disagree about their customer are refused as a whole.
+    let refused = checkpoint.prepare_resolution()?;
+    counts.valid = counts.valid.saturating_sub(refused);
+    counts.invalid += refused;
     Ok(Some(counts))
 }
 
@@ -390,7 +525,23 @@ pub async fn send_and_summarise(
                 api.client_config(send.request_timeout),
                 Some(Arc::clone(&throttle)),
             )?);
-            let to_send = before.pending + before.sending;
+            if let Some(stop) = resolve_tickets(
+                db,
+                job,
+                send,
+                preflight.roles.as_deref(),
+                &client,
+                interrupt,
+            )
+            .await?
+            {
+                let finished = Checkpoint::open_existing(db)?;
+                let after = finished.counts()?;
+                drop(finished);
+                return Ok(exit_for(&stop, &after, db));
+            }
+            let resolved = Checkpoint::open_existing(db)?.counts()?;
+            let to_send = resolved.pending + resolved.sending;
             let stats = SendStats::with_total(to_send);
             let view =
                 ProgressView::sending(Arc::clone(&stats), Arc::clone(&throttle), send.display);
@@ -402,6 +553,8 @@ pub async fn send_and_summarise(
                 verify_audit_fields: job.audit_fields,
                 shutdown_grace: Duration::from_secs(15),
                 settle_delay: send.settle_delay,
+                early_lookup: send.early_lookup,
+                reads_conversations: preflight.reads_conversations,
                 request_timeout: send.request_timeout,
                 skip_existing: send.skip_existing,
                 reimport_guard: true,
@@ -442,6 +595,79 @@ pub async fn send_and_summarise(
         }),
     );
     Ok(exit_for(&stop, &after, db))
+}
+
+/// How often the resolve phase says how far it is.
+const RESOLVE_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// The resolve phase, when the job's rows name source tickets: the key's roles are checked
+/// first (exit 3 naming what is missing), then every waiting ticket is found or created. `Some`
+/// when the run must stop here.
+async fn resolve_tickets(
+    db: &Path,
+    job: &Job,
+    send: &SendConfig,
+    roles: Option<&[String]>,
+    client: &Arc<ApiClient>,
+    interrupt: &Interrupt,
+) -> Result<Option<SendStop>, AppError> {
+    if !Checkpoint::open_existing(db)?.names_tickets()? {
+        return Ok(None);
+    }
+    let missing = crate::resolve::missing_roles(roles);
+    if !missing.is_empty() {
+        return Ok(Some(SendStop::Refused(format!(
+            "the input names conversations by conversationExternalId, so the importer finds or \
+             creates customers and conversations, and the API key lacks {}. Add the role(s) to \
+             the key, then: kustomer-import resume --db {}",
+            missing.join(", "),
+            db.display()
+        ))));
+    }
+    let plan = crate::resolve::ResolvePlan {
+        checkpoint: db.to_path_buf(),
+        workers: send.concurrency.workers(),
+        retry: send.retry,
+        settle_delay: send.settle_delay,
+        request_timeout: send.request_timeout,
+        unreachable_after: send.retry.max_total_wait,
+        imported_at: job.imported_at.clone(),
+        audit_fields: job.audit_fields,
+    };
+    let counters = Arc::new(crate::resolve::ResolveCounters::default());
+    if send.display != Display::Quiet {
+        eprintln!("resolving customers and conversations named by source ids");
+    }
+    // A plain line every few seconds while tickets are resolved (the sending bar comes after).
+    let ticker = (send.display != Display::Quiet).then(|| {
+        let counters = Arc::clone(&counters);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RESOLVE_PROGRESS_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                eprintln!("progress: {}", counters.describe());
+            }
+        })
+    });
+    let stop = crate::resolve::resolve_all(
+        &plan,
+        Arc::clone(client),
+        Arc::clone(&counters),
+        interrupt.token.clone(),
+    )
+    .await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    let stop = stop?;
+    if send.display != Display::Quiet {
+        eprintln!("{}", counters.describe());
+    }
+    Ok(match stop {
+        SendStop::Completed => None,
+        stop => Some(stop),
+    })
 }
 
 /// Prints the send phase's warnings on stderr as they come; the task ends once the phase has
@@ -640,10 +866,20 @@ fn spend_summary(out: &mut impl Write, throttle: &Throttle, counters: &SendStats
     if unknown > 0 || counters.lookups.load(Ordering::Relaxed) > 0 {
         let _ = writeln!(
             out,
-            "unknown outcomes: {unknown}, lookups by externalId: {}, found already created: {}",
+            "unknown outcomes: {unknown}, lookups by externalId: {} ({} early, {} of them found \
+             it), found already created: {}",
             counters.lookups.load(Ordering::Relaxed),
+            counters.early_lookups.load(Ordering::Relaxed),
+            counters.early_hits.load(Ordering::Relaxed),
             counters.reconciled.load(Ordering::Relaxed)
         );
+        let reads = counters.conversation_reads.load(Ordering::Relaxed);
+        if reads > 0 {
+            let _ = writeln!(
+                out,
+                "conversation pages read to settle externalIds found in other conversations: {reads}"
+            );
+        }
     }
     let budget = &throttle.budget;
     let pacing = PacingSnapshot::of(throttle);
@@ -667,7 +903,10 @@ fn spend_summary(out: &mut impl Write, throttle: &Throttle, counters: &SendStats
         budget.rate_limited.load(Ordering::Relaxed),
         budget.pauses.load(Ordering::Relaxed),
         if throttle.concurrency.is_adaptive() {
-            format!(", concurrency ended at {}", throttle.concurrency.limit())
+            format!(
+                ", concurrency ended at {}",
+                throttle.concurrency.view().summary()
+            )
         } else {
             String::new()
         }

@@ -14,14 +14,19 @@ impl Checkpoint {
     /// Every conversation with rows `pending` or `sending`, with how many, in no particular
     /// order. Held rows (pending behind a failed one) count: they are still to send.
     pub fn depths_to_send(&self) -> Result<Vec<ConversationDepth>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT conversation_id, COUNT(*) FROM row
-                 WHERE state IN ('pending', 'sending') AND conversation_id IS NOT NULL
-                 GROUP BY conversation_id",
-            )
-            .at(&self.path)?;
+        // Rows of a source ticket not yet resolved count under the ticket's key: they become
+        // one conversation.
+        let sql = if self.schema >= 6 {
+            "SELECT IFNULL(conversation_id, 'ticket:' || ticket_key) AS id, COUNT(*) FROM row
+             WHERE state IN ('pending', 'sending')
+               AND (conversation_id IS NOT NULL OR ticket_key IS NOT NULL)
+             GROUP BY id"
+        } else {
+            "SELECT conversation_id, COUNT(*) FROM row
+             WHERE state IN ('pending', 'sending') AND conversation_id IS NOT NULL
+             GROUP BY conversation_id"
+        };
+        let mut stmt = self.conn.prepare_cached(sql).at(&self.path)?;
         let depths = stmt
             .query_map([], |row| {
                 Ok(ConversationDepth {

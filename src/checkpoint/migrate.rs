@@ -37,6 +37,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/0004_pacing.sql"),
     ),
     (5, "bulk", include_str!("../../migrations/0005_bulk.sql")),
+    (
+        6,
+        "resolve",
+        include_str!("../../migrations/0006_resolve.sql"),
+    ),
 ];
 
 /// The newest schema version this build can read and write.
@@ -130,10 +135,12 @@ mod tests {
         let mut conn = Connection::open(&path).unwrap();
         migrate(&mut conn, &path).unwrap();
         assert_eq!(user_version(&conn, &path).unwrap(), newest_version());
-        assert_eq!(newest_version(), 5);
+        assert_eq!(newest_version(), 6);
         assert_eq!(
             table_names(&conn),
-            vec!["job".to_string(), "pacing".to_string(), "row".to_string()]
+            ["conversation", "customer", "job", "pacing", "row"]
+                .map(String::from)
+                .to_vec()
         );
     }
 

@@ -17,6 +17,7 @@ mod migrate;
 pub mod pacing;
 mod queue;
 mod reports;
+mod resolve;
 mod staging;
 mod store;
 #[cfg(test)]
@@ -33,6 +34,9 @@ pub use queue::{KnownMessage, QueuedRow, RetryScope};
 pub use reports::{
     Activity, ConversationTiming, ErrorClass, ErrorGroup, LatencyCount, RejectedRow, ResultBucket,
     RowOutcome, StateCounts,
+};
+pub use resolve::{
+    CustomerRecord, Entity, EntityState, ResolutionCounts, ResolutionWork, ResolvedBy, TicketRecord,
 };
 pub use staging::{StagedKind, StagedRow, Stager};
 pub use store::{companion, is_empty_database, run_in_progress, Job, JobLock, SEND_SETTINGS_KEY};

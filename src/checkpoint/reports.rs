@@ -91,6 +91,11 @@ pub struct RowOutcome {
     pub last_attempt_ms: Option<i64>,
     /// The bulk job its last attempt went in (bulk mode).
     pub bulk_job_id: Option<String>,
+    /// For a row naming a source ticket: the ticket, its customer's Kustomer id and the
+    /// conversation it was resolved to (once known).
+    pub conversation_external_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub resolved_conversation_id: Option<String>,
 }
 
 /// States whose rows carry an error worth reporting.
@@ -260,17 +265,35 @@ impl Checkpoint {
     {
         // A read-only open does not migrate: a file from before bulk mode has no job column.
         let bulk_job_id = if self.schema >= 5 {
-            "bulk_job_id"
+            "row.bulk_job_id AS bulk_job_id"
         } else {
             "NULL AS bulk_job_id"
+        };
+        // Rows naming source tickets (schema 6): the ticket and what it was resolved to.
+        let (ticket_columns, ticket_joins) = if self.schema >= 6 {
+            (
+                "row.ticket_key AS conversation_external_id, k.kustomer_id AS customer_id,
+                 c.kustomer_id AS resolved_conversation_id",
+                "LEFT JOIN conversation c ON c.source_key = row.ticket_key
+                 LEFT JOIN customer k ON k.source_key = row.customer_key",
+            )
+        } else {
+            (
+                "NULL AS conversation_external_id, NULL AS customer_id,
+                 NULL AS resolved_conversation_id",
+                "",
+            )
         };
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT line, external_id, conversation_id, state, message_id, http_status,
-                        error_code, error_message, attempts, first_attempt_ms, last_attempt_ms,
-                        {bulk_job_id}
-                 FROM row ORDER BY line"
+                "SELECT row.line AS line, row.external_id AS external_id,
+                        row.conversation_id AS conversation_id, row.state AS state,
+                        row.message_id AS message_id, row.http_status AS http_status,
+                        row.error_code AS error_code, row.error_message AS error_message,
+                        row.attempts AS attempts, row.first_attempt_ms AS first_attempt_ms,
+                        row.last_attempt_ms AS last_attempt_ms, {bulk_job_id}, {ticket_columns}
+                 FROM row {ticket_joins} ORDER BY row.line"
             ))
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
@@ -289,6 +312,9 @@ impl Checkpoint {
                 first_attempt_ms: row.get("first_attempt_ms").at(&self.path)?,
                 last_attempt_ms: row.get("last_attempt_ms").at(&self.path)?,
                 bulk_job_id: row.get("bulk_job_id").at(&self.path)?,
+                conversation_external_id: row.get("conversation_external_id").at(&self.path)?,
+                customer_id: row.get("customer_id").at(&self.path)?,
+                resolved_conversation_id: row.get("resolved_conversation_id").at(&self.path)?,
             };
             each(&outcome)?;
         }

@@ -184,8 +184,9 @@ impl Stager<'_> {
 }
 
 const INSERT_ROW_SQL: &str = "INSERT INTO row (line, byte_offset, byte_len, external_id,
-    conversation_id, sent_at, sent_at_micros, body, state, error_code, error_message)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    conversation_id, sent_at, sent_at_micros, body, state, error_code, error_message,
+    ticket_key, customer_key, ticket_json)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 /// The first valid row holding an externalId: the owner a later row would duplicate.
 const EXTERNAL_ID_OWNER_SQL: &str = "SELECT line FROM row
@@ -206,6 +207,11 @@ fn stage_row(cp: &Checkpoint, row: &StagedRow) -> Result<RowState> {
                   external_id: Option<&str>,
                   error: Option<(&str, &str)>|
      -> Result<()> {
+        let ticket = valid.and_then(|v| v.ticket.as_ref());
+        let ticket_json = ticket
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|err| cp.corrupt(format!("ticket not serialisable: {err}")))?;
         cp.conn
             .prepare_cached(INSERT_ROW_SQL)
             .and_then(|mut stmt| {
@@ -221,6 +227,9 @@ fn stage_row(cp: &Checkpoint, row: &StagedRow) -> Result<RowState> {
                     state.as_str(),
                     error.map(|(code, _)| code),
                     error.map(|(_, message)| message),
+                    ticket.map(|t| t.external_id.as_str()),
+                    ticket.map(|t| t.customer.key()),
+                    ticket_json,
                 ])
             })
             .at(&cp.path)?;
@@ -236,7 +245,7 @@ fn stage_row(cp: &Checkpoint, row: &StagedRow) -> Result<RowState> {
                         .optional()
                 })
                 .at(&cp.path)?;
-            let conversation_id = Some(valid.conversation_id.as_str());
+            let conversation_id = valid.conversation_id.as_deref();
             let external_id = Some(valid.external_id.as_str());
             match taken_by {
                 Some(first_line) => {

@@ -37,7 +37,8 @@ pub(crate) fn valid(line: u64, conversation: &str, external_id: &str, micros: i6
         byte_offset: line * 100,
         byte_len: 100,
         kind: StagedKind::Valid(ValidRow {
-            conversation_id: conversation.to_string(),
+            conversation_id: Some(conversation.to_string()),
+            ticket: None,
             external_id: external_id.to_string(),
             sent_at: format!("t{micros}"),
             sent_at_micros: micros,

@@ -9,7 +9,7 @@ use super::summary::rfc3339;
 use super::ReportError;
 
 /// The CSV report's header, in column order.
-pub const CSV_HEADER: [&str; 12] = [
+pub const CSV_HEADER: [&str; 15] = [
     "line",
     "externalId",
     "conversationId",
@@ -22,6 +22,9 @@ pub const CSV_HEADER: [&str; 12] = [
     "firstAttemptAt",
     "lastAttemptAt",
     "bulkJobId",
+    "conversationExternalId",
+    "customerId",
+    "resolvedConversationId",
 ];
 
 pub(super) fn write_csv(
@@ -51,6 +54,9 @@ pub(super) fn write_csv(
             time(row.first_attempt_ms),
             time(row.last_attempt_ms),
             text(&row.bulk_job_id),
+            text(&row.conversation_external_id),
+            text(&row.customer_id),
+            text(&row.resolved_conversation_id),
         ])?;
         Ok::<(), ReportError>(())
     })?;

@@ -37,12 +37,14 @@
 //! | `latency_ms` | the last attempt of each sent row, from request start to response: `count`, `p50`, `p90`, `p99`, `max`; null before any |
 //! | `budget_wait_ms` | the time those attempts waited for the rate budget and a concurrency slot before starting, same shape; null when not recorded |
 //! | `top_errors` | the 10 largest error groups: `error_code`, `error_message` (ids and numbers replaced by `<id>` and `<n>`), `count`, `example_lines` |
+//! | `resolution` | for rows naming source tickets: `customers` and `conversations`, each `found_by_external_id`, `found_by_email`, `created`, `failed`, `waiting` (not resolved yet); null otherwise |
 //! | `errors` | every error group (failed, invalid and duplicate rows), largest first, same shape |
 //!
 //! # CSV report
 //!
 //! Header `line,externalId,conversationId,state,messageId,httpStatus,errorCode,errorMessage,`
-//! `attempts,firstAttemptAt,lastAttemptAt,bulkJobId`, then one record per input row (invalid and duplicate
+//! `attempts,firstAttemptAt,lastAttemptAt,bulkJobId,conversationExternalId,customerId,`
+//! `resolvedConversationId`, then one record per input row (invalid and duplicate
 //! rows included) in line order; times RFC 3339 UTC, absent values empty.
 //!
 //! # HTML report and rejects

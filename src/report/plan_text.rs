@@ -59,6 +59,19 @@ pub fn plan_text(plan: &Plan, source: &str, notes: &[String]) -> String {
         );
     }
     let _ = writeln!(out);
+    let resolution = &plan.resolution;
+    if resolution.tickets > 0 {
+        let _ = writeln!(
+            out,
+            "to resolve          {} tickets of {} customers not yet in the checkpoint: {} requests \
+             if nothing exists yet (lookups and creates), {} if everything is found; \
+             included below, single requests in both modes",
+            thousands(resolution.tickets),
+            thousands(resolution.customers),
+            thousands(resolution.worst_requests),
+            thousands(resolution.best_requests)
+        );
+    }
     let _ = writeln!(
         out,
         "single mode         {} requests, {}",

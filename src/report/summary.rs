@@ -3,7 +3,9 @@
 use serde::Serialize;
 use std::path::PathBuf;
 
-use crate::checkpoint::{Checkpoint, CheckpointError, ErrorGroup, Job, LatencyCount, StateCounts};
+use crate::checkpoint::{
+    Checkpoint, CheckpointError, ErrorGroup, Job, LatencyCount, ResolutionCounts, StateCounts,
+};
 
 use super::ReportError;
 
@@ -150,6 +152,27 @@ pub struct StatusSummary {
     pub bulk_jobs_in_flight: u64,
     /// Rows settled by the last run per request it spent (every kind counted), when known.
     pub messages_per_request: Option<f64>,
+    /// How the customers and conversations named by source ids were resolved (None when the
+    /// rows name Kustomer conversations only).
+    pub resolution: Option<ResolutionSummary>,
+}
+
+/// Customers and conversations found, created, failed or still waiting in the resolve phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResolutionSummary {
+    pub customers: ResolutionCounts,
+    pub conversations: ResolutionCounts,
+}
+
+fn resolution(cp: &Checkpoint) -> Result<Option<ResolutionSummary>, ReportError> {
+    if !cp.names_tickets()? {
+        return Ok(None);
+    }
+    let (customers, conversations) = cp.resolution_counts()?;
+    Ok(Some(ResolutionSummary {
+        customers,
+        conversations,
+    }))
 }
 
 /// Summarises the checkpoint as of now.
@@ -234,6 +257,7 @@ pub(super) fn summarize(
         }
         .transpose()?,
         pacing,
+        resolution: resolution(cp)?,
     })
 }
 

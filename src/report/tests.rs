@@ -271,6 +271,9 @@ async fn csv_has_every_row_in_line_order_and_agrees_with_counts() {
             "1",
             "1970-01-01T00:16:45.000Z",
             "1970-01-01T00:16:45.000Z",
+            "",
+            "",
+            "",
             ""
         ]
     );

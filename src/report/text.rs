@@ -62,6 +62,7 @@ pub fn render_status_text(summary: &StatusSummary, style: Style) -> String {
     let mut out = Lines::default();
     job_lines(summary, &mut out);
     row_lines(summary, &mut out);
+    resolution_lines(summary, &mut out);
     timing_lines(summary, &mut out);
     request_lines(summary, &mut out);
     let mut text = out.text;
@@ -174,6 +175,34 @@ fn row_lines(summary: &StatusSummary, out: &mut Lines) {
         out.line(
             &format!("  {}", state.as_str()),
             format!("{:>width$}  {share}{note}", thousands(count)),
+        );
+    }
+}
+
+/// How the source tickets' customers and conversations were resolved (found, created, failed).
+fn resolution_lines(summary: &StatusSummary, out: &mut Lines) {
+    let Some(resolution) = &summary.resolution else {
+        return;
+    };
+    for (label, counts) in [
+        ("Customers", &resolution.customers),
+        ("Conversations", &resolution.conversations),
+    ] {
+        let mut parts = vec![format!(
+            "{} found by externalId",
+            thousands(counts.found_by_external_id)
+        )];
+        if label == "Customers" {
+            parts.push(format!("{} by email", thousands(counts.found_by_email)));
+        }
+        parts.push(format!("{} created", thousands(counts.created)));
+        parts.push(format!("{} failed", thousands(counts.failed)));
+        if counts.waiting > 0 {
+            parts.push(format!("{} not resolved yet", thousands(counts.waiting)));
+        }
+        out.line(
+            label,
+            format!("{}  ({})", thousands(counts.total()), parts.join(", ")),
         );
     }
 }

@@ -8,12 +8,18 @@
 #[cfg(test)]
 mod sample_files;
 mod schema;
+mod ticket;
 mod time;
 
 use serde_json::{Map, Value};
 
 use crate::input::Format;
 use schema::{Shape, ATTRIBUTES, BODY_ORDER};
+pub use ticket::{
+    disagreement, email_problem, CustomerRef, TicketConsistency, TicketRef, UsersMap, UsersMapError,
+};
+
+pub use schema::is_object_id;
 
 /// The path parameter, given per row.
 const CONVERSATION_ID: &str = "conversationId";
@@ -56,7 +62,12 @@ pub enum FieldVerdict {
 
 /// Classifies one input field name.
 pub fn classify_field(name: &str) -> FieldVerdict {
-    if name == CONVERSATION_ID || schema::attribute(name).is_some() || meta_key(name).is_some() {
+    if name == CONVERSATION_ID
+        || name == ticket::CREATED_BY_EMAIL
+        || ticket::TICKET_COLUMNS.contains(&name)
+        || schema::attribute(name).is_some()
+        || meta_key(name).is_some()
+    {
         return FieldVerdict::Known;
     }
     match REFUSED.iter().find(|(refused, _)| *refused == name) {
@@ -72,8 +83,10 @@ pub fn suggest_field(name: &str) -> Option<&'static str> {
     if wanted.is_empty() {
         return None;
     }
-    let candidates =
-        std::iter::once(CONVERSATION_ID).chain(ATTRIBUTES.iter().map(|(known, _)| *known));
+    let candidates = [CONVERSATION_ID, ticket::CREATED_BY_EMAIL]
+        .into_iter()
+        .chain(ticket::TICKET_COLUMNS.iter().copied())
+        .chain(ATTRIBUTES.iter().map(|(known, _)| *known));
     let mut best: Option<(usize, &'static str)> = None;
     for candidate in candidates {
         if candidate == name {
@@ -147,12 +160,17 @@ pub struct StampOptions {
     pub created_by: Option<String>,
     /// Seed for derived externalIds: the input's SHA-256 (hex).
     pub input_sha256: String,
+    /// Agents' emails → user ids, for `createdByEmail` (`--users-map`).
+    pub users: Option<std::sync::Arc<UsersMap>>,
 }
 
 /// A row ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidRow {
-    pub conversation_id: String,
+    /// The Kustomer conversation, when the row names it; otherwise `ticket` is set.
+    pub conversation_id: Option<String>,
+    /// The source ticket the resolve phase turns into a conversation.
+    pub ticket: Option<Box<TicketRef>>,
     pub external_id: String,
     /// sentAt normalised to UTC, RFC 3339 with milliseconds (`2021-03-04T10:00:00.000Z`).
     pub sent_at: String,
@@ -194,6 +212,10 @@ pub fn prepare(
         }
         if name == CONVERSATION_ID {
             conversation_value = Some(value);
+        } else if name == ticket::CREATED_BY_EMAIL
+            || ticket::TICKET_COLUMNS.contains(&name.as_str())
+        {
+            // Read below, together.
         } else if let Some(index) = ATTRIBUTES.iter().position(|(known, _)| known == name) {
             given[index] = Some(value);
         } else if let Some(key) = meta_key(name) {
@@ -211,7 +233,22 @@ pub fn prepare(
         }
     }
 
-    let conversation_id = read_conversation_id(conversation_value, &mut problems);
+    let names_ticket = fields
+        .get(ticket::CONVERSATION_EXTERNAL_ID)
+        .is_some_and(|value| !value.is_null());
+    let conversation_id = if names_ticket && conversation_value.is_none() {
+        None
+    } else {
+        read_conversation_id(conversation_value, &mut problems)
+    };
+    let mut ticket =
+        ticket::read_ticket(fields, origin, conversation_value.is_some(), &mut problems);
+    let created_by_from_email = ticket::read_created_by_email(
+        fields,
+        stamp.users.as_deref(),
+        stamp.created_by.is_some() || !stamp.audit_fields,
+        &mut problems,
+    );
     let mut accepted = Map::new();
     let mut instants = Vec::new();
     for ((name, shape), value) in ATTRIBUTES.iter().zip(given) {
@@ -275,8 +312,20 @@ pub fn prepare(
             external_id: own_external_id,
         });
     }
-    let (Some(conversation_id), Some((_, sent_at))) = (
-        conversation_id,
+    if let Some(created_by) = created_by_from_email {
+        accepted.insert("createdBy".to_string(), Value::String(created_by));
+    }
+    if let Some(ticket) = ticket.as_mut() {
+        if ticket.name.is_none() {
+            ticket.name = accepted
+                .get("subject")
+                .and_then(Value::as_str)
+                .filter(|subject| !subject.trim().is_empty())
+                .map(str::to_string);
+        }
+    }
+    let (true, Some((_, sent_at))) = (
+        conversation_id.is_some() != ticket.is_some(),
         instants.into_iter().find(|(name, _)| *name == "sentAt"),
     ) else {
         // Both are required: a missing one was reported above, so this is unreachable.
@@ -291,6 +340,7 @@ pub fn prepare(
     let body = stamped_body(accepted, &external_id, stamp);
     Ok(ValidRow {
         conversation_id,
+        ticket: ticket.map(Box::new),
         external_id,
         sent_at: sent_at.text,
         sent_at_micros: sent_at.micros,
@@ -449,6 +499,7 @@ mod tests {
             audit_fields: true,
             created_by: Some(AGENT.to_string()),
             input_sha256: SHA.to_string(),
+            users: None,
         }
     }
 
@@ -516,7 +567,7 @@ mod tests {
     #[test]
     fn a_minimal_row_becomes_an_exact_stamped_body() {
         let row = prepare_csv(&[]).unwrap();
-        assert_eq!(row.conversation_id, CONVERSATION);
+        assert_eq!(row.conversation_id.as_deref(), Some(CONVERSATION));
         assert_eq!(row.external_id, "kimp-0123456789abcdef-7");
         assert_eq!(row.sent_at, "2021-03-04T10:00:00.000Z");
         assert_eq!(row.sent_at_micros, 1_614_852_000_000_000);

@@ -289,7 +289,7 @@ pub(super) fn attribute(name: &str) -> Option<&'static Shape> {
         .map(|(_, shape)| shape)
 }
 
-pub(super) fn is_object_id(text: &str) -> bool {
+pub fn is_object_id(text: &str) -> bool {
     text.len() == 24 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 

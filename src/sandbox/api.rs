@@ -207,10 +207,15 @@ fn add_rate_headers(shared: &Shared, headers: &mut HeaderMap, rate: RateSnapshot
 
 /// A 429 with `Retry-After` as configured: the seconds to the reset, a verbatim value, or none.
 fn rate_limited_for(shared: &Shared, message: &str, seconds: u64) -> Response {
-    let mut response = api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
+    let response = api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
     if !shared.config.retry_after {
         return response;
     }
+    with_retry_after(shared, response, seconds)
+}
+
+/// `response` with `Retry-After`: the seconds given, or the configured verbatim value.
+pub(crate) fn with_retry_after(shared: &Shared, mut response: Response, seconds: u64) -> Response {
     let value = match &shared.config.retry_after_value {
         // Only a value HTTP cannot carry at all (control characters) is left out.
         Some(verbatim) => match HeaderValue::from_str(verbatim) {
@@ -300,7 +305,7 @@ async fn create_message(
         return forbidden(ROLE_MESSAGE_CREATE);
     }
     let roll = shared.roll_create_faults(CreateKind::Message);
-    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
+    if let Some(answer) = answer_before_store(&shared, roll.before_store, &kill).await {
         return answer;
     }
     let conversation_id = match conversation {

@@ -17,7 +17,7 @@ use axum::Extension;
 
 use super::api::{
     api_error, drop_connection, forbidden, gateway_error, is_json_content_type, validation_error,
-    Caller,
+    with_retry_after, Caller,
 };
 use super::directory::{CreateKind, KindCounts, StoredRecord};
 use super::faults::{BeforeStore, FaultRoll, OnceStored};
@@ -91,7 +91,7 @@ pub(crate) async fn create_record<K: RecordKind>(
         return forbidden(spec.role);
     }
     let roll = shared.roll_create_faults(spec.kind);
-    if let Some(answer) = answer_before_store(roll.before_store, &kill).await {
+    if let Some(answer) = answer_before_store(&shared, roll.before_store, &kill).await {
         return answer;
     }
     let body = match json_body(&headers, body) {
@@ -182,6 +182,7 @@ impl Shared {
 
 /// The answer the dice give before anything is stored, if any.
 pub(crate) async fn answer_before_store(
+    shared: &Shared,
     before: BeforeStore,
     kill: &ConnectionKill,
 ) -> Option<Response> {
@@ -192,11 +193,19 @@ pub(crate) async fn answer_before_store(
             "internal_server_error",
             "Injected fault: internal error",
         )),
-        BeforeStore::Error503 => Some(api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "Injected fault: service unavailable",
-        )),
+        BeforeStore::Error503 => {
+            let response = api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Injected fault: service unavailable",
+            );
+            if !shared.config.faults.error_503_retry_after {
+                return Some(response);
+            }
+            // `--retry-after-on-503`: an overloaded server saying when to come back.
+            let seconds = shared.clock.seconds_to_reset(std::time::Instant::now());
+            Some(with_retry_after(shared, response, seconds))
+        }
         BeforeStore::DropConnection => Some(drop_connection(kill).await),
     }
 }

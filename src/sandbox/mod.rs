@@ -89,7 +89,8 @@
 //! Every create that passes auth, the org limit and the create role draws exactly three numbers
 //! in 0..1 from the fault stream, whatever happens next:
 //! 1. before storing, exclusive ranges laid out in this order: `error_500` (500), `error_503`
-//!    (503), `drop_before_store` (the connection closes, nothing stored), else go on;
+//!    (503; with `error_503_retry_after` it carries `Retry-After` as a 429 would, whatever
+//!    `retry_after` says), `drop_before_store` (the connection closes, nothing stored), else go on;
 //! 2. once stored (acted on only if the create is valid and stored), exclusive ranges in this
 //!    order: `store_then_drop` (stored, the connection closes with no response bytes),
 //!    `store_then_error` (stored, answered with a status of `store_then_error_statuses`: an HTML
@@ -466,6 +467,9 @@ pub struct Faults {
     pub jitter: Duration,
     pub error_500: f64,
     pub error_503: f64,
+    /// `error_503` answers carry `Retry-After` as a 429 would (seconds to the window's reset, or
+    /// `retry_after_value`): a service saying it is overloaded.
+    pub error_503_retry_after: bool,
     /// Close the connection without answering and without storing.
     pub drop_before_store: f64,
     /// Store the message, then close the connection without answering.
@@ -503,6 +507,7 @@ impl Default for Faults {
             jitter: Duration::ZERO,
             error_500: 0.0,
             error_503: 0.0,
+            error_503_retry_after: false,
             drop_before_store: 0.0,
             store_then_drop: 0.0,
             revoke_admin_after: None,

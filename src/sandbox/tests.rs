@@ -729,6 +729,7 @@ async fn injected_server_errors_use_the_usual_error_shape() {
     let sandbox = sandbox_with(|config| config.faults.error_503 = 1.0).await;
     let response = create(&sandbox, &minimal_body("x")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after"), None);
     assert_eq!(
         json_of(response).await["errors"][0]["code"],
         "service_unavailable"
@@ -740,6 +741,31 @@ async fn injected_server_errors_use_the_usual_error_shape() {
     let stats = sandbox.stats();
     assert_eq!(stats.faults_injected.error_500, 1);
     assert_eq!(stats.messages_stored, 0);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_503s_can_carry_retry_after_as_a_429_would() {
+    let sandbox = sandbox_with(|config| {
+        config.faults.error_503 = 1.0;
+        config.faults.error_503_retry_after = true;
+        config.window = Duration::from_secs(30);
+    })
+    .await;
+    let response = create(&sandbox, &minimal_body("x")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after = header_number(&response, "retry-after");
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert_eq!(sandbox.stats().faults_injected.error_503, 1);
+    sandbox.shutdown().await;
+    let sandbox = sandbox_with(|config| {
+        config.faults.error_503 = 1.0;
+        config.faults.error_503_retry_after = true;
+        config.retry_after_value = Some("7".into());
+    })
+    .await;
+    let response = create(&sandbox, &minimal_body("x")).await;
+    assert_eq!(header(&response, "retry-after"), Some("7"));
     sandbox.shutdown().await;
 }
 

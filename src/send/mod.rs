@@ -7,8 +7,9 @@
 //! - `options`: [`SendOptions`], [`SendMode`], [`ErrorBudget`] and the defaults.
 //! - `worker`: a worker's loop over lanes, and one lane driven row after row.
 //! - `lanes`: which conversation a worker takes next; where a waiting conversation parks.
-//! - `row`: one row through create, settle, lookup, resend, by the one classification in
-//!   [`crate::retry`].
+//! - `row`: one row through create, early lookup, settle, lookup, resend (or, for an externalId
+//!   found only in another conversation, a read of the row's own conversation), by the one
+//!   classification in [`crate::retry`].
 //! - `transport`: how a head row reaches the API (`single` creates or `bulk` jobs), answering
 //!   one outcome type; the mode is matched once, where the transport is built.
 //! - `outcome`: what a lookup answer means for the row, and the results recorded (their codes
@@ -57,9 +58,10 @@ pub use crate::checkpoint::codes::{
 pub use events::{Events, SendEvent};
 pub use guard::Existing;
 pub use options::{
-    ErrorBudget, SendMode, SendOptions, DEFAULT_MAX_JOB_WAIT, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SETTLE_DELAY,
+    ErrorBudget, SendMode, SendOptions, DEFAULT_EARLY_LOOKUP, DEFAULT_MAX_JOB_WAIT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY,
 };
+pub use preflight::CONVERSATION_READ_ROLES;
 pub use preflight::{preflight, Preflight};
 pub use route::KnownMessage;
 pub use stats::SendStats;

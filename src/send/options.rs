@@ -15,6 +15,10 @@ pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(30);
 /// (`--max-job-wait`); `resume` reads the job again first.
 pub const DEFAULT_MAX_JOB_WAIT: Duration = Duration::from_secs(30 * 60);
 
+/// How long after an unknown outcome its first, early lookup goes (`--early-lookup`): a
+/// message found then proves itself; nothing is resent before the full settle delay.
+pub const DEFAULT_EARLY_LOOKUP: Duration = Duration::from_secs(2);
+
 /// One message per request, or bulk jobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SendMode {
@@ -79,6 +83,15 @@ pub struct SendOptions {
     /// After an unknown outcome, how long the row's conversation waits before the lookup, so a
     /// slow write has landed before we decide it did not happen.
     pub settle_delay: Duration,
+    /// After an unknown outcome, when a first lookup goes: a hit settles the row at once, a miss
+    /// waits for the full settle delay. Zero, or not shorter than the settle delay: no early
+    /// lookup.
+    pub early_lookup: Duration,
+    /// Whether the key may read conversations (`org.permission.conversation.read`), as the
+    /// preflight read its roles (None: unreadable). A row whose externalId the lookup finds only
+    /// in another conversation is settled by reading its own conversation's messages unless
+    /// this is `Some(false)`.
+    pub reads_conversations: Option<bool>,
     /// The client's request timeout: a row left `sending` by a crash may have been on the wire
     /// this long.
     pub request_timeout: Duration,
@@ -108,6 +121,8 @@ impl SendOptions {
             verify_audit_fields: true,
             shutdown_grace: Duration::from_secs(5),
             settle_delay: DEFAULT_SETTLE_DELAY,
+            early_lookup: DEFAULT_EARLY_LOOKUP,
+            reads_conversations: Some(true),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             skip_existing: false,
             reimport_guard: true,

@@ -13,6 +13,10 @@ use super::SendStop;
 pub struct Preflight {
     /// The org limit from `x-ratelimit-limit`, when the API sent one.
     pub org_limit: Option<u32>,
+    /// Whether the key may read conversations (None: its roles could not be read).
+    pub reads_conversations: Option<bool>,
+    /// The key's roles, when its record could be read.
+    pub roles: Option<Vec<String>>,
     /// What could not be checked; the run goes on.
     pub warnings: Vec<SendEvent>,
 }
@@ -20,12 +24,25 @@ pub struct Preflight {
 /// Roles that let a key read bulk jobs' results.
 const BULK_READ_ROLES: [&str; 2] = ["org.permission.bulk.read", "org.user.bulk.read"];
 
+/// Roles that let a key read a conversation and its messages, to settle a row whose externalId
+/// another conversation also carries; the first is the one to name.
+pub const CONVERSATION_READ_ROLES: [&str; 2] = [
+    "org.permission.conversation.read",
+    "org.user.conversation.read",
+];
+
 /// `bulk`: the job sends bulk jobs, whose results need a role of their own.
 pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Preflight, SendStop> {
     match client.current_token().await {
         Ok(token) => {
             let mut preflight = Preflight {
                 org_limit: token.rate.limit,
+                reads_conversations: token.roles.as_ref().map(|roles| {
+                    roles
+                        .iter()
+                        .any(|role| CONVERSATION_READ_ROLES.contains(&role.as_str()))
+                }),
+                roles: token.roles.clone(),
                 warnings: Vec::new(),
             };
             let reads_bulk = token.roles.as_ref().map(|roles| {
@@ -68,6 +85,8 @@ pub async fn preflight(client: &ApiClient, job: &Job, bulk: bool) -> Result<Pref
         }
         Err(err) => Ok(Preflight {
             org_limit: err.rate().and_then(|rate| rate.limit),
+            reads_conversations: None,
+            roles: None,
             warnings: vec![SendEvent::KeyUnchecked {
                 error: err.to_string(),
             }],

@@ -3,6 +3,12 @@
 //! Every decision goes through [`ApiError::retry_action`](crate::retry::RetryAction) and
 //! [`judge_lookup`](super::outcome::judge_lookup).
 //!
+//! An unknown outcome is looked up twice: early (`--early-lookup` after the answer), where a
+//! message found proves itself and settles the row at once, and, only when that found nothing,
+//! again once the full settle delay is over; only that second lookup may lead to a resend. A
+//! lookup that finds the row's externalId only in another conversation is settled by reading
+//! the row's own conversation's messages, when the key may read conversations.
+//!
 //! A row that must wait (its settle delay, the route's proof) hands its lane back to the board
 //! with its progress kept in [`HeadProgress`]; nothing here sleeps longer than a backoff.
 
@@ -29,6 +35,12 @@ use super::Shared;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
     Create,
+    /// Wait until `at`, then look up early: a hit settles the row, anything else waits for the
+    /// full settle delay, over at `settled`.
+    Early {
+        at: Instant,
+        settled: Instant,
+    },
     /// Wait until the moment, then look up.
     Settle(Instant),
     Lookup,
@@ -86,7 +98,9 @@ impl HeadProgress {
                 };
                 let settle = shared.transport.settle().wait(writing);
                 let wait = (options.request_timeout + settle).saturating_sub(since_attempt);
-                (Step::Settle(Instant::now() + wait), Purpose::Reconcile)
+                // Its early lookup may go at once: a message found proves itself.
+                let now = Instant::now();
+                (look_up(shared, now, now + wait), Purpose::Reconcile)
             }
             _ if options.skip_existing => (Step::Lookup, Purpose::PreCheck),
             _ => (Step::Create, Purpose::Reconcile),
@@ -157,6 +171,15 @@ pub async fn advance(
                     progress.step = Step::Lookup;
                 }
             }
+            Step::Early { at, settled } => {
+                if at > Instant::now() {
+                    return Ok(RowEnd::Park(at));
+                }
+                progress.step = Step::Settle(settled);
+                if let Some(end) = early_lookup(shared, head.conversation_id, row).await? {
+                    return Ok(end);
+                }
+            }
             Step::Settle(until) => {
                 if until > Instant::now() {
                     return Ok(RowEnd::Park(until));
@@ -213,18 +236,33 @@ async fn lookup(
                 Verdict::ElsewhereOnly {
                     conversation_id: elsewhere,
                 } if progress.purpose == Purpose::Reconcile => {
-                    let message = format!(
-                        "not created: its outcome was unknown ({}), and a lookup by externalId found \
-                         a message with this externalId only in conversation {elsewhere}, which is \
-                         not this row's (another system used the same source id). Later rows of \
-                         this conversation are held; `resume --retry-failed` creates it",
-                        progress.unknown_because.as_deref().unwrap_or("no answer")
-                    );
-                    shared.ledger.record(
-                        row.line,
-                        outcome::failed(EXTERNAL_ID_ELSEWHERE, message, true),
-                    )?;
-                    Ok(Some(RowEnd::Hold))
+                    match read_own_conversation(shared, conversation_id, &row.external_id).await {
+                        OwnConversation::Found { message_id } => {
+                            shared.stats().add_reconciled(1);
+                            shared
+                                .ledger
+                                .record(row.line, outcome::found(message_id, None))?;
+                            Ok(Some(RowEnd::Finished))
+                        }
+                        // Absent once the settle delay is over: not created.
+                        OwnConversation::Absent => resend(shared, row, progress),
+                        OwnConversation::Stopped => Ok(Some(RowEnd::Stopped)),
+                        OwnConversation::Undecided(why) => {
+                            let message = format!(
+                                "not created: its outcome was unknown ({}), and a lookup by \
+                                 externalId found a message with this externalId only in \
+                                 conversation {elsewhere}, which is not this row's (another \
+                                 system used the same source id); {why}. Later rows of this \
+                                 conversation are held; `resume --retry-failed` creates it",
+                                progress.unknown_because.as_deref().unwrap_or("no answer")
+                            );
+                            shared.ledger.record(
+                                row.line,
+                                outcome::failed(EXTERNAL_ID_ELSEWHERE, message, true),
+                            )?;
+                            Ok(Some(RowEnd::Hold))
+                        }
+                    }
                 }
                 // Before a first send, another conversation's message is simply not this row.
                 Verdict::ElsewhereOnly { .. } => {
@@ -235,20 +273,7 @@ async fn lookup(
                     if !trusted_answer && !shared.route.is_proven() {
                         return Ok(Some(RowEnd::AwaitRoute));
                     }
-                    if progress.purpose == Purpose::Reconcile && !progress.schedule.use_attempt() {
-                        // Known not created, and out of attempts: a retry later keeps order.
-                        let message = format!(
-                            "not created after {} attempts (last: {})",
-                            progress.schedule.attempts(),
-                            progress.unknown_because.as_deref().unwrap_or("unknown")
-                        );
-                        shared
-                            .ledger
-                            .record(row.line, outcome::failed(ATTEMPTS_EXHAUSTED, message, true))?;
-                        return Ok(Some(RowEnd::Hold));
-                    }
-                    progress.step = Step::Create;
-                    Ok(None)
+                    resend(shared, row, progress)
                 }
             };
         }
@@ -276,6 +301,172 @@ async fn lookup(
             Wait::Exhausted => give_up_lookup(shared, row, progress, &err).map(Some),
         },
     }
+}
+
+/// Known not created: sent again, an attempt used (a reconciled row out of attempts fails,
+/// retryable, so that a retry later keeps order).
+fn resend(
+    shared: &Shared,
+    row: &QueuedRow,
+    progress: &mut HeadProgress,
+) -> Result<Option<RowEnd>, CheckpointError> {
+    if progress.purpose == Purpose::Reconcile && !progress.schedule.use_attempt() {
+        let message = format!(
+            "not created after {} attempts (last: {})",
+            progress.schedule.attempts(),
+            progress.unknown_because.as_deref().unwrap_or("unknown")
+        );
+        shared
+            .ledger
+            .record(row.line, outcome::failed(ATTEMPTS_EXHAUSTED, message, true))?;
+        return Ok(Some(RowEnd::Hold));
+    }
+    progress.step = Step::Create;
+    Ok(None)
+}
+
+/// After an unknown outcome, the early lookup at `early` (when `--early-lookup` is on and that
+/// comes before the full delay is over at `settled`), then the one at `settled`.
+fn look_up(shared: &Shared, early: Instant, settled: Instant) -> Step {
+    lookups_after_unknown(!shared.options.early_lookup.is_zero(), early, settled)
+}
+
+fn lookups_after_unknown(early_on: bool, early: Instant, settled: Instant) -> Step {
+    if !early_on || early >= settled {
+        Step::Settle(settled)
+    } else {
+        Step::Early { at: early, settled }
+    }
+}
+
+/// The early lookup of an unknown outcome: the row's own message found (by the lookup, or in
+/// its conversation when the lookup found the externalId only elsewhere) settles it; anything
+/// else, an error or a "not found" on a route not yet proven included, only means waiting for
+/// the full settle delay, which the caller has already set as the next step.
+async fn early_lookup(
+    shared: &Arc<Shared>,
+    conversation_id: &str,
+    row: &QueuedRow,
+) -> Result<Option<RowEnd>, CheckpointError> {
+    shared.stats().add_lookup();
+    shared.stats().add_early_lookup();
+    let answer = shared.client.find_by_external_id(&row.external_id).await;
+    shared.control.observe(&answer);
+    let message_id = match answer {
+        Ok(answer) => match outcome::judge_lookup(&answer, &row.external_id, conversation_id) {
+            Verdict::Own { message_id } => {
+                shared.route_proven();
+                message_id
+            }
+            Verdict::ElsewhereOnly { .. } if shared.options.reads_conversations != Some(false) => {
+                match read_own_conversation(shared, conversation_id, &row.external_id).await {
+                    OwnConversation::Found { message_id } => message_id,
+                    OwnConversation::Stopped => return Ok(Some(RowEnd::Stopped)),
+                    OwnConversation::Absent | OwnConversation::Undecided(_) => return Ok(None),
+                }
+            }
+            Verdict::ElsewhereOnly { .. } | Verdict::NotFound { .. } => return Ok(None),
+        },
+        Err(err) if err.retry_action(RequestKind::Lookup) == RetryAction::StopRun => {
+            shared.control.halt(Halt::Api(err));
+            return Ok(Some(RowEnd::Stopped));
+        }
+        Err(_) => return Ok(None),
+    };
+    shared.stats().add_early_hit();
+    shared.stats().add_reconciled(1);
+    shared
+        .ledger
+        .record(row.line, outcome::found(message_id, None))?;
+    Ok(Some(RowEnd::Finished))
+}
+
+/// A conversation's messages are read this many at a time: 50 previews of the most a message
+/// may carry stay under the client's answer size limit in all but the worst case.
+const CONVERSATION_PAGE_SIZE: u32 = 50;
+/// The most pages read for one row: a deeper conversation stays undecided.
+const MAX_CONVERSATION_PAGES: u32 = 40;
+
+/// What the row's own conversation holds under its externalId.
+enum OwnConversation {
+    Found {
+        message_id: String,
+    },
+    /// Every page read, none with the row's externalId.
+    Absent,
+    /// Could not be told, and why (in words that follow a semicolon).
+    Undecided(String),
+    Stopped,
+}
+
+/// Reads the row's conversation's messages, page after page (bounded), through the client's
+/// throttle, for a message with the row's externalId. Used when the lookup found that externalId
+/// only in another conversation, which may hide the row's own message behind it.
+async fn read_own_conversation(
+    shared: &Shared,
+    conversation_id: &str,
+    external_id: &str,
+) -> OwnConversation {
+    let role = super::CONVERSATION_READ_ROLES[0];
+    if shared.options.reads_conversations == Some(false) {
+        return OwnConversation::Undecided(format!(
+            "a key with the {role} role would settle it by reading this conversation's messages"
+        ));
+    }
+    let mut schedule = RetrySchedule::new(shared.options.retry);
+    let mut page = 1;
+    while page <= MAX_CONVERSATION_PAGES {
+        shared.stats().add_conversation_read();
+        let answer = shared
+            .client
+            .conversation_messages(conversation_id, page, CONVERSATION_PAGE_SIZE)
+            .await;
+        shared.control.observe(&answer);
+        let err = match answer {
+            Ok(read) => {
+                let own = read
+                    .messages
+                    .into_iter()
+                    .find(|message| message.external_id.as_deref() == Some(external_id));
+                if let Some(own) = own {
+                    return OwnConversation::Found { message_id: own.id };
+                }
+                if !read.more {
+                    return OwnConversation::Absent;
+                }
+                page += 1;
+                continue;
+            }
+            Err(err) => err,
+        };
+        if err.http_status() == Some(403) {
+            return OwnConversation::Undecided(format!(
+                "reading this conversation's messages was refused ({err}): a key with the {role} \
+                 role would settle it"
+            ));
+        }
+        let waited = match err.retry_action(RequestKind::Lookup) {
+            RetryAction::StopRun => {
+                shared.control.halt(Halt::Api(err));
+                return OwnConversation::Stopped;
+            }
+            RetryAction::NeverSent if matches!(err, ApiError::NotSent) => Wait::Stopped,
+            _ => wait_before_retry(shared, &mut schedule, &err).await,
+        };
+        match waited {
+            Wait::Elapsed => {}
+            Wait::Stopped => return OwnConversation::Stopped,
+            Wait::Exhausted => {
+                return OwnConversation::Undecided(format!(
+                    "this conversation's messages could not be read ({err})"
+                ))
+            }
+        }
+    }
+    OwnConversation::Undecided(format!(
+        "this conversation has more than {} messages, too many to read through",
+        MAX_CONVERSATION_PAGES * CONVERSATION_PAGE_SIZE
+    ))
 }
 
 /// The lookup did not answer within the row's attempts.
@@ -335,7 +526,12 @@ async fn answered(
             shared.stats().add_unknown();
             progress.unknown_because = Some(why);
             progress.purpose = Purpose::Reconcile;
-            progress.step = Step::Settle(Instant::now() + settle);
+            let answered_at = Instant::now();
+            progress.step = look_up(
+                shared,
+                answered_at + shared.options.early_lookup,
+                answered_at + settle,
+            );
             Ok(None)
         }
         Sent::JobOutlasted { why } => {
@@ -482,4 +678,33 @@ async fn sleep_or_stop(shared: &Shared, delay: Duration) -> Wait {
     };
     shared.stats().retry_waits(-1);
     waited
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_early_lookup_goes_only_when_on_and_before_the_full_delay() {
+        let now = Instant::now();
+        let early = now + Duration::from_secs(2);
+        let settled = now + Duration::from_secs(30);
+        assert_eq!(
+            lookups_after_unknown(true, early, settled),
+            Step::Early { at: early, settled }
+        );
+        assert_eq!(
+            lookups_after_unknown(false, early, settled),
+            Step::Settle(settled)
+        );
+        // Not before the full delay (e.g. --early-lookup 2 with --settle-delay 0.2): one lookup.
+        assert_eq!(
+            lookups_after_unknown(true, settled, settled),
+            Step::Settle(settled)
+        );
+        assert_eq!(
+            lookups_after_unknown(true, settled + Duration::from_secs(1), settled),
+            Step::Settle(settled)
+        );
+    }
 }

@@ -21,6 +21,14 @@ pub struct SendStats {
     pub unknown: AtomicU64,
     /// Lookups by externalId made (reconciliation, the route's proof, the re-import guard).
     pub lookups: AtomicU64,
+    /// Of those, lookups made early ([`SendOptions::early_lookup`](super::SendOptions) after the
+    /// answer), before the settle delay is over.
+    pub early_lookups: AtomicU64,
+    /// Early lookups that found the row, settling it without the full delay.
+    pub early_hits: AtomicU64,
+    /// Pages of a conversation's messages read to settle a row whose externalId the lookup
+    /// found only in another conversation.
+    pub conversation_reads: AtomicU64,
     /// Conversations waiting out the settle delay before a lookup.
     pub settling: AtomicU64,
     /// Conversations waiting for the lookup route to be proven.
@@ -94,6 +102,18 @@ impl SendStats {
 
     pub fn add_lookup(&self) {
         self.lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_early_lookup(&self) {
+        self.early_lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_early_hit(&self) {
+        self.early_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_conversation_read(&self) {
+        self.conversation_reads.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn retry_waits(&self, delta: i64) {

@@ -90,6 +90,16 @@ impl RateBudget {
         self.requests_per_minute
     }
 
+    /// Requests per second the budget lets through now: the ceiling, or under it the adaptive
+    /// share's allowance once known. The concurrency floor is sized to carry it.
+    pub fn pace_per_second(&self) -> f64 {
+        let ceiling = f64::from(self.requests_per_minute) / 60.0;
+        match self.pacer().and_then(|pacer| pacer.allowed_per_second()) {
+            Some(allowed) => allowed.min(ceiling),
+            None => ceiling,
+        }
+    }
+
     pub fn max_pause(&self) -> Duration {
         self.max_pause
     }

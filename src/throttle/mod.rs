@@ -1,6 +1,6 @@
 //! Pacing of every request the job makes: the org rate budget (`budget`) and the number of
 //! requests in flight (`concurrency`), consulted by the API client around each request so that
-//! creates, lookups and auth checks all count, and all report back-pressure.
+//! creates, lookups and auth checks all count, and all report signs of overload.
 
 mod budget;
 mod concurrency;
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 pub use budget::{RateBudget, DEFAULT_MAX_PAUSE};
-pub use concurrency::{ConcurrencyLimit, Signal, Slot};
+pub use concurrency::{ConcurrencyLimit, ConcurrencyView, Signal, Slot, ADAPTIVE_START};
 pub use share::{Reserve, ShareView};
 
 /// The share of the org limit a job takes when `--max-rpm` is not given.
@@ -100,8 +100,9 @@ impl Throttle {
             biased;
             () = self.closed.cancelled() => None,
             admitted = async {
-                let slot = self.concurrency.acquire().await;
+                let mut slot = self.concurrency.acquire().await;
                 let seq = self.budget.admit().await;
+                slot.on_the_wire();
                 (slot, seq)
             } => Some(Ticket { slot: admitted.0, seq: admitted.1 }),
         }
@@ -115,11 +116,9 @@ impl Throttle {
     /// `status` is None when no response arrived (timeout, lost connection).
     pub fn settle(&self, ticket: Ticket, status: Option<u16>, rate: &RateInfo) {
         self.budget.observe(status, rate, ticket.seq);
-        let signal = match status {
-            Some(429) | Some(500..=599) | None => Signal::BackPressure,
-            Some(_) => Signal::Healthy,
-        };
-        self.concurrency.release(ticket.slot, signal);
+        let signal = Signal::of(status, rate.retry_after.is_some());
+        self.concurrency
+            .release(ticket.slot, signal, self.budget.pace_per_second());
     }
 }
 

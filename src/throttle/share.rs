@@ -344,6 +344,12 @@ impl SharePacer {
         decision
     }
 
+    /// The pace the share allows now, requests per second (`None` until the API reported a
+    /// window).
+    pub(super) fn allowed_per_second(&self) -> Option<f64> {
+        self.allowed_per_second
+    }
+
     /// The sequence number of the latest `Go`.
     pub(super) fn granted(&self) -> u64 {
         self.granted

@@ -331,7 +331,8 @@ pub fn write_csv(path: &Path, rows: usize, conversations: usize, seed: u64) -> V
     expected
 }
 
-fn shuffle<T>(items: &mut [T], seed: u64) {
+/// A deterministic shuffle (the same seed, the same order).
+pub fn shuffle<T>(items: &mut [T], seed: u64) {
     let mut state = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);

@@ -5,6 +5,7 @@ use crate::cli::CheckArgs;
 use crate::client::{ApiClient, LookupAnswer};
 use crate::config::{self, ApiConfig};
 use crate::exit_codes::ExitCode;
+use crate::send;
 use crate::text::escape_control;
 use crate::throttle;
 
@@ -55,6 +56,11 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, AppError> {
                 }
                 if !has(&["org.admin", "org.permission.message.read", "org.user.message.read"]) {
                     problems.push("the key cannot read messages (org.permission.message.read): unknown outcomes could not be checked");
+                }
+                if has(&send::CONVERSATION_READ_ROLES) {
+                    say!("collisions     an externalId also used in another conversation is settled by reading the row's own conversation");
+                } else {
+                    say!("collisions     a row whose externalId the lookup finds only in another conversation fails and holds its conversation; {} would settle it", send::CONVERSATION_READ_ROLES[0]);
                 }
             }
         }

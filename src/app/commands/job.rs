@@ -31,11 +31,18 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, AppError> {
     let runtime = runtime()?;
     runtime.block_on(async {
         let interrupt = signals::install();
-        // Locked once the job exists: a second `run` on the same checkpoint is already refused
-        // by the job record itself, and a refused input leaves no lock file behind.
+        // Locked before the input is read: reading stdin can take minutes, and a second `run` on
+        // the same checkpoint must be refused during them too.
+        let claim = pipeline::claim_checkpoint(&config.db)?;
         let (mut checkpoint, job, source) =
-            pipeline::create_job_interruptible(&request, Some(&interrupt))?;
-        let _lock = JobLock::acquire(&config.db)?;
+            match pipeline::create_job_interruptible(&request, Some(&interrupt)) {
+                Ok(created) => created,
+                Err(err) => {
+                    claim.abandon();
+                    return Err(err);
+                }
+            };
+        let _lock = claim.keep();
         if config.send.display != Display::Quiet {
             eprintln!("staging {}", pipeline::describe_source(&source));
         }

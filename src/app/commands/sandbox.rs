@@ -63,6 +63,7 @@ fn sandbox_config(args: &SandboxArgs) -> Result<SandboxConfig, AppError> {
     config.faults.jitter = std::time::Duration::from_millis(args.jitter_ms);
     config.faults.error_500 = args.error_500;
     config.faults.error_503 = args.error_503;
+    config.faults.error_503_retry_after = args.retry_after_on_503;
     config.faults.drop_before_store = args.drop_before_store;
     config.faults.store_then_drop = args.store_then_drop;
     config.faults.revoke_admin_after = args.revoke_admin_after;

@@ -40,11 +40,19 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, AppError> {
         timezone,
         ignore_unknown: args.ignore_unknown,
     };
+    if let Some(id) = args
+        .created_by
+        .as_deref()
+        .filter(|id| !crate::row::is_object_id(id))
+    {
+        return Err(config::ConfigError::CreatedBy(id.to_string()).into());
+    }
     let stamp = StampOptions {
         imported_at: config::format_utc(jiff::Timestamp::now()),
         audit_fields: true,
-        created_by: None,
+        created_by: args.created_by.clone(),
         input_sha256: survey.sha256.clone(),
+        users: config::load_users_map(args.users_map.as_deref())?,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     // Messages quote the input: escaped, so that a hostile file cannot drive the terminal.
@@ -111,10 +119,27 @@ fn classify_rows(
     // externalId → first line that used it; validate keeps no checkpoint, so this map is the
     // one thing that grows with the input.
     let mut external_ids: HashMap<String, u64> = HashMap::new();
+    // Each ticket's first customer: a row that names another is refused with both lines.
+    let mut tickets = crate::row::TicketConsistency::default();
     let mut counts = StageCounts::default();
     for record in input::records_with_field_lines(source, max_field_lines)? {
         let record = record?;
-        match preparer.kind(&record) {
+        let kind = match preparer.kind(&record) {
+            StagedKind::Valid(valid) => match valid
+                .ticket
+                .as_ref()
+                .and_then(|ticket| tickets.check(record.line, ticket))
+            {
+                Some(reason) => StagedKind::Invalid {
+                    reason,
+                    conversation_id: None,
+                    external_id: Some(valid.external_id),
+                },
+                None => StagedKind::Valid(valid),
+            },
+            invalid => invalid,
+        };
+        match kind {
             StagedKind::Invalid { reason, .. } => {
                 counts.invalid += 1;
                 emit(format!("line {}: {reason}", record.line))?;
