@@ -6,12 +6,10 @@
 //! `kill -9` at moments chosen by events, each followed by `resume`. Each test asserts that its
 //! fault fired (sandbox stats).
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Bulk mode at a budget where jobs pay (the deep-conversation rule of `plan` keeps every row in
 /// jobs when they take 0.2 s), plus the harness's short waits.
