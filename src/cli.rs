@@ -179,6 +179,14 @@ pub struct SendArgs {
     /// [default: 5].
     #[arg(long, value_name = "SECS")]
     pub job_seconds: Option<String>,
+    /// In bulk mode, the most bulk jobs in flight at once, 1 to 1000; fewer go when the budget
+    /// cannot pay for more during one job time [default: 50].
+    #[arg(long, value_name = "N")]
+    pub max_jobs: Option<usize>,
+    /// In bulk mode, how long a job's rows wait for its results before they end failed with
+    /// outcome_unknown (their conversation held); `resume` reads the job again [default: 1800].
+    #[arg(long, value_name = "SECS")]
+    pub max_job_wait: Option<String>,
     /// Look every row up by externalId before creating it, and skip those already in their
     /// conversation (recorded succeeded, code found_existing). One extra request per row.
     /// `--skip-existing=false` turns it off for a resume.
@@ -276,6 +284,9 @@ pub struct PlanArgs {
     /// it).
     #[arg(long, value_name = "SECS", default_value_t = crate::plan::DEFAULT_JOB_SECONDS.to_string())]
     pub job_seconds: String,
+    /// The most bulk jobs in flight at once (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = crate::plan::DEFAULT_MAX_JOBS)]
+    pub max_jobs: usize,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -654,10 +665,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub bulk_rows: u64,
     /// The budget of the bulk-mode scenario, requests per minute.
-    #[arg(long, value_name = "N", default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
     pub bulk_rpm: u32,
-    /// `--job-seconds` of the bulk-mode scenario's runs and plans (default: the sandbox's job
-    /// time, 0.3: its 0.2 s delay plus its 0.1 s jitter).
+    /// `--job-seconds` of the bulk-mode scenario's runs and plans (default: the sandbox's
+    /// longest job time, delay plus jitter).
     #[arg(long, value_name = "SECS")]
     pub bulk_job_seconds: Option<f64>,
+    /// The sandbox's bulk job time in the bulk-mode scenario, milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2_500)]
+    pub bulk_delay_ms: u64,
+    /// The jitter (+/-) of the sandbox's bulk job time in the bulk-mode scenario, milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub bulk_jitter_ms: u64,
 }

@@ -53,6 +53,23 @@ const JOBS_PER_EXTRA_POLL: u64 = 5;
 pub const DEFAULT_JOB_SECONDS: f64 = 5.0;
 /// Requests a bulk job costs at the least: its POST and one results read.
 const REQUESTS_PER_JOB: u64 = 2;
+/// The most bulk jobs in flight at once unless told (`--max-jobs`).
+pub const DEFAULT_MAX_JOBS: usize = 50;
+
+/// How many bulk jobs the budget can pay for during one job time, so that jobs overlap enough
+/// to spend it: `ceil(rpm / 60 · job_seconds / 2)` (each job costs its POST and one read), at
+/// least 1 and at most `max_jobs`. The send engine keeps this many in flight (with the job time
+/// it has learned), and `plan` models the same.
+pub fn jobs_in_flight(rpm: u32, job_seconds: f64, max_jobs: usize) -> usize {
+    let per_second = f64::from(rpm.max(1)) / 60.0;
+    let affordable = (per_second * job_seconds.max(0.0) / REQUESTS_PER_JOB as f64).ceil();
+    let most = max_jobs.max(1);
+    if affordable.is_finite() && affordable < most as f64 {
+        (affordable as usize).max(1)
+    } else {
+        most
+    }
+}
 
 /// The rows still to send, by conversation.
 #[derive(Debug, Clone, Default)]
@@ -257,6 +274,8 @@ pub struct PlanInputs {
     pub batch: u64,
     /// Assumed processing time of one bulk job.
     pub job_seconds: f64,
+    /// The most bulk jobs in flight at once (`--max-jobs`).
+    pub max_jobs: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -284,6 +303,8 @@ pub struct BulkEstimate {
     /// they fit in the time the budget takes, deep conversations sending the rest one by one.
     pub rounds_capped: bool,
     pub seconds: f64,
+    /// Jobs kept in flight at once ([`jobs_in_flight`]).
+    pub jobs_in_flight: u64,
     /// Rows per request of any kind.
     pub messages_per_request: f64,
     pub extra_polls_per_job: f64,
@@ -367,13 +388,19 @@ pub fn plan(workload: &Workload, inputs: PlanInputs) -> Plan {
     // creates only) always fits.
     let single_seconds = (workload.rows + 1) as f64 / per_second;
     let uncapped = bound.jobs.min(max_depth);
+    let in_flight = jobs_in_flight(inputs.rpm, inputs.job_seconds, inputs.max_jobs) as u64;
+    // Jobs go at most `in_flight` per job time: with too few in flight, that is the pace, as
+    // is the deepest conversation's rounds.
+    let job_time = |split: JobSplit, cap: u64| {
+        let waves = split.jobs.div_ceil(in_flight.max(1));
+        rounds(split, cap, max_depth).max(waves) as f64 * inputs.job_seconds
+    };
     let (cap, split) = (0..=uncapped)
         .rev()
         .map(|cap| (cap, curve.best_capped(cap, &best)))
         .find(|(cap, split)| {
             let budget_seconds = expected_requests(*split) as f64 / per_second;
-            rounds(*split, *cap, max_depth) as f64 * inputs.job_seconds
-                <= budget_seconds.max(single_seconds)
+            job_time(*split, *cap) <= budget_seconds.max(single_seconds)
         })
         .unwrap_or((0, curve.split(0, 0)));
     let resolution = ResolutionEstimate::of(workload.resolution);
@@ -403,11 +430,8 @@ pub fn plan(workload: &Workload, inputs: PlanInputs) -> Plan {
             rows_single: workload.rows - split.bulk_rows,
             critical_path_rounds,
             rounds_capped: cap < uncapped,
-            seconds: rounded(
-                (requests as f64 / per_second)
-                    .max(critical_path_rounds as f64 * inputs.job_seconds),
-                2,
-            ),
+            seconds: rounded((requests as f64 / per_second).max(job_time(split, cap)), 2),
+            jobs_in_flight: in_flight,
             messages_per_request: rounded(workload.rows as f64 / requests.max(1) as f64, 3),
             extra_polls_per_job: EXTRA_POLLS_PER_JOB,
             job_seconds: inputs.job_seconds,
@@ -474,6 +498,7 @@ mod tests {
         rpm: 600,
         batch: 100,
         job_seconds: 0.0,
+        max_jobs: DEFAULT_MAX_JOBS,
     };
 
     #[test]
@@ -608,6 +633,7 @@ mod tests {
                 rpm: 6_000,
                 batch: 100,
                 job_seconds: 5.0,
+                max_jobs: DEFAULT_MAX_JOBS,
             },
         );
         let bulk = &fast.bulk;
@@ -625,6 +651,7 @@ mod tests {
                 rpm: 60,
                 batch: 100,
                 job_seconds: 5.0,
+                max_jobs: DEFAULT_MAX_JOBS,
             },
         );
         assert_eq!(slow.bulk.critical_path_rounds, 31);
@@ -651,6 +678,7 @@ mod tests {
                 rpm: rng.random_range(1..20_000),
                 batch: rng.random_range(1..=100),
                 job_seconds: rng.random_range(0.0..20.0),
+                max_jobs: rng.random_range(1..=60),
             };
             let plan = plan(&workload(&depths), inputs);
             let bulk = &plan.bulk;
@@ -680,6 +708,7 @@ mod tests {
                 rpm: 120,
                 batch: 100,
                 job_seconds: 1.0,
+                max_jobs: DEFAULT_MAX_JOBS,
             },
         );
         assert_eq!(plan.single.requests, 1_001);
@@ -687,6 +716,29 @@ mod tests {
         assert_eq!(plan.bulk.lower_bound_requests, 21);
         assert_eq!(plan.bulk.requests, 23);
         assert!((plan.bulk.seconds - 11.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn jobs_in_flight_are_what_the_budget_pays_for_in_one_job_time() {
+        // 600 requests a minute = 10 a second; a 2.5 s job: 25 requests, 12.5 jobs of two.
+        assert_eq!(jobs_in_flight(600, 2.5, 50), 13);
+        assert_eq!(jobs_in_flight(600, 2.5, 8), 8, "--max-jobs bounds it");
+        assert_eq!(jobs_in_flight(500, 5.0, 50), 21);
+        assert_eq!(jobs_in_flight(60, 0.1, 50), 1, "at least one");
+        assert_eq!(jobs_in_flight(600, f64::INFINITY, 50), 50);
+        assert_eq!(jobs_in_flight(600, 2.5, 0), 1);
+        // Too few jobs in flight set the pace: 100 jobs, 2 in flight, 1 s each: 50 s.
+        let plan = plan(
+            &workload(&[5; 2_000]),
+            PlanInputs {
+                rpm: 6_000,
+                batch: 100,
+                job_seconds: 1.0,
+                max_jobs: 2,
+            },
+        );
+        assert_eq!(plan.bulk.jobs_in_flight, 2);
+        assert!((plan.bulk.seconds - 50.0).abs() < 1e-9, "{:?}", plan.bulk);
     }
 
     #[test]

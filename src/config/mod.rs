@@ -81,6 +81,8 @@ pub enum ConfigError {
     OrgLimit,
     #[error("--batch-size must be from 1 to {max}", max = crate::plan::MAX_BATCH_SIZE)]
     BatchSize,
+    #[error("--max-jobs must be from 1 to {MAX_JOBS}")]
+    MaxJobs,
     #[error("the job's stored settings cannot be read ({0}); pass the send settings to resume explicitly")]
     StoredSettings(String),
 }
@@ -261,15 +263,29 @@ pub struct SendConfig {
     pub mode: SendMode,
 }
 
-/// `--mode`, `--batch-size` and `--job-seconds`.
-fn parse_send_mode(
-    mode: Option<&str>,
-    batch_size: Option<usize>,
-    job_seconds: Option<&str>,
-) -> Result<SendMode, ConfigError> {
-    let job_seconds = match job_seconds {
+/// The most `--max-jobs` accepted.
+const MAX_JOBS: usize = 1_000;
+
+/// `--max-jobs` (1 to [`MAX_JOBS`]).
+fn check_max_jobs(max_jobs: usize) -> Result<usize, ConfigError> {
+    if (1..=MAX_JOBS).contains(&max_jobs) {
+        Ok(max_jobs)
+    } else {
+        Err(ConfigError::MaxJobs)
+    }
+}
+
+/// `--mode`, `--batch-size`, `--job-seconds`, `--max-jobs` and `--max-job-wait`.
+fn parse_send_mode(args: &SendArgs) -> Result<SendMode, ConfigError> {
+    let (mode, batch_size) = (args.mode.as_deref(), args.batch_size);
+    let job_seconds = match args.job_seconds.as_deref() {
         Some(raw) => parse_seconds("--job-seconds", raw, 0.0, 3600.0)?.as_secs_f64(),
         None => crate::plan::DEFAULT_JOB_SECONDS,
+    };
+    let max_jobs = check_max_jobs(args.max_jobs.unwrap_or(crate::plan::DEFAULT_MAX_JOBS))?;
+    let max_job_wait = match args.max_job_wait.as_deref() {
+        Some(raw) => parse_seconds("--max-job-wait", raw, 0.1, 7.0 * 86_400.0)?,
+        None => crate::send::DEFAULT_MAX_JOB_WAIT,
     };
     let most = crate::plan::MAX_BATCH_SIZE as usize;
     let batch_size = batch_size.unwrap_or(most);
@@ -281,6 +297,8 @@ fn parse_send_mode(
         Some("bulk") => Ok(SendMode::Bulk {
             batch_size,
             job_seconds,
+            max_jobs,
+            max_job_wait,
         }),
         Some(other) => Err(ConfigError::Mode(other.to_string())),
     }
@@ -453,11 +471,7 @@ impl SendConfig {
                 None => DEFAULT_REQUEST_TIMEOUT,
             },
             skip_existing: args.skip_existing.unwrap_or(false),
-            mode: parse_send_mode(
-                args.mode.as_deref(),
-                args.batch_size,
-                args.job_seconds.as_deref(),
-            )?,
+            mode: parse_send_mode(args)?,
         })
     }
 }
@@ -621,6 +635,7 @@ impl PlanConfig {
                 rpm,
                 batch: args.batch_size,
                 job_seconds: job_seconds.as_secs_f64(),
+                max_jobs: check_max_jobs(args.max_jobs)?,
             },
             budget,
             json: args.json,

@@ -101,6 +101,12 @@ pub fn plan_text(plan: &Plan, source: &str, notes: &[String]) -> String {
         thousands(bulk.critical_path_rounds),
         bulk.job_seconds
     );
+    let _ = writeln!(
+        out,
+        "                    {} jobs in flight at once: what the budget pays for during one \
+         job time (two requests a job), at most --max-jobs",
+        thousands(bulk.jobs_in_flight)
+    );
     if bulk.rounds_capped {
         let _ = writeln!(
             out,

@@ -58,8 +58,8 @@ pub use crate::checkpoint::codes::{
 pub use events::{Events, SendEvent};
 pub use guard::Existing;
 pub use options::{
-    ErrorBudget, SendMode, SendOptions, DEFAULT_EARLY_LOOKUP, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SETTLE_DELAY, DEFAULT_SHUTDOWN_GRACE,
+    ErrorBudget, SendMode, SendOptions, DEFAULT_EARLY_LOOKUP, DEFAULT_MAX_JOB_WAIT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY, DEFAULT_SHUTDOWN_GRACE,
 };
 pub use preflight::CONVERSATION_READ_ROLES;
 pub use preflight::{preflight, Preflight};
@@ -178,8 +178,10 @@ pub async fn send_all(
         ledger: Arc::clone(&ledger),
         control: Arc::clone(&control),
         settle_delay: options.settle_delay,
-        max_attempts: options.retry.max_attempts,
         verify_audit_fields: options.verify_audit_fields,
+        unreachable_after: options.unreachable_after,
+        max_pause: options.max_pause,
+        max_job_wait: options.mode.max_job_wait(),
     };
     let transport = Transport::build(
         options.mode,
@@ -224,13 +226,11 @@ pub async fn send_all(
     }
 
     let mut tasks = JoinSet::new();
+    let readers = Arc::new(worker::Readers::new(options.checkpoint.clone()));
     for _ in 0..workers {
         let shared = Arc::clone(&shared);
-        let path = options.checkpoint.clone();
-        tasks.spawn(async move {
-            let mut reader = Checkpoint::open_read_only(&path)?;
-            worker::work(&shared, &mut reader).await
-        });
+        let readers = Arc::clone(&readers);
+        tasks.spawn(async move { worker::work(&shared, &readers).await });
     }
 
     let mut storage_failure: Option<CheckpointError> = None;

@@ -13,6 +13,10 @@ pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(30);
 /// After an interrupt, how long in-flight requests may take to finish (README: "15 s").
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
+/// How long the rows of a bulk job wait for its results before they end `outcome_unknown`
+/// (`--max-job-wait`); `resume` reads the job again first.
+pub const DEFAULT_MAX_JOB_WAIT: Duration = Duration::from_secs(30 * 60);
+
 /// How long after an unknown outcome its first, early lookup goes (`--early-lookup`): a
 /// message found then proves itself; nothing is resent before the full settle delay.
 pub const DEFAULT_EARLY_LOOKUP: Duration = Duration::from_secs(2);
@@ -23,14 +27,26 @@ pub enum SendMode {
     Single,
     Bulk {
         batch_size: usize,
-        /// How long one job is taken to last (`--job-seconds`).
+        /// How long one job is taken to last until one is measured (`--job-seconds`).
         job_seconds: f64,
+        /// The most jobs in flight at once (`--max-jobs`).
+        max_jobs: usize,
+        /// How long a job's rows wait for its results (`--max-job-wait`).
+        max_job_wait: Duration,
     },
 }
 
 impl SendMode {
     pub fn is_bulk(self) -> bool {
         matches!(self, SendMode::Bulk { .. })
+    }
+
+    /// How long a job's rows wait for its results: also for the jobs a dead bulk run left.
+    pub fn max_job_wait(self) -> Duration {
+        match self {
+            SendMode::Bulk { max_job_wait, .. } => max_job_wait,
+            SendMode::Single => DEFAULT_MAX_JOB_WAIT,
+        }
     }
 }
 

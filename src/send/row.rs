@@ -91,7 +91,7 @@ impl HeadProgress {
                 // A row of a bulk job whose id never came back: the job may still be running.
                 let writing = if row.in_bulk_batch {
                     Writing::Job {
-                        learned: Duration::ZERO,
+                        slowest: Duration::ZERO,
                     }
                 } else {
                     Writing::Request
@@ -114,7 +114,7 @@ impl HeadProgress {
             unknown_because: (row.state == RowState::Sending)
                 .then(|| "interrupted while its request was in flight".to_string()),
             never_sent: 0,
-            transport: HeadState::default(),
+            transport: HeadState::sent_at(row.last_attempt_ms),
         }
     }
 
@@ -534,6 +534,16 @@ async fn answered(
             );
             Ok(None)
         }
+        Sent::JobOutlasted { why } => {
+            let message = format!(
+                "outcome unknown: {why}. Later rows of this conversation are held; `resume` \
+                 reads the job again before anything is resent"
+            );
+            shared
+                .ledger
+                .record(row.line, outcome::failed(OUTCOME_UNKNOWN, message, true))?;
+            Ok(Some(RowEnd::Hold))
+        }
         Sent::Stopped => Ok(Some(RowEnd::Stopped)),
     }
 }
@@ -617,21 +627,6 @@ async fn create_failed(
             Wait::Stopped | Wait::Exhausted => {
                 shared.ledger.record(row.line, outcome::not_sent(&err))?;
                 Ok(Some(RowEnd::Stopped))
-            }
-        },
-        // Known not stored (a bulk item's own 5xx): sent again, an attempt used.
-        Remedy::Resend => match wait_before_retry(shared, &mut progress.schedule, &err).await {
-            Wait::Elapsed => Ok(None),
-            Wait::Stopped => {
-                shared.ledger.record(row.line, outcome::not_sent(&err))?;
-                Ok(Some(RowEnd::Stopped))
-            }
-            Wait::Exhausted => {
-                shared.ledger.record(
-                    row.line,
-                    outcome::failure(RowState::Failed, &err, true, timing),
-                )?;
-                Ok(Some(RowEnd::Hold))
             }
         },
     }

@@ -37,6 +37,8 @@ pub struct SendStats {
     pub bulk_jobs: AtomicU64,
     /// Bulk jobs posted and not yet answered.
     pub bulk_jobs_in_flight: AtomicI64,
+    /// The most bulk jobs in flight at once so far.
+    pub bulk_jobs_most_in_flight: AtomicU64,
     /// Results reads beyond the first per job.
     pub bulk_polls: AtomicU64,
     /// Rows created by bulk jobs.
@@ -84,7 +86,9 @@ impl SendStats {
         if delta > 0 {
             self.bulk_jobs.fetch_add(1, Ordering::Relaxed);
         }
-        self.bulk_jobs_in_flight.fetch_add(delta, Ordering::Relaxed);
+        let now = self.bulk_jobs_in_flight.fetch_add(delta, Ordering::Relaxed) + delta;
+        self.bulk_jobs_most_in_flight
+            .fetch_max(u64::try_from(now).unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Counts rows created by bulk jobs; returns the count so far, this one included.

@@ -1,7 +1,8 @@
 //! A worker's loop: take a lane from the board, drive its head rows one after another until
 //! the lane is done or must wait, hand it back, take the next.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use crate::checkpoint::codes::CONVERSATION_NOT_FOUND;
 use crate::checkpoint::{Checkpoint, CheckpointError, RowState};
@@ -13,9 +14,41 @@ use super::row::{self, HeadProgress, RowEnd};
 use super::transport::Head;
 use super::Shared;
 
+/// Read-only checkpoint connections shared by the workers: a worker holds one only for a
+/// synchronous read, so bulk mode's thousands of lanes need no more connections than threads.
+pub struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Checkpoint>>,
+}
+
+impl Readers {
+    pub fn new(path: PathBuf) -> Readers {
+        Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `read` on an idle connection (opened if none is), then keeps it for the next.
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&mut Checkpoint) -> Result<T, CheckpointError>,
+    ) -> Result<T, CheckpointError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut reader = match idle {
+            Some(reader) => reader,
+            None => Checkpoint::open_read_only(&self.path)?,
+        };
+        let answer = read(&mut reader);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(reader);
+        }
+        answer
+    }
+}
+
 /// One worker: takes lanes from the board until none is left.
-// `&mut` rather than `&`: a connection may move between threads but not be shared by them.
-pub async fn work(shared: &Arc<Shared>, reader: &mut Checkpoint) -> Result<(), CheckpointError> {
+pub async fn work(shared: &Arc<Shared>, readers: &Readers) -> Result<(), CheckpointError> {
     loop {
         let lane = match shared
             .board
@@ -43,12 +76,12 @@ pub async fn work(shared: &Arc<Shared>, reader: &mut Checkpoint) -> Result<(), C
             }
             Next::Lane(lane) => *lane,
             Next::Fresh(conversation_id) => {
-                let queue = reader.conversation_queue(&conversation_id)?;
+                let queue = readers.with(|reader| reader.conversation_queue(&conversation_id))?;
                 Lane::new(conversation_id, queue)
             }
         };
         // Every lane handed out goes back exactly once: finished, parked or waiting.
-        let failure = match drive_lane(shared, reader, lane).await {
+        let failure = match drive_lane(shared, readers, lane).await {
             Ok(LaneEnd::Done) => {
                 shared.board.finished();
                 None
@@ -82,7 +115,7 @@ enum LaneEnd {
 
 async fn drive_lane(
     shared: &Arc<Shared>,
-    reader: &mut Checkpoint,
+    readers: &Readers,
     mut lane: Lane,
 ) -> Result<LaneEnd, CheckpointError> {
     while let Some(row) = lane.queue.front() {
@@ -118,7 +151,7 @@ async fn drive_lane(
         #[cfg(debug_assertions)]
         panic_for_tests(row.line);
         let row = row.clone();
-        let body = reader.body(row.line)?;
+        let body = readers.with(|reader| reader.body(row.line))?;
         let mut progress = match lane.head.take() {
             Some(progress) if progress.line() == row.line => progress,
             _ => HeadProgress::new(shared, &row),

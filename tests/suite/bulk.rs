@@ -1,6 +1,10 @@
 //! Bulk mode end to end: every row exactly once and in order per conversation, with the
-//! sandbox's items processed in random order (its default), jobs finishing out of order, lost
-//! answers, item errors, and `kill -9` at moments chosen by events, each followed by `resume`.
+//! sandbox's items processed in random order (its default), many jobs in flight finishing out
+//! of order, jobs split into batches that complete over time, slow jobs, jobs that never
+//! complete, items stored and then reported 500, `_clientRef`s never sent or listed twice, 429s
+//! and dropped connections while reading results, a dead server, lost answers, item errors, and
+//! `kill -9` at moments chosen by events, each followed by `resume`. Each test asserts that its
+//! fault fired (sandbox stats).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,33 +30,77 @@ fn stat(sandbox: &Sandbox, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {stats}"))
 }
 
+/// Lookups by externalId that found a message, both spellings. The re-import guard's lookups
+/// before the first send miss; the route's proof is one hit; a row looked up after an unknown
+/// outcome is a hit when it was stored.
+fn lookup_hits(sandbox: &Sandbox) -> u64 {
+    ["camel", "lower"]
+        .iter()
+        .map(|spelling| sandbox.stat(&["lookups", spelling, "hit"]))
+        .sum()
+}
+
+/// `BULK` with more flags (theirs win).
+fn bulk_with(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut flags: Vec<&str> = extra.to_vec();
+    let mut index = 0;
+    while index + 1 < BULK.len() {
+        if !extra.contains(&BULK[index]) {
+            flags.extend([BULK[index], BULK[index + 1]]);
+        }
+        index += 2;
+    }
+    flags
+}
+
+/// Report rows whose error code is `code`.
+fn rows_with_code(dir: &std::path::Path, code: &str) -> usize {
+    report_rows(dir, "job.sqlite")
+        .iter()
+        .filter(|row| row["errorCode"] == code)
+        .count()
+}
+
 #[test]
 fn shuffled_items_and_jobs_finishing_out_of_order_keep_every_conversation_in_order() {
     let sandbox = Sandbox::start(&[
         "--bulk-delay-ms",
-        "100",
+        "150",
         "--bulk-jitter-ms",
-        "80",
+        "100",
         "--bulk-out-of-order",
         "0.3",
         "--seed",
         "31",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let expected = write_csv(&dir.path().join("in.csv"), 600, 40, 31);
-    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &BULK);
+    let expected = write_csv(&dir.path().join("in.csv"), 1_200, 300, 31);
+    // Jobs of 20: 300 conversations fill many at once, and the budget pays for ten in flight.
+    let flags = bulk_with(&["--batch-size", "20"]);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
     assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
-    assert!(stat(&sandbox, "bulk_jobs") >= 15, "{}", sandbox.stats());
+    assert!(stat(&sandbox, "bulk_jobs") >= 60, "{}", sandbox.stats());
     assert!(
         stat(&sandbox, "bulk_out_of_order") > 0,
         "{}",
         sandbox.stats()
     );
+    // Many jobs in flight at once, and later jobs finishing before earlier ones.
+    assert!(
+        stat(&sandbox, "bulk_jobs_most_in_flight") > 1,
+        "{}",
+        sandbox.stats()
+    );
+    assert!(
+        stat(&sandbox, "bulk_jobs_overtaking") > 0,
+        "{}",
+        sandbox.stats()
+    );
     // Far fewer requests than one per message.
     assert!(
-        sandbox.stats()["requests_total"].as_u64().unwrap() < 300,
+        sandbox.stats()["requests_total"].as_u64().unwrap() < 600,
         "{}",
         sandbox.stats()
     );
@@ -192,4 +240,330 @@ fn bulk_mode_needs_a_key_that_reads_bulk_results() {
         text(&output)
     );
     assert_eq!(sandbox.stored(), 0);
+}
+
+#[test]
+fn several_batches_per_job_completing_over_time_are_read_as_one_answer() {
+    // Batches of 10 items: a job of 80 completes in eight steps, listed partially meanwhile.
+    let sandbox = Sandbox::start(&[
+        "--bulk-batch-items",
+        "10",
+        "--bulk-delay-ms",
+        "300",
+        "--bulk-jitter-ms",
+        "0",
+        "--seed",
+        "41",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 400, 80, 41);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &BULK);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    let (jobs, batches) = (stat(&sandbox, "bulk_jobs"), stat(&sandbox, "bulk_batches"));
+    assert!(batches >= 2 * jobs, "{}", sandbox.stats());
+    // A partial list never made a row an unknown outcome: no row was looked up (the one hit
+    // is the lookup route's proof).
+    assert!(lookup_hits(&sandbox) <= 1, "{}", sandbox.stats());
+}
+
+#[test]
+fn an_item_stored_then_reported_500_is_looked_up_never_resent_blind() {
+    let sandbox = Sandbox::start(&[
+        "--bulk-delay-ms",
+        "80",
+        "--bulk-item-stored-error",
+        "0.1",
+        "--seed",
+        "42",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 300, 60, 42);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &BULK);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let fired = stat(&sandbox, "bulk_item_stored_error");
+    assert!(fired > 0, "{}", sandbox.stats());
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    // Each such row was found by a lookup instead of being sent again.
+    assert!(lookup_hits(&sandbox) >= fired, "{}", sandbox.stats());
+}
+
+#[test]
+fn jobs_far_slower_than_the_rest_are_waited_for_not_given_up() {
+    let sandbox = Sandbox::start(&[
+        "--bulk-delay-ms",
+        "60",
+        "--bulk-jitter-ms",
+        "20",
+        "--bulk-slow-jobs",
+        "0.2",
+        "--bulk-slow-factor",
+        "20",
+        "--seed",
+        "43",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 600, 15, 43);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &BULK);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert!(stat(&sandbox, "bulk_slow_jobs") > 0, "{}", sandbox.stats());
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    // Their rows waited for the job's own answer: none became an unknown outcome.
+    assert!(lookup_hits(&sandbox) <= 1, "{}", sandbox.stats());
+}
+
+#[test]
+fn a_job_that_never_completes_ends_outcome_unknown_and_is_read_again_on_resume() {
+    let sandbox = Sandbox::start(&[
+        "--bulk-delay-ms",
+        "50",
+        "--bulk-never-complete",
+        "0.3",
+        "--seed",
+        "44",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 200, 40, 44);
+    let flags = bulk_with(&["--max-job-wait", "1"]);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert!(
+        stat(&sandbox, "bulk_never_complete") > 0,
+        "{}",
+        sandbox.stats()
+    );
+    let unknown = rows_with_code(dir.path(), "outcome_unknown");
+    assert!(unknown > 0);
+    let status = status_json(dir.path(), "job.sqlite");
+    assert!(
+        status.to_string().contains("outcome_unknown"),
+        "counted by status: {status}"
+    );
+    // Rows whose batch completed were decided by it; the stuck ones were never resent.
+    let reads = stat(&sandbox, "bulk_batch_reads");
+    let posted = stat(&sandbox, "bulk_items");
+    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &flags);
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert!(stat(&sandbox, "bulk_batch_reads") > reads, "read again");
+    assert_eq!(stat(&sandbox, "bulk_items"), posted, "nothing sent again");
+    assert_eq!(rows_with_code(dir.path(), "outcome_unknown"), unknown);
+    assert_eq!(sandbox.stats()["duplicate_external_ids"], 0);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+}
+
+#[test]
+fn results_that_come_after_max_job_wait_are_settled_by_resume() {
+    let sandbox = Sandbox::start(&["--bulk-delay-ms", "50", "--seed", "45"]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 150, 30, 45);
+    // Jobs run but store nothing until released: their results never complete in this run.
+    sandbox.post("/_sandbox/bulk/hold");
+    let flags = bulk_with(&["--max-job-wait", "1"]);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    let unknown = rows_with_code(dir.path(), "outcome_unknown");
+    assert!(unknown > 0, "{}", text(&output));
+    assert_eq!(
+        stat(&sandbox, "bulk_jobs_complete"),
+        0,
+        "held: {}",
+        sandbox.stats()
+    );
+    let posted = stat(&sandbox, "bulk_items");
+    sandbox.post("/_sandbox/bulk/release");
+    let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &BULK);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    assert_eq!(rows_with_code(dir.path(), "outcome_unknown"), 0);
+    // The held jobs' rows were settled by reading those jobs, not sent again.
+    assert_eq!(
+        stat(&sandbox, "bulk_items"),
+        posted + (expected.len() as u64 - unknown as u64),
+        "{}",
+        sandbox.stats()
+    );
+}
+
+#[test]
+fn a_client_ref_never_sent_or_listed_twice_is_not_trusted() {
+    let sandbox = Sandbox::start(&[
+        "--bulk-delay-ms",
+        "50",
+        "--bulk-unknown-ref",
+        "0.15",
+        "--bulk-duplicate-ref",
+        "0.3",
+        "--seed",
+        "46",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_csv(&dir.path().join("in.csv"), 300, 60, 46);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &BULK);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert!(
+        stat(&sandbox, "bulk_unknown_ref") > 0,
+        "{}",
+        sandbox.stats()
+    );
+    assert!(
+        stat(&sandbox, "bulk_duplicate_ref") > 0,
+        "{}",
+        sandbox.stats()
+    );
+    // The rows in doubt were looked up; no answer naming a message that does not exist (the
+    // stranger's and the contradicting ones) was recorded.
+    assert!(lookup_hits(&sandbox) > 1, "{}", sandbox.stats());
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+}
+
+#[test]
+fn rate_limits_and_dropped_connections_while_reading_results_are_ridden_out() {
+    let sandbox = Sandbox::start(&[
+        "--bulk-delay-ms",
+        "50",
+        "--bulk-read-429",
+        "0.1",
+        "--bulk-read-drop",
+        "0.15",
+        "--seed",
+        "47",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    // 20 rounds of jobs: enough reads for the faults to hit. Each 429 pauses every request
+    // through the shared pacer, at most --max-pause, and slows its pace for a while.
+    let expected = write_csv(&dir.path().join("in.csv"), 300, 15, 47);
+    let flags = bulk_with(&["--max-pause", "1"]);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert!(stat(&sandbox, "bulk_read_429") > 0, "{}", sandbox.stats());
+    assert!(stat(&sandbox, "bulk_read_drop") > 0, "{}", sandbox.stats());
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+}
+
+#[test]
+fn a_dead_server_while_jobs_are_read_stops_the_run_with_exit_3() {
+    let sandbox = Sandbox::start(&["--bulk-delay-ms", "50", "--seed", "48"]);
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("in.csv"), 200, 40, 48);
+    sandbox.post("/_sandbox/bulk/hold");
+    let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
+    command
+        .args(["run", "in.csv", "--db", "job.sqlite", "--quiet"])
+        .args(send_flags(&bulk_with(&["--max-retry-wait", "2"])));
+    let mut watched = Watched::spawn(command);
+    wait_until(Duration::from_secs(60), "a job in flight", || {
+        stat(&sandbox, "bulk_jobs") > 0
+    });
+    assert_eq!(stat(&sandbox, "bulk_jobs_complete"), 0);
+    // The server dies while the jobs are being read.
+    drop(sandbox);
+    let status = watched.wait(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(3), "{}", watched.stderr_text());
+    assert!(
+        watched.stderr_text().contains("unreachable"),
+        "{}",
+        watched.stderr_text()
+    );
+    // The jobs' rows stay `sending` with their job: resume reads those jobs.
+    let report = report_rows(dir.path(), "job.sqlite");
+    assert!(report
+        .iter()
+        .any(|row| row["state"] == "sending" && !row["bulkJobId"].is_empty()));
+    assert!(report.iter().all(|row| row["state"] != "succeeded"));
+}
+
+/// One conversation of `deep` rows among `shallow` conversations of `depth`.
+fn write_deep_csv(
+    path: &std::path::Path,
+    deep: usize,
+    shallow: usize,
+    depth: usize,
+) -> Vec<Expected> {
+    use std::io::Write;
+    let mut expected = Vec::new();
+    let mut push = |conversation: usize, position: usize| {
+        let sent = 1_600_000_000 + (conversation * 50_000 + position * 60) as i64;
+        let sent = jiff::Timestamp::from_second(sent).unwrap();
+        expected.push(Expected {
+            line: 0,
+            conversation_id: format!("{:024x}", 0xdee000 + conversation),
+            external_id: format!("deep-{conversation}-{position}"),
+            sent_at: sent.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        });
+    };
+    for position in 0..deep {
+        push(0, position);
+    }
+    for conversation in 1..=shallow {
+        for position in 0..depth {
+            push(conversation, position);
+        }
+    }
+    // Newest first in the file: the importer orders by sentAt.
+    expected.reverse();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(
+        file,
+        "conversationId,externalId,channel,app,direction,sentAt,preview"
+    )
+    .unwrap();
+    for (index, row) in expected.iter_mut().enumerate() {
+        row.line = index as u64 + 2;
+        writeln!(
+            file,
+            "{},{},chat,tests,in,{},hello {}",
+            row.conversation_id, row.external_id, row.sent_at, row.external_id
+        )
+        .unwrap();
+    }
+    file.flush().unwrap();
+    expected
+}
+
+#[test]
+fn a_deep_conversation_sends_its_first_rows_alone_and_its_last_by_bulk_in_order() {
+    let sandbox = Sandbox::start(&["--bulk-delay-ms", "200", "--seed", "49"]);
+    let dir = tempfile::tempdir().unwrap();
+    // 60 rows in one conversation among 100 of 8: the lower bound's 9 jobs carry at most 9 rows
+    // of each conversation, so the deep one sends its first 51 alone, then rides jobs while the
+    // shallow ones still fill them.
+    let expected = write_deep_csv(&dir.path().join("in.csv"), 60, 100, 8);
+    let flags = bulk_with(&["--job-seconds", "0.3"]);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    let deep = format!("{:024x}", 0xdee000);
+    let alone = sandbox.stats()["creates_by_conversation"][&deep]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        (51..60).contains(&alone),
+        "{alone} of 60 alone: {}",
+        sandbox.stats()
+    );
+    // In send order: the first rows alone, then rows that rode jobs (the very last may go
+    // alone again once no other conversation is left to share a job with).
+    let report = report_rows(dir.path(), "job.sqlite");
+    let by_line: std::collections::HashMap<&str, &str> = report
+        .iter()
+        .map(|row| (row["line"].as_str(), row["bulkJobId"].as_str()))
+        .collect();
+    let mut rows: Vec<&Expected> = expected
+        .iter()
+        .filter(|row| row.conversation_id == deep)
+        .collect();
+    rows.sort_by(|a, b| (&a.sent_at, a.line).cmp(&(&b.sent_at, b.line)));
+    let in_jobs: Vec<bool> = rows
+        .iter()
+        .map(|row| !by_line[row.line.to_string().as_str()].is_empty())
+        .collect();
+    assert!(in_jobs[..51].iter().all(|in_job| !*in_job), "{in_jobs:?}");
+    assert!(in_jobs[51..].iter().any(|in_job| *in_job), "{in_jobs:?}");
 }

@@ -1,10 +1,15 @@
-//! Bulk mode's price, in requests of any kind: two generated files (a heavy tail, where one
-//! conversation holds 4% of the rows and the top 1% of conversations a fifth; a typical export,
-//! most conversations 2-10 messages), each planned by `plan` and sent in bulk mode and in single
-//! mode at the same budget into an in-process sandbox with its default bulk jobs (0.2 s +/- 0.1 s,
-//! items in random order). Reported per file and mode: every request the sandbox received, the
-//! messages per request against `plan`'s strict-order lower bound, `plan`'s predicted requests
-//! and duration against the actual, and whether every row is stored once and in order.
+//! Bulk mode's price, in requests of any kind and in wall time: two generated files (a heavy
+//! tail, where one conversation holds 4% of the rows and the top 1% of conversations a fifth; a
+//! typical export, most conversations 2-10 messages), each planned by `plan` and sent in bulk
+//! mode and in single mode at the same budget into an in-process sandbox whose bulk jobs take
+//! `--bulk-delay-ms` +/- `--bulk-jitter-ms` (items in random order, four batches a job); then the
+//! typical file again with 3% of items stored and reported 500 and 5% of jobs ten times slower.
+//! Reported per run: every request the sandbox received, the messages per request against
+//! `plan`'s strict-order lower bound, the wall time against max(the lower bound's requests at the
+//! budget, the deepest conversation x the job time), the most jobs in flight at once, `plan`'s
+//! predicted requests and duration against the actual, whether every row is stored once and in
+//! order; for the faulty run, the faults that fired, the lookups spent and the wall time against
+//! the fault-free run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +20,7 @@ use crate::app::AppError;
 use crate::checkpoint::Checkpoint;
 use crate::client::ApiClient;
 use crate::plan::{Plan, PlanInputs, Workload};
-use crate::sandbox::{self, MessagesDump, SandboxConfig, SandboxStats};
+use crate::sandbox::{self, BulkConfig, MessagesDump, SandboxConfig, SandboxStats};
 use crate::send::{self, SendMode, SendOptions, SendStats, SendStop};
 use crate::text::thousands;
 use crate::throttle::{ConcurrencyLimit, RateBudget, Throttle};
@@ -25,11 +30,25 @@ use super::{client_config, conversation_id, loopback, stage_job, write_rows};
 /// Rows per bulk job, the API's most.
 const BATCH_SIZE: usize = 100;
 /// A scenario predicted to take longer than this is skipped, with the reason said.
-const LONGEST_SCENARIO: Duration = Duration::from_secs(5 * 60);
+const LONGEST_SCENARIO: Duration = Duration::from_secs(10 * 60);
 
-/// How long a sandbox job takes with its defaults, at most: what `--job-seconds` should say for it.
-fn sandbox_job_seconds() -> f64 {
-    (sandbox::DEFAULT_BULK_DELAY + sandbox::DEFAULT_BULK_JITTER).as_secs_f64()
+/// The faulty run's share of items stored and then reported 500.
+const STORED_THEN_500: f64 = 0.03;
+/// The faulty run's share of jobs ten times slower than the rest.
+const SLOW_JOBS: f64 = 0.05;
+
+/// How the sandbox's bulk jobs behave in the scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobTime {
+    pub delay: Duration,
+    pub jitter: Duration,
+}
+
+impl JobTime {
+    /// How long a job takes at most: what `--job-seconds` should say for it.
+    fn longest_seconds(self) -> f64 {
+        (self.delay + self.jitter).as_secs_f64()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,20 +202,22 @@ fn conversations_out_of_order(
         .count()
 }
 
-/// Both files, both modes, at `rpm` requests a minute.
+/// Both files, both modes, at `rpm` requests a minute; then the typical file with faults.
 pub async fn bench_bulk(
     workdir: &Path,
     rows: u64,
     rpm: u32,
     job_seconds: Option<f64>,
+    job_time: JobTime,
 ) -> Result<(), AppError> {
     let job_seconds = job_seconds
         .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-        .unwrap_or_else(sandbox_job_seconds);
+        .unwrap_or_else(|| job_time.longest_seconds());
     crate::app::say!(
-        "bulk      {rows} rows per file at {rpm}/min, --batch-size {BATCH_SIZE}, --job-seconds {job_seconds} (the sandbox's job time: {} ms +/- {} ms); every request the sandbox received counted, the preflight's token check included",
-        sandbox::DEFAULT_BULK_DELAY.as_millis(),
-        sandbox::DEFAULT_BULK_JITTER.as_millis(),
+        "bulk      {rows} rows per file at {rpm}/min, --batch-size {BATCH_SIZE}, --job-seconds {job_seconds}, --max-jobs {} (the sandbox's job time: {} ms +/- {} ms); every request the sandbox received counted, the preflight's token check included",
+        crate::plan::DEFAULT_MAX_JOBS,
+        job_time.delay.as_millis(),
+        job_time.jitter.as_millis(),
     );
     let mut files = Vec::new();
     for shape in [Shape::HeavyTail, Shape::Typical] {
@@ -208,22 +229,74 @@ pub async fn bench_bulk(
     let bulk = SendMode::Bulk {
         batch_size: BATCH_SIZE,
         job_seconds,
+        max_jobs: crate::plan::DEFAULT_MAX_JOBS,
+        max_job_wait: send::DEFAULT_MAX_JOB_WAIT,
+    };
+    let jobs = BulkConfig {
+        delay: job_time.delay,
+        jitter: job_time.jitter,
+        ..BulkConfig::default()
+    };
+    let faulty = BulkConfig {
+        item_stored_error: STORED_THEN_500,
+        slow_jobs: SLOW_JOBS,
+        slow_factor: 10,
+        ..jobs.clone()
     };
     // Bulk first for both files: the figures the scenario is for come before the references.
+    let mut fault_free_secs = None;
     for mode in [bulk, SendMode::Single] {
-        for (shape, file, expected) in &files {
-            let run = Scenario {
-                shape: *shape,
-                file,
-                workdir,
-                mode,
-                rpm,
-                expected,
-            };
-            run.measure().await?;
+        let run = Run {
+            workdir,
+            mode,
+            rpm,
+            job_time,
+        };
+        for file in &files {
+            let secs = run.scenario(file, &jobs, None).measure().await?;
+            if mode.is_bulk() && file.0 == Shape::Typical {
+                fault_free_secs = secs;
+            }
+        }
+        if let (true, Some(typical)) = (mode.is_bulk(), files.last()) {
+            run.scenario(typical, &faulty, fault_free_secs)
+                .measure()
+                .await?;
         }
     }
     Ok(())
+}
+
+/// A generated file: its shape, its path, each conversation's externalIds in order.
+type BenchFile = (Shape, std::path::PathBuf, BTreeMap<String, Vec<String>>);
+
+/// What every run of one mode shares.
+struct Run<'a> {
+    workdir: &'a Path,
+    mode: SendMode,
+    rpm: u32,
+    job_time: JobTime,
+}
+
+impl<'a> Run<'a> {
+    fn scenario(
+        &self,
+        (shape, file, expected): &'a BenchFile,
+        jobs: &'a BulkConfig,
+        fault_free_secs: Option<f64>,
+    ) -> Scenario<'a> {
+        Scenario {
+            shape: *shape,
+            file: file.as_path(),
+            workdir: self.workdir,
+            mode: self.mode,
+            rpm: self.rpm,
+            expected,
+            jobs,
+            job_time: self.job_time,
+            fault_free_secs,
+        }
+    }
 }
 
 struct Scenario<'a> {
@@ -233,30 +306,42 @@ struct Scenario<'a> {
     mode: SendMode,
     rpm: u32,
     expected: &'a BTreeMap<String, Vec<String>>,
+    /// The sandbox's bulk jobs (faults included, for the faulty run).
+    jobs: &'a BulkConfig,
+    job_time: JobTime,
+    /// The fault-free run's wall time, for the faulty run.
+    fault_free_secs: Option<f64>,
 }
 
 impl Scenario<'_> {
+    fn faulty(&self) -> bool {
+        self.jobs.item_stored_error > 0.0 || self.jobs.slow_jobs > 0.0
+    }
+
     fn mode_label(&self) -> &'static str {
-        match self.mode {
-            SendMode::Bulk { .. } => "bulk",
-            SendMode::Single => "single",
+        match (self.mode, self.faulty()) {
+            (SendMode::Bulk { .. }, false) => "bulk",
+            (SendMode::Bulk { .. }, true) => "bulk with faults",
+            (SendMode::Single, _) => "single",
         }
     }
 
-    async fn measure(&self) -> Result<(), AppError> {
+    /// The run's wall time (None when skipped).
+    async fn measure(&self) -> Result<Option<f64>, AppError> {
         let mut config = SandboxConfig::new(loopback());
         config.seed = 9;
+        config.bulk = self.jobs.clone();
         let sandbox = sandbox::start(config).await?;
         let db = self.workdir.join(format!(
             "bench-bulk-{}-{}.sqlite",
             self.shape.slug(),
-            self.mode_label()
+            self.mode_label().replace(' ', "-")
         ));
         let job = stage_job(self.file, &db, &sandbox.base_url())?;
         // Single mode's plan does not depend on it.
         let job_seconds = match self.mode {
             SendMode::Bulk { job_seconds, .. } => job_seconds,
-            SendMode::Single => sandbox_job_seconds(),
+            SendMode::Single => self.job_time.longest_seconds(),
         };
         let plan = {
             let checkpoint = Checkpoint::open_existing(&db)?;
@@ -266,6 +351,7 @@ impl Scenario<'_> {
                     rpm: self.rpm,
                     batch: BATCH_SIZE as u64,
                     job_seconds,
+                    max_jobs: crate::plan::DEFAULT_MAX_JOBS,
                 },
             )
         };
@@ -281,7 +367,7 @@ impl Scenario<'_> {
                 self.rpm,
                 LONGEST_SCENARIO.as_secs()
             );
-            return Ok(());
+            return Ok(None);
         }
 
         // `run`'s path: the preflight (one token check, unthrottled), then the send phase with the
@@ -297,7 +383,7 @@ impl Scenario<'_> {
             Err(stop) => {
                 sandbox.shutdown().await;
                 crate::app::say!("{heading}: the preflight refused to start: {stop:?}");
-                return Ok(());
+                return Ok(None);
             }
         }
         let throttle = Arc::new(Throttle::new(
@@ -315,7 +401,7 @@ impl Scenario<'_> {
         };
         // Never hangs: stopped as by Ctrl-C well past the prediction.
         let interrupt = tokio_util::sync::CancellationToken::new();
-        let deadline = Duration::from_secs_f64(predicted_secs * 3.0 + 60.0);
+        let deadline = Duration::from_secs_f64(predicted_secs * 3.0 + 180.0);
         let timer = {
             let interrupt = interrupt.clone();
             tokio::spawn(async move {
@@ -327,7 +413,7 @@ impl Scenario<'_> {
         let stop = send::send_all(
             &send_plan,
             client,
-            counters,
+            Arc::clone(&counters),
             interrupt,
             super::send_warnings(),
         )
@@ -344,11 +430,18 @@ impl Scenario<'_> {
                 self.mode_label()
             );
         }
-        crate::app::say!(
-            "{heading}\n{}",
-            self.figures(&plan, &stats, secs, predicted_secs, out_of_order)
-        );
-        Ok(())
+        let most_in_flight = counters
+            .bulk_jobs_most_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let measured = Measured {
+            stats,
+            secs,
+            predicted_secs,
+            out_of_order,
+            most_in_flight,
+        };
+        crate::app::say!("{heading}\n{}", self.figures(&plan, &measured));
+        Ok(Some(secs))
     }
 
     fn heading(&self, plan: &Plan) -> String {
@@ -372,14 +465,15 @@ impl Scenario<'_> {
         )
     }
 
-    fn figures(
-        &self,
-        plan: &Plan,
-        stats: &SandboxStats,
-        secs: f64,
-        predicted_secs: f64,
-        out_of_order: usize,
-    ) -> String {
+    fn figures(&self, plan: &Plan, measured: &Measured) -> String {
+        let Measured {
+            stats,
+            secs,
+            predicted_secs,
+            out_of_order,
+            most_in_flight,
+        } = measured;
+        let (secs, predicted_secs, out_of_order) = (*secs, *predicted_secs, *out_of_order);
         let rows = plan.rows;
         let requests = stats.requests_total;
         let lookups = [&stats.lookups.camel, &stats.lookups.lower]
@@ -409,10 +503,10 @@ impl Scenario<'_> {
             ),
         };
         let items_per_job = bulk.bulk_items as f64 / bulk.bulk_jobs.max(1) as f64;
-        format!(
+        let mut out = format!(
             "          {} requests: {} bulk POSTs ({items_per_job:.1} items each), {} status polls, {} results reads, {} single creates, {} lookups, {other} other (token check, audit read-backs)\n\
              \x20         {per_request:.2} messages/request; {against_bound}\n\
-             \x20         plan predicted {} requests: actual {:+.1}% (goal within 30%); wall {secs:.1} s against plan's {predicted_secs:.1} s ({:.2}x)\n\
+             \x20         plan predicted {} requests: actual {:+.1}% (goal within 30%); wall {secs:.1} s against plan's {predicted_secs:.1} s ({:.2}x; goal within 30%)\n\
              \x20         stored {} of {}, {} duplicates, {} of {} conversations out of order",
             thousands(requests),
             thousands(bulk.bulk_jobs),
@@ -428,8 +522,51 @@ impl Scenario<'_> {
             stats.duplicate_external_ids,
             out_of_order,
             self.expected.len(),
-        )
+        );
+        if let SendMode::Bulk { .. } = self.mode {
+            let per_second = f64::from(self.rpm.max(1)) / 60.0;
+            let budget_secs = bound as f64 / per_second;
+            let path_secs = plan.depth.max as f64 * self.job_time.delay.as_secs_f64();
+            let floor = budget_secs.max(path_secs);
+            out.push_str(&format!(
+                "\n          wall {secs:.1} s against max(lower bound at the budget {budget_secs:.1} s, deepest conversation {} x job time {:.2} s = {path_secs:.1} s) = {floor:.1} s: {:.2}x (goal <= 1.3x); jobs in flight at most {most_in_flight} (plan keeps {}), {} jobs overtaken by later ones",
+                plan.depth.max,
+                self.job_time.delay.as_secs_f64(),
+                secs / floor.max(0.001),
+                plan.bulk.jobs_in_flight,
+                bulk.bulk_jobs_overtaking,
+            ));
+        }
+        if self.faulty() {
+            let faults = &stats.faults_injected.bulk;
+            let against = self
+                .fault_free_secs
+                .map(|free| {
+                    format!(
+                        "{:.2}x the fault-free run's {free:.1} s",
+                        secs / free.max(0.001)
+                    )
+                })
+                .unwrap_or_else(|| "no fault-free run to compare".into());
+            out.push_str(&format!(
+                "\n          faults fired: {} items stored then reported 500, {} jobs ten times slower; {} duplicates (must be 0); {} lookups spent; wall {against}",
+                faults.bulk_item_stored_error,
+                faults.bulk_slow_jobs,
+                stats.duplicate_external_ids,
+                thousands(lookups),
+            ));
+        }
+        out
     }
+}
+
+/// What one run measured.
+struct Measured {
+    stats: SandboxStats,
+    secs: f64,
+    predicted_secs: f64,
+    out_of_order: usize,
+    most_in_flight: u64,
 }
 
 #[cfg(test)]

@@ -106,6 +106,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
             args.bulk_rows,
             args.bulk_rpm,
             args.bulk_job_seconds,
+            bulk::JobTime {
+                delay: Duration::from_millis(args.bulk_delay_ms),
+                jitter: Duration::from_millis(args.bulk_jitter_ms),
+            },
         ))?;
     }
     if args.share_secs > 0 {

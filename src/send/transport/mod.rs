@@ -39,6 +39,19 @@ pub struct Head<'a> {
 pub struct HeadState {
     /// The batcher sent the row back to go alone: its next tries are single creates too.
     alone: bool,
+    /// When an earlier run last sent the row (epoch ms): a dead run's job is read once it
+    /// should be done, not before.
+    sent_at_ms: Option<i64>,
+}
+
+impl HeadState {
+    /// The state of a row an earlier run last sent at `sent_at_ms`, if it did.
+    pub fn sent_at(sent_at_ms: Option<i64>) -> HeadState {
+        HeadState {
+            alone: false,
+            sent_at_ms,
+        }
+    }
 }
 
 /// What became of a head row handed to a transport.
@@ -49,6 +62,12 @@ pub enum Sent {
     Unknown {
         why: String,
         settle: Duration,
+    },
+    /// The bulk job holding the row may still be running after `--max-job-wait`: the row ends
+    /// `failed` with `outcome_unknown` (its conversation held), and `resume` reads the job
+    /// again before anything else.
+    JobOutlasted {
+        why: String,
     },
     /// The run is stopping; the row stays as it is (resume settles it).
     Stopped,
@@ -83,35 +102,22 @@ pub enum Remedy {
     RateLimited,
     /// Nothing reached the API: sent again after a reconnect wait; uses no attempt.
     NeverSent,
-    /// Known not stored, for a reason that may pass (a bulk item's own 5xx): sent again after a
-    /// backoff, using an attempt.
-    Resend,
 }
 
-/// Whose error a failed create carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorOf {
-    /// The request's own: a 5xx or a lost answer may follow a write.
-    Request,
-    /// A bulk item's, from its job's results: the job reports errors only for items it did not
-    /// store, so a 5xx there is known not created.
-    Item,
-}
-
-/// A create's error, by the one classification ([`ApiError::retry_action`]).
-pub fn create_error(error: ApiError, timing: Timing, of: ErrorOf, settle: &SettleRule) -> Sent {
-    let remedy = match (error.retry_action(RequestKind::Create), of) {
-        (RetryAction::OutcomeUnknown, ErrorOf::Request) => {
+/// A create request's error, by the one classification ([`ApiError::retry_action`]): an answer
+/// that may follow a write is an unknown outcome.
+pub fn create_error(error: ApiError, timing: Timing, settle: &SettleRule) -> Sent {
+    let remedy = match error.retry_action(RequestKind::Create) {
+        RetryAction::OutcomeUnknown | RetryAction::RetryRead => {
             return Sent::Unknown {
                 why: error.to_string(),
                 settle: settle.wait(Writing::Request),
             }
         }
-        (RetryAction::OutcomeUnknown | RetryAction::RetryRead, _) => Remedy::Resend,
-        (RetryAction::StopRun, _) => Remedy::StopRun,
-        (RetryAction::FailRow, _) => Remedy::FailRow,
-        (RetryAction::RateLimited, _) => Remedy::RateLimited,
-        (RetryAction::NeverSent, _) => Remedy::NeverSent,
+        RetryAction::StopRun => Remedy::StopRun,
+        RetryAction::FailRow => Remedy::FailRow,
+        RetryAction::RateLimited => Remedy::RateLimited,
+        RetryAction::NeverSent => Remedy::NeverSent,
     };
     Sent::Failed(Failure {
         error,
@@ -120,13 +126,26 @@ pub fn create_error(error: ApiError, timing: Timing, of: ErrorOf, settle: &Settl
     })
 }
 
+/// What a bulk item's own error status means for its row (the API note, section Bulk):
+/// 400/404/409/422 permanent, 429 refused before processing (sent again); `None` for anything
+/// else (5xx, 401, an unexpected status): the item may have been stored, an unknown outcome.
+pub fn item_error_remedy(status: u16) -> Option<Remedy> {
+    match status {
+        400 | 404 | 409 | 422 => Some(Remedy::FailRow),
+        429 => Some(Remedy::RateLimited),
+        _ => None,
+    }
+}
+
 /// What may still be writing a row whose outcome is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Writing {
-    /// A request whose answer was lost, or an item its job did not account for.
+    /// A request whose answer was lost, or an item of a finished job that did not account
+    /// for it.
     Request,
-    /// A bulk job that may still be running, taking about `learned` (zero: not learned yet).
-    Job { learned: Duration },
+    /// A bulk job that may exist and still be running; the slowest job seen so far took
+    /// `slowest` (zero: none seen yet).
+    Job { slowest: Duration },
 }
 
 /// How long an unknown outcome waits before its lookup, so that a slow write has landed before a
@@ -141,13 +160,13 @@ pub struct SettleRule {
 }
 
 impl SettleRule {
-    /// The settle delay; for a job that may still run, four times what jobs take (as learned, or
-    /// as assumed if longer) when that is longer, so a job still queued has stored its items
-    /// before a lookup says they do not exist.
+    /// The settle delay; for a job that may still run (a POST whose answer was lost), three
+    /// times the slowest job seen so far (or as assumed, if longer) when that is longer, so the
+    /// job could have finished three times over before a lookup says its items do not exist.
     pub fn wait(&self, writing: Writing) -> Duration {
         match writing {
             Writing::Request => self.settle_delay,
-            Writing::Job { learned } => self.settle_delay.max(learned.max(self.assumed_job) * 4),
+            Writing::Job { slowest } => self.settle_delay.max(slowest.max(self.assumed_job) * 3),
         }
     }
 }
@@ -159,10 +178,14 @@ pub struct Parts {
     pub ledger: Arc<Ledger>,
     pub control: Arc<Control>,
     pub settle_delay: Duration,
-    /// Tries a read of a job's results gets before its rows become unknown outcomes.
-    pub max_attempts: u32,
     /// Read a sample of bulk-created messages back to check their audit fields.
     pub verify_audit_fields: bool,
+    /// How long every request may fail to connect before the run stops (exit 3).
+    pub unreachable_after: Duration,
+    /// The longest wait a read of a job's results may make at once (`--max-pause`).
+    pub max_pause: Duration,
+    /// How long a job's rows wait for its results before they end `outcome_unknown`.
+    pub max_job_wait: Duration,
 }
 
 /// The two ways a head row goes out, behind one interface.
@@ -186,12 +209,15 @@ impl Transport {
             SendMode::Bulk {
                 batch_size,
                 job_seconds,
+                max_jobs,
+                ..
             } => bulk::Bulk::new(
                 parts,
-                bulk::Shape {
+                bulk::Pace {
                     batch_size,
-                    job_seconds,
                     rpm,
+                    job_seconds,
+                    max_jobs,
                 },
                 checkpoint,
                 conversations,
@@ -280,23 +306,30 @@ mod tests {
     }
 
     #[test]
-    fn a_request_5xx_is_unknown_and_an_item_5xx_is_resent() {
-        let request = create_error(http(503), Timing::default(), ErrorOf::Request, &RULE);
+    fn a_request_5xx_is_unknown_and_an_item_5xx_is_unknown_too() {
+        let request = create_error(http(503), Timing::default(), &RULE);
         assert!(matches!(request, Sent::Unknown { settle, .. } if settle == RULE.settle_delay));
-        let item = create_error(http(503), Timing::default(), ErrorOf::Item, &RULE);
-        assert_eq!(remedy(item), Some(Remedy::Resend));
-        let permanent = create_error(http(422), Timing::default(), ErrorOf::Item, &RULE);
-        assert_eq!(remedy(permanent), Some(Remedy::FailRow));
+        assert_eq!(
+            remedy(create_error(http(422), Timing::default(), &RULE)),
+            Some(Remedy::FailRow)
+        );
+        for permanent in [400, 404, 409, 422] {
+            assert_eq!(item_error_remedy(permanent), Some(Remedy::FailRow));
+        }
+        assert_eq!(item_error_remedy(429), Some(Remedy::RateLimited));
+        for unknown in [500, 502, 503, 504, 520, 401, 413, 0] {
+            assert_eq!(item_error_remedy(unknown), None, "{unknown}");
+        }
     }
 
     #[test]
-    fn a_job_that_may_still_run_settles_four_job_times() {
+    fn a_job_that_may_still_run_settles_three_slowest_job_times() {
         assert_eq!(RULE.wait(Writing::Request), Duration::from_secs(30));
-        let learned = Duration::from_secs(10);
-        assert_eq!(RULE.wait(Writing::Job { learned }), Duration::from_secs(40));
+        let slowest = Duration::from_secs(20);
+        assert_eq!(RULE.wait(Writing::Job { slowest }), Duration::from_secs(60));
         let fast = Duration::from_millis(300);
         assert_eq!(
-            RULE.wait(Writing::Job { learned: fast }),
+            RULE.wait(Writing::Job { slowest: fast }),
             Duration::from_secs(30)
         );
     }

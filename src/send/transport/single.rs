@@ -10,8 +10,8 @@ use crate::plan::DEFAULT_JOB_SECONDS;
 
 use super::super::control::Control;
 use super::super::ledger::Ledger;
-use super::bulk::Jobs;
-use super::{create_error, Created, ErrorOf, Head, Parts, Sent, SettleRule};
+use super::bulk::{Jobs, Pace};
+use super::{create_error, Created, Head, Parts, Sent, SettleRule};
 
 /// Single creates, as the single transport sends every row and the bulk transport the rows that
 /// go alone.
@@ -50,7 +50,7 @@ impl Creates {
                 timing,
                 stored: Some(created),
             }),
-            Err(error) => create_error(error, timing, ErrorOf::Request, &self.settle),
+            Err(error) => create_error(error, timing, &self.settle),
         })
     }
 }
@@ -71,7 +71,7 @@ impl Single {
             assumed_job: std::time::Duration::from_secs_f64(DEFAULT_JOB_SECONDS),
         };
         let creates = Creates::new(&parts, settle);
-        let jobs = Jobs::new(parts, creates.clone(), settle, 1);
+        let jobs = Jobs::new(parts, creates.clone(), settle, Pace::reading_only());
         Single { creates, jobs }
     }
 

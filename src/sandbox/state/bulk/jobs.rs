@@ -40,6 +40,8 @@ pub struct BulkStats {
     pub bulk_jobs_complete: u64,
     /// Jobs that completed while a job created before them had not.
     pub bulk_jobs_overtaking: u64,
+    /// The most jobs created and not yet complete at one moment.
+    pub bulk_jobs_most_in_flight: u64,
 }
 
 /// Bulk faults in `faults_injected` (flattened into it), each counted when acted upon.
@@ -286,6 +288,10 @@ impl BulkState {
             },
         );
         jobs.incomplete.insert(sequence);
+        jobs.stats.bulk_jobs_most_in_flight = jobs
+            .stats
+            .bulk_jobs_most_in_flight
+            .max(jobs.incomplete.len() as u64);
         jobs.stats.bulk_jobs += 1;
         jobs.stats.bulk_items += items as u64;
         if dice.held_back {
