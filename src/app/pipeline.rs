@@ -633,6 +633,10 @@ async fn resolve_tickets(
         unreachable_after: send.retry.max_total_wait,
         imported_at: job.imported_at.clone(),
         audit_fields: job.audit_fields,
+        bulk_items: match send.mode {
+            crate::config::SendMode::Bulk { batch_size, .. } => Some(batch_size),
+            crate::config::SendMode::Single => None,
+        },
     };
     let counters = Arc::new(crate::resolve::ResolveCounters::default());
     if send.display != Display::Quiet {
