@@ -3,9 +3,9 @@
 //! `bulk_items` per job, each item the single create's body with a `_clientRef`.
 //!
 //! Durability as for message jobs: a job's records are `sending` with its local batch in one
-//! transaction before the POST, and the job's id is recorded as soon as it is known. The job is
-//! read after a job time, polled at most once per job time, for at most [`LONGEST_JOB`]; its
-//! results are read once it says `complete`. `created` resolves a record; 400/404/409/422 fail
+//! transaction before the POST, and the job's id is recorded as soon as it is known. Its results
+//! are read after a job time, at most once per job time, for at most [`LONGEST_JOB`], until
+//! final (every `_clientRef` answered, or the job says `complete`). `created` resolves a record; 400/404/409/422 fail
 //! it; 429 sends it again in a later job; anything else (another status, a missing, repeated or
 //! unreadable result, a lost POST answer, a job that never completes) leaves it `sending`, an
 //! unknown outcome the ticket-by-ticket pass settles by lookup after the settle delay, never by
@@ -25,7 +25,7 @@ use super::{
     use_found, Halt, Refusals, Route, Shared,
 };
 use crate::checkpoint::{now_ms, Entity, EntityState, ResolvedBy, TicketRecord};
-use crate::client::{BulkKind, EntityLookup, ItemOutcome, MAX_BULK_REF_CHARS};
+use crate::client::{BulkKind, BulkResultItem, EntityLookup, ItemOutcome, MAX_BULK_REF_CHARS};
 use crate::retry::{RequestKind, RetryAction, MAX_RATE_LIMITED_PER_ROW};
 use crate::send::SendStop;
 
@@ -37,8 +37,6 @@ pub(super) const FIRST_JOB_WAIT: Duration = Duration::from_millis(1_000);
 const SHORTEST_JOB_WAIT: Duration = Duration::from_millis(50);
 /// The longest a job may take to complete before its records count as unknown outcomes.
 const LONGEST_JOB: Duration = Duration::from_secs(15 * 60);
-/// Reads of a complete job's results that may fail before its records count as unknown.
-const RESULT_READS: u32 = 3;
 
 /// Creates in bulk jobs what the fresh tickets need (their lookups first, as in single mode),
 /// after settling the jobs an earlier run left in flight. Only `Halt::Stop` comes back: every
@@ -250,11 +248,7 @@ async fn read_job(
     job_id: &str,
     refs: &HashMap<String, String>,
 ) -> Result<HashSet<String>, Halt> {
-    let results = if wait_for_job(shared, job_id).await? {
-        read_results(shared, job_id).await?
-    } else {
-        None
-    };
+    let results = await_results(shared, job_id, refs).await?;
     let mut refused = HashSet::new();
     let Some(items) = results else {
         count_unknown(shared, refs.len());
@@ -320,9 +314,15 @@ fn created(shared: &Shared, entity: Entity, key: &str, id: &str) -> Result<(), H
     Ok(())
 }
 
-/// Polls the job, at most once per job time, until it says `complete` (true) or
-/// [`LONGEST_JOB`] has passed (false). A complete job's duration becomes the next job time.
-async fn wait_for_job(shared: &Shared, job_id: &str) -> Result<bool, Halt> {
+/// The job's result items once final: every `_clientRef` sent has a result, or the job says
+/// `complete` (asked only once every listed batch is). Read at most once per job time, for at
+/// most [`LONGEST_JOB`] (then `None`: unknown outcomes). The time a job took to answer in full
+/// becomes the next job time.
+async fn await_results(
+    shared: &Shared,
+    job_id: &str,
+    refs: &HashMap<String, String>,
+) -> Result<Option<Vec<BulkResultItem>>, Halt> {
     let started = Instant::now();
     loop {
         let wait = shared
@@ -331,16 +331,34 @@ async fn wait_for_job(shared: &Shared, job_id: &str) -> Result<bool, Halt> {
             .map(|time| *time)
             .unwrap_or(FIRST_JOB_WAIT);
         shared.pause(wait.max(SHORTEST_JOB_WAIT)).await?;
-        match shared.client.bulk_job(job_id).await {
-            Ok(job) => {
+        let read = match shared.client.bulk_batches(job_id).await {
+            Ok(batches) => {
                 shared.answered();
-                if job.is_complete() {
-                    if let Ok(mut time) = shared.job_time.lock() {
-                        *time = started.elapsed().clamp(SHORTEST_JOB_WAIT, LONGEST_JOB);
-                    }
-                    return Ok(true);
-                }
+                let answered: HashSet<&str> = batches
+                    .items
+                    .iter()
+                    .filter_map(|item| item.client_ref.as_deref())
+                    .collect();
+                let every_ref = refs.keys().all(|r| answered.contains(r.as_str()));
+                let final_now = every_ref
+                    || (batches.all_listed_complete()
+                        && shared
+                            .client
+                            .bulk_job(job_id)
+                            .await
+                            .is_ok_and(|job| job.is_complete()));
+                Ok(final_now.then_some(batches.items))
             }
+            Err(err) => Err(err),
+        };
+        match read {
+            Ok(Some(items)) => {
+                if let Ok(mut time) = shared.job_time.lock() {
+                    *time = started.elapsed().clamp(SHORTEST_JOB_WAIT, LONGEST_JOB);
+                }
+                return Ok(Some(items));
+            }
+            Ok(None) => {}
             Err(err) => match err.retry_action(RequestKind::Lookup) {
                 RetryAction::StopRun => return Err(Halt::Stop(SendStop::ApiFatal(err))),
                 RetryAction::NeverSent => shared.unless_unreachable(&err)?,
@@ -348,30 +366,7 @@ async fn wait_for_job(shared: &Shared, job_id: &str) -> Result<bool, Halt> {
             },
         }
         if started.elapsed() >= LONGEST_JOB {
-            return Ok(false);
+            return Ok(None);
         }
     }
-}
-
-/// A complete job's result items, read again a few times after a failed read.
-async fn read_results(
-    shared: &Shared,
-    job_id: &str,
-) -> Result<Option<Vec<crate::client::BulkResultItem>>, Halt> {
-    for _ in 0..RESULT_READS {
-        match shared.client.bulk_batches(job_id).await {
-            Ok(batches) => {
-                shared.answered();
-                return Ok(Some(batches.items));
-            }
-            Err(err) => match err.retry_action(RequestKind::Lookup) {
-                RetryAction::StopRun => return Err(Halt::Stop(SendStop::ApiFatal(err))),
-                _ => {
-                    let wait = shared.job_time.lock().map(|t| *t).unwrap_or(FIRST_JOB_WAIT);
-                    shared.pause(wait.max(SHORTEST_JOB_WAIT)).await?;
-                }
-            },
-        }
-    }
-    Ok(None)
 }
