@@ -684,4 +684,52 @@ mod tests {
             Some(("t1".into(), "c1".into()))
         );
     }
+
+    #[test]
+    fn a_bulk_batch_is_sending_at_once_then_read_by_its_job_and_a_refused_item_waits_again() {
+        let (_dir, mut cp) = checkpoint_with_job();
+        stage(
+            &mut cp,
+            vec![
+                ticket_row(2, "t1", "a@x.co", 1),
+                ticket_row(3, "t2", "b@x.co", 2),
+                ticket_row(4, "t3", "c@x.co", 3),
+            ],
+        );
+        cp.prepare_resolution().unwrap();
+        let keys: Vec<String> = ["t1", "t2", "t3"].map(String::from).to_vec();
+        cp.entities_bulk_sending(Entity::Conversation, "b1", &keys)
+            .unwrap();
+        assert!(cp
+            .tickets_to_resolve()
+            .unwrap()
+            .iter()
+            .all(|t| t.state == EntityState::Sending && t.last_attempt_ms.is_some()));
+        assert!(
+            cp.entities_in_bulk_jobs(Entity::Conversation)
+                .unwrap()
+                .is_empty(),
+            "no job id yet: settled by lookup"
+        );
+        cp.entity_bulk_job(Entity::Conversation, "b1", "job-1")
+            .unwrap();
+        cp.entity_resolved(Entity::Conversation, "t1", "c1", ResolvedBy::Created)
+            .unwrap();
+        cp.entity_refused(Entity::Conversation, "t3").unwrap();
+        assert_eq!(
+            cp.entities_in_bulk_jobs(Entity::Conversation).unwrap(),
+            vec![("job-1".to_string(), vec!["t2".to_string()])]
+        );
+        let states: Vec<EntityState> = cp
+            .tickets_to_resolve()
+            .unwrap()
+            .iter()
+            .map(|t| t.state)
+            .collect();
+        assert_eq!(states, [EntityState::Sending, EntityState::Pending]);
+        assert!(cp
+            .entities_in_bulk_jobs(Entity::Customer)
+            .unwrap()
+            .is_empty());
+    }
 }

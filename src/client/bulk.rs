@@ -724,4 +724,11 @@ mod tests {
         assert!(read(r#"{"data":{}}"#).is_err());
         assert!(read("[]").is_err());
     }
+
+    #[test]
+    fn each_kind_posts_to_its_documented_bulk_route() {
+        assert_eq!(BulkKind::Messages.path(), "/v1/messages/bulk");
+        assert_eq!(BulkKind::Customers.path(), "/v1/customers/bulk");
+        assert_eq!(BulkKind::Conversations.path(), "/v1/conversations/bulk");
+    }
 }
