@@ -324,7 +324,10 @@ fn an_export_of_tickets_is_resolved_and_sent_exactly_once_with_faults_on_every_c
                     "{mode}: no stored-then-5xx fired on {kind}"
                 );
             }
-            assert!(all > resolve, "{mode}: no stored-then-5xx fired on messages");
+            assert!(
+                all > resolve,
+                "{mode}: no stored-then-5xx fired on messages"
+            );
             all - resolve
         };
         let spent = requests_spent(&sandbox) - before;
@@ -459,9 +462,7 @@ fn kill_9_during_the_resolve_phase_then_resume_creates_nothing_twice() {
 fn sending_in_jobs(db_path: &Path, table: &str) -> (u64, u64) {
     let db = rusqlite::Connection::open(db_path).unwrap();
     db.query_row(
-        &format!(
-            "SELECT COUNT(*), COUNT(bulk_job_id) FROM {table} WHERE state = 'sending'"
-        ),
+        &format!("SELECT COUNT(*), COUNT(bulk_job_id) FROM {table} WHERE state = 'sending'"),
         [],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )
@@ -495,8 +496,15 @@ fn kill_9_with_a_customer_bulk_job_in_flight_then_resume_creates_nothing_twice()
     signal(&child.child, "KILL");
     child.wait(Duration::from_secs(30));
     let (sending, with_job) = sending_in_jobs(&db_path, "customer");
-    assert!(with_job > 0 && with_job == sending, "{sending} sending, {with_job} in a job");
-    assert_eq!(sandbox.stat(&["customers", "stored"]), 0, "held: nothing stored yet");
+    assert!(
+        with_job > 0 && with_job == sending,
+        "{sending} sending, {with_job} in a job"
+    );
+    assert_eq!(
+        sandbox.stat(&["customers", "stored"]),
+        0,
+        "held: nothing stored yet"
+    );
     assert_eq!(sandbox.stat(&["conversations", "bulk", "jobs"]), 0);
     sandbox.post("/_sandbox/bulk/release");
     let output = resume_job(dir.path(), &sandbox, ADMIN_KEY, &["--mode", "bulk"]);

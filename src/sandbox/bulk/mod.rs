@@ -35,6 +35,7 @@ use super::api::{
 use super::server::ConnectionKill;
 use super::state::{KeyProfile, Shared, StoreRefusal, ROLE_MESSAGE_CREATE};
 use super::validate::{is_object_id, FieldError};
+use super::{creates, directory::CreateKind};
 
 pub use config::{
     BulkConfig, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_BATCH_ITEMS, DEFAULT_BULK_DELAY,
@@ -63,10 +64,54 @@ struct Item {
     checked: Result<CheckedItem, ItemError>,
 }
 
-struct CheckedItem {
-    conversation: String,
-    attributes: Map<String, Value>,
+enum CheckedItem {
+    Message {
+        conversation: String,
+        attributes: Map<String, Value>,
+    },
+    /// A customer or conversation: its attributes, past the kind's schema.
+    Record {
+        spec: &'static creates::CreateSpec,
+        attributes: Map<String, Value>,
+    },
 }
+
+/// What a bulk route creates: messages, or customers or conversations (each item stored like
+/// the single create of its kind, through its [`creates::CreateSpec`]).
+#[derive(Clone, Copy)]
+enum Target {
+    Messages,
+    Records(&'static creates::CreateSpec),
+}
+
+impl Target {
+    fn kind(self) -> CreateKind {
+        match self {
+            Self::Messages => CreateKind::Message,
+            Self::Records(spec) => spec.kind,
+        }
+    }
+
+    fn role(self) -> &'static str {
+        match self {
+            Self::Messages => ROLE_MESSAGE_CREATE,
+            Self::Records(spec) => spec.role,
+        }
+    }
+
+    /// What one item is, for the refusals' wording.
+    fn noun(self) -> &'static str {
+        match self.kind() {
+            CreateKind::Message => "message",
+            CreateKind::Customer => "customer",
+            CreateKind::Conversation => "conversation",
+        }
+    }
+}
+
+/// Where bulk customers and conversations are created.
+pub(crate) const CUSTOMERS_BULK_ROUTE: &str = "/v1/customers/bulk";
+pub(crate) const CONVERSATIONS_BULK_ROUTE: &str = "/v1/conversations/bulk";
 
 /// The bulk routes, to merge into the sandbox router (behind its gate).
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -74,6 +119,16 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route(
             BULK_ROUTE,
             post(create_bulk).layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES)),
+        )
+        .route(
+            CUSTOMERS_BULK_ROUTE,
+            post(create_bulk_records::<super::customers::Customers>)
+                .layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES)),
+        )
+        .route(
+            CONVERSATIONS_BULK_ROUTE,
+            post(create_bulk_records::<super::conversations::Conversations>)
+                .layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES)),
         )
         .route("/v1/bulk/{id}", get(job_status))
         .route("/v1/bulk/{id}/batches", get(job_batches))
@@ -119,8 +174,30 @@ async fn create_bulk(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !key.has_role(ROLE_MESSAGE_CREATE) {
-        return forbidden(ROLE_MESSAGE_CREATE);
+    create_job(shared, key, kill, headers, body, Target::Messages).await
+}
+
+/// `POST /v1/customers/bulk` and `POST /v1/conversations/bulk`: jobs like message jobs.
+async fn create_bulk_records<K: creates::RecordKind>(
+    State(shared): State<Arc<Shared>>,
+    Extension(Caller(key)): Extension<Caller>,
+    Extension(kill): Extension<ConnectionKill>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    create_job(shared, key, kill, headers, body, Target::Records(K::spec())).await
+}
+
+async fn create_job(
+    shared: Arc<Shared>,
+    key: &'static KeyProfile,
+    kill: ConnectionKill,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    target: Target,
+) -> Response {
+    if !key.has_role(target.role()) {
+        return forbidden(target.role());
     }
     let body = match body {
         Ok(bytes) => bytes,
@@ -135,12 +212,16 @@ async fn create_bulk(
         Ok(value) => value,
         Err(error) => return bad_request(&format!("Malformed JSON: {error}")),
     };
-    let items = match accept_items(&shared, parsed) {
+    let items = match accept_items(&shared, parsed, target) {
         Ok(items) => items,
         Err(refused) => return refused.into_response(),
     };
     let config = &shared.config.bulk;
     let (id, sequence, dice) = shared.bulk.create(config, items.len());
+    shared.with_kind_counts(target.kind(), |counts| {
+        counts.bulk.jobs += 1;
+        counts.bulk.items += items.len() as u64;
+    });
     // The document as created (queued), before the job can run.
     let document = shared.bulk.job_document(&id);
     let drop_answer = dice.drop_answer;
@@ -151,6 +232,7 @@ async fn create_bulk(
         sequence,
         dice,
         items,
+        target,
     ));
     if drop_answer {
         shared.count_dropped_connection();
@@ -169,18 +251,19 @@ async fn create_bulk(
 
 /// Checks the array's shape (refused whole with a 400) and each item like a single create (a
 /// 400 in the item's result, or the whole request refused with `reject_invalid`).
-fn accept_items(shared: &Shared, parsed: Value) -> Result<Vec<Item>, Refused> {
+fn accept_items(shared: &Shared, parsed: Value, target: Target) -> Result<Vec<Item>, Refused> {
+    let noun = target.noun();
     let Value::Array(bodies) = parsed else {
-        return Err(Refused::Shape(
-            "The body must be a JSON array of message bodies".into(),
-        ));
+        return Err(Refused::Shape(format!(
+            "The body must be a JSON array of {noun} bodies"
+        )));
     };
     if bodies.is_empty() {
-        return Err(Refused::Shape("The array holds no message".into()));
+        return Err(Refused::Shape(format!("The array holds no {noun}")));
     }
     if bodies.len() > MAX_BULK_ITEMS {
         return Err(Refused::Shape(format!(
-            "The array holds {} messages; at most {MAX_BULK_ITEMS} are accepted",
+            "The array holds {} {noun}s; at most {MAX_BULK_ITEMS} are accepted",
             bodies.len()
         )));
     }
@@ -195,7 +278,13 @@ fn accept_items(shared: &Shared, parsed: Value) -> Result<Vec<Item>, Refused> {
     let mut items = Vec::with_capacity(objects.len());
     let mut problems = Vec::new();
     for (index, (object, client_ref)) in objects.into_iter().zip(client_refs).enumerate() {
-        let checked = check_item(shared, object);
+        let checked = match target {
+            Target::Messages => check_item(shared, object),
+            Target::Records(spec) => spec
+                .validator
+                .validate(Value::Object(object))
+                .map(|attributes| CheckedItem::Record { spec, attributes }),
+        };
         if let Err(item_problems) = &checked {
             problems.extend(item_problems.iter().map(|problem| FieldError {
                 pointer: format!("/{index}{}", problem.pointer),
@@ -278,7 +367,7 @@ fn check_item(
     object.remove("conversation");
     let attributes = shared.validator.validate(Value::Object(object));
     match (conversation, attributes) {
-        (Ok(conversation), Ok(attributes)) => Ok(CheckedItem {
+        (Ok(conversation), Ok(attributes)) => Ok(CheckedItem::Message {
             conversation,
             attributes,
         }),
@@ -301,8 +390,12 @@ async fn run_job(
     sequence: u64,
     dice: JobDice,
     items: Vec<Item>,
+    target: Target,
 ) {
     let bulk = &shared.bulk;
+    // A kind out of the fault scope draws its dice all the same (the streams stay fixed) and
+    // ignores them.
+    let in_scope = shared.config.fault_scope.covers(target.kind());
     let config = &shared.config.bulk;
     if dice.held_back {
         bulk.wait_for_a_later_job(sequence, config.held_back_limit())
@@ -330,8 +423,13 @@ async fn run_job(
             let Some(item) = items.get_mut(index).and_then(Option::take) else {
                 continue;
             };
-            let injected = dice.item_errors.get(index).copied().flatten();
-            let stored_error = dice.stored_errors.get(index).copied().unwrap_or(false);
+            let injected = dice
+                .item_errors
+                .get(index)
+                .copied()
+                .flatten()
+                .filter(|_| in_scope);
+            let stored_error = in_scope && dice.stored_errors.get(index).copied().unwrap_or(false);
             let (result, fate) = process_item(&shared, key, item, injected, stored_error);
             let contradicted = dice.duplicate_item == Some(index);
             bulk.record(&id, batch, result, fate, contradicted);
@@ -345,7 +443,8 @@ async fn run_job(
     }
 }
 
-/// Stores one item as a single create would, or says why not, and how it came about.
+/// Stores one item as a single create of its kind would, or says why not, and how it came
+/// about.
 fn process_item(
     shared: &Shared,
     key: &'static KeyProfile,
@@ -360,35 +459,60 @@ fn process_item(
         Ok(checked) => checked,
         Err(error) => return failed(error, ItemFate::Failed),
     };
-    if checked
-        .conversation
-        .starts_with(UNKNOWN_CONVERSATION_PREFIX)
-    {
-        let message = format!("Conversation {} not found", checked.conversation);
-        return failed(ItemError::new(404, message), ItemFate::Failed);
-    }
+    let kind = match &checked {
+        CheckedItem::Message { conversation, .. } => {
+            if conversation.starts_with(UNKNOWN_CONVERSATION_PREFIX) {
+                let message = format!("Conversation {conversation} not found");
+                return failed(ItemError::new(404, message), ItemFate::Failed);
+            }
+            CreateKind::Message
+        }
+        CheckedItem::Record { spec, .. } => spec.kind,
+    };
     if let Some(status) = injected {
+        shared.with_kind_counts(kind, |counts| counts.bulk.item_error += 1);
         let message = format!("Injected fault: item error {status}");
         return failed(ItemError::new(status, message), ItemFate::InjectedError);
     }
-    let message = prepare_message(key, checked.conversation, checked.attributes);
-    match shared.store(message, Instant::now()) {
-        Ok(_) if stored_error => {
-            let message = "Injected fault: stored, then reported as an internal error".to_owned();
-            failed(ItemError::new(500, message), ItemFate::StoredThenError)
+    let object_id = match checked {
+        CheckedItem::Message {
+            conversation,
+            attributes,
+        } => {
+            let message = prepare_message(key, conversation, attributes);
+            match shared.store(message, Instant::now()) {
+                Ok(stored) => stored.id.clone(),
+                Err(StoreRefusal::CustomerLimited) => {
+                    return failed(
+                        ItemError::new(
+                            429,
+                            "Customer message rate limit exceeded (messages with importedAt are \
+                             exempt)"
+                                .into(),
+                        ),
+                        ItemFate::Failed,
+                    )
+                }
+            }
         }
-        Ok(stored) => (
-            ItemResult::created(client_ref, stored.id.clone()),
-            ItemFate::Stored,
-        ),
-        Err(StoreRefusal::CustomerLimited) => failed(
-            ItemError::new(
-                429,
-                "Customer message rate limit exceeded (messages with importedAt are exempt)".into(),
-            ),
-            ItemFate::Failed,
-        ),
+        CheckedItem::Record { spec, attributes } => match (spec.prepare)(shared, key, attributes) {
+            Ok(record) => {
+                let stored = shared.insert_record(spec.kind, record, false);
+                shared.with_kind_counts(kind, |counts| counts.bulk.stored += 1);
+                stored.id.clone()
+            }
+            Err(refused) => {
+                let error = ItemError::new(refused.status.as_u16(), refused.message);
+                return failed(error, ItemFate::Failed);
+            }
+        },
+    };
+    if stored_error {
+        shared.with_kind_counts(kind, |counts| counts.bulk.item_stored_error += 1);
+        let message = "Injected fault: stored, then reported as an internal error".to_owned();
+        return failed(ItemError::new(500, message), ItemFate::StoredThenError);
     }
+    (ItemResult::created(client_ref, object_id), ItemFate::Stored)
 }
 
 fn unknown_job(id: &str) -> Response {
