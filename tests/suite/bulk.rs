@@ -2,12 +2,10 @@
 //! sandbox's items processed in random order (its default), jobs finishing out of order, lost
 //! answers, item errors, and `kill -9` at moments chosen by events, each followed by `resume`.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Bulk mode at a budget where jobs pay (the deep-conversation rule of `plan` keeps every row in
 /// jobs when they take 0.2 s), plus the harness's short waits.

@@ -3,13 +3,11 @@
 //! pipes, API text escaped on the way to a terminal or a page, honest rates and hints,
 //! checkpoints opened read-only, errors grouped by what they say, and the small refusals.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(180);
 /// Conversation ids the sandbox answers 404 for.

@@ -2,13 +2,11 @@
 //! unknown conversation, the lookup spelling fallback, SIGTERM and a second Ctrl-C. Each test
 //! also proves its fault fired, and waits for events, never on the clock.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(180);
 

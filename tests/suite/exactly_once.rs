@@ -3,14 +3,12 @@
 //! produces it. Every test also asserts that its fault fired, so a quiet switch cannot make it
 //! pass.
 
-mod common;
-
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::*;
+use crate::common::*;
 
 fn fired(sandbox: &Sandbox, fault: &str) -> u64 {
     let stats = sandbox.stats();

@@ -2,8 +2,6 @@
 //! Kustomer customers and conversations (found or created exactly once) before its messages are
 //! sent, against the sandbox with faults on every kind of create.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::Path;
@@ -11,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::*;
+use crate::common::*;
 
 const TICKETS: usize = 300;
 const CUSTOMERS: usize = 150;

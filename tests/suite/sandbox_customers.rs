@@ -3,11 +3,9 @@
 //! `--lookup-other-first` (the behaviours in detail are tested beside the code, in
 //! `src/sandbox/directory_tests.rs`).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
 

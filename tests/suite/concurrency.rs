@@ -3,9 +3,7 @@
 //! carrying `Retry-After` still cut it. Read from the run's summary line, which states the limit
 //! the run ended with, the cuts by cause and the lowest a cut left.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// The run's `concurrency ended at N of C (...)` summary: N and the text in parentheses.
 fn concurrency_summary(output: &std::process::Output) -> (usize, String) {

@@ -1,12 +1,10 @@
 //! End to end through the compiled binary against a sandbox process: inputs in every format,
 //! stamping, ordering, bad rows, refusals, and the exit codes.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 

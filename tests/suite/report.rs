@@ -3,15 +3,13 @@
 //! rendered by headless Chromium without console errors), the CSV report agreeing with `status`
 //! and the input, and `status` answering while a run writes.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(180);
 const CHROMIUM: &str = "/usr/bin/chromium";

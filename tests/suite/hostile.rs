@@ -1,11 +1,9 @@
 //! A hostile API: every fault at once, a tight org limit, silent audit damage, an error budget.
 //! Each ends with nothing lost, nothing duplicated and order kept, or with the documented exit.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = COMMAND_LIMIT;
 

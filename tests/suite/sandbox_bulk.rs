@@ -3,11 +3,9 @@
 //! in `/_sandbox/stats` fired (the behaviours in detail are tested beside the code, in
 //! `src/sandbox/bulk/`).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn http() -> reqwest::blocking::Client {

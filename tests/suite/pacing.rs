@@ -4,9 +4,7 @@
 //! order, the live client never refused), never about how long anything took; commands only
 //! have the harness's generous bound.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Longer than any test command may run (`COMMAND_LIMIT`): a wait misread as hours or years
 /// would hang the run in a clamped pause and fail the test instead of passing by the clamp.

@@ -1,11 +1,9 @@
 //! Interruptions of every kind, then `resume`: nothing lost, nothing created twice, order kept.
 
-mod common;
-
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(180);
 

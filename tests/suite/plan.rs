@@ -1,12 +1,10 @@
 //! `plan` through the binary: the sample's numbers, a job's checkpoint read-only, the budget
 //! flags, usage errors, and the line `run` prints when bulk would halve the requests.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
