@@ -21,8 +21,8 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::{
-    bodies, concurrently, customer_failed, finish_ticket, resolve_customer, stop_or_fail,
-    use_found, Halt, Refusals, Route, Shared,
+    bodies, concurrently, customer_failed, find_customer, finish_ticket, resolve_customer,
+    stop_or_fail, use_found, Halt, Refusals, Route, Shared,
 };
 use crate::checkpoint::{now_ms, Entity, EntityState, ResolvedBy, TicketRecord};
 use crate::client::{BulkKind, BulkResultItem, EntityLookup, ItemOutcome, MAX_BULK_REF_CHARS};
@@ -111,8 +111,13 @@ pub(super) async fn create_in_bulk(
             customers.push((key, fields));
         }
     }
+    let sent: Vec<String> = customers.iter().map(|(key, _)| key.clone()).collect();
     let unknown_before = shared.counters.unknown.load(Ordering::Relaxed);
     create_all(shared, Entity::Customer, customers, items_per_job).await?;
+    if shared.counters.unknown.load(Ordering::Relaxed) > unknown_before {
+        settle_customers(shared, sent).await?;
+    }
+    let unknown_before = shared.counters.unknown.load(Ordering::Relaxed);
     let mut conversations = Vec::new();
     for ticket in &missing {
         let Some(customer) = shared.write(|cp| cp.customer_record(&ticket.customer_key))? else {
@@ -129,6 +134,44 @@ pub(super) async fn create_in_bulk(
         shared.pause(shared.plan.settle_delay).await?;
     }
     Ok(())
+}
+
+/// Customers a job left `sending` (an unknown outcome), looked up once the job is complete and
+/// the settle delay has passed, so that their tickets' conversations can still go in jobs. One
+/// not found is left to the ticket-by-ticket pass (which proves the route before a create).
+async fn settle_customers(shared: &Arc<Shared>, sent: Vec<String>) -> Result<(), Halt> {
+    shared.pause(shared.plan.settle_delay).await?;
+    let mut unsettled = Vec::new();
+    for key in sent {
+        match shared.write(|cp| cp.customer_record(&key))? {
+            Some(record) if record.state == EntityState::Sending => unsettled.push(record),
+            _ => {}
+        }
+    }
+    concurrently(shared, unsettled, |shared, record| async move {
+        let found = match find_customer(&shared, &record).await {
+            Ok(found) => found,
+            Err(Halt::Stop(stop)) => return shared.halt(stop),
+            Err(Halt::Fail { .. }) => None,
+        };
+        if let Some((id, _)) = found {
+            let key = &record.key;
+            match shared
+                .write(|cp| cp.entity_resolved(Entity::Customer, key, &id, ResolvedBy::Created))
+            {
+                Ok(()) => {
+                    shared
+                        .counters
+                        .customers_created
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Halt::Stop(stop)) => shared.halt(stop),
+                Err(Halt::Fail { .. }) => {}
+            }
+        }
+    })
+    .await;
+    stopped(shared)
 }
 
 fn stopped(shared: &Shared) -> Result<(), Halt> {
