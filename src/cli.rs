@@ -6,6 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The checkpoint every command uses unless told otherwise (`--db`).
+pub const DEFAULT_CHECKPOINT: &str = "kustomer-import.sqlite";
+/// The time zone of timestamps that carry none, unless told otherwise (`--timezone`).
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kustomer-import",
@@ -67,7 +72,7 @@ pub struct RunArgs {
     #[arg(value_name = "INPUT")]
     pub input: String,
     /// Checkpoint file: a new one for this job (SQLite; keeps every row's fate).
-    #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CHECKPOINT)]
     pub db: PathBuf,
     /// Input format, when the file name does not say.
     #[arg(long, value_enum)]
@@ -89,7 +94,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_audit_fields: bool,
     /// Time zone for timestamps without an offset (IANA name).
-    #[arg(long, value_name = "TZ", default_value = "UTC")]
+    #[arg(long, value_name = "TZ", default_value = DEFAULT_TIMEZONE)]
     pub timezone: String,
     /// Drop columns the API does not know instead of refusing the input.
     #[arg(long)]
@@ -196,7 +201,7 @@ pub enum RetryFailedArg {
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     /// Checkpoint file of the job to continue.
-    #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CHECKPOINT)]
     pub db: PathBuf,
     #[command(flatten)]
     pub send: SendArgs,
@@ -216,7 +221,7 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     /// Share of the org limit a job would take.
-    #[arg(long, value_name = "0..1", default_value_t = 0.5)]
+    #[arg(long, value_name = "0..1", default_value_t = crate::throttle::DEFAULT_BUDGET_SHARE)]
     pub budget_share: f64,
     /// A job's checkpoint: one of its created messages proves the lookup route.
     #[arg(long, value_name = "PATH")]
@@ -242,7 +247,7 @@ pub struct PlanArgs {
     #[arg(long, value_enum, conflicts_with = "db")]
     pub format: Option<FormatArg>,
     /// Time zone for timestamps without an offset (IANA name).
-    #[arg(long, value_name = "TZ", default_value = "UTC", conflicts_with = "db")]
+    #[arg(long, value_name = "TZ", default_value = DEFAULT_TIMEZONE, conflicts_with = "db")]
     pub timezone: String,
     /// Drop columns the API does not know instead of refusing the input.
     #[arg(long, conflicts_with = "db")]
@@ -269,7 +274,7 @@ pub struct PlanArgs {
     pub batch_size: u64,
     /// Assumed processing time of one bulk job, in seconds (Kustomer's is unverified: measure
     /// it).
-    #[arg(long, value_name = "SECS", default_value = "5")]
+    #[arg(long, value_name = "SECS", default_value_t = crate::plan::DEFAULT_JOB_SECONDS.to_string())]
     pub job_seconds: String,
     /// One JSON object instead of text.
     #[arg(long)]
@@ -279,7 +284,7 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Checkpoint file of the job (opened read-only).
-    #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CHECKPOINT)]
     pub db: PathBuf,
     /// One JSON object instead of text.
     #[arg(long)]
@@ -297,7 +302,7 @@ pub enum ReportFormatArg {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Checkpoint file of the job (opened read-only).
-    #[arg(long, value_name = "PATH", default_value = "kustomer-import.sqlite")]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CHECKPOINT)]
     pub db: PathBuf,
     /// text and json: summary and errors; csv: one line per input row; html: one
     /// self-contained page with charts.
@@ -328,7 +333,7 @@ pub struct ValidateArgs {
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// Time zone for timestamps without an offset (IANA name).
-    #[arg(long, value_name = "TZ", default_value = "UTC")]
+    #[arg(long, value_name = "TZ", default_value = DEFAULT_TIMEZONE)]
     pub timezone: String,
     /// Accept columns the API does not know (run drops them) instead of refusing the input.
     #[arg(long)]
@@ -354,7 +359,7 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "N")]
     pub org_limit: Option<u32>,
     /// Length of the rate-limit window in seconds (Kustomer's is 60).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = crate::sandbox::DEFAULT_WINDOW.as_secs())]
     pub window_secs: u64,
     /// Answer 429 without a Retry-After header.
     #[arg(long)]
@@ -430,14 +435,14 @@ pub struct SandboxArgs {
 pub struct SandboxBulkArgs {
     /// Processing time of a bulk job in milliseconds: queued for the first half, running (items
     /// stored one by one) for the second.
-    #[arg(long, value_name = "MS", default_value_t = 200)]
+    #[arg(long, value_name = "MS", default_value_t = crate::sandbox::DEFAULT_BULK_DELAY.as_millis() as u64)]
     pub bulk_delay_ms: u64,
     /// Uniform jitter around --bulk-delay-ms, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 100)]
+    #[arg(long, value_name = "MS", default_value_t = crate::sandbox::DEFAULT_BULK_JITTER.as_millis() as u64)]
     pub bulk_jitter_ms: u64,
     /// Items per batch, 1 to 100: a job is split into batches of this many items that complete
     /// one after another while it runs (a 100-item job has four batches by default).
-    #[arg(long, value_name = "N", default_value_t = 25)]
+    #[arg(long, value_name = "N", default_value_t = crate::sandbox::DEFAULT_BULK_BATCH_ITEMS)]
     pub bulk_batch_items: usize,
     /// Process a job's items in array order (default: a random order, since nothing promises
     /// otherwise).
@@ -536,7 +541,7 @@ pub struct SandboxOutcomeArgs {
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub slow_store: f64,
     /// How long --slow-store holds a create, in milliseconds (at most 600000).
-    #[arg(long, value_name = "MS", default_value_t = 2_000)]
+    #[arg(long, value_name = "MS", default_value_t = crate::sandbox::DEFAULT_SLOW_STORE_DELAY.as_millis() as u64)]
     pub slow_store_ms: u64,
     /// Probability (0..1) of storing a create and answering 202.
     #[arg(long, value_name = "P", default_value_t = 0.0)]

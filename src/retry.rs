@@ -80,6 +80,12 @@ pub const MAX_RATE_LIMITED_PER_ROW: u32 = 50;
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 
+/// Attempts per row unless told otherwise (`--max-attempts`), the first included.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// The longest one row may wait between attempts in all unless told otherwise
+/// (`--max-retry-wait`).
+pub const DEFAULT_MAX_TOTAL_WAIT: Duration = Duration::from_secs(300);
+
 /// How persistent to be with one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -94,10 +100,10 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 8,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             initial_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
-            max_total_wait: Duration::from_secs(300),
+            max_total_wait: DEFAULT_MAX_TOTAL_WAIT,
         }
     }
 }

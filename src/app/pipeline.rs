@@ -551,7 +551,7 @@ pub async fn send_and_summarise(
                 retry: send.retry,
                 max_failed_rows: send.max_errors.allowed(to_send),
                 verify_audit_fields: job.audit_fields,
-                shutdown_grace: Duration::from_secs(15),
+                shutdown_grace: send::DEFAULT_SHUTDOWN_GRACE,
                 settle_delay: send.settle_delay,
                 early_lookup: send.early_lookup,
                 reads_conversations: preflight.reads_conversations,

@@ -1,6 +1,9 @@
 //! `POST /v1/conversations`, `GET /v1/conversations/externalId=<id>` (and by id) and
 //! `GET /v1/conversations/{id}/messages` (paged), as `shared/kustomer-api.md` and the OpenAPI
 //! file describe them.
+//!
+//! A route module: imports `http`, `messages` (the message document), `creates`, `customers`' lookup
+//! rules, the state and `validate`; never the router or `admin`.
 
 use std::sync::{Arc, LazyLock};
 
@@ -13,10 +16,11 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::{api_error, forbidden, Caller, MessageDocument, UNKNOWN_CONVERSATION_PREFIX};
 use super::creates::{create_record, CreateSpec, NewRecord, RecordKind, Refused};
 use super::customers::{found_or_missing, lookup_fault, relationship};
 use super::directory::{CreateKind, StoredRecord};
+use super::http::{api_error, forbidden, Caller};
+use super::messages::{MessageDocument, UNKNOWN_CONVERSATION_PREFIX};
 use super::state::{
     KeyProfile, Shared, ORG_ID, ROLE_CONVERSATION_CREATE, ROLE_CONVERSATION_READ, ROLE_MESSAGE_READ,
 };

@@ -1,6 +1,9 @@
 //! The create path shared by messages, customers and conversations: the fault scope, the dice
 //! (one stream for every kind in scope), the answers before and after storing, the slow store
 //! and the per-kind counters. Each kind's handler only validates and builds its record.
+//!
+//! Below the route modules: imports `http`, the state, `directory`, `faults`, `server`, `validate`;
+//! never a route module or the router.
 
 use std::sync::{Arc, LazyLock};
 
@@ -15,12 +18,12 @@ use serde_json::{Map, Value};
 use axum::extract::State;
 use axum::Extension;
 
-use super::api::{
+use super::directory::{CreateKind, KindCounts, StoredRecord};
+use super::faults::{BeforeStore, FaultRoll, OnceStored};
+use super::http::{
     api_error, drop_connection, forbidden, gateway_error, is_json_content_type, validation_error,
     with_retry_after, Caller,
 };
-use super::directory::{CreateKind, KindCounts, StoredRecord};
-use super::faults::{BeforeStore, FaultRoll, OnceStored};
 use super::server::ConnectionKill;
 use super::state::{KeyProfile, Shared};
 use super::validate::BodyValidator;

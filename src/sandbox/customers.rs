@@ -1,6 +1,9 @@
 //! `POST /v1/customers` and the customer lookups (`externalId=`, `email=`, by id), plus the
 //! lookup rules every customer and conversation lookup shares. Routes and answers are those of
 //! `shared/kustomer-api.md` ("Customers and conversations") and the OpenAPI file's examples.
+//!
+//! A route module: imports `http`, `creates`, the state, `directory`, `validate`; never the router,
+//! `admin` or another route module.
 
 use std::sync::{Arc, LazyLock};
 
@@ -12,9 +15,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::api::{api_error, forbidden, rate_limited, Caller};
 use super::creates::{create_record, CreateSpec, NewRecord, RecordKind, Refused};
 use super::directory::{CreateKind, HitMiss, KindLookupCounts, StoredRecord};
+use super::http::{api_error, forbidden, rate_limited, Caller};
 use super::state::{KeyProfile, Shared, ORG_ID, ROLE_CUSTOMER_CREATE, ROLE_CUSTOMER_READ};
 use super::validate::{format_timestamp, BodyValidator};
 

@@ -2,6 +2,8 @@
 //! indexes (by id, by externalId, by lowercased email) and their counters. It lives inside the
 //! one locked `World` so that a message stored into a conversation created here joins that
 //! conversation's customer in the same critical section.
+//!
+//! Part of the state's data: imports only `faults`; never a route module, `http` or the state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

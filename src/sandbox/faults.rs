@@ -1,5 +1,7 @@
 //! Dice for injected faults and latency. All randomness comes from seeded generators so that a
 //! seed reproduces the same fault sequence for the same order of requests.
+//!
+//! Plain dice: imports only the sandbox's public config types; nothing else of the sandbox.
 
 use std::time::Duration;
 

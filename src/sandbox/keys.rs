@@ -1,5 +1,7 @@
 //! The sandbox's API keys: each key's kind, token id, machine user and roles, and the role
 //! names the routes check.
+//!
+//! Plain data: imports only the sandbox's public key names.
 
 use super::{ADMIN_KEY, AGENT_KEY, MESSAGES_ONLY_KEY, READONLY_KEY};
 

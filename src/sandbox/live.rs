@@ -6,6 +6,8 @@
 //!
 //! The loop is bounded: it issues at most the pattern's cumulative count, catches up at most
 //! one second's worth after a stall, and ends when the sandbox shuts down.
+//!
+//! Imports only the state; never a route module.
 
 use std::str::FromStr;
 use std::sync::Arc;

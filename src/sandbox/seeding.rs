@@ -2,6 +2,9 @@
 //! conversations and messages that "already exist" (another integration made them), all
 //! checked before any is stored; the inspection endpoints `GET /_sandbox/customers` and
 //! `GET /_sandbox/conversations`; and the ordering of `lookup_other_first`.
+//!
+//! Imports `http`, `messages`, `creates`, the state, `directory`, `validate`; never the router or
+//! `admin` (which merely mounts its handlers).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,9 +18,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::{api_error, UNKNOWN_CONVERSATION_PREFIX};
 use super::creates::NewRecord;
 use super::directory::CreateKind;
+use super::http::api_error;
+use super::messages::UNKNOWN_CONVERSATION_PREFIX;
 use super::state::{customer_of, NewMessage, Shared, StoredMessage};
 use super::validate::{format_timestamp, is_object_id};
 use super::SeedMessage;

@@ -2,6 +2,8 @@
 //! kill switch in every request's extensions: a handler that triggers it makes the connection
 //! task drop the socket at once, so the client sees the connection close with no response bytes.
 //! That is how the "drop before store" and "store then drop" faults are produced.
+//!
+//! Imports nothing of the sandbox: it serves whatever router it is given.
 
 use std::time::Duration;
 

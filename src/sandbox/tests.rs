@@ -1601,7 +1601,7 @@ async fn creates_are_counted_in_all_and_by_conversation() {
     assert_eq!(stats.creates, 3);
     assert_eq!(
         stats.creates_by_conversation,
-        BTreeMap::from([
+        std::collections::BTreeMap::from([
             (CONVERSATION.to_owned(), 2),
             (OTHER_CONVERSATION.to_owned(), 1)
         ])

@@ -11,6 +11,8 @@
 //! becomes a `null` alternative of the type; `custom` loses `additionalProperties: false` (the
 //! spec declares no custom attribute, which would forbid them all, while `kustomer-api.md` allows
 //! up to 100); `app` gains `minLength: 1` (`kustomer-api.md`: "non-empty string").
+//!
+//! Imports nothing of the sandbox.
 
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;

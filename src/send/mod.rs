@@ -59,7 +59,7 @@ pub use events::{Events, SendEvent};
 pub use guard::Existing;
 pub use options::{
     ErrorBudget, SendMode, SendOptions, DEFAULT_EARLY_LOOKUP, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SETTLE_DELAY,
+    DEFAULT_SETTLE_DELAY, DEFAULT_SHUTDOWN_GRACE,
 };
 pub use preflight::CONVERSATION_READ_ROLES;
 pub use preflight::{preflight, Preflight};

@@ -10,6 +10,8 @@ use crate::retry::RetryPolicy;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a conversation waits after an unknown outcome before its lookup (`--settle-delay`).
 pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(30);
+/// After an interrupt, how long in-flight requests may take to finish (README: "15 s").
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// How long after an unknown outcome its first, early lookup goes (`--early-lookup`): a
 /// message found then proves itself; nothing is resent before the full settle delay.
@@ -103,7 +105,7 @@ impl SendOptions {
             retry: RetryPolicy::default(),
             max_failed_rows: u64::MAX,
             verify_audit_fields: true,
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             settle_delay: DEFAULT_SETTLE_DELAY,
             early_lookup: DEFAULT_EARLY_LOOKUP,
             reads_conversations: Some(true),

@@ -329,7 +329,7 @@ async fn bench_budget(
 ) -> Result<(), AppError> {
     let mut config = SandboxConfig::new(loopback());
     config.org_limit = Some(org_limit);
-    config.window = Duration::from_secs(60);
+    config.window = sandbox::DEFAULT_WINDOW;
     let sandbox = sandbox::start(config).await?;
     let db = workdir.join(format!("bench-budget-{}.sqlite", max_rpm.unwrap_or(0)));
     stage_job(file, &db, &sandbox.base_url())?;
@@ -519,8 +519,8 @@ fn client_config(base_url: &str) -> ClientConfig {
     ClientConfig {
         base_url: base_url.to_string(),
         key: ApiKey::new(sandbox::ADMIN_KEY.to_string()),
-        request_timeout: Duration::from_secs(60),
-        connect_timeout: Duration::from_secs(10),
+        request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
+        connect_timeout: crate::config::CONNECT_TIMEOUT,
     }
 }
 

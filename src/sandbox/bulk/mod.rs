@@ -8,12 +8,12 @@
 //! Every rule and switch is listed in the sandbox's module doc (section "Bulk"). The dice come
 //! from streams of their own, seeded from the sandbox seed, so bulk traffic never shifts the
 //! create, latency or lookup dice. One job's dice are all drawn when it is created, in a fixed
-//! count per job and per item whatever the switches (`config`), so the same seed and the same
-//! requests give the same jobs; reads draw from a stream apart from the jobs'. The jobs and the
-//! documents they answer are in `jobs`.
-
-mod config;
-mod jobs;
+//! count per job and per item whatever the switches, so the same seed and the same requests give
+//! the same jobs; reads draw from a stream apart from the jobs'. The jobs, their dice and the
+//! documents they answer are in the state (`state::bulk`).
+//!
+//! Owns the bulk routes only. Imports the HTTP helpers, `messages` (a bulk item is prepared like a
+//! single create), the state and `validate`; never the router or another route module.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,28 +28,25 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::api::{
-    api_error, drop_connection, forbidden, is_json_content_type, prepare_message, rate_limited,
-    validation_error, Caller, UNKNOWN_CONVERSATION_PREFIX,
+use super::http::{
+    api_error, drop_connection, forbidden, is_json_content_type, rate_limited, validation_error,
+    Caller,
 };
+use super::messages::{prepare_message, UNKNOWN_CONVERSATION_PREFIX};
 use super::server::ConnectionKill;
 use super::state::{KeyProfile, Shared, StoreRefusal, ROLE_MESSAGE_CREATE};
 use super::validate::{is_object_id, FieldError};
 use super::{creates, directory::CreateKind};
 
-pub use config::{
-    BulkConfig, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_BATCH_ITEMS, DEFAULT_BULK_DELAY,
-    DEFAULT_BULK_JITTER, DEFAULT_BULK_SLOW_FACTOR, MAX_BULK_DELAY, MAX_BULK_SLOW_FACTOR,
+pub use super::state::bulk::{
+    BulkConfig, BulkFaultCounts, BulkStats, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_BATCH_ITEMS,
+    DEFAULT_BULK_DELAY, DEFAULT_BULK_JITTER, DEFAULT_BULK_SLOW_FACTOR, MAX_BULK_DELAY,
+    MAX_BULK_ITEMS, MAX_BULK_SLOW_FACTOR,
 };
-use config::{JobDice, ReadFault};
-pub(crate) use jobs::BulkState;
-pub use jobs::{BulkFaultCounts, BulkStats};
-use jobs::{ItemError, ItemFate, ItemResult};
+use super::state::bulk::{ItemError, ItemFate, ItemResult, JobDice, ReadFault};
 
 /// Where bulk jobs are created.
 pub(crate) const BULK_ROUTE: &str = "/v1/messages/bulk";
-/// The most message bodies one bulk request may carry.
-pub const MAX_BULK_ITEMS: usize = 100;
 /// The longest `_clientRef`, in characters.
 pub const MAX_CLIENT_REF_CHARS: usize = 255;
 /// The role reading bulk jobs and their results needs.

@@ -1,8 +1,16 @@
 //! The sandbox's in-memory world: API keys, fixed rate-limit windows, stored messages and the
 //! counters behind `/_sandbox/stats`. One mutex guards it all; every operation on it is O(1)
 //! (or O(log n) in a map) so the lock is held only briefly per request.
+//!
+//! The rate windows are in `clock`, the stats counters in `counters`, the bulk jobs in `bulk`.
+//! The state is below every route module: it imports only `directory`, `faults`, `keys`,
+//! `validate` and the sandbox's public types, never a route module, `http` or the router.
 
-use std::collections::{BTreeMap, HashMap};
+pub(crate) mod bulk;
+mod clock;
+mod counters;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,9 +21,12 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::directory::{index_external_id, Directory};
-use super::faults::{FaultRoll, OnceStored};
+use super::faults::FaultRoll;
 use super::validate::BodyValidator;
-use super::{FaultCounts, LookupCounts, MessagesDump, SandboxConfig, SandboxMessage, SandboxStats};
+use super::{SandboxConfig, SandboxMessage};
+use clock::WindowCount;
+pub(crate) use clock::{Clock, RateSnapshot};
+use counters::Counters;
 // The keys and roles live in `keys`; re-exported so that `state::KeyProfile` etc. still resolve.
 pub(crate) use super::keys::{
     key_profile, KeyKind, KeyProfile, ROLE_ADMIN, ROLE_CONVERSATION_CREATE, ROLE_CONVERSATION_READ,
@@ -33,102 +44,6 @@ pub(crate) const UNLIMITED: u32 = 1_000_000;
 pub(crate) fn customer_of(conversation_id: &str) -> String {
     let digest = Sha256::digest(format!("customer-of:{conversation_id}").as_bytes());
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Fixed windows counted from server start, shared by the org and per-customer limits.
-pub(crate) struct Clock {
-    started: Instant,
-    started_wall: SystemTime,
-    window: Duration,
-}
-
-impl Clock {
-    pub(crate) fn new(window: Duration) -> Self {
-        Self {
-            started: Instant::now(),
-            started_wall: SystemTime::now(),
-            window,
-        }
-    }
-
-    fn window_index(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.started).as_nanos();
-        // The window is checked to be non-zero at start.
-        u64::try_from(elapsed / self.window.as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn window_end(&self, now: Instant) -> Duration {
-        let next = u32::try_from(self.window_index(now).saturating_add(1)).unwrap_or(u32::MAX);
-        self.window.saturating_mul(next)
-    }
-
-    /// Whole seconds until the current window ends, rounded up so a client never waits too little.
-    pub(crate) fn seconds_to_reset(&self, now: Instant) -> u64 {
-        let left = self
-            .window_end(now)
-            .saturating_sub(now.saturating_duration_since(self.started));
-        ceil_seconds(left)
-    }
-
-    /// The end of the current window as Unix epoch seconds, rounded up.
-    pub(crate) fn reset_epoch(&self, now: Instant) -> u64 {
-        let end = self.started_wall + self.window_end(now);
-        end.duration_since(UNIX_EPOCH).map_or(0, ceil_seconds)
-    }
-
-    /// The end of the current window as Unix epoch milliseconds, rounded up.
-    pub(crate) fn reset_epoch_ms(&self, now: Instant) -> u64 {
-        let end = self.started_wall + self.window_end(now);
-        end.duration_since(UNIX_EPOCH).map_or(0, |since| {
-            let millis = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
-            millis + u64::from(since.subsec_nanos() % 1_000_000 > 0)
-        })
-    }
-}
-
-fn ceil_seconds(span: Duration) -> u64 {
-    span.as_secs() + u64::from(span.subsec_nanos() > 0)
-}
-
-/// Requests used in one fixed window.
-#[derive(Debug, Default, Clone, Copy)]
-struct WindowCount {
-    window: u64,
-    used: u32,
-}
-
-impl WindowCount {
-    fn used_in(&mut self, window: u64) -> u32 {
-        if self.window != window {
-            self.window = window;
-            self.used = 0;
-        }
-        self.used
-    }
-
-    /// Takes one unit whatever the count (for an unlimited org, which still reports usage).
-    fn take(&mut self, window: u64) {
-        self.used = self.used_in(window).saturating_add(1);
-    }
-
-    /// Takes one unit if the limit allows it.
-    fn try_take(&mut self, window: u64, limit: u32) -> bool {
-        if self.used_in(window) >= limit {
-            return false;
-        }
-        self.used += 1;
-        true
-    }
-}
-
-/// The `x-ratelimit-*` values for one response.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RateSnapshot {
-    pub limit: u32,
-    pub remaining: u32,
-    pub reset_seconds: u64,
-    pub reset_epoch: u64,
-    pub reset_epoch_ms: u64,
 }
 
 /// Why a /v1 request was turned away before reaching its handler.
@@ -189,24 +104,6 @@ pub(crate) struct NewMessage {
     pub attributes: Map<String, Value>,
     /// Messages with `importedAt` are exempt from the per-customer limit.
     pub counts_against_customer: bool,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    requests_total: u64,
-    requests_by_status: BTreeMap<u16, u64>,
-    dropped_connections: u64,
-    duplicate_external_ids: u64,
-    faults: FaultCounts,
-    live_client: super::LiveClientStats,
-    injected_429: u64,
-    creates_by_conversation: HashMap<String, u64>,
-    lookups: LookupCounts,
-    seeded: u64,
-    redirect_hits: u64,
-    max_requests_in_a_window: u64,
-    /// Shortest time from an unknown-outcome answer to the first lookup of its externalId.
-    lookup_after_unknown_outcome_min_ms: Option<u64>,
 }
 
 /// The `data` of a lookup miss answered 200 (`POST /_sandbox/lookups/miss?data=..`).
@@ -350,7 +247,7 @@ pub(crate) struct Shared {
     creates_forbidden: AtomicBool,
     world: Mutex<World>,
     /// Bulk jobs, behind their own lock (see `bulk`).
-    pub(crate) bulk: super::bulk::BulkState,
+    pub(crate) bulk: bulk::BulkState,
 }
 
 /// Counts one request as waiting on the hold for as long as it waits.
@@ -381,7 +278,7 @@ impl Shared {
         let lookup_rng = StdRng::seed_from_u64(seeder.random());
         let limit_fault_rng = StdRng::seed_from_u64(seeder.random());
         // Bulk dice come from their own stream, derived apart from the seeder above.
-        let bulk = super::bulk::BulkState::new(config.seed);
+        let bulk = bulk::BulkState::new(config.seed);
         let world = World {
             fault_rng,
             jitter_rng,
@@ -560,15 +457,6 @@ impl Shared {
         }
     }
 
-    pub(crate) fn record_status(&self, status: u16) {
-        *self
-            .world()
-            .counters
-            .requests_by_status
-            .entry(status)
-            .or_insert(0) += 1;
-    }
-
     /// Rolls the fault dice for one create request and counts what they injected before storing.
     pub(crate) fn roll_faults(&self) -> FaultRoll {
         let mut world = self.world();
@@ -607,35 +495,6 @@ impl Shared {
             }
         }
         Ok(world.insert(message, false))
-    }
-
-    /// Counts a fault of the once-stored draw that was acted upon (the message is stored); an
-    /// answer that leaves the outcome unknown starts the clock of the message's first lookup.
-    /// `external_id`: the message's, when the record is a message (the clock is for message
-    /// lookups only).
-    pub(crate) fn count_once_stored(&self, outcome: OnceStored, external_id: Option<&str>) {
-        let mut world = self.world();
-        if matches!(outcome, OnceStored::Drop | OnceStored::Error(_)) {
-            if let Some(external_id) = external_id {
-                world
-                    .unknown_outcomes
-                    .insert(external_id.to_owned(), Instant::now());
-            }
-        }
-        let counters = &mut world.counters;
-        let faults = &mut counters.faults;
-        match outcome {
-            OnceStored::Created => {}
-            OnceStored::Drop => {
-                faults.store_then_drop += 1;
-                counters.dropped_connections += 1;
-            }
-            OnceStored::Error(_) => faults.store_then_error += 1,
-            OnceStored::Slow => faults.slow_store += 1,
-            OnceStored::Accepted => faults.accepted_202 += 1,
-            OnceStored::WithoutId => faults.created_without_id += 1,
-            OnceStored::Oversize => faults.oversize_body += 1,
-        }
     }
 
     /// Stores messages as if another integration had created them: no limits, no faults, not
@@ -691,31 +550,6 @@ impl Shared {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    /// Counts a create request by the conversation id in its path.
-    pub(crate) fn count_create(&self, conversation: &str) {
-        *self
-            .world()
-            .counters
-            .creates_by_conversation
-            .entry(conversation.to_owned())
-            .or_insert(0) += 1;
-    }
-
-    pub(crate) fn count_lookup(&self, spelling: Spelling, outcome: LookupOutcome) {
-        let mut world = self.world();
-        let lookups = &mut world.counters.lookups;
-        let counts = match spelling {
-            Spelling::Camel => &mut lookups.camel,
-            Spelling::Lower => &mut lookups.lower,
-        };
-        let count = match outcome {
-            LookupOutcome::Hit => &mut counts.hit,
-            LookupOutcome::Miss => &mut counts.miss,
-            LookupOutcome::NoRoute => &mut counts.no_route,
-        };
-        *count += 1;
     }
 
     /// Every lookup answers `status` from now on (`Some`), or as usual again (`None`).
@@ -795,22 +629,6 @@ impl Shared {
         limited
     }
 
-    /// Counts a `/v1` request answered with the configured redirect.
-    pub(crate) fn count_redirected(&self) {
-        let mut world = self.world();
-        world.counters.requests_total += 1;
-        world.counters.faults.redirected += 1;
-    }
-
-    /// Counts a connection a handler closes without answering (outside the create dice).
-    pub(crate) fn count_dropped_connection(&self) {
-        self.world().counters.dropped_connections += 1;
-    }
-
-    pub(crate) fn count_redirect_hit(&self) {
-        self.world().counters.redirect_hits += 1;
-    }
-
     pub(crate) fn set_admin_revoked(&self, revoked: bool) {
         let mut world = self.world();
         world.admin_revoked = revoked;
@@ -818,62 +636,6 @@ impl Shared {
             // Restoring disarms `revoke_admin_after`, or the next create would revoke again.
             world.revoke_admin_after = None;
         }
-    }
-
-    pub(crate) fn stats(&self) -> SandboxStats {
-        let world = self.world();
-        let counters = &world.counters;
-        SandboxStats {
-            messages_stored: (world.messages.len() as u64).saturating_sub(counters.seeded),
-            duplicate_external_ids: counters.duplicate_external_ids,
-            requests_total: counters.requests_total,
-            requests_by_status: counters
-                .requests_by_status
-                .iter()
-                .map(|(status, count)| (status.to_string(), *count))
-                .collect(),
-            dropped_connections: counters.dropped_connections,
-            max_concurrency: self.max_in_flight.load(Ordering::Relaxed),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            held: self.held.load(Ordering::Relaxed),
-            faults_injected: FaultCounts {
-                bulk: self.bulk.fault_counts(),
-                ..counters.faults.clone()
-            },
-            live_client: counters.live_client,
-            injected_429: counters.injected_429,
-            creates: world.creates_seen,
-            creates_by_conversation: counters
-                .creates_by_conversation
-                .iter()
-                .map(|(conversation, count)| (conversation.clone(), *count))
-                .collect(),
-            lookups: counters.lookups.clone(),
-            seeded: counters.seeded,
-            redirect_hits: counters.redirect_hits,
-            max_requests_in_a_window: counters.max_requests_in_a_window,
-            lookup_after_unknown_outcome_min_ms: counters.lookup_after_unknown_outcome_min_ms,
-            bulk: self.bulk.stats(),
-            customers: world.directory.customer_stats(),
-            conversations: world.directory.conversation_stats(),
-        }
-    }
-
-    pub(crate) fn messages(&self) -> MessagesDump {
-        let world = self.world();
-        let conversations = world
-            .by_conversation
-            .iter()
-            .map(|(conversation, indexes)| {
-                let listed = indexes
-                    .iter()
-                    .filter_map(|index| world.messages.get(*index))
-                    .map(|message| message.summary())
-                    .collect();
-                (conversation.clone(), listed)
-            })
-            .collect();
-        MessagesDump { conversations }
     }
 }
 
@@ -891,19 +653,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn window_count_resets_on_a_new_window() {
-        let mut count = WindowCount::default();
-        assert!(count.try_take(0, 2));
-        assert!(count.try_take(0, 2));
-        assert!(!count.try_take(0, 2));
-        assert!(count.try_take(1, 2));
-        assert_eq!(count.used_in(1), 1);
-        count.used = u32::MAX;
-        count.take(1);
-        assert_eq!(count.used_in(1), u32::MAX);
-    }
-
-    #[test]
     fn customer_ids_are_stable_object_ids() {
         let a = customer_of("0123456789abcdef01234567");
         assert_eq!(a, customer_of("0123456789abcdef01234567"));
@@ -917,16 +666,5 @@ mod tests {
         let b = object_id(2);
         assert_eq!(a.len(), 24);
         assert_ne!(a[8..], b[8..]);
-    }
-
-    #[test]
-    fn seconds_to_reset_rounds_up() {
-        let clock = Clock::new(Duration::from_millis(1500));
-        let now = clock.started + Duration::from_millis(200);
-        assert_eq!(clock.seconds_to_reset(now), 2);
-        let later = clock.started + Duration::from_millis(1600);
-        assert_eq!(clock.window_index(later), 1);
-        assert_eq!(clock.seconds_to_reset(later), 2);
-        assert!(clock.reset_epoch(now) >= clock.reset_epoch(clock.started));
     }
 }

@@ -1,6 +1,8 @@
 //! The bulk jobs a sandbox knows: each split into batches that complete one after another,
 //! their results, the counters of `/_sandbox/stats`, and the documents the read endpoints
 //! answer (in exactly the shapes of `shared/kustomer-api.md`, section Bulk).
+//!
+//! Part of the state: imports `state` (ids) and `config`; never a route module.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -11,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::super::state::object_id;
+use super::super::object_id;
 use super::config::{BulkConfig, JobDice, ReadFault};
 
 /// Bulk traffic in `GET /_sandbox/stats` (flattened into its top level).
@@ -67,7 +69,7 @@ pub struct BulkFaultCounts {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum JobStatus {
+pub(crate) enum JobStatus {
     Queued,
     Running,
     Complete,
@@ -86,7 +88,7 @@ impl JobStatus {
 /// Why an item was not stored (or, for a stored-then-500, what it is reported as), in the
 /// documented shape of its result's `error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(super) struct ItemError {
+pub(crate) struct ItemError {
     status: u16,
     code: &'static str,
     title: &'static str,
@@ -94,7 +96,7 @@ pub(super) struct ItemError {
 }
 
 impl ItemError {
-    pub(super) fn new(status: u16, detail: String) -> Self {
+    pub(crate) fn new(status: u16, detail: String) -> Self {
         let (code, title) = match status {
             400 => ("bad_request", "Bad Request"),
             404 => ("not_found", "Not Found"),
@@ -116,7 +118,7 @@ impl ItemError {
 /// One item's result in a complete batch: `{"_clientRef","objectId","status":"created"}` or
 /// `{"_clientRef","status":"error","error":{..}}` (`_clientRef` left out when none was given).
 #[derive(Debug, Clone, Serialize)]
-pub(super) struct ItemResult {
+pub(crate) struct ItemResult {
     #[serde(rename = "_clientRef", skip_serializing_if = "Option::is_none")]
     client_ref: Option<String>,
     #[serde(rename = "objectId", skip_serializing_if = "Option::is_none")]
@@ -127,7 +129,7 @@ pub(super) struct ItemResult {
 }
 
 impl ItemResult {
-    pub(super) fn created(client_ref: Option<String>, object_id: String) -> Self {
+    pub(crate) fn created(client_ref: Option<String>, object_id: String) -> Self {
         Self {
             client_ref,
             object_id: Some(object_id),
@@ -136,7 +138,7 @@ impl ItemResult {
         }
     }
 
-    pub(super) fn failed(client_ref: Option<String>, error: ItemError) -> Self {
+    pub(crate) fn failed(client_ref: Option<String>, error: ItemError) -> Self {
         Self {
             client_ref,
             object_id: None,
@@ -148,7 +150,7 @@ impl ItemResult {
 
 /// How an item's result came about, for the fault counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ItemFate {
+pub(crate) enum ItemFate {
     /// Stored and reported created.
     Stored,
     /// Stored, then reported as error 500 (`item_stored_error`).
@@ -252,14 +254,14 @@ impl BulkState {
         self.hold.send_replace(hold);
     }
 
-    pub(super) async fn pass_hold(&self) {
+    pub(crate) async fn pass_hold(&self) {
         let mut hold = self.hold.subscribe();
         // Err only if the sender is gone, which cannot happen while `self` lives.
         let _ = hold.wait_for(|held| !*held).await;
     }
 
     /// Registers a new job of `items` items, draws its dice and splits it into batches.
-    pub(super) fn create(&self, config: &BulkConfig, items: usize) -> (String, u64, JobDice) {
+    pub(crate) fn create(&self, config: &BulkConfig, items: usize) -> (String, u64, JobDice) {
         let mut jobs = self.jobs();
         let dice = config.roll(&mut jobs.rng, items);
         jobs.sequence += 1;
@@ -298,27 +300,27 @@ impl BulkState {
         (id, sequence, dice)
     }
 
-    pub(super) fn set_running(&self, id: &str) {
+    pub(crate) fn set_running(&self, id: &str) {
         if let Some(job) = self.jobs().jobs.get_mut(id) {
             job.status = JobStatus::Running;
         }
     }
 
     /// Batch `batch` starts being processed (`scheduled`).
-    pub(super) fn start_batch(&self, id: &str, batch: usize) {
+    pub(crate) fn start_batch(&self, id: &str, batch: usize) {
         if let Some(job) = self.jobs().jobs.get_mut(id) {
             job.current = Some(batch);
         }
     }
 
     /// Batch `batch`'s turn came and it stays `scheduled` forever.
-    pub(super) fn count_stuck_batch(&self) {
+    pub(crate) fn count_stuck_batch(&self) {
         self.jobs().faults.bulk_never_complete += 1;
     }
 
     /// Records one item's result in its batch; with `contradicted`, lists it a second time
     /// under the same `_clientRef` with the opposite answer.
-    pub(super) fn record(
+    pub(crate) fn record(
         &self,
         id: &str,
         batch: usize,
@@ -365,7 +367,7 @@ impl BulkState {
 
     /// Batch `batch` is complete; with `unknown_ref` and no batch of the job complete before,
     /// it also lists a result for a `_clientRef` never sent.
-    pub(super) fn complete_batch(&self, id: &str, batch: usize, unknown_ref: bool) {
+    pub(crate) fn complete_batch(&self, id: &str, batch: usize, unknown_ref: bool) {
         let mut jobs = self.jobs();
         let Some(first) = jobs
             .jobs
@@ -393,7 +395,7 @@ impl BulkState {
         }
     }
 
-    pub(super) fn complete(&self, id: &str) {
+    pub(crate) fn complete(&self, id: &str) {
         let mut jobs = self.jobs();
         let Some(sequence) = jobs.jobs.get_mut(id).map(|job| {
             job.status = JobStatus::Complete;
@@ -421,7 +423,7 @@ impl BulkState {
 
     /// A job whose stuck batch never completes: it stays `running`, and no held-back job
     /// waits for it.
-    pub(super) fn stall(&self, id: &str) {
+    pub(crate) fn stall(&self, id: &str) {
         let mut jobs = self.jobs();
         let Some(sequence) = jobs.jobs.get_mut(id).map(|job| {
             job.current = None;
@@ -435,7 +437,7 @@ impl BulkState {
     /// Waits until a job created after job `sequence` has completed. When none has after
     /// `limit`, and none created after it is still to complete, goes anyway (the newest job
     /// cannot wait for one that may never come); otherwise waits on for that later job.
-    pub(super) async fn wait_for_a_later_job(&self, sequence: u64, limit: Duration) {
+    pub(crate) async fn wait_for_a_later_job(&self, sequence: u64, limit: Duration) {
         let mut completed = self.completed.subscribe();
         loop {
             let later_done = completed.wait_for(|highest| *highest > sequence);
@@ -456,7 +458,7 @@ impl BulkState {
     }
 
     /// The job document (`GET /v1/bulk/{id}`), or None for an unknown job.
-    pub(super) fn job_document(&self, id: &str) -> Option<Value> {
+    pub(crate) fn job_document(&self, id: &str) -> Option<Value> {
         self.jobs().jobs.get(id).map(|job| job_document(id, job))
     }
 
@@ -464,7 +466,7 @@ impl BulkState {
     /// job: nothing while it is queued (its batches are not made yet); then every batch, a
     /// complete one with its counts, ids and results, the others `scheduled` (being
     /// processed, or stuck) or `queued` with `results: []`.
-    pub(super) fn batches(&self, id: &str) -> Option<Vec<Value>> {
+    pub(crate) fn batches(&self, id: &str) -> Option<Vec<Value>> {
         let jobs = self.jobs();
         let job = jobs.jobs.get(id)?;
         if job.status == JobStatus::Queued {
@@ -504,16 +506,16 @@ impl BulkState {
         Some(listed)
     }
 
-    pub(super) fn count_poll(&self) {
+    pub(crate) fn count_poll(&self) {
         self.jobs().stats.bulk_polls += 1;
     }
 
-    pub(super) fn count_batch_read(&self) {
+    pub(crate) fn count_batch_read(&self) {
         self.jobs().stats.bulk_batch_reads += 1;
     }
 
     /// Draws the dice of one read and counts the fault it gives, if any.
-    pub(super) fn roll_read(&self, config: &BulkConfig) -> ReadFault {
+    pub(crate) fn roll_read(&self, config: &BulkConfig) -> ReadFault {
         let mut jobs = self.jobs();
         let fault = config.roll_read(&mut jobs.read_rng);
         match fault {

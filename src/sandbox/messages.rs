@@ -1,281 +1,48 @@
-//! HTTP routes of the sandbox: the `/v1` imitation of Kustomer behind one gate (latency, auth,
-//! org limit, rate headers, status counting) and the unauthenticated `/_sandbox` controls.
+//! Single messages: `POST /v1/conversations/{id}/messages` (its faults, slow stores and lost
+//! answers), `GET /v1/messages/{spec}` lookups by id or external id, `GET
+//! /v1/auth/tokens/current`, and the JSON:API documents a message is answered in.
+//!
+//! Imports the HTTP helpers, the state, `creates` and `validate`; never the router, `admin` or
+//! another route module.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::get;
 use axum::{Extension, Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::creates::{answer_before_store, json_body, OVERSIZE_PADDING};
 use super::directory::CreateKind;
 use super::faults::OnceStored;
+use super::http::{
+    api_error, drop_connection, forbidden, gateway_error, rate_limited, validation_error, Caller,
+};
 use super::server::ConnectionKill;
 use super::state::{
-    customer_of, KeyProfile, LookupOutcome, MissShape, NewMessage, RateSnapshot, Refusal, Shared,
-    Spelling, StoreRefusal, StoredMessage, ORG_ID, ROLE_ADMIN, ROLE_MESSAGE_CREATE,
-    ROLE_MESSAGE_READ,
+    customer_of, KeyProfile, LookupOutcome, MissShape, NewMessage, Shared, Spelling, StoreRefusal,
+    StoredMessage, ORG_ID, ROLE_ADMIN, ROLE_MESSAGE_CREATE, ROLE_MESSAGE_READ,
 };
-use super::validate::{format_timestamp, is_object_id, FieldError};
-use super::{LookupSpelling, ResetUnit, SandboxError};
+use super::validate::{format_timestamp, is_object_id};
+use super::LookupSpelling;
 
-const CREATE_ROUTE: &str = "/v1/conversations/{id}/messages";
+pub(crate) const CREATE_ROUTE: &str = "/v1/conversations/{id}/messages";
 
 /// Conversation ids starting with this are "unknown" (404); every other valid id exists.
 pub(crate) const UNKNOWN_CONVERSATION_PREFIX: &str = "dead";
 
-static RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-static RATE_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-static RATE_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-
-/// The authenticated key of a /v1 request, put in its extensions by the gate.
-#[derive(Clone, Copy)]
-pub(crate) struct Caller(pub(crate) &'static KeyProfile);
-
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// The single-message routes, to merge into the sandbox router. The create route itself is
+/// registered by the router, which pairs it with the conversation's message listing.
+pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/auth/tokens/current", get(current_token))
-        .route(
-            CREATE_ROUTE,
-            post(create_message).get(super::conversations::list_messages),
-        )
         .route("/v1/messages/{spec}", get(lookup_message))
-        .route("/_sandbox/stats", get(stats))
-        .route("/_sandbox/messages", get(messages))
-        .route("/_sandbox/customers", get(super::seeding::customers))
-        .route(
-            "/_sandbox/conversations",
-            get(super::seeding::conversations),
-        )
-        .route("/_sandbox/revoke", post(revoke))
-        .route("/_sandbox/restore", post(restore))
-        .route("/_sandbox/seed", post(super::seeding::seed))
-        .route("/_sandbox/hold", post(hold))
-        .route("/_sandbox/release", post(release))
-        .route("/_sandbox/redirected", any(redirected))
-        .route("/_sandbox/lookups/fail", post(fail_lookups))
-        .route("/_sandbox/lookups/heal", post(heal_lookups))
-        .route("/_sandbox/lookups/miss", post(miss_lookups))
-        .route("/_sandbox/forbid", post(forbid))
-        .merge(super::bulk::routes())
-        .merge(super::customers::routes())
-        .merge(super::conversations::routes())
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
-        .with_state(shared)
-}
-
-/// Runs before every /v1 handler: latency, auth, org limit, then the rate headers and the status
-/// count on the way out. Control endpoints pass straight through.
-async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
-    if !request.uri().path().starts_with("/v1/") {
-        return next.run(request).await;
-    }
-    let _in_flight = shared.enter();
-    if let Some(target) = &shared.config.redirect_to {
-        return redirect(&shared, target);
-    }
-    shared.pass_hold().await;
-    let delay = shared.next_delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let create = create_kind(&request);
-    match create {
-        Some(CreateKind::Message) => {
-            if let Some(conversation) = create_path_conversation(request.uri().path()) {
-                shared.count_create(conversation);
-            }
-        }
-        Some(kind) => shared.with_kind_counts(kind, |counts| counts.creates += 1),
-        None => {}
-    }
-    let bearer = bearer_token(request.headers());
-    let is_message_create = create == Some(CreateKind::Message);
-    let (admission, rate) = shared.admit(bearer, is_message_create, Instant::now());
-    let mut response = match admission {
-        Ok(_) if create.is_some_and(|kind| shared.roll_injected_429_for(kind)) => rate_limited_for(
-            &shared,
-            "Rate limit exceeded (injected)",
-            rate.reset_seconds,
-        ),
-        Ok(profile) => {
-            request.extensions_mut().insert(Caller(profile));
-            next.run(request).await
-        }
-        Err(Refusal::Unauthorized) => api_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "The API key is missing, unknown or revoked",
-        ),
-        Err(Refusal::OrgLimited) => rate_limited_for(
-            &shared,
-            "Organization rate limit exceeded",
-            rate.reset_seconds,
-        ),
-    };
-    add_rate_headers(&shared, response.headers_mut(), rate);
-    shared.record_status(response.status().as_u16());
-    response
-}
-
-/// What a request creates, if it is a create (`POST` on a create route).
-fn create_kind(request: &Request) -> Option<CreateKind> {
-    if request.method() != Method::POST {
-        return None;
-    }
-    match request.extensions().get::<MatchedPath>()?.as_str() {
-        CREATE_ROUTE => Some(CreateKind::Message),
-        super::customers::CUSTOMERS_ROUTE => Some(CreateKind::Customer),
-        super::conversations::CONVERSATIONS_ROUTE => Some(CreateKind::Conversation),
-        _ => None,
-    }
-}
-
-/// The conversation id in a create request's path.
-fn create_path_conversation(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/conversations/")?
-        .strip_suffix("/messages")
-}
-
-/// Checks `redirect_to` at start: an absolute http(s) URL, or a path on this sandbox.
-pub(crate) fn check_redirect_target(target: &str) -> Result<(), SandboxError> {
-    let invalid = |why: &str| {
-        SandboxError::InvalidConfig(format!(
-            "redirect target {target:?} {why}: give an absolute http(s) URL or a path starting with /"
-        ))
-    };
-    HeaderValue::from_str(target).map_err(|_| invalid("is not a valid header value"))?;
-    let uri: axum::http::Uri = target.parse().map_err(|_| invalid("is not a URL"))?;
-    let absolute = matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some();
-    let local_path = uri.scheme().is_none()
-        && uri.authority().is_none()
-        && target.starts_with('/')
-        && !target.starts_with("//");
-    if absolute || local_path {
-        Ok(())
-    } else {
-        Err(invalid("is neither an absolute http(s) URL nor a path"))
-    }
-}
-
-/// 307 to the configured target: nothing is processed, charged or stored.
-fn redirect(shared: &Shared, target: &str) -> Response {
-    shared.count_redirected();
-    shared.record_status(StatusCode::TEMPORARY_REDIRECT.as_u16());
-    match HeaderValue::from_str(target) {
-        Ok(location) => (
-            StatusCode::TEMPORARY_REDIRECT,
-            [(axum::http::header::LOCATION, location)],
-        )
-            .into_response(),
-        // Checked at start; kept total rather than trusting that.
-        Err(_) => StatusCode::TEMPORARY_REDIRECT.into_response(),
-    }
-}
-
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-}
-
-fn add_rate_headers(shared: &Shared, headers: &mut HeaderMap, rate: RateSnapshot) {
-    if !shared.config.rate_headers {
-        return;
-    }
-    let reset = match shared.config.reset_unit {
-        ResetUnit::Seconds => rate.reset_seconds,
-        ResetUnit::EpochSeconds => rate.reset_epoch,
-        ResetUnit::EpochMillis => rate.reset_epoch_ms,
-    };
-    headers.insert(RATE_LIMIT.clone(), HeaderValue::from(rate.limit));
-    headers.insert(RATE_REMAINING.clone(), HeaderValue::from(rate.remaining));
-    headers.insert(RATE_RESET.clone(), HeaderValue::from(reset));
-}
-
-/// A 429 with `Retry-After` as configured: the seconds to the reset, a verbatim value, or none.
-fn rate_limited_for(shared: &Shared, message: &str, seconds: u64) -> Response {
-    let response = api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
-    if !shared.config.retry_after {
-        return response;
-    }
-    with_retry_after(shared, response, seconds)
-}
-
-/// `response` with `Retry-After`: the seconds given, or the configured verbatim value.
-pub(crate) fn with_retry_after(shared: &Shared, mut response: Response, seconds: u64) -> Response {
-    let value = match &shared.config.retry_after_value {
-        // Only a value HTTP cannot carry at all (control characters) is left out.
-        Some(verbatim) => match HeaderValue::from_str(verbatim) {
-            Ok(value) => value,
-            Err(_) => return response,
-        },
-        None => HeaderValue::from(seconds.max(1)),
-    };
-    response.headers_mut().insert(RETRY_AFTER, value);
-    response
-}
-
-/// A 429 raised inside a handler, with `Retry-After` until the current window ends.
-pub(crate) fn rate_limited(shared: &Shared, message: &str) -> Response {
-    rate_limited_for(
-        shared,
-        message,
-        shared.clock.seconds_to_reset(Instant::now()),
-    )
-}
-
-/// The usual Kustomer error body.
-pub(crate) fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({"errors": [{"code": code, "message": message, "meta": {}}]});
-    (status, Json(body)).into_response()
-}
-
-/// The JSON:API error body used for schema violations, one object per problem.
-pub(crate) fn validation_error(problems: &[FieldError]) -> Response {
-    let errors: Vec<Value> = problems
-        .iter()
-        .map(|problem| {
-            json!({
-                "status": 400,
-                "code": "bad_request",
-                "title": "Bad Request",
-                "detail": problem.detail,
-                "source": {"pointer": problem.pointer},
-            })
-        })
-        .collect();
-    (StatusCode::BAD_REQUEST, Json(json!({ "errors": errors }))).into_response()
-}
-
-pub(crate) fn forbidden(role: &str) -> Response {
-    api_error(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        &format!("This key lacks the role {role}"),
-    )
-}
-
-async fn not_found() -> Response {
-    api_error(StatusCode::NOT_FOUND, "not_found", "No such route")
-}
-
-/// Closes the caller's connection without answering; the returned future never completes.
-pub(crate) async fn drop_connection(kill: &ConnectionKill) -> Response {
-    kill.trigger();
-    std::future::pending::<Response>().await
 }
 
 async fn current_token(
@@ -293,7 +60,7 @@ async fn current_token(
     (StatusCode::OK, Json(body)).into_response()
 }
 
-async fn create_message(
+pub(crate) async fn create_message(
     State(shared): State<Arc<Shared>>,
     Extension(Caller(key)): Extension<Caller>,
     Extension(kill): Extension<ConnectionKill>,
@@ -406,43 +173,6 @@ async fn answer_stored(
         OnceStored::Oversize => (StatusCode::CREATED, Json(document.padded())).into_response(),
     }
 }
-
-/// What a server or the gateway in front of it answers after the write went through: an HTML
-/// page for gateway statuses (502, 504, Cloudflare's 520-529), the usual JSON error otherwise.
-pub(crate) fn gateway_error(status: u16) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let reason = status.canonical_reason().unwrap_or("Server Error");
-    let code = status.as_u16();
-    if matches!(code, 502 | 504 | 520..=529) {
-        let page = format!(
-            "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n\
-             <center><h1>{code} {reason}</h1></center>\r\n<hr><center>gateway</center>\r\n\
-             </body>\r\n</html>\r\n"
-        );
-        return (
-            status,
-            [(CONTENT_TYPE, HeaderValue::from_static("text/html"))],
-            page,
-        )
-            .into_response();
-    }
-    let error_code = match code {
-        408 => "request_timeout",
-        500 => "internal_server_error",
-        503 => "service_unavailable",
-        _ => "server_error",
-    };
-    api_error(status, error_code, reason)
-}
-
-pub(crate) fn is_json_content_type(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
-}
-
 /// Applies Kustomer's storage rules: server-owned fields leave the attributes, audit fields are
 /// kept only for `org.admin` keys, defaults fill what was not sent.
 pub(crate) fn prepare_message(
@@ -590,100 +320,6 @@ async fn lookup_message(
     }
     (StatusCode::OK, Json(MessageDocument::of(latest))).into_response()
 }
-
-async fn stats(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.stats()).into_response()
-}
-
-async fn messages(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.messages()).into_response()
-}
-
-/// `?status=408`: lookups time out instead of answering 503.
-#[derive(Deserialize)]
-struct FailLookups {
-    status: Option<u16>,
-}
-
-async fn fail_lookups(
-    State(shared): State<Arc<Shared>>,
-    Query(query): Query<FailLookups>,
-) -> StatusCode {
-    match query.status {
-        None | Some(503) => shared.set_lookups_failing(Some(503)),
-        Some(408) => shared.set_lookups_failing(Some(408)),
-        Some(_) => return StatusCode::BAD_REQUEST,
-    }
-    StatusCode::NO_CONTENT
-}
-
-async fn heal_lookups(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_lookups_failing(None);
-    shared.set_miss_shape(None);
-    StatusCode::NO_CONTENT
-}
-
-/// `?data=null|object|list`: the `data` of a lookup miss answered 200.
-#[derive(Deserialize)]
-struct MissLookups {
-    data: String,
-}
-
-async fn miss_lookups(
-    State(shared): State<Arc<Shared>>,
-    Query(query): Query<MissLookups>,
-) -> StatusCode {
-    let shape = match query.data.as_str() {
-        "list" => MissShape::EmptyList,
-        "null" => MissShape::Null,
-        "object" => MissShape::EmptyObject,
-        _ => return StatusCode::BAD_REQUEST,
-    };
-    shared.set_miss_shape(Some(shape));
-    StatusCode::NO_CONTENT
-}
-
-async fn forbid(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_creates_forbidden(true);
-    StatusCode::NO_CONTENT
-}
-
-async fn revoke(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_admin_revoked(true);
-    StatusCode::NO_CONTENT
-}
-
-async fn restore(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_admin_revoked(false);
-    shared.set_creates_forbidden(false);
-    StatusCode::NO_CONTENT
-}
-
-/// `?after=N`: let N more `/v1` requests through first.
-#[derive(Deserialize)]
-struct HoldAfter {
-    after: Option<u64>,
-}
-
-async fn hold(State(shared): State<Arc<Shared>>, Query(query): Query<HoldAfter>) -> StatusCode {
-    match query.after {
-        Some(passes) => shared.hold_after(passes),
-        None => shared.set_hold(true),
-    }
-    StatusCode::NO_CONTENT
-}
-
-async fn release(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.set_hold(false);
-    StatusCode::NO_CONTENT
-}
-
-/// Counts a followed redirect; answers 204 to any method.
-async fn redirected(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.count_redirect_hit();
-    StatusCode::NO_CONTENT
-}
-
 /// The JSON:API document Kustomer answers for one message, serialised without copying it.
 #[derive(Serialize)]
 pub(crate) struct MessageDocument<'a> {

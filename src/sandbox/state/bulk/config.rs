@@ -1,6 +1,8 @@
 //! How bulk jobs behave ([`BulkConfig`]) and the dice one job draws when it is created
 //! ([`JobDice`]): always the same count of draws per job and per item, whatever the switches,
 //! so that the same seed and the same requests give the same jobs.
+//!
+//! Part of the state: imports only `SandboxError`; never a route module.
 
 use std::time::Duration;
 
@@ -8,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::super::SandboxError;
 use super::MAX_BULK_ITEMS;
+use crate::sandbox::SandboxError;
 
 /// The longest processing delay (and jitter) a job may be given.
 pub const MAX_BULK_DELAY: Duration = Duration::from_secs(600);
@@ -111,7 +113,7 @@ impl Default for BulkConfig {
 
 /// What the dice decided for one job when it was created.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct JobDice {
+pub(crate) struct JobDice {
     pub drop_answer: bool,
     pub held_back: bool,
     /// Its processing time, slow factor applied.
@@ -133,7 +135,7 @@ pub(super) struct JobDice {
 
 /// What the dice decided for one read of a job or its batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ReadFault {
+pub(crate) enum ReadFault {
     None,
     TooManyRequests,
     Drop,
@@ -209,19 +211,19 @@ impl BulkConfig {
     }
 
     /// How many batches a job of `items` items is split into.
-    pub(super) fn batch_count(&self, items: usize) -> usize {
+    pub(crate) fn batch_count(&self, items: usize) -> usize {
         items.div_ceil(self.batch_items.max(1))
     }
 
     /// A delay uniform in `delay ± jitter`, never below zero, from exactly one draw.
-    pub(super) fn draw_delay(&self, draw: f64) -> Duration {
+    pub(crate) fn draw_delay(&self, draw: f64) -> Duration {
         let low = self.delay.saturating_sub(self.jitter);
         let high = self.delay.saturating_add(self.jitter);
         low + (high - low).mul_f64(draw.clamp(0.0, 1.0))
     }
 
     /// The status of an injected item error for a uniform draw in 0..1.
-    pub(super) fn pick_status(&self, draw: f64) -> u16 {
+    pub(crate) fn pick_status(&self, draw: f64) -> u16 {
         pick_index(self.item_error_statuses.len(), draw)
             .and_then(|index| self.item_error_statuses.get(index).copied())
             .unwrap_or(500)
@@ -231,7 +233,7 @@ impl BulkConfig {
     /// answer, hold back, delay, the shuffle, three per item (error, its status, stored then
     /// 500), then slow, never complete (and which batch), unknown ref, duplicate ref (and
     /// which item).
-    pub(super) fn roll(&self, rng: &mut StdRng, items: usize) -> JobDice {
+    pub(crate) fn roll(&self, rng: &mut StdRng, items: usize) -> JobDice {
         let drop_answer = rng.random::<f64>() < self.drop_after_create;
         let held_back = rng.random::<f64>() < self.out_of_order;
         let delay = self.draw_delay(rng.random());
@@ -278,7 +280,7 @@ impl BulkConfig {
     }
 
     /// The fault of one read, from exactly two draws (429, then drop).
-    pub(super) fn roll_read(&self, rng: &mut StdRng) -> ReadFault {
+    pub(crate) fn roll_read(&self, rng: &mut StdRng) -> ReadFault {
         let too_many = rng.random::<f64>() < self.read_429;
         let drop = rng.random::<f64>() < self.read_drop;
         if too_many {
