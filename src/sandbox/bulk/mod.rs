@@ -12,8 +12,13 @@
 //! the same jobs; reads draw from a stream apart from the jobs'. The jobs, their dice and the
 //! documents they answer are in the state (`state::bulk`).
 //!
+//! `POST /v1/customers/bulk` and `POST /v1/conversations/bulk` make jobs of the same machinery,
+//! each item checked and stored like the single create of its kind (its `creates::CreateSpec`:
+//! schema, role, checks and defaults), counted in the kind's stats (`bulk`).
+//!
 //! Owns the bulk routes only. Imports the HTTP helpers, `messages` (a bulk item is prepared like a
-//! single create), the state and `validate`; never the router or another route module.
+//! single create), `creates`, the state and `validate`; never the router or another route module
+//! (the router names the record kinds of [`record_jobs`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
@@ -117,20 +122,16 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             BULK_ROUTE,
             post(create_bulk).layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES)),
         )
-        .route(
-            CUSTOMERS_BULK_ROUTE,
-            post(create_bulk_records::<super::customers::Customers>)
-                .layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES)),
-        )
-        .route(
-            CONVERSATIONS_BULK_ROUTE,
-            post(create_bulk_records::<super::conversations::Conversations>)
-                .layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES)),
-        )
         .route("/v1/bulk/{id}", get(job_status))
         .route("/v1/bulk/{id}/batches", get(job_batches))
         .route("/_sandbox/bulk/hold", post(hold))
         .route("/_sandbox/bulk/release", post(release))
+}
+
+/// `POST /v1/customers/bulk` or `/v1/conversations/bulk` for the kind `K` (the router names
+/// the kind: this module imports no other route module).
+pub(crate) fn record_jobs<K: creates::RecordKind + 'static>() -> MethodRouter<Arc<Shared>> {
+    post(create_bulk_records::<K>).layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES))
 }
 
 async fn hold(State(shared): State<Arc<Shared>>) -> StatusCode {
