@@ -10,7 +10,7 @@
 //! "not found" is trusted after an unknown outcome only from a route proven to find records
 //! (it answered 200 once, or found a record this job resolved). Tickets run concurrently within
 //! the shared throttle; a customer shared by several tickets is resolved once (one lock each).
-//! In bulk mode the creates go in bulk jobs first (see [`bulk`]); what they leave unsettled is
+//! In bulk mode the creates go in bulk jobs first (module `bulk`); what they leave unsettled is
 //! resolved here, ticket by ticket, exactly as in single mode.
 
 mod bodies;
