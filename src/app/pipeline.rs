@@ -637,6 +637,12 @@ async fn resolve_tickets(
             crate::config::SendMode::Bulk { batch_size, .. } => Some(batch_size),
             crate::config::SendMode::Single => None,
         },
+        assumed_job: match send.mode {
+            crate::config::SendMode::Bulk { job_seconds, .. } => {
+                Duration::try_from_secs_f64(job_seconds).unwrap_or_default()
+            }
+            crate::config::SendMode::Single => Duration::ZERO,
+        },
     };
     let counters = Arc::new(crate::resolve::ResolveCounters::default());
     if send.display != Display::Quiet {

@@ -82,6 +82,7 @@ mod tests {
             imported_at: "2024-05-01T12:00:00.000Z".into(),
             audit_fields,
             bulk_items: None,
+            assumed_job: std::time::Duration::ZERO,
         }
     }
 

@@ -267,7 +267,11 @@ async fn send_job(
         }
     };
     let Some(job_id) = job_id else {
+        // The job may exist and run: its records are looked up only once it would be done.
         count_unknown(shared, keys.len());
+        let learned = shared.job_time.lock().map(|t| *t).unwrap_or(FIRST_JOB_WAIT);
+        let lost_job = learned.max(shared.plan.assumed_job).saturating_mul(4);
+        shared.pause(shared.plan.settle_delay.max(lost_job)).await?;
         return Ok(HashSet::new());
     };
     shared.write(|cp| cp.entity_bulk_job(entity, &batch, &job_id))?;

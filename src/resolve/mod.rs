@@ -88,6 +88,9 @@ pub struct ResolvePlan {
     /// Bulk mode: customers and conversations to create go in bulk jobs of at most this many
     /// items (None: single creates).
     pub bulk_items: Option<usize>,
+    /// How long a bulk job is taken to last until one is measured (`--job-seconds`): a job
+    /// whose POST answer was lost is waited for four times this before its records are looked up.
+    pub assumed_job: Duration,
 }
 
 /// What the phase did in this run, for the progress line and the summary.

@@ -526,6 +526,32 @@ fn kill_9_with_a_customer_bulk_job_in_flight_then_resume_creates_nothing_twice()
 }
 
 #[test]
+fn bulk_jobs_whose_answers_are_lost_are_settled_by_lookup_never_resent() {
+    // Every bulk POST is answered by a closed connection, its job created and run all the same.
+    let sandbox = Sandbox::start(&["--bulk-drop-after-create", "1", "--seed", "5"]);
+    let seeded = seed_existing(&sandbox);
+    let dir = tempfile::tempdir().unwrap();
+    let rows = write_tickets(&dir.path().join("tickets.csv"), 600, TICKETS, 5);
+    let output = run_job(
+        dir.path(),
+        &sandbox,
+        ADMIN_KEY,
+        "tickets.csv",
+        &["--mode", "bulk", "--job-seconds", "0.3"],
+    );
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    for kind in ["customers", "conversations"] {
+        assert!(sandbox.stat(&[kind, "bulk", "jobs"]) > 0, "no {kind} job");
+    }
+    assert!(
+        sandbox.stat(&["faults_injected", "bulk_drop_after_create"])
+            >= sandbox.stat(&["customers", "bulk", "jobs"])
+                + sandbox.stat(&["conversations", "bulk", "jobs"])
+    );
+    assert_resolved_exactly_once(&sandbox, &rows, &seeded);
+}
+
+#[test]
 fn a_ticket_whose_rows_disagree_about_its_customer_is_refused_with_the_lines() {
     let sandbox = Sandbox::start(&[]);
     let dir = tempfile::tempdir().unwrap();
