@@ -409,6 +409,12 @@ async fn await_results(
             Err(err) => match err.retry_action(RequestKind::Lookup) {
                 RetryAction::StopRun => return Err(Halt::Stop(SendStop::ApiFatal(err))),
                 RetryAction::NeverSent => shared.unless_unreachable(&err)?,
+                // The job is unknown (404) or its reads refused: its records are looked up.
+                RetryAction::FailRow => {
+                    shared.answered();
+                    tracing::warn!(error = %err, job_id, "a bulk job's results cannot be read");
+                    return Ok(None);
+                }
                 _ => shared.answered(),
             },
         }
