@@ -2,15 +2,21 @@
 //! person, and returns the exit code. `main.rs` only maps the result to the process status.
 //!
 //! `commands/` holds one file per command family, `pipeline` the steps `run`, `resume` and the
-//! demo share (stage, send, summarise), `prepare` the record-to-row step staging and `validate`
-//! share, `signals` the interrupt, `bench` the benchmarks. `app` is the top: it may import
+//! demo share, each in a file of its own (`new_job`, `input_checks`, `staging`, `send_phase`,
+//! `summary`), `prepare` the record-to-row step staging and `validate` share, `signals` the
+//! interrupt, `bench` the benchmarks. `app` is the top: it may import
 //! every module of the importer, and nothing imports it.
 
 mod bench;
 mod commands;
+mod input_checks;
+mod new_job;
 mod pipeline;
 mod prepare;
+mod send_phase;
 mod signals;
+mod staging;
+mod summary;
 
 use crate::checkpoint::CheckpointError;
 use crate::cli::{Cli, Command};

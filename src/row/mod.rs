@@ -201,54 +201,138 @@ pub fn prepare(
     validation: &ValidationOptions,
     stamp: &StampOptions,
 ) -> Result<ValidRow, RowError> {
+    let columns = SortedColumns::of(fields, validation);
     let mut problems = Vec::new();
-    let mut name_problems = Vec::new();
-    let mut conversation_value = None;
-    let mut given: Vec<Option<&Value>> = vec![None; ATTRIBUTES.len()];
-    let mut meta_columns = Vec::new();
-    for (name, value) in fields {
-        if value.is_null() {
-            continue;
-        }
-        if name == CONVERSATION_ID {
-            conversation_value = Some(value);
-        } else if name == ticket::CREATED_BY_EMAIL
-            || ticket::TICKET_COLUMNS.contains(&name.as_str())
-        {
-            // Read below, together.
-        } else if let Some(index) = ATTRIBUTES.iter().position(|(known, _)| known == name) {
-            given[index] = Some(value);
-        } else if let Some(key) = meta_key(name) {
-            meta_columns.push((name.as_str(), key, value));
-        } else {
-            match classify_field(name) {
-                FieldVerdict::Refused(reason) => {
-                    name_problems.push(format!("{name}: cannot be imported: {reason}"))
+    let target = read_target(fields, origin, columns.conversation, stamp, &mut problems);
+    let (mut accepted, instants) =
+        read_attributes(columns.attributes, origin, validation, &mut problems);
+    let meta_refused =
+        fields.get("meta").is_some_and(|meta| !meta.is_null()) && !accepted.contains_key("meta");
+    merge_meta_columns(
+        &mut accepted,
+        columns.meta,
+        origin,
+        meta_refused,
+        &mut problems,
+    );
+    problems.extend(columns.name_problems);
+
+    let own_external_id = fields
+        .get("externalId")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if !problems.is_empty() {
+        return Err(RowError {
+            problems,
+            conversation_id: columns
+                .conversation
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            external_id: own_external_id,
+        });
+    }
+    stamp_row(accepted, instants, target, own_external_id, line, stamp)
+}
+
+/// A record's non-null columns by what they are: the conversation, the message attributes (in
+/// [`ATTRIBUTES`] order), the `meta.<key>` columns, and the names refused or unknown.
+struct SortedColumns<'a> {
+    conversation: Option<&'a Value>,
+    attributes: Vec<Option<&'a Value>>,
+    meta: Vec<(&'a str, &'a str, &'a Value)>,
+    name_problems: Vec<String>,
+}
+
+impl<'a> SortedColumns<'a> {
+    fn of(fields: &'a Map<String, Value>, validation: &ValidationOptions) -> SortedColumns<'a> {
+        let mut name_problems = Vec::new();
+        let mut conversation_value = None;
+        let mut given: Vec<Option<&Value>> = vec![None; ATTRIBUTES.len()];
+        let mut meta_columns = Vec::new();
+        for (name, value) in fields {
+            if value.is_null() {
+                continue;
+            }
+            if name == CONVERSATION_ID {
+                conversation_value = Some(value);
+            } else if name == ticket::CREATED_BY_EMAIL
+                || ticket::TICKET_COLUMNS.contains(&name.as_str())
+            {
+                // Read by `read_target`, together.
+            } else if let Some(index) = ATTRIBUTES.iter().position(|(known, _)| known == name) {
+                given[index] = Some(value);
+            } else if let Some(key) = meta_key(name) {
+                meta_columns.push((name.as_str(), key, value));
+            } else {
+                match classify_field(name) {
+                    FieldVerdict::Refused(reason) => {
+                        name_problems.push(format!("{name}: cannot be imported: {reason}"))
+                    }
+                    FieldVerdict::Unknown if validation.ignore_unknown => {}
+                    FieldVerdict::Unknown => name_problems.push(unknown_field_problem(name)),
+                    // Known names were all taken by the branches above.
+                    FieldVerdict::Known => {}
                 }
-                FieldVerdict::Unknown if validation.ignore_unknown => {}
-                FieldVerdict::Unknown => name_problems.push(unknown_field_problem(name)),
-                // Known names were all taken by the branches above.
-                FieldVerdict::Known => {}
             }
         }
+        SortedColumns {
+            conversation: conversation_value,
+            attributes: given,
+            meta: meta_columns,
+            name_problems,
+        }
     }
+}
 
+/// Where the message goes and who wrote it, as the row names them.
+struct Target {
+    /// The Kustomer conversation, when the row names it.
+    conversation_id: Option<String>,
+    /// The source ticket, when the row names one instead.
+    ticket: Option<TicketRef>,
+    /// The agent's user id, from `createdByEmail` through the users map.
+    created_by_from_email: Option<String>,
+}
+
+/// Reads the conversation (by id, or the source ticket that stands for it) and the agent named by
+/// email.
+fn read_target(
+    fields: &Map<String, Value>,
+    origin: Format,
+    conversation_value: Option<&Value>,
+    stamp: &StampOptions,
+    problems: &mut Vec<String>,
+) -> Target {
     let names_ticket = fields
         .get(ticket::CONVERSATION_EXTERNAL_ID)
         .is_some_and(|value| !value.is_null());
     let conversation_id = if names_ticket && conversation_value.is_none() {
         None
     } else {
-        read_conversation_id(conversation_value, &mut problems)
+        read_conversation_id(conversation_value, problems)
     };
-    let mut ticket =
-        ticket::read_ticket(fields, origin, conversation_value.is_some(), &mut problems);
+    let ticket = ticket::read_ticket(fields, origin, conversation_value.is_some(), problems);
     let created_by_from_email = ticket::read_created_by_email(
         fields,
         stamp.users.as_deref(),
         stamp.created_by.is_some() || !stamp.audit_fields,
-        &mut problems,
+        problems,
     );
+    Target {
+        conversation_id,
+        ticket,
+        created_by_from_email,
+    }
+}
+
+/// Reads each message attribute as its shape wants it: the ones accepted, and the timestamps
+/// normalised to UTC (by attribute name).
+fn read_attributes(
+    given: Vec<Option<&Value>>,
+    origin: Format,
+    validation: &ValidationOptions,
+    problems: &mut Vec<String>,
+) -> (Map<String, Value>, Vec<(&'static str, time::Instant)>) {
     let mut accepted = Map::new();
     let mut instants = Vec::new();
     for ((name, shape), value) in ATTRIBUTES.iter().zip(given) {
@@ -283,35 +367,29 @@ pub fn prepare(
             continue;
         }
         let before = problems.len();
-        schema::validate(shape, &value, name, &mut problems);
+        schema::validate(shape, &value, name, problems);
         if problems.len() == before {
             accepted.insert(name.to_string(), value);
         }
     }
-    let meta_refused =
-        fields.get("meta").is_some_and(|meta| !meta.is_null()) && !accepted.contains_key("meta");
-    merge_meta_columns(
-        &mut accepted,
-        meta_columns,
-        origin,
-        meta_refused,
-        &mut problems,
-    );
-    problems.extend(name_problems);
+    (accepted, instants)
+}
 
-    let own_external_id = fields
-        .get("externalId")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if !problems.is_empty() {
-        return Err(RowError {
-            problems,
-            conversation_id: conversation_value
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            external_id: own_external_id,
-        });
-    }
+/// A row without problems, stamped: the agent from the users map, the ticket named after the
+/// subject when it has no name, the externalId given or derived, and the body to send.
+fn stamp_row(
+    mut accepted: Map<String, Value>,
+    instants: Vec<(&'static str, time::Instant)>,
+    target: Target,
+    own_external_id: Option<String>,
+    line: u64,
+    stamp: &StampOptions,
+) -> Result<ValidRow, RowError> {
+    let Target {
+        conversation_id,
+        mut ticket,
+        created_by_from_email,
+    } = target;
     if let Some(created_by) = created_by_from_email {
         accepted.insert("createdBy".to_string(), Value::String(created_by));
     }

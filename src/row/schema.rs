@@ -322,72 +322,11 @@ pub(super) fn validate(shape: &Shape, value: &Value, path: &str, problems: &mut 
         Shape::Text {
             min_chars,
             max_chars,
-        } => {
-            let Some(text) = expect_string(value, path, problems) else {
-                return;
-            };
-            let chars = text.chars().count();
-            if *min_chars == 1 && text.trim().is_empty() {
-                problems.push(format!("{path}: must not be empty"));
-            } else if chars < *min_chars {
-                problems.push(format!(
-                    "{path}: {} is too short; at least {} characters are needed",
-                    quoted(text),
-                    min_chars
-                ));
-            }
-            if let Some(max) = max_chars {
-                if chars > *max {
-                    problems.push(format!(
-                        "{path}: {} characters; at most {} are allowed",
-                        thousands(chars),
-                        thousands(*max)
-                    ));
-                }
-            }
-        }
-        Shape::ObjectId | Shape::DateTime => {
-            let Some(text) = expect_string(value, path, problems) else {
-                return;
-            };
-            if matches!(shape, Shape::ObjectId) && !is_object_id(text) {
-                problems.push(format!(
-                    "{path}: {} is not a 24-character lowercase hex id",
-                    quoted(text)
-                ));
-            }
-        }
-        Shape::OneOf(choices) => {
-            let Some(text) = expect_string(value, path, problems) else {
-                return;
-            };
-            if !choices.contains(&text) {
-                problems.push(format!(
-                    "{path}: {} is not one of {}",
-                    quoted(text),
-                    choices.join(", ")
-                ));
-            }
-        }
+        } => validate_text(*min_chars, *max_chars, value, path, problems),
+        Shape::ObjectId | Shape::DateTime => validate_id_or_time(shape, value, path, problems),
+        Shape::OneOf(choices) => validate_choice(choices, value, path, problems),
         Shape::Number { allowed, range } => {
-            let Some(number) = value.as_f64() else {
-                problems.push(wrong_type(path, "a number", value));
-                return;
-            };
-            if let Some(allowed) = allowed {
-                if !allowed.contains(&number) {
-                    let listed: Vec<String> = allowed.iter().map(|n| n.to_string()).collect();
-                    problems.push(format!(
-                        "{path}: {value} is not one of {}",
-                        listed.join(", ")
-                    ));
-                }
-            }
-            if let Some((low, high)) = range {
-                if number < *low || number > *high {
-                    problems.push(format!("{path}: {value} is not between {low} and {high}"));
-                }
-            }
+            validate_number(*allowed, *range, value, path, problems)
         }
         Shape::Boolean => {
             if !value.is_boolean() {
@@ -395,48 +334,158 @@ pub(super) fn validate(shape: &Shape, value: &Value, path: &str, problems: &mut 
             }
         }
         Shape::AnyObject { max_properties } => {
-            let Some(object) = value.as_object() else {
-                problems.push(wrong_type(path, "an object", value));
-                return;
-            };
-            if let Some(max) = max_properties {
-                check_property_count(object.len(), *max, path, problems);
-            }
+            validate_object(*max_properties, value, path, problems)
         }
         Shape::Record(record) => validate_record(record, value, path, problems),
-        Shape::List { items, unique } => {
-            let Some(list) = value.as_array() else {
-                problems.push(wrong_type(path, "an array", value));
-                return;
-            };
-            for (index, item) in list.iter().enumerate() {
-                validate(items, item, &format!("{path}[{index}]"), problems);
-            }
-            if *unique {
-                check_unique(list, path, problems);
-            }
-        }
-        Shape::Attachments => {
-            let Some(list) = value.as_array() else {
-                problems.push(wrong_type(path, "an array", value));
-                return;
-            };
-            let item_shape = if list.iter().all(Value::is_string) {
-                Shape::ObjectId
-            } else if list.iter().all(Value::is_object) {
-                Shape::Record(&ATTACHMENT)
-            } else {
-                problems.push(format!(
-                    "{path}: must hold either attachment ids or attachment objects, not both"
-                ));
-                return;
-            };
-            for (index, item) in list.iter().enumerate() {
-                validate(&item_shape, item, &format!("{path}[{index}]"), problems);
-            }
-            check_unique(list, path, problems);
+        Shape::List { items, unique } => validate_list(items, *unique, value, path, problems),
+        Shape::Attachments => validate_attachments(value, path, problems),
+    }
+}
+
+/// Text: a string, not blank when one character is the least, within its length.
+fn validate_text(
+    min_chars: usize,
+    max_chars: Option<usize>,
+    value: &Value,
+    path: &str,
+    problems: &mut Vec<String>,
+) {
+    let Some(text) = expect_string(value, path, problems) else {
+        return;
+    };
+    let chars = text.chars().count();
+    if min_chars == 1 && text.trim().is_empty() {
+        problems.push(format!("{path}: must not be empty"));
+    } else if chars < min_chars {
+        problems.push(format!(
+            "{path}: {} is too short; at least {} characters are needed",
+            quoted(text),
+            min_chars
+        ));
+    }
+    if let Some(max) = max_chars {
+        if chars > max {
+            problems.push(format!(
+                "{path}: {} characters; at most {} are allowed",
+                thousands(chars),
+                thousands(max)
+            ));
         }
     }
+}
+
+/// An id or a timestamp: a string, and an id in its 24 hex characters (timestamps are read by
+/// `time::normalize`).
+fn validate_id_or_time(shape: &Shape, value: &Value, path: &str, problems: &mut Vec<String>) {
+    let Some(text) = expect_string(value, path, problems) else {
+        return;
+    };
+    if matches!(shape, Shape::ObjectId) && !is_object_id(text) {
+        problems.push(format!(
+            "{path}: {} is not a 24-character lowercase hex id",
+            quoted(text)
+        ));
+    }
+}
+
+/// One of a fixed list of words.
+fn validate_choice(choices: &[&str], value: &Value, path: &str, problems: &mut Vec<String>) {
+    let Some(text) = expect_string(value, path, problems) else {
+        return;
+    };
+    if !choices.contains(&text) {
+        problems.push(format!(
+            "{path}: {} is not one of {}",
+            quoted(text),
+            choices.join(", ")
+        ));
+    }
+}
+
+/// A number, one of the allowed values and within the range where the schema says so.
+fn validate_number(
+    allowed: Option<&[f64]>,
+    range: Option<(f64, f64)>,
+    value: &Value,
+    path: &str,
+    problems: &mut Vec<String>,
+) {
+    let Some(number) = value.as_f64() else {
+        problems.push(wrong_type(path, "a number", value));
+        return;
+    };
+    if let Some(allowed) = allowed {
+        if !allowed.contains(&number) {
+            let listed: Vec<String> = allowed.iter().map(|n| n.to_string()).collect();
+            problems.push(format!(
+                "{path}: {value} is not one of {}",
+                listed.join(", ")
+            ));
+        }
+    }
+    if let Some((low, high)) = range {
+        if number < low || number > high {
+            problems.push(format!("{path}: {value} is not between {low} and {high}"));
+        }
+    }
+}
+
+/// Any object, with no more properties than allowed.
+fn validate_object(
+    max_properties: Option<usize>,
+    value: &Value,
+    path: &str,
+    problems: &mut Vec<String>,
+) {
+    let Some(object) = value.as_object() else {
+        problems.push(wrong_type(path, "an object", value));
+        return;
+    };
+    if let Some(max) = max_properties {
+        check_property_count(object.len(), max, path, problems);
+    }
+}
+
+/// An array whose every item has the items' shape, each once when the schema says so.
+fn validate_list(
+    items: &Shape,
+    unique: bool,
+    value: &Value,
+    path: &str,
+    problems: &mut Vec<String>,
+) {
+    let Some(list) = value.as_array() else {
+        problems.push(wrong_type(path, "an array", value));
+        return;
+    };
+    for (index, item) in list.iter().enumerate() {
+        validate(items, item, &format!("{path}[{index}]"), problems);
+    }
+    if unique {
+        check_unique(list, path, problems);
+    }
+}
+
+/// Attachments: all ids or all attachment objects, each once.
+fn validate_attachments(value: &Value, path: &str, problems: &mut Vec<String>) {
+    let Some(list) = value.as_array() else {
+        problems.push(wrong_type(path, "an array", value));
+        return;
+    };
+    let item_shape = if list.iter().all(Value::is_string) {
+        Shape::ObjectId
+    } else if list.iter().all(Value::is_object) {
+        Shape::Record(&ATTACHMENT)
+    } else {
+        problems.push(format!(
+            "{path}: must hold either attachment ids or attachment objects, not both"
+        ));
+        return;
+    };
+    for (index, item) in list.iter().enumerate() {
+        validate(&item_shape, item, &format!("{path}[{index}]"), problems);
+    }
+    check_unique(list, path, problems);
 }
 
 pub(super) fn check_property_count(
