@@ -311,29 +311,48 @@ pub struct BulkEstimate {
     pub job_seconds: f64,
 }
 
-/// The resolve phase's requests (single requests in both modes; bulk creation of customers and
-/// conversations is not done yet). Per ticket: its conversation looked up by externalId, then
+/// The resolve phase's requests. Per ticket: its conversation looked up by externalId, then
 /// created; per customer not yet resolved: looked up by externalId and/or email, then created.
 /// `worst` is a first migration (nothing exists yet: every lookup and every create, which is
 /// also what to expect then); `best` is everything found at the first lookup (a found
 /// conversation's customer is looked up once to check it is the rows' own). Unknown outcomes
-/// add a lookup each.
+/// add a lookup each. In bulk mode (`bulk_worst_requests`) the creates of each kind go in jobs
+/// of the batch size, each costing what a message job does (its POST, one results read, 0.2
+/// extra reads on average), unless fewer than 3 are to be created (then single creates).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ResolutionEstimate {
     pub tickets: u64,
     pub customers: u64,
     pub worst_requests: u64,
     pub best_requests: u64,
+    /// The worst case in bulk mode: the same lookups, the creates in bulk jobs.
+    pub bulk_worst_requests: u64,
+}
+
+/// Fewer creates of a kind than this go as single creates in bulk mode (as in `resolve`).
+const MIN_RESOLVE_JOB_ITEMS: u64 = 3;
+
+/// Requests to create `n` records of one kind in bulk mode, `batch` per job.
+fn bulk_creates(n: u64, batch: u64) -> u64 {
+    if n < MIN_RESOLVE_JOB_ITEMS {
+        return n;
+    }
+    let jobs = n.div_ceil(batch.max(1));
+    REQUESTS_PER_JOB * jobs + jobs.div_ceil(JOBS_PER_EXTRA_POLL)
 }
 
 impl ResolutionEstimate {
-    fn of(work: ResolutionWork) -> Self {
+    fn of(work: ResolutionWork, batch: u64) -> Self {
         let customer_lookups = work.customers + work.customers_with_both_keys;
+        let lookups = work.tickets + customer_lookups;
         ResolutionEstimate {
             tickets: work.tickets,
             customers: work.customers,
-            worst_requests: 2 * work.tickets + customer_lookups + work.customers,
+            worst_requests: lookups + work.tickets + work.customers,
             best_requests: work.tickets + work.customers,
+            bulk_worst_requests: lookups
+                + bulk_creates(work.tickets, batch)
+                + bulk_creates(work.customers, batch),
         }
     }
 }
@@ -349,7 +368,8 @@ pub struct Plan {
     pub batch_size: u64,
     pub single: SingleEstimate,
     pub bulk: BulkEstimate,
-    /// Included in `single` and `bulk` (their worst case).
+    /// Included in `single` and `bulk` (their worst case: `worst_requests` in single,
+    /// `bulk_worst_requests` in bulk).
     pub resolution: ResolutionEstimate,
 }
 
@@ -403,8 +423,8 @@ pub fn plan(workload: &Workload, inputs: PlanInputs) -> Plan {
             job_time(*split, *cap) <= budget_seconds.max(single_seconds)
         })
         .unwrap_or((0, curve.split(0, 0)));
-    let resolution = ResolutionEstimate::of(workload.resolution);
-    let requests = expected_requests(split) + resolution.worst_requests;
+    let resolution = ResolutionEstimate::of(workload.resolution, batch);
+    let requests = expected_requests(split) + resolution.bulk_worst_requests;
     let critical_path_rounds = rounds(split, cap, max_depth);
     let single_requests = workload.rows + 1 + resolution.worst_requests;
     Plan {
@@ -750,5 +770,29 @@ mod tests {
         );
         assert_eq!(plan.depth.max, 0);
         assert!(plan.deepest_conversation.is_none());
+    }
+
+    #[test]
+    fn bulk_mode_creates_customers_and_conversations_in_jobs() {
+        let work = ResolutionWork {
+            tickets: 300,
+            customers: 150,
+            customers_with_both_keys: 150,
+        };
+        let estimate = ResolutionEstimate::of(work, 100);
+        // Lookups: 300 conversations, 150 customers by externalId and by email.
+        assert_eq!(estimate.worst_requests, 300 + 300 + 300 + 150);
+        // Creates: 3 jobs of conversations, 2 of customers, two requests each and one extra
+        // read per 5 jobs of a kind.
+        assert_eq!(estimate.bulk_worst_requests, 600 + (6 + 1) + (4 + 1));
+        let tiny = ResolutionEstimate::of(
+            ResolutionWork {
+                tickets: 2,
+                customers: 1,
+                customers_with_both_keys: 0,
+            },
+            100,
+        );
+        assert_eq!(tiny.bulk_worst_requests, tiny.worst_requests);
     }
 }

@@ -169,6 +169,16 @@ async fn resolve_tickets(
         unreachable_after: send.retry.max_total_wait,
         imported_at: job.imported_at.clone(),
         audit_fields: job.audit_fields,
+        bulk_items: match send.mode {
+            crate::config::SendMode::Bulk { batch_size, .. } => Some(batch_size),
+            crate::config::SendMode::Single => None,
+        },
+        assumed_job: match send.mode {
+            crate::config::SendMode::Bulk { job_seconds, .. } => {
+                std::time::Duration::try_from_secs_f64(job_seconds).unwrap_or_default()
+            }
+            crate::config::SendMode::Single => std::time::Duration::ZERO,
+        },
     };
     let counters = Arc::new(crate::resolve::ResolveCounters::default());
     if send.display != Display::Quiet {

@@ -42,6 +42,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         "resolve",
         include_str!("../../migrations/0006_resolve.sql"),
     ),
+    (
+        7,
+        "resolve_bulk",
+        include_str!("../../migrations/0007_resolve_bulk.sql"),
+    ),
 ];
 
 /// The newest schema version this build can read and write.
@@ -135,7 +140,7 @@ mod tests {
         let mut conn = Connection::open(&path).unwrap();
         migrate(&mut conn, &path).unwrap();
         assert_eq!(user_version(&conn, &path).unwrap(), newest_version());
-        assert_eq!(newest_version(), 6);
+        assert_eq!(newest_version(), 7);
         assert_eq!(
             table_names(&conn),
             ["conversation", "customer", "job", "pacing", "row"]

@@ -348,6 +348,77 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Durably marks the creates of one bulk job as about to be sent, in one transaction: from
+    /// now on each outcome is unknown until the job's results or a lookup settle it.
+    pub fn entities_bulk_sending(
+        &mut self,
+        entity: Entity,
+        batch: &str,
+        keys: &[String],
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET state = 'sending', attempts = attempts + 1,
+                 first_attempt_ms = IFNULL(first_attempt_ms, ?2), last_attempt_ms = ?2,
+                 error_code = NULL, error_message = NULL, bulk_batch = ?3, bulk_job_id = NULL
+             WHERE source_key = ?1",
+            entity.table()
+        );
+        self.settle_entity(|tx, now| {
+            let mut stmt = tx.prepare(&sql)?;
+            for key in keys {
+                stmt.execute(params![key, now, batch])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records the bulk job a batch went in, as soon as the API named it.
+    pub fn entity_bulk_job(&mut self, entity: Entity, batch: &str, job_id: &str) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET bulk_job_id = ?2 WHERE bulk_batch = ?1 AND state = 'sending'",
+            entity.table()
+        );
+        self.conn
+            .execute(&sql, params![batch, job_id])
+            .at(&self.path)?;
+        Ok(())
+    }
+
+    /// A bulk item the API refused before processing it (429): not stored, safe to send again.
+    pub fn entity_refused(&mut self, entity: Entity, key: &str) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET state = 'pending', bulk_batch = NULL, bulk_job_id = NULL
+             WHERE source_key = ?1 AND state = 'sending'",
+            entity.table()
+        );
+        self.conn.execute(&sql, [key]).at(&self.path)?;
+        Ok(())
+    }
+
+    /// Records still `sending` in a known bulk job, by job (an earlier run's, read on resume).
+    pub fn entities_in_bulk_jobs(&self, entity: Entity) -> Result<Vec<(String, Vec<String>)>> {
+        if self.schema < 7 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT bulk_job_id, source_key FROM {} WHERE state = 'sending'
+               AND bulk_job_id IS NOT NULL ORDER BY bulk_job_id, source_key",
+            entity.table()
+        );
+        let mut stmt = self.conn.prepare(&sql).at(&self.path)?;
+        let mut rows = stmt.query([]).at(&self.path)?;
+        let mut jobs: Vec<(String, Vec<String>)> = Vec::new();
+        while let Some(row) = rows.next().at(&self.path)? {
+            let job: String = row.get(0).at(&self.path)?;
+            let key: String = row.get(1).at(&self.path)?;
+            match jobs.last_mut() {
+                Some((last, keys)) if *last == job => keys.push(key),
+                _ => jobs.push((job, vec![key])),
+            }
+        }
+        Ok(jobs)
+    }
+
     /// Records a customer found or created. A conversation resolved gives its waiting rows their
     /// conversation id in the same transaction.
     pub fn entity_resolved(
@@ -612,5 +683,53 @@ mod tests {
             cp.known_resolved(Entity::Conversation, false).unwrap(),
             Some(("t1".into(), "c1".into()))
         );
+    }
+
+    #[test]
+    fn a_bulk_batch_is_sending_at_once_then_read_by_its_job_and_a_refused_item_waits_again() {
+        let (_dir, mut cp) = checkpoint_with_job();
+        stage(
+            &mut cp,
+            vec![
+                ticket_row(2, "t1", "a@x.co", 1),
+                ticket_row(3, "t2", "b@x.co", 2),
+                ticket_row(4, "t3", "c@x.co", 3),
+            ],
+        );
+        cp.prepare_resolution().unwrap();
+        let keys: Vec<String> = ["t1", "t2", "t3"].map(String::from).to_vec();
+        cp.entities_bulk_sending(Entity::Conversation, "b1", &keys)
+            .unwrap();
+        assert!(cp
+            .tickets_to_resolve()
+            .unwrap()
+            .iter()
+            .all(|t| t.state == EntityState::Sending && t.last_attempt_ms.is_some()));
+        assert!(
+            cp.entities_in_bulk_jobs(Entity::Conversation)
+                .unwrap()
+                .is_empty(),
+            "no job id yet: settled by lookup"
+        );
+        cp.entity_bulk_job(Entity::Conversation, "b1", "job-1")
+            .unwrap();
+        cp.entity_resolved(Entity::Conversation, "t1", "c1", ResolvedBy::Created)
+            .unwrap();
+        cp.entity_refused(Entity::Conversation, "t3").unwrap();
+        assert_eq!(
+            cp.entities_in_bulk_jobs(Entity::Conversation).unwrap(),
+            vec![("job-1".to_string(), vec!["t2".to_string()])]
+        );
+        let states: Vec<EntityState> = cp
+            .tickets_to_resolve()
+            .unwrap()
+            .iter()
+            .map(|t| t.state)
+            .collect();
+        assert_eq!(states, [EntityState::Sending, EntityState::Pending]);
+        assert!(cp
+            .entities_in_bulk_jobs(Entity::Customer)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -28,6 +28,24 @@ pub const MAX_BULK_REF_CHARS: usize = 255;
 /// Longest status word kept from an answer (anything longer is cut).
 const MAX_STATUS_CHARS: usize = 64;
 
+/// What a bulk job creates: the route it is posted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkKind {
+    Messages,
+    Customers,
+    Conversations,
+}
+
+impl BulkKind {
+    pub fn path(self) -> &'static str {
+        match self {
+            BulkKind::Messages => "/v1/messages/bulk",
+            BulkKind::Customers => "/v1/customers/bulk",
+            BulkKind::Conversations => "/v1/conversations/bulk",
+        }
+    }
+}
+
 /// `attributes.status` of a job (`GET /v1/bulk/{id}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BulkJobStatus {
@@ -139,9 +157,17 @@ impl ApiClient {
     /// job id is accepted (the docs say 201, the spec 200); one that names none is unreadable,
     /// and the job may exist all the same.
     pub async fn create_bulk_job(&self, items: &str) -> (Result<String, ApiError>, Timing) {
-        let (answer, timing) = self
-            .exchange(self.post_json("/v1/messages/bulk", items))
-            .await;
+        self.create_bulk(BulkKind::Messages, items).await
+    }
+
+    /// `POST /v1/{messages,customers,conversations}/bulk` with a JSON array of items: the bulk
+    /// job's id, read as [`ApiClient::create_bulk_job`] reads it.
+    pub async fn create_bulk(
+        &self,
+        kind: BulkKind,
+        items: &str,
+    ) -> (Result<String, ApiError>, Timing) {
+        let (answer, timing) = self.exchange(self.post_json(kind.path(), items)).await;
         let result = answer.and_then(|answer| {
             let (status, json) = answer.into_json("bulk job")?;
             json["data"]["id"]
@@ -697,5 +723,12 @@ mod tests {
         assert!(word.chars().count() < 100);
         assert!(read(r#"{"data":{}}"#).is_err());
         assert!(read("[]").is_err());
+    }
+
+    #[test]
+    fn each_kind_posts_to_its_documented_bulk_route() {
+        assert_eq!(BulkKind::Messages.path(), "/v1/messages/bulk");
+        assert_eq!(BulkKind::Customers.path(), "/v1/customers/bulk");
+        assert_eq!(BulkKind::Conversations.path(), "/v1/conversations/bulk");
     }
 }

@@ -64,11 +64,12 @@ pub fn plan_text(plan: &Plan, source: &str, notes: &[String]) -> String {
         let _ = writeln!(
             out,
             "to resolve          {} tickets of {} customers not yet in the checkpoint: {} requests \
-             if nothing exists yet (lookups and creates), {} if everything is found; \
-             included below, single requests in both modes",
+             if nothing exists yet (lookups and creates; {} with bulk creates), {} if everything \
+             is found; included below",
             thousands(resolution.tickets),
             thousands(resolution.customers),
             thousands(resolution.worst_requests),
+            thousands(resolution.bulk_worst_requests),
             thousands(resolution.best_requests)
         );
     }

@@ -9,6 +9,20 @@ use crate::checkpoint::TicketRecord;
 use crate::row::CustomerRef;
 
 pub(super) fn customer(customer: &CustomerRef, plan: &ResolvePlan) -> String {
+    Value::Object(customer_fields(customer, plan)).to_string()
+}
+
+pub(super) fn conversation(ticket: &TicketRecord, customer_id: &str, plan: &ResolvePlan) -> String {
+    Value::Object(conversation_fields(ticket, customer_id, plan)).to_string()
+}
+
+/// One item of a bulk job: the single create's body with its `_clientRef`.
+pub(super) fn bulk_item(mut fields: Map<String, Value>, client_ref: &str) -> Value {
+    fields.insert("_clientRef".into(), json!(client_ref));
+    Value::Object(fields)
+}
+
+pub(super) fn customer_fields(customer: &CustomerRef, plan: &ResolvePlan) -> Map<String, Value> {
     let mut body = Map::new();
     if let Some(id) = &customer.external_id {
         body.insert("externalId".into(), json!(id));
@@ -23,10 +37,14 @@ pub(super) fn customer(customer: &CustomerRef, plan: &ResolvePlan) -> String {
         body.insert("phones".into(), json!([{"type": "other", "phone": phone}]));
     }
     body.insert("importedAt".into(), json!(plan.imported_at));
-    Value::Object(body).to_string()
+    body
 }
 
-pub(super) fn conversation(ticket: &TicketRecord, customer_id: &str, plan: &ResolvePlan) -> String {
+pub(super) fn conversation_fields(
+    ticket: &TicketRecord,
+    customer_id: &str,
+    plan: &ResolvePlan,
+) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("customer".into(), json!(customer_id));
     body.insert("externalId".into(), json!(ticket.key));
@@ -45,7 +63,7 @@ pub(super) fn conversation(ticket: &TicketRecord, customer_id: &str, plan: &Reso
         }
     }
     body.insert("importedAt".into(), json!(plan.imported_at));
-    Value::Object(body).to_string()
+    body
 }
 
 #[cfg(test)]
@@ -63,6 +81,8 @@ mod tests {
             unreachable_after: std::time::Duration::ZERO,
             imported_at: "2024-05-01T12:00:00.000Z".into(),
             audit_fields,
+            bulk_items: None,
+            assumed_job: std::time::Duration::ZERO,
         }
     }
 

@@ -10,10 +10,11 @@
 //! "not found" is trusted after an unknown outcome only from a route proven to find records
 //! (it answered 200 once, or found a record this job resolved). Tickets run concurrently within
 //! the shared throttle; a customer shared by several tickets is resolved once (one lock each).
-//! Bulk creation of customers and conversations is not done here yet: bulk mode resolves with
-//! single requests too.
+//! In bulk mode the creates go in bulk jobs first (module `bulk`); what they leave unsettled is
+//! resolved here, ticket by ticket, exactly as in single mode.
 
 mod bodies;
+mod bulk;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use crate::checkpoint::{
     now_ms, Checkpoint, CheckpointError, CustomerRecord, Entity, EntityState, ResolvedBy,
     TicketRecord,
 };
-use crate::client::{ApiClient, ApiError, EntityLookup};
+use crate::client::{ApiClient, ApiError, EntityLookup, FoundConversation};
 use crate::retry::{
     reconnect_delay, RequestKind, RetryAction, RetryPolicy, RetrySchedule, MAX_RATE_LIMITED_PER_ROW,
 };
@@ -84,6 +85,12 @@ pub struct ResolvePlan {
     pub imported_at: String,
     /// Send the conversation's createdAt (needs org.admin, like the messages' audit fields).
     pub audit_fields: bool,
+    /// Bulk mode: customers and conversations to create go in bulk jobs of at most this many
+    /// items (None: single creates).
+    pub bulk_items: Option<usize>,
+    /// How long a bulk job is taken to last until one is measured (`--job-seconds`): a job
+    /// whose POST answer was lost is waited for four times this before its records are looked up.
+    pub assumed_job: Duration,
 }
 
 /// What the phase did in this run, for the progress line and the summary.
@@ -158,6 +165,8 @@ struct Shared {
     cancel: CancellationToken,
     /// When the API last answered anything (for the unreachable watchdog).
     last_answer: Mutex<Instant>,
+    /// How long the last bulk job took to complete: the wait before reading the next one.
+    job_time: Mutex<Duration>,
 }
 
 /// Resolves every ticket with waiting rows. `Completed` when the phase ran to its end (some
@@ -185,31 +194,26 @@ pub async fn resolve_all(
         stop: Mutex::new(None),
         cancel: interrupt.child_token(),
         last_answer: Mutex::new(Instant::now()),
+        job_time: Mutex::new(bulk::FIRST_JOB_WAIT),
     });
-    let slots = Arc::new(tokio::sync::Semaphore::new(plan.workers.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for ticket in tickets {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
-        if shared.cancel.is_cancelled() {
-            break;
-        }
-        let shared = Arc::clone(&shared);
-        tasks.spawn(async move {
-            let _slot = slot;
-            resolve_ticket(&shared, ticket).await;
-        });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        if let Err(err) = joined {
-            tracing::error!(error = %err, "a resolve task failed");
-            shared.halt(SendStop::Refused(format!(
-                "internal error in the resolve phase ({err}); every state is in the checkpoint: \
-                 resume continues safely"
-            )));
-        }
-    }
+    let tickets = match plan.bulk_items {
+        Some(items) => match bulk::create_in_bulk(&shared, tickets, items).await {
+            Ok(()) => shared
+                .write(|cp| cp.tickets_to_resolve())
+                .unwrap_or_default(),
+            Err(halt) => {
+                if let Halt::Stop(stop) = halt {
+                    shared.halt(stop);
+                }
+                Vec::new()
+            }
+        },
+        None => tickets,
+    };
+    concurrently(&shared, tickets, |shared, ticket| async move {
+        resolve_ticket(&shared, ticket).await;
+    })
+    .await;
     let stopped = shared
         .stop
         .lock()
@@ -478,15 +482,60 @@ fn transient(err: &ApiError) -> Halt {
     }
 }
 
+/// Runs `work` on every item, at most `workers` at once, until the run stops. Returns what
+/// each finished one gave.
+async fn concurrently<T, R, F, Fut>(shared: &Arc<Shared>, items: Vec<T>, work: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Arc<Shared>, T) -> Fut,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(shared.plan.workers.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for item in items {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        if shared.cancel.is_cancelled() {
+            break;
+        }
+        let task = work(Arc::clone(shared), item);
+        tasks.spawn(async move {
+            let _slot = slot;
+            task.await
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(result) => done.push(result),
+            Err(err) => {
+                tracing::error!(error = %err, "a resolve task failed");
+                shared.halt(SendStop::Refused(format!(
+                    "internal error in the resolve phase ({err}); every state is in the \
+                     checkpoint: resume continues safely"
+                )));
+            }
+        }
+    }
+    done
+}
+
 /// Works one ticket to its end: resolved, failed (its rows with it), or stopped with the run.
 async fn resolve_ticket(shared: &Shared, ticket: TicketRecord) {
-    let key = ticket.key.clone();
-    match resolve_conversation(shared, &ticket).await {
+    let result = resolve_conversation(shared, &ticket).await;
+    finish_ticket(shared, &ticket.key, result);
+}
+
+/// Records how a ticket ended: its conversation and how it was resolved, or why not.
+fn finish_ticket(shared: &Shared, key: &str, result: Result<(String, ResolvedBy), Halt>) {
+    match result {
         Ok((id, how)) => {
             let recorded =
-                shared.write(|cp| cp.entity_resolved(Entity::Conversation, &key, &id, how));
+                shared.write(|cp| cp.entity_resolved(Entity::Conversation, key, &id, how));
             if let Err(halt) = recorded {
-                stop_or_fail(shared, &key, halt);
+                stop_or_fail(shared, key, halt);
                 return;
             }
             shared.counters.tickets.fetch_add(1, Ordering::Relaxed);
@@ -496,7 +545,7 @@ async fn resolve_ticket(shared: &Shared, ticket: TicketRecord) {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        Err(halt) => stop_or_fail(shared, &key, halt),
+        Err(halt) => stop_or_fail(shared, key, halt),
     }
 }
 
@@ -541,32 +590,7 @@ async fn resolve_conversation(
     }
     let existing = shared.lookup(route, find).await?;
     if let EntityLookup::Found(found) = existing {
-        // Ours if this job created it (the customer is then ours too), else its customer must
-        // be the one the rows name.
-        let customer = resolve_customer(shared, &ticket.customer_key, false).await?;
-        return match (found.customer_id.as_deref(), customer.as_deref()) {
-            (Some(owner), Some(ours)) if owner == ours => Ok((
-                found.id,
-                if ticket.last_attempt_ms.is_some() {
-                    ResolvedBy::Created
-                } else {
-                    ResolvedBy::FoundByExternalId
-                },
-            )),
-            (owner, ours) => {
-                Err(Halt::Fail {
-                    code: CONVERSATION_OF_ANOTHER_CUSTOMER.into(),
-                    message: format!(
-                    "Kustomer already has conversation {} with this externalId, and it belongs to \
-                     {}, not to the customer the rows name ({}); nothing is posted into it",
-                    found.id,
-                    owner.map_or("an unnamed customer".to_string(), |id| format!("customer {id}")),
-                    ours.map_or("not in Kustomer".to_string(), |id| format!("customer {id}")),
-                ),
-                    retryable: false,
-                })
-            }
-        };
+        return use_found(shared, ticket, found).await;
     }
     // An earlier create may have stored it: "not found" must come from a proven route.
     if ticket.last_attempt_ms.is_some() && matches!(existing, EntityLookup::Missing) {
@@ -610,6 +634,39 @@ async fn resolve_conversation(
         )
         .await?;
     Ok((id, ResolvedBy::Created))
+}
+
+/// A conversation found by the ticket's externalId: ours if this job created it (the customer
+/// is then ours too), else its customer must be the one the rows name.
+async fn use_found(
+    shared: &Shared,
+    ticket: &TicketRecord,
+    found: FoundConversation,
+) -> Result<(String, ResolvedBy), Halt> {
+    let customer = resolve_customer(shared, &ticket.customer_key, false).await?;
+    match (found.customer_id.as_deref(), customer.as_deref()) {
+        (Some(owner), Some(ours)) if owner == ours => Ok((
+            found.id,
+            if ticket.last_attempt_ms.is_some() {
+                ResolvedBy::Created
+            } else {
+                ResolvedBy::FoundByExternalId
+            },
+        )),
+        (owner, ours) => {
+            Err(Halt::Fail {
+                code: CONVERSATION_OF_ANOTHER_CUSTOMER.into(),
+                message: format!(
+                "Kustomer already has conversation {} with this externalId, and it belongs to {}, \
+                 not to the customer the rows name ({}); nothing is posted into it",
+                found.id,
+                owner.map_or("an unnamed customer".to_string(), |id| format!("customer {id}")),
+                ours.map_or("not in Kustomer".to_string(), |id| format!("customer {id}")),
+            ),
+                retryable: false,
+            })
+        }
+    }
 }
 
 /// How long to wait before looking up a create an earlier run left `sending`.

@@ -290,6 +290,25 @@ pub struct KindCounts {
     /// Create faults acted upon for this kind (also counted in the top-level
     /// `faults_injected`).
     pub faults: CreateFaultCounts,
+    /// Bulk jobs of this kind (`POST /v1/customers/bulk` or `/v1/conversations/bulk`); their
+    /// stored items are also in `stored`.
+    pub bulk: KindBulkCounts,
+}
+
+/// One kind's bulk traffic (its jobs also count in the top-level bulk stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KindBulkCounts {
+    /// Jobs created (a dropped answer included).
+    pub jobs: u64,
+    /// Items in the jobs created.
+    pub items: u64,
+    /// Items stored (a stored item reported as error 500 included).
+    pub stored: u64,
+    /// Items failed by the `--bulk-item-error` dice (nothing stored).
+    pub item_error: u64,
+    /// Items stored and then reported as error 500 (`--bulk-item-stored-error`).
+    pub item_stored_error: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

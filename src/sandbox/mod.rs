@@ -190,6 +190,14 @@
 //!   `bulk_read_429`, `bulk_read_drop` (also in `dropped_connections`).
 //! - `POST /_sandbox/bulk/hold` / `POST /_sandbox/bulk/release` (204): in between, jobs still go
 //!   `running` but store no item, so a test can hold a job mid-way instead of timing it.
+//! - `POST /v1/customers/bulk` and `POST /v1/conversations/bulk`: jobs of the same machinery
+//!   (the same array rules, job and batch documents, reads, delays and switches), the role
+//!   `org.permission.customer.create` / `org.permission.conversation.create` (403); each item is
+//!   checked against its kind's schema (400 in its result) and stored like a single create of
+//!   its kind (a conversation naming no known customer fails with 404). Counted in the
+//!   top-level bulk stats and in the kind's `bulk` ([`KindCounts`]). The item dice
+//!   (`item_error`, `item_stored_error`) act only on jobs whose kind is in
+//!   [`SandboxConfig::fault_scope`] (messages included); they are drawn all the same.
 //!
 //! # Customers and conversations (issue 16)
 //! Code in `customers.rs`, `conversations.rs`, `creates.rs` (the create path every kind shares),
@@ -247,6 +255,7 @@
 //! - Stats: `customers` and `conversations` ([`KindCounts`]): `creates` (requests received),
 //!   `stored`, `seeded`, `duplicate_external_ids`, `lookups` (`external_id` and `email`
 //!   `{hit, miss}`, `lookup_429`, `lookup_503`), `message_list_reads` (conversations) and
+//!   `bulk` (`jobs`, `items`, `stored`, `item_error`, `item_stored_error`: its bulk jobs),
 //!   `faults` ([`CreateFaultCounts`]: `error_500`, `error_503`, `drop_before_store`,
 //!   `store_then_drop`, `store_then_error`, `slow_store`, `accepted_202`, `created_without_id`,
 //!   `oversize_body`, `injected_429`), each also counted in the top-level `faults_injected`,

@@ -36,6 +36,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .merge(super::messages::routes())
         .merge(super::admin::routes())
         .merge(super::bulk::routes())
+        .route(
+            super::bulk::CUSTOMERS_BULK_ROUTE,
+            super::bulk::record_jobs::<super::customers::Customers>(),
+        )
+        .route(
+            super::bulk::CONVERSATIONS_BULK_ROUTE,
+            super::bulk::record_jobs::<super::conversations::Conversations>(),
+        )
         .merge(super::customers::routes())
         .merge(super::conversations::routes())
         .fallback(not_found)

@@ -12,8 +12,13 @@
 //! the same jobs; reads draw from a stream apart from the jobs'. The jobs, their dice and the
 //! documents they answer are in the state (`state::bulk`).
 //!
+//! `POST /v1/customers/bulk` and `POST /v1/conversations/bulk` make jobs of the same machinery,
+//! each item checked and stored like the single create of its kind (its `creates::CreateSpec`:
+//! schema, role, checks and defaults), counted in the kind's stats (`bulk`).
+//!
 //! Owns the bulk routes only. Imports the HTTP helpers, `messages` (a bulk item is prepared like a
-//! single create), the state and `validate`; never the router or another route module.
+//! single create), `creates`, the state and `validate`; never the router or another route module
+//! (the router names the record kinds of [`record_jobs`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
@@ -36,6 +41,7 @@ use super::messages::{prepare_message, UNKNOWN_CONVERSATION_PREFIX};
 use super::server::ConnectionKill;
 use super::state::{KeyProfile, Shared, StoreRefusal, ROLE_MESSAGE_CREATE};
 use super::validate::{is_object_id, FieldError};
+use super::{creates, directory::CreateKind};
 
 pub use super::state::bulk::{
     BulkConfig, BulkFaultCounts, BulkStats, BULK_ITEM_ERROR_STATUSES, DEFAULT_BULK_BATCH_ITEMS,
@@ -60,10 +66,54 @@ struct Item {
     checked: Result<CheckedItem, ItemError>,
 }
 
-struct CheckedItem {
-    conversation: String,
-    attributes: Map<String, Value>,
+enum CheckedItem {
+    Message {
+        conversation: String,
+        attributes: Map<String, Value>,
+    },
+    /// A customer or conversation: its attributes, past the kind's schema.
+    Record {
+        spec: &'static creates::CreateSpec,
+        attributes: Map<String, Value>,
+    },
 }
+
+/// What a bulk route creates: messages, or customers or conversations (each item stored like
+/// the single create of its kind, through its [`creates::CreateSpec`]).
+#[derive(Clone, Copy)]
+enum Target {
+    Messages,
+    Records(&'static creates::CreateSpec),
+}
+
+impl Target {
+    fn kind(self) -> CreateKind {
+        match self {
+            Self::Messages => CreateKind::Message,
+            Self::Records(spec) => spec.kind,
+        }
+    }
+
+    fn role(self) -> &'static str {
+        match self {
+            Self::Messages => ROLE_MESSAGE_CREATE,
+            Self::Records(spec) => spec.role,
+        }
+    }
+
+    /// What one item is, for the refusals' wording.
+    fn noun(self) -> &'static str {
+        match self.kind() {
+            CreateKind::Message => "message",
+            CreateKind::Customer => "customer",
+            CreateKind::Conversation => "conversation",
+        }
+    }
+}
+
+/// Where bulk customers and conversations are created.
+pub(crate) const CUSTOMERS_BULK_ROUTE: &str = "/v1/customers/bulk";
+pub(crate) const CONVERSATIONS_BULK_ROUTE: &str = "/v1/conversations/bulk";
 
 /// The bulk routes, to merge into the sandbox router (behind its gate).
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -76,6 +126,12 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/v1/bulk/{id}/batches", get(job_batches))
         .route("/_sandbox/bulk/hold", post(hold))
         .route("/_sandbox/bulk/release", post(release))
+}
+
+/// `POST /v1/customers/bulk` or `/v1/conversations/bulk` for the kind `K` (the router names
+/// the kind: this module imports no other route module).
+pub(crate) fn record_jobs<K: creates::RecordKind + 'static>() -> MethodRouter<Arc<Shared>> {
+    post(create_bulk_records::<K>).layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES))
 }
 
 async fn hold(State(shared): State<Arc<Shared>>) -> StatusCode {
@@ -116,8 +172,30 @@ async fn create_bulk(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !key.has_role(ROLE_MESSAGE_CREATE) {
-        return forbidden(ROLE_MESSAGE_CREATE);
+    create_job(shared, key, kill, headers, body, Target::Messages).await
+}
+
+/// `POST /v1/customers/bulk` and `POST /v1/conversations/bulk`: jobs like message jobs.
+async fn create_bulk_records<K: creates::RecordKind>(
+    State(shared): State<Arc<Shared>>,
+    Extension(Caller(key)): Extension<Caller>,
+    Extension(kill): Extension<ConnectionKill>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    create_job(shared, key, kill, headers, body, Target::Records(K::spec())).await
+}
+
+async fn create_job(
+    shared: Arc<Shared>,
+    key: &'static KeyProfile,
+    kill: ConnectionKill,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    target: Target,
+) -> Response {
+    if !key.has_role(target.role()) {
+        return forbidden(target.role());
     }
     let body = match body {
         Ok(bytes) => bytes,
@@ -132,12 +210,16 @@ async fn create_bulk(
         Ok(value) => value,
         Err(error) => return bad_request(&format!("Malformed JSON: {error}")),
     };
-    let items = match accept_items(&shared, parsed) {
+    let items = match accept_items(&shared, parsed, target) {
         Ok(items) => items,
         Err(refused) => return refused.into_response(),
     };
     let config = &shared.config.bulk;
     let (id, sequence, dice) = shared.bulk.create(config, items.len());
+    shared.with_kind_counts(target.kind(), |counts| {
+        counts.bulk.jobs += 1;
+        counts.bulk.items += items.len() as u64;
+    });
     // The document as created (queued), before the job can run.
     let document = shared.bulk.job_document(&id);
     let drop_answer = dice.drop_answer;
@@ -148,6 +230,7 @@ async fn create_bulk(
         sequence,
         dice,
         items,
+        target,
     ));
     if drop_answer {
         shared.count_dropped_connection();
@@ -166,18 +249,19 @@ async fn create_bulk(
 
 /// Checks the array's shape (refused whole with a 400) and each item like a single create (a
 /// 400 in the item's result, or the whole request refused with `reject_invalid`).
-fn accept_items(shared: &Shared, parsed: Value) -> Result<Vec<Item>, Refused> {
+fn accept_items(shared: &Shared, parsed: Value, target: Target) -> Result<Vec<Item>, Refused> {
+    let noun = target.noun();
     let Value::Array(bodies) = parsed else {
-        return Err(Refused::Shape(
-            "The body must be a JSON array of message bodies".into(),
-        ));
+        return Err(Refused::Shape(format!(
+            "The body must be a JSON array of {noun} bodies"
+        )));
     };
     if bodies.is_empty() {
-        return Err(Refused::Shape("The array holds no message".into()));
+        return Err(Refused::Shape(format!("The array holds no {noun}")));
     }
     if bodies.len() > MAX_BULK_ITEMS {
         return Err(Refused::Shape(format!(
-            "The array holds {} messages; at most {MAX_BULK_ITEMS} are accepted",
+            "The array holds {} {noun}s; at most {MAX_BULK_ITEMS} are accepted",
             bodies.len()
         )));
     }
@@ -192,7 +276,13 @@ fn accept_items(shared: &Shared, parsed: Value) -> Result<Vec<Item>, Refused> {
     let mut items = Vec::with_capacity(objects.len());
     let mut problems = Vec::new();
     for (index, (object, client_ref)) in objects.into_iter().zip(client_refs).enumerate() {
-        let checked = check_item(shared, object);
+        let checked = match target {
+            Target::Messages => check_item(shared, object),
+            Target::Records(spec) => spec
+                .validator
+                .validate(Value::Object(object))
+                .map(|attributes| CheckedItem::Record { spec, attributes }),
+        };
         if let Err(item_problems) = &checked {
             problems.extend(item_problems.iter().map(|problem| FieldError {
                 pointer: format!("/{index}{}", problem.pointer),
@@ -275,7 +365,7 @@ fn check_item(
     object.remove("conversation");
     let attributes = shared.validator.validate(Value::Object(object));
     match (conversation, attributes) {
-        (Ok(conversation), Ok(attributes)) => Ok(CheckedItem {
+        (Ok(conversation), Ok(attributes)) => Ok(CheckedItem::Message {
             conversation,
             attributes,
         }),
@@ -298,8 +388,12 @@ async fn run_job(
     sequence: u64,
     dice: JobDice,
     items: Vec<Item>,
+    target: Target,
 ) {
     let bulk = &shared.bulk;
+    // A kind out of the fault scope draws its dice all the same (the streams stay fixed) and
+    // ignores them.
+    let in_scope = shared.config.fault_scope.covers(target.kind());
     let config = &shared.config.bulk;
     if dice.held_back {
         bulk.wait_for_a_later_job(sequence, config.held_back_limit())
@@ -327,8 +421,13 @@ async fn run_job(
             let Some(item) = items.get_mut(index).and_then(Option::take) else {
                 continue;
             };
-            let injected = dice.item_errors.get(index).copied().flatten();
-            let stored_error = dice.stored_errors.get(index).copied().unwrap_or(false);
+            let injected = dice
+                .item_errors
+                .get(index)
+                .copied()
+                .flatten()
+                .filter(|_| in_scope);
+            let stored_error = in_scope && dice.stored_errors.get(index).copied().unwrap_or(false);
             let (result, fate) = process_item(&shared, key, item, injected, stored_error);
             let contradicted = dice.duplicate_item == Some(index);
             bulk.record(&id, batch, result, fate, contradicted);
@@ -342,7 +441,8 @@ async fn run_job(
     }
 }
 
-/// Stores one item as a single create would, or says why not, and how it came about.
+/// Stores one item as a single create of its kind would, or says why not, and how it came
+/// about.
 fn process_item(
     shared: &Shared,
     key: &'static KeyProfile,
@@ -357,35 +457,60 @@ fn process_item(
         Ok(checked) => checked,
         Err(error) => return failed(error, ItemFate::Failed),
     };
-    if checked
-        .conversation
-        .starts_with(UNKNOWN_CONVERSATION_PREFIX)
-    {
-        let message = format!("Conversation {} not found", checked.conversation);
-        return failed(ItemError::new(404, message), ItemFate::Failed);
-    }
+    let kind = match &checked {
+        CheckedItem::Message { conversation, .. } => {
+            if conversation.starts_with(UNKNOWN_CONVERSATION_PREFIX) {
+                let message = format!("Conversation {conversation} not found");
+                return failed(ItemError::new(404, message), ItemFate::Failed);
+            }
+            CreateKind::Message
+        }
+        CheckedItem::Record { spec, .. } => spec.kind,
+    };
     if let Some(status) = injected {
+        shared.with_kind_counts(kind, |counts| counts.bulk.item_error += 1);
         let message = format!("Injected fault: item error {status}");
         return failed(ItemError::new(status, message), ItemFate::InjectedError);
     }
-    let message = prepare_message(key, checked.conversation, checked.attributes);
-    match shared.store(message, Instant::now()) {
-        Ok(_) if stored_error => {
-            let message = "Injected fault: stored, then reported as an internal error".to_owned();
-            failed(ItemError::new(500, message), ItemFate::StoredThenError)
+    let object_id = match checked {
+        CheckedItem::Message {
+            conversation,
+            attributes,
+        } => {
+            let message = prepare_message(key, conversation, attributes);
+            match shared.store(message, Instant::now()) {
+                Ok(stored) => stored.id.clone(),
+                Err(StoreRefusal::CustomerLimited) => {
+                    return failed(
+                        ItemError::new(
+                            429,
+                            "Customer message rate limit exceeded (messages with importedAt are \
+                             exempt)"
+                                .into(),
+                        ),
+                        ItemFate::Failed,
+                    )
+                }
+            }
         }
-        Ok(stored) => (
-            ItemResult::created(client_ref, stored.id.clone()),
-            ItemFate::Stored,
-        ),
-        Err(StoreRefusal::CustomerLimited) => failed(
-            ItemError::new(
-                429,
-                "Customer message rate limit exceeded (messages with importedAt are exempt)".into(),
-            ),
-            ItemFate::Failed,
-        ),
+        CheckedItem::Record { spec, attributes } => match (spec.prepare)(shared, key, attributes) {
+            Ok(record) => {
+                let stored = shared.insert_record(spec.kind, record, false);
+                shared.with_kind_counts(kind, |counts| counts.bulk.stored += 1);
+                stored.id.clone()
+            }
+            Err(refused) => {
+                let error = ItemError::new(refused.status.as_u16(), refused.message);
+                return failed(error, ItemFate::Failed);
+            }
+        },
+    };
+    if stored_error {
+        shared.with_kind_counts(kind, |counts| counts.bulk.item_stored_error += 1);
+        let message = "Injected fault: stored, then reported as an internal error".to_owned();
+        return failed(ItemError::new(500, message), ItemFate::StoredThenError);
     }
+    (ItemResult::created(client_ref, object_id), ItemFate::Stored)
 }
 
 fn unknown_job(id: &str) -> Response {

@@ -8,7 +8,8 @@ use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::sandbox::{
-    start, BulkConfig, RunningSandbox, SandboxConfig, ADMIN_KEY, AGENT_KEY, READONLY_KEY,
+    start, BulkConfig, RunningSandbox, SandboxConfig, ADMIN_KEY, AGENT_KEY, MESSAGES_ONLY_KEY,
+    READONLY_KEY,
 };
 
 const CONVERSATION: &str = "0123456789abcdef01234567";
@@ -1186,4 +1187,148 @@ async fn reads_can_be_answered_429_or_dropped() {
     assert_eq!(stats.faults_injected.bulk.bulk_read_drop, 2);
     assert_eq!(stats.dropped_connections, 2);
     dropping.shutdown().await;
+}
+
+/// Posts a JSON array to a bulk route with `key`.
+async fn post_to(sandbox: &RunningSandbox, key: &str, route: &str, body: &Value) -> Response {
+    client()
+        .post(format!("{}{route}", sandbox.base_url()))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .expect("request completes")
+}
+
+/// Runs a job of customers or conversations to completion: its results by `_clientRef`.
+async fn completed_record_results(
+    sandbox: &RunningSandbox,
+    route: &str,
+    body: &Value,
+) -> BTreeMap<String, Value> {
+    let response = post_to(sandbox, ADMIN_KEY, route, body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let document: Value = response.json().await.expect("JSON body");
+    assert_eq!(document["data"]["type"], "bulk");
+    let id = document["data"]["id"].as_str().expect("job id").to_owned();
+    wait_for_status(sandbox, &id, "complete").await;
+    by_reference(&results_of(&batches(sandbox, &id).await))
+}
+
+fn customer_item(reference: &str) -> Value {
+    json!({
+        "externalId": format!("cust-{reference}"),
+        "name": format!("Customer {reference}"),
+        "emails": [{"type": "other", "email": format!("{reference}@example.com")}],
+        "importedAt": "2024-06-01T00:00:00Z",
+        "_clientRef": reference,
+    })
+}
+
+#[tokio::test]
+async fn customers_and_conversations_go_in_jobs_and_are_stored_like_single_creates() {
+    let sandbox = sandbox_with(|_| {}).await;
+    let body = json!([customer_item("c1"), customer_item("c2")]);
+    let customers = completed_record_results(&sandbox, "/v1/customers/bulk", &body).await;
+    assert_eq!(customers["c1"]["status"], "created");
+    let c1 = customers["c1"]["objectId"].as_str().expect("id").to_owned();
+    let found = get(&sandbox, ADMIN_KEY, "/v1/customers/externalId=cust-c1").await;
+    assert_eq!(found.status(), StatusCode::OK);
+    let found: Value = found.json().await.expect("JSON body");
+    assert_eq!(
+        found["data"]["id"],
+        c1.as_str(),
+        "stored like a single create"
+    );
+    assert_eq!(found["data"]["attributes"]["displayName"], "Customer c1");
+
+    let body = json!([
+        {"customer": c1, "externalId": "t-1", "_clientRef": "t1"},
+        {"customer": "ffffffffffffffffffffffff", "externalId": "t-2", "_clientRef": "t2"},
+        {"externalId": "t-3", "_clientRef": "t3"},
+    ]);
+    let conversations = completed_record_results(&sandbox, "/v1/conversations/bulk", &body).await;
+    assert_eq!(conversations["t1"]["status"], "created");
+    assert_eq!(
+        conversations["t2"]["error"]["status"], 404,
+        "unknown customer"
+    );
+    assert_eq!(
+        conversations["t3"]["error"]["status"], 400,
+        "customer required"
+    );
+    let found = get(&sandbox, ADMIN_KEY, "/v1/conversations/externalId=t-1").await;
+    let found: Value = found.json().await.expect("JSON body");
+    assert_eq!(
+        found["data"]["relationships"]["customer"]["data"]["id"],
+        c1.as_str()
+    );
+
+    let stats = sandbox.stats();
+    assert_eq!(stats.customers.creates, 0, "no single create");
+    assert_eq!(
+        (stats.customers.bulk.jobs, stats.customers.bulk.items),
+        (1, 2)
+    );
+    assert_eq!(
+        (stats.customers.bulk.stored, stats.customers.stored),
+        (2, 2)
+    );
+    assert_eq!(
+        (
+            stats.conversations.bulk.jobs,
+            stats.conversations.bulk.stored
+        ),
+        (1, 1)
+    );
+    assert_eq!(stats.conversations.stored, 1);
+    assert_eq!(stats.bulk.bulk_jobs, 2, "the same jobs as messages");
+    assert_eq!(stats.messages_stored, 0);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn record_jobs_need_the_kinds_create_role() {
+    let sandbox = sandbox_with(|_| {}).await;
+    for (route, role) in [
+        ("/v1/customers/bulk", "org.permission.customer.create"),
+        (
+            "/v1/conversations/bulk",
+            "org.permission.conversation.create",
+        ),
+    ] {
+        let response = post_to(&sandbox, MESSAGES_ONLY_KEY, route, &json!([{}])).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let said = response.text().await.expect("body");
+        assert!(said.contains(role), "{said}");
+    }
+    let response = post_to(&sandbox, ADMIN_KEY, "/v1/customers/bulk", &json!([])).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.expect("body").contains("no customer"));
+    assert_eq!(sandbox.stats().bulk.bulk_jobs, 0);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn item_faults_apply_to_the_kinds_in_the_fault_scope() {
+    for customers_in_scope in [true, false] {
+        let sandbox = sandbox_with(|config| {
+            config.bulk.item_stored_error = 1.0;
+            config.fault_scope.customers = customers_in_scope;
+        })
+        .await;
+        let body = json!([customer_item("c1"), customer_item("c2")]);
+        let results = completed_record_results(&sandbox, "/v1/customers/bulk", &body).await;
+        let stats = sandbox.stats();
+        assert_eq!(stats.customers.stored, 2, "stored either way");
+        if customers_in_scope {
+            assert!(results.values().all(|r| r["error"]["status"] == 500));
+            assert_eq!(stats.customers.bulk.item_stored_error, 2);
+            assert_eq!(stats.faults_injected.bulk.bulk_item_stored_error, 2);
+        } else {
+            assert!(results.values().all(|r| r["status"] == "created"));
+            assert_eq!(stats.customers.bulk.item_stored_error, 0);
+        }
+        sandbox.shutdown().await;
+    }
 }
