@@ -20,10 +20,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::{
-    bodies, concurrently, customer_failed, find_customer, finish_ticket, resolve_customer,
-    stop_or_fail, use_found, Halt, Refusals, Route, Shared,
+use super::settle::Refusals;
+use super::tickets::{
+    customer_failed, find_customer, finish_ticket, resolve_customer, stop_or_fail, use_found,
 };
+use super::{bodies, concurrently, Halt, Route, Shared};
 use crate::checkpoint::{now_ms, Entity, EntityState, ResolvedBy, TicketRecord};
 use crate::client::{BulkKind, BulkResultItem, EntityLookup, ItemOutcome, MAX_BULK_REF_CHARS};
 use crate::retry::{RequestKind, RetryAction, MAX_RATE_LIMITED_PER_ROW};
