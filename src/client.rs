@@ -24,8 +24,8 @@ pub use resolve::{EntityLookup, FoundConversation, FoundCustomer};
 mod bulk;
 
 pub use bulk::{
-    BatchCounts, BatchStatus, BulkBatches, BulkItem, BulkJob, BulkJobStatus, BulkKind,
-    BulkResultItem, ItemOutcome, MAX_BULK_BATCHES, MAX_BULK_REF_CHARS, MAX_BULK_RESULT_ITEMS,
+    BatchCounts, BatchStatus, BulkBatches, BulkJob, BulkJobStatus, BulkKind, BulkResultItem,
+    ItemOutcome, MAX_BULK_BATCHES, MAX_BULK_REF_CHARS, MAX_BULK_RESULT_ITEMS,
 };
 
 /// Error bodies quoted into the checkpoint and reports are cut to this many characters.

@@ -7,8 +7,6 @@
 //! dropped, so that no answer quietly turns into "not in the results". Every number the server
 //! gives is bounded before use; every text is cut to [`MAX_QUOTED_ERROR_CHARS`].
 
-use std::collections::{HashMap, HashSet};
-
 use percent_encoding::utf8_percent_encode;
 use serde_json::{Map, Value};
 
@@ -138,20 +136,6 @@ impl BulkBatches {
     }
 }
 
-/// One item of a job's results in the shape the current bulk engine reads.
-// The bulk engine rewrite (issue 13) reads `BulkBatches` directly and replaces this.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BulkItem {
-    pub client_ref: Option<String>,
-    pub object_id: Option<String>,
-    /// `created`, `error`, or `unreadable` for an item that does not read as documented.
-    pub status: String,
-    /// For an error: the status it carries, like a single create's, when readable.
-    pub error_status: Option<u16>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-}
-
 impl ApiClient {
     /// `POST /v1/messages/bulk` with a JSON array of items: the bulk job's id. Any 2xx naming a
     /// job id is accepted (the docs say 201, the spec 200); one that names none is unreadable,
@@ -201,78 +185,6 @@ impl ApiClient {
         let (status, json) = self.get_json(&path, "bulk batches").await?;
         read_bulk_batches(&json).map_err(unexpected(status))
     }
-
-    /// The job's per-item results for the current bulk engine: `Some` only when at least one
-    /// batch is listed and every listed batch is complete, else `None` (not done yet).
-    // The bulk engine rewrite (issue 13) reads `bulk_job` and `bulk_batches` and replaces this:
-    // a partial list whose listed batches are all complete reads as final here.
-    pub async fn bulk_results(&self, job_id: &str) -> Result<Option<Vec<BulkItem>>, ApiError> {
-        Ok(legacy_results(self.bulk_batches(job_id).await?))
-    }
-}
-
-/// [`BulkBatches`] in the shape of [`ApiClient::bulk_results`]. A `_clientRef` listed more
-/// than once with different answers is unreadable in every listing (that engine keeps the last
-/// answer of a ref, which could be either).
-fn legacy_results(batches: BulkBatches) -> Option<Vec<BulkItem>> {
-    if !batches.all_listed_complete() {
-        return None;
-    }
-    let mut answers: HashMap<&str, &ItemOutcome> = HashMap::new();
-    let mut contradicted: HashSet<String> = HashSet::new();
-    for item in &batches.items {
-        if let Some(reference) = item.client_ref.as_deref() {
-            let first = *answers.entry(reference).or_insert(&item.outcome);
-            if *first != item.outcome {
-                contradicted.insert(reference.to_string());
-            }
-        }
-    }
-    let items = batches
-        .items
-        .into_iter()
-        .map(|mut item| {
-            if item
-                .client_ref
-                .as_ref()
-                .is_some_and(|reference| contradicted.contains(reference))
-            {
-                item.outcome = ItemOutcome::Unreadable {
-                    why: "listed more than once with different answers".into(),
-                };
-            }
-            let mut legacy = BulkItem {
-                client_ref: item.client_ref,
-                object_id: None,
-                status: String::new(),
-                error_status: None,
-                error_code: None,
-                error_message: None,
-            };
-            match item.outcome {
-                ItemOutcome::Created { object_id } => {
-                    legacy.status = "created".into();
-                    legacy.object_id = Some(object_id);
-                }
-                ItemOutcome::Failed {
-                    status,
-                    code,
-                    message,
-                } => {
-                    legacy.status = "error".into();
-                    legacy.error_status = Some(status);
-                    legacy.error_code = code;
-                    legacy.error_message = Some(message);
-                }
-                ItemOutcome::Unreadable { why } => {
-                    legacy.status = "unreadable".into();
-                    legacy.error_message = Some(why);
-                }
-            }
-            legacy
-        })
-        .collect();
-    Some(items)
 }
 
 /// A status word as answered, cut, or empty when absent or not a string.
@@ -497,8 +409,7 @@ mod tests {
                 },
             ]
         );
-        assert!(!read.all_listed_complete());
-        assert_eq!(legacy_results(read), None, "a scheduled batch: not done");
+        assert!(!read.all_listed_complete(), "a scheduled batch: not done");
     }
 
     #[test]
@@ -523,10 +434,9 @@ mod tests {
         assert_eq!(read.items, [created("line-1", "m1")]);
         assert!(!read.all_listed_complete());
         let done = partial.replace("\"scheduled\"", "\"complete\"");
-        let legacy = legacy_results(batches(&done).expect("reads")).expect("all complete");
-        assert_eq!(legacy.len(), 1);
-        assert_eq!(legacy[0].object_id.as_deref(), Some("m1"));
-        assert_eq!(legacy[0].status, "created");
+        let done = batches(&done).expect("reads");
+        assert!(done.all_listed_complete());
+        assert_eq!(done.items, [created("line-1", "m1")]);
     }
 
     #[test]
@@ -535,7 +445,6 @@ mod tests {
             let read = batches(empty).expect("reads");
             assert_eq!(read, BulkBatches::default());
             assert!(!read.all_listed_complete());
-            assert_eq!(legacy_results(read), None);
         }
     }
 
@@ -607,9 +516,10 @@ mod tests {
                 }
             )
         );
-        // The adapter reads an unreadable item as neither created nor an error status.
-        let legacy = legacy_results(read).map(|items| items.len());
-        assert_eq!(legacy, None, "an unknown batch status is not complete");
+        assert!(
+            !read.all_listed_complete(),
+            "an unknown batch status is not complete"
+        );
     }
 
     #[test]
@@ -623,55 +533,6 @@ mod tests {
         assert_eq!(
             batches(&text).expect("reads").items.len(),
             MAX_BULK_RESULT_ITEMS
-        );
-    }
-
-    #[test]
-    fn the_adapter_maps_every_outcome() {
-        let text = r#"[{"attributes":{"status":"complete","results":[
-            {"_clientRef":"a","objectId":"m1","status":"created"},
-            {"_clientRef":"b","status":"error","error":{"status":422,"code":"invalid","message":"bad"}},
-            {"_clientRef":"c","status":"error"}]}}]"#;
-        let legacy = legacy_results(batches(text).expect("reads")).expect("complete");
-        assert_eq!(legacy[0].object_id.as_deref(), Some("m1"));
-        assert_eq!(
-            (legacy[1].error_status, legacy[1].error_message.as_deref()),
-            (Some(422), Some("bad"))
-        );
-        assert_eq!(legacy[1].error_code.as_deref(), Some("invalid"));
-        assert_eq!(
-            (legacy[2].status.as_str(), legacy[2].error_status),
-            ("unreadable", None)
-        );
-    }
-
-    #[test]
-    fn the_adapter_reads_a_contradicted_ref_as_unreadable_and_keeps_agreeing_repeats() {
-        let text = r#"[{"attributes":{"status":"complete","results":[
-            {"_clientRef":"a","objectId":"m1","status":"created"},
-            {"_clientRef":"b","objectId":"m2","status":"created"},
-            {"_clientRef":"a","status":"error","error":{"status":400}},
-            {"_clientRef":"b","objectId":"m2","status":"created"}]}}]"#;
-        let read = batches(text).expect("reads");
-        assert_eq!(read.items.len(), 4, "bulk_batches keeps every listing");
-        let legacy = legacy_results(read).expect("complete");
-        let statuses: Vec<(&str, &str)> = legacy
-            .iter()
-            .map(|item| {
-                (
-                    item.client_ref.as_deref().unwrap_or(""),
-                    item.status.as_str(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            statuses,
-            [
-                ("a", "unreadable"),
-                ("b", "created"),
-                ("a", "unreadable"),
-                ("b", "created")
-            ]
         );
     }
 
