@@ -677,4 +677,21 @@ pub struct BenchArgs {
     /// The jitter (+/-) of the sandbox's bulk job time in the bulk-mode scenario, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub bulk_jitter_ms: u64,
+    /// Which runs of the bulk-mode scenario to make, comma-separated (default: all of them).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "RUNS",
+          default_values_t = [BulkRun::HeavyTail, BulkRun::Typical, BulkRun::Faulty, BulkRun::Single])]
+    pub bulk_runs: Vec<BulkRun>,
+}
+
+/// One run of the bulk-mode scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BulkRun {
+    /// The heavy-tailed file in bulk mode.
+    HeavyTail,
+    /// The typical file in bulk mode.
+    Typical,
+    /// The typical file in bulk mode with faults (needs `typical` for its comparison).
+    Faulty,
+    /// Both files in single mode, the reference.
+    Single,
 }

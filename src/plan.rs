@@ -71,6 +71,15 @@ pub fn jobs_in_flight(rpm: u32, job_seconds: f64, max_jobs: usize) -> usize {
     }
 }
 
+/// How many bulk jobs the run keeps in flight: enough to carry the rows that ride jobs within
+/// the deepest conversation's rounds, `ceil(rows_by_bulk / (batch · rounds))`, since more would
+/// only empty the shallow conversations early and leave the deep ones to end in thin jobs; at
+/// most what the budget pays for ([`jobs_in_flight`]), and at least one.
+pub fn jobs_kept_in_flight(rows_by_bulk: u64, batch: u64, rounds: u64, affordable: u64) -> u64 {
+    let spread = rows_by_bulk.div_ceil(batch.max(1).saturating_mul(rounds.max(1)));
+    spread.clamp(1, affordable.max(1))
+}
+
 /// The rows still to send, by conversation.
 #[derive(Debug, Clone, Default)]
 pub struct Workload {
@@ -303,7 +312,7 @@ pub struct BulkEstimate {
     /// they fit in the time the budget takes, deep conversations sending the rest one by one.
     pub rounds_capped: bool,
     pub seconds: f64,
-    /// Jobs kept in flight at once ([`jobs_in_flight`]).
+    /// Jobs kept in flight at once ([`jobs_kept_in_flight`]).
     pub jobs_in_flight: u64,
     /// Rows per request of any kind.
     pub messages_per_request: f64,
@@ -451,7 +460,12 @@ pub fn plan(workload: &Workload, inputs: PlanInputs) -> Plan {
             critical_path_rounds,
             rounds_capped: cap < uncapped,
             seconds: rounded((requests as f64 / per_second).max(job_time(split, cap)), 2),
-            jobs_in_flight: in_flight,
+            jobs_in_flight: jobs_kept_in_flight(
+                split.bulk_rows,
+                batch,
+                critical_path_rounds,
+                in_flight,
+            ),
             messages_per_request: rounded(workload.rows as f64 / requests.max(1) as f64, 3),
             extra_polls_per_job: EXTRA_POLLS_PER_JOB,
             job_seconds: inputs.job_seconds,
@@ -759,6 +773,17 @@ mod tests {
         );
         assert_eq!(plan.bulk.jobs_in_flight, 2);
         assert!((plan.bulk.seconds - 50.0).abs() < 1e-9, "{:?}", plan.bulk);
+    }
+
+    #[test]
+    fn the_run_keeps_in_flight_what_the_deepest_conversation_s_rounds_need() {
+        // 10,000 rows over 20 rounds: 500 a round, five jobs of 100.
+        assert_eq!(jobs_kept_in_flight(10_000, 100, 20, 15), 5);
+        // A deep conversation's 107 rounds spread 9,700 rows: one job at a time.
+        assert_eq!(jobs_kept_in_flight(9_700, 100, 107, 15), 1);
+        // The budget bounds it, and one job at least.
+        assert_eq!(jobs_kept_in_flight(100_000, 100, 5, 15), 15);
+        assert_eq!(jobs_kept_in_flight(0, 100, 0, 15), 1);
     }
 
     #[test]

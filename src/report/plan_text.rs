@@ -104,8 +104,9 @@ pub fn plan_text(plan: &Plan, source: &str, notes: &[String]) -> String {
     );
     let _ = writeln!(
         out,
-        "                    {} jobs in flight at once: what the budget pays for during one \
-         job time (two requests a job), at most --max-jobs",
+        "                    {} jobs in flight at once: the rows that ride jobs spread over the \
+         critical path's rounds, at most what the budget pays for during one job time (two \
+         requests a job) and --max-jobs",
         thousands(bulk.jobs_in_flight)
     );
     if bulk.rounds_capped {

@@ -167,13 +167,14 @@ impl LaneBoard {
             .unwrap_or_default()
     }
 
-    /// Lanes not finished: being worked, parked, waiting for the route, or not yet taken up.
-    /// When every one of them has its head waiting in the batcher, no other head can come.
-    pub fn unfinished(&self) -> usize {
+    /// Lanes that may hand a row over soon: being worked, or not yet taken up while fewer than
+    /// `lanes` are worked (parked lanes and lanes waiting for the route are not coming soon).
+    pub fn coming(&self, lanes: usize) -> usize {
         self.state
             .lock()
             .map(|state| {
-                state.fresh.len() + state.parked.len() + state.awaiting_route.len() + state.active
+                let idle = lanes.saturating_sub(state.active);
+                state.active + state.fresh.len().min(idle)
             })
             .unwrap_or(usize::MAX)
     }

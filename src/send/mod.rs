@@ -56,7 +56,7 @@ pub use crate::checkpoint::codes::{
     CONVERSATION_NOT_FOUND, EXTERNAL_ID_ELSEWHERE, FOUND_EXISTING, OUTCOME_UNKNOWN,
 };
 pub use events::{Events, SendEvent};
-pub use guard::Existing;
+pub use guard::{Existing, SAMPLE_CONVERSATIONS as REIMPORT_GUARD_SAMPLE};
 pub use options::{
     ErrorBudget, SendMode, SendOptions, DEFAULT_EARLY_LOOKUP, DEFAULT_MAX_JOB_WAIT,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY, DEFAULT_SHUTDOWN_GRACE,

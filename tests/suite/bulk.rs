@@ -114,6 +114,37 @@ fn shuffled_items_and_jobs_finishing_out_of_order_keep_every_conversation_in_ord
 }
 
 #[test]
+fn shallow_conversations_wait_to_fill_the_deep_one_s_jobs_instead_of_leaving_it_thin_ones() {
+    let sandbox = Sandbox::start(&[
+        "--bulk-delay-ms",
+        "40",
+        "--bulk-jitter-ms",
+        "10",
+        "--seed",
+        "47",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    // One conversation of 30 rows among 135 of 2: the deep one sets 30 rounds. Spread over
+    // them, the shallow ones fill nine seats of every job of 10 beside it: 30 full jobs (the
+    // lower bound), no single create. Sent as fast as the budget allows, they would be gone in
+    // a few rounds and leave the deep one to end alone, in single creates or thin jobs.
+    let mut depths = vec![2; 135];
+    depths.insert(0, 30);
+    let expected = write_csv_with_depths(&dir.path().join("in.csv"), &depths, 47);
+    let flags = bulk_with(&["--batch-size", "10", "--job-seconds", "0.05"]);
+    let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+    assert_every_success_is_real(&sandbox, dir.path(), "job.sqlite");
+    let (jobs, creates) = (stat(&sandbox, "bulk_jobs"), stat(&sandbox, "creates"));
+    assert!(
+        jobs <= 36 && creates <= 6,
+        "{jobs} jobs and {creates} single creates for 300 rows that 30 full jobs carry: {}",
+        sandbox.stats()
+    );
+}
+
+#[test]
 fn lost_answers_item_errors_and_5xx_never_duplicate_in_bulk_mode() {
     let sandbox = Sandbox::start(&[
         "--bulk-delay-ms",
@@ -394,9 +425,9 @@ fn a_client_ref_never_sent_or_listed_twice_is_not_trusted() {
         "--bulk-delay-ms",
         "50",
         "--bulk-unknown-ref",
-        "0.15",
-        "--bulk-duplicate-ref",
         "0.3",
+        "--bulk-duplicate-ref",
+        "0.4",
         "--seed",
         "46",
     ]);

@@ -297,19 +297,40 @@ pub struct Expected {
 /// A CSV of `rows` valid messages over `conversations` conversations, lines shuffled so that
 /// file order is not time order. Returns what each conversation should hold, in order.
 pub fn write_csv(path: &Path, rows: usize, conversations: usize, seed: u64) -> Vec<Expected> {
-    let mut expected = Vec::new();
-    for index in 0..rows {
-        let conversation = index % conversations;
-        let position = index / conversations;
-        let minutes = (conversation * 500 + position * 7) as i64;
-        let sent = jiff::Timestamp::from_second(1_600_000_000 + minutes * 60).unwrap();
-        expected.push(Expected {
-            line: 0,
-            conversation_id: format!("{:024x}", 0xabc000 + conversation),
-            external_id: format!("t-{seed}-{index}"),
-            sent_at: sent.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+    let layout = (0..rows).map(|index| (index % conversations, index / conversations));
+    write_layout(path, layout, seed)
+}
+
+/// A CSV with `depths[c]` messages in conversation `c`, lines shuffled.
+pub fn write_csv_with_depths(path: &Path, depths: &[usize], seed: u64) -> Vec<Expected> {
+    let layout = depths
+        .iter()
+        .enumerate()
+        .flat_map(|(conversation, &depth)| {
+            (0..depth).map(move |position| (conversation, position))
         });
-    }
+    write_layout(path, layout, seed)
+}
+
+/// One message per `(conversation, position)`, lines shuffled.
+fn write_layout(
+    path: &Path,
+    layout: impl Iterator<Item = (usize, usize)>,
+    seed: u64,
+) -> Vec<Expected> {
+    let mut expected: Vec<Expected> = layout
+        .enumerate()
+        .map(|(index, (conversation, position))| {
+            let minutes = (conversation * 500 + position * 7) as i64;
+            let sent = jiff::Timestamp::from_second(1_600_000_000 + minutes * 60).unwrap();
+            Expected {
+                line: 0,
+                conversation_id: format!("{:024x}", 0xabc000 + conversation),
+                external_id: format!("t-{seed}-{index}"),
+                sent_at: sent.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            }
+        })
+        .collect();
     shuffle(&mut expected, seed);
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     writeln!(

@@ -110,6 +110,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, AppError> {
                 delay: Duration::from_millis(args.bulk_delay_ms),
                 jitter: Duration::from_millis(args.bulk_jitter_ms),
             },
+            &args.bulk_runs,
         ))?;
     }
     if args.share_secs > 0 {

@@ -7,18 +7,23 @@
 //! to the batcher ([`Jobs`]) and waits for that row's [`BulkOutcome`], which [`Jobs`] turns into
 //! the engine's [`Sent`].
 //!
-//! Pace: the batcher keeps as many jobs in flight as the budget pays for during one job time
-//! ([`crate::plan::jobs_in_flight`], with the job time learned as jobs finish, `--job-seconds`
-//! until then), at most `--max-jobs`. Heads go deepest-remaining-first. A job goes when it is
-//! full, or when waiting for more heads would cost time the budget does not need
-//! ([`next_move`](batcher::next_move)); fewer than [`MIN_JOB_ROWS`] heads go as single creates. A conversation deeper
+//! Pace ([`next_move`](batcher::next_move)): heads go deepest-remaining-first
+//! (highest-level-first scheduling of the conversations' chains). A head at least as deep as
+//! every conversation away ([`away`]) is on the critical path and goes as soon as its returning
+//! job's other heads are in; other heads go only in full jobs, while fewer rows are away than
+//! the even spread of the rows left over the deepest conversation's rounds needs, so shallow
+//! conversations fill the deep ones' later jobs instead of running out early. Never more jobs
+//! in flight than the budget pays for during one job time ([`crate::plan::jobs_in_flight`],
+//! with the job time learned as jobs finish, `--job-seconds` until then), at most
+//! `--max-jobs`; fewer than [`MIN_JOB_ROWS`] heads go as single creates. A conversation deeper
 //! than the rounds `plan` allows sends its first rows alone ([`Bulk::create`]).
 //!
 //! Results ([`judge`](results::judge)): final only when `GET /v1/bulk/{id}` says `complete`, or when every
 //! `_clientRef` sent has a result; a partial list never decides anything. Each job is read when
-//! it is likely done (its batches first: most jobs cost their POST and that one read; the job
-//! itself only when no listed batch is unfinished), soon again after a near miss
-//! ([`poll_after`](timer::poll_after)), then at most once per learned job time, up to `--max-job-wait`; after that
+//! it is likely done ([`JobTimer`]: the 95th percentile of the job time; its batches first:
+//! most jobs cost their POST and that one read; the job itself only when no listed batch is
+//! unfinished), soon again after a near miss ([`poll_after`](timer::poll_after)), then at most
+//! once per learned job time, up to `--max-job-wait`; after that
 //! the rows it has not answered end `outcome_unknown` and `resume` reads the job again. Item errors 400/404/409/422 are permanent,
 //! 429 goes again, anything else (5xx, an unreadable item, a row missing from a complete job, a
 //! job that lists a `_clientRef` never sent, a ref listed twice with different answers) is an
@@ -38,6 +43,7 @@
 //! settle rule, the lane board) are given to it explicitly, and its task and jobs end with
 //! [`Jobs::shutdown`].
 
+mod away;
 mod batcher;
 mod results;
 mod timer;
@@ -342,10 +348,7 @@ impl Bulk {
     /// Enough conversations open to fill every job that may be in flight, and one job more to
     /// choose the deepest heads from.
     pub fn lanes(&self) -> usize {
-        self.pace
-            .batch_size
-            .max(1)
-            .saturating_mul(self.pace.max_jobs.max(1).saturating_add(1))
+        self.pace.lanes()
     }
 
     pub async fn create(

@@ -5,10 +5,24 @@ use std::time::Duration;
 
 /// The shortest wait before a job's first read, however fast jobs have been.
 pub(super) const SHORTEST_JOB_GUESS: Duration = Duration::from_millis(50);
+/// The longest wait before a job's first read, however slow jobs have been: a day.
+const LONGEST_JOB_GUESS: Duration = Duration::from_secs(24 * 3600);
 /// The shortest wait between two reads of one job.
 pub(super) const SHORTEST_POLL: Duration = Duration::from_millis(100);
 /// Reads of a job, its first included, after which it is read once per learned job time.
-pub(super) const NEAR_MISS_READS: u32 = 3;
+pub(super) const NEAR_MISS_READS: u32 = 4;
+/// The wait before the first read after a miss, as a share of the learned job time; it doubles
+/// with each miss, up to the whole job time.
+const NEAR_MISS_SHARE: f64 = 0.1;
+/// How the wait before a job's first read moves: down a little when the read found the job
+/// done, up more when it did not. At equilibrium about one first read in twenty finds the job
+/// unfinished (`ln(1/SHRINK) / (ln(1/SHRINK) + ln GROW)` = 5%): the wait tracks the 95th
+/// percentile of the job time, so most jobs cost their POST and one read, and a job that ends
+/// just after its read costs one more read soon after, not a whole job time. Small steps keep
+/// the wait close to that percentile: every tenth of a second above it is paid on each of the
+/// deepest conversation's rounds.
+const SHRINK: f64 = 0.995;
+const GROW: f64 = 1.1;
 
 /// How bulk mode is asked to run: how the batcher paces its jobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,6 +49,14 @@ impl Pace {
 
     pub(super) fn assumed_job(&self) -> Duration {
         Duration::try_from_secs_f64(self.job_seconds).unwrap_or(Duration::ZERO)
+    }
+
+    /// Enough conversations open to fill every job that may be in flight, and one job more to
+    /// choose the deepest heads from.
+    pub fn lanes(&self) -> usize {
+        self.batch_size
+            .max(1)
+            .saturating_mul(self.max_jobs.max(1).saturating_add(1))
     }
 
     /// Jobs the budget pays for during one job time, as jobs take now.
@@ -69,12 +91,10 @@ impl JobTimer {
     }
 
     /// Learns from one job. `took` is measured from the POST's answer to the read that found
-    /// the results, so it is never less than the wait before the first read: averaging it alone
-    /// could only go up. So a job found done on the first read shortens the wait a little (2%),
-    /// and one that needed more reads raises it at once to 110% of what that job took: a second
-    /// read costs a request, a late read only time. A job more than twice as slow as expected
-    /// raises it only as far as the median of the recent jobs says: one slow job must not slow
-    /// every round that follows, but slow jobs must.
+    /// the results, so it says when a job was done at the latest, never how early: the wait is
+    /// moved by whether the first read found the job done ([`SHRINK`], [`GROW`]), a quantile
+    /// tracker that needs no more. One slow job raises it by a step only; slow jobs, one after
+    /// another, raise it at once to the median of the recent jobs (once there are enough).
     pub(super) fn observe(&mut self, seen: Seen) {
         if seen.took.is_zero() {
             return;
@@ -84,13 +104,20 @@ impl JobTimer {
             *slot = seen.took;
         }
         self.seen += 1;
-        self.expected = if seen.first_read {
-            (self.expected * 49 / 50).max(SHORTEST_JOB_GUESS)
-        } else if seen.took > self.expected * 2 {
-            self.expected.max(self.recent_median() * 11 / 10)
+        // A miss raises the wait a step above the one that job was read after, not above the
+        // current one: jobs in flight together were read after the same wait, and when they
+        // miss together that is one lesson, not one per job.
+        let expected = if seen.first_read {
+            self.expected.mul_f64(SHRINK)
         } else {
-            self.expected.max(seen.took * 11 / 10)
+            let raised = self.expected.max(seen.waited.mul_f64(GROW));
+            if self.seen >= RECENT_JOBS {
+                raised.max(self.recent_median())
+            } else {
+                raised
+            }
         };
+        self.expected = expected.clamp(SHORTEST_JOB_GUESS, LONGEST_JOB_GUESS);
     }
 
     fn recent_median(&self) -> Duration {
@@ -109,18 +136,17 @@ impl JobTimer {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Seen {
     pub(super) took: Duration,
+    /// The wait before its first read.
+    pub(super) waited: Duration,
     pub(super) first_read: bool,
 }
 
-/// The wait before the next read of a job whose `reads`-th read found it unfinished: a quarter
-/// of the learned job time for the first reads after a near miss (so a job that ends just after
-/// its first read does not cost a whole job time on the critical path, nor teach the timer twice
-/// its duration), then once per learned job time.
+/// The wait before the next read of a job whose `reads`-th read found it unfinished: a tenth of
+/// the learned job time after the first miss, doubling with each miss up to the whole job time
+/// (so a job that ends just after its first read costs one more read and little time on the
+/// critical path), then once per learned job time.
 pub(super) fn poll_after(learned: Duration, reads: u32) -> Duration {
-    let wait = if reads <= NEAR_MISS_READS {
-        learned / 4
-    } else {
-        learned
-    };
-    wait.max(SHORTEST_POLL)
+    let doublings = reads.saturating_sub(1).min(NEAR_MISS_READS);
+    let share = (NEAR_MISS_SHARE * f64::from(1u32 << doublings)).min(1.0);
+    learned.mul_f64(share).max(SHORTEST_POLL)
 }
