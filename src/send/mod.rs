@@ -56,7 +56,7 @@ pub use crate::checkpoint::codes::{
     CONVERSATION_NOT_FOUND, EXTERNAL_ID_ELSEWHERE, FOUND_EXISTING, OUTCOME_UNKNOWN,
 };
 pub use events::{Events, SendEvent};
-pub use guard::{Existing, SAMPLE_CONVERSATIONS as REIMPORT_GUARD_SAMPLE};
+pub use guard::{sample_size as reimport_guard_sample_size, Existing};
 pub use options::{
     ErrorBudget, SendMode, SendOptions, DEFAULT_EARLY_LOOKUP, DEFAULT_MAX_JOB_WAIT,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SETTLE_DELAY, DEFAULT_SHUTDOWN_GRACE,
@@ -195,7 +195,12 @@ pub async fn send_all(
         .max(1)
         .min(conversations.len().max(1));
     let guard_sample = if options.reimport_guard && never_sent && !options.skip_existing {
-        guard::sample(&checkpoint, &conversations)?
+        let rows = checkpoint.counts()?.pending;
+        guard::sample(
+            &checkpoint,
+            &conversations,
+            guard::sample_size(rows, options.mode),
+        )?
     } else {
         Vec::new()
     };

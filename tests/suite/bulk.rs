@@ -559,13 +559,16 @@ fn write_deep_csv(
 
 #[test]
 fn a_deep_conversation_sends_its_first_rows_alone_and_its_last_by_bulk_in_order() {
-    let sandbox = Sandbox::start(&["--bulk-delay-ms", "200", "--seed", "49"]);
+    let sandbox = Sandbox::start(&["--bulk-delay-ms", "500", "--seed", "49"]);
     let dir = tempfile::tempdir().unwrap();
-    // 60 rows in one conversation among 100 of 8: the lower bound's 9 jobs carry at most 9 rows
-    // of each conversation, so the deep one sends its first 51 alone, then rides jobs while the
-    // shallow ones still fill them.
-    let expected = write_deep_csv(&dir.path().join("in.csv"), 60, 100, 8);
-    let flags = bulk_with(&["--job-seconds", "0.3"]);
+    // 20 rows in one conversation among 100 of 8: the lower bound's 9 jobs carry at most 9 rows
+    // of each conversation, so the deep one sends its first 11 alone, then rides jobs while the
+    // shallow ones still fill them. Its 11 single creates take a few requests' time; the
+    // shallow conversations' 8 rounds of half-second jobs take seconds, so the deep one finds
+    // them still going however slow the machine (it goes alone again only while it is deeper
+    // than every conversation away, which with 9 rows left against 8 is for one or two rows).
+    let expected = write_deep_csv(&dir.path().join("in.csv"), 20, 100, 8);
+    let flags = bulk_with(&["--job-seconds", "0.6"]);
     let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert_stored_exactly_once_in_order(&sandbox, &expected);
@@ -575,8 +578,8 @@ fn a_deep_conversation_sends_its_first_rows_alone_and_its_last_by_bulk_in_order(
         .as_u64()
         .unwrap_or(0);
     assert!(
-        (51..60).contains(&alone),
-        "{alone} of 60 alone: {}",
+        (11..20).contains(&alone),
+        "{alone} of 20 alone: {}",
         sandbox.stats()
     );
     // In send order: the first rows alone, then rows that rode jobs (the very last may go
@@ -595,6 +598,51 @@ fn a_deep_conversation_sends_its_first_rows_alone_and_its_last_by_bulk_in_order(
         .iter()
         .map(|row| !by_line[row.line.to_string().as_str()].is_empty())
         .collect();
-    assert!(in_jobs[..51].iter().all(|in_job| !*in_job), "{in_jobs:?}");
-    assert!(in_jobs[51..].iter().any(|in_job| *in_job), "{in_jobs:?}");
+    assert!(in_jobs[..11].iter().all(|in_job| !*in_job), "{in_jobs:?}");
+    assert!(in_jobs[11..].iter().any(|in_job| *in_job), "{in_jobs:?}");
+}
+
+/// The re-import guard in bulk mode: the same export run again as a new bulk job is refused
+/// before any job goes, and the guard spent its sample's lookups, not 20 (a twentieth of the
+/// requests 400 rows need in jobs of 100 is less than the least sample, 10).
+#[test]
+fn a_bulk_export_run_again_as_a_new_job_is_refused_by_a_sample_of_ten() {
+    let sandbox = Sandbox::start(&["--seed", "53"]);
+    let first = tempfile::tempdir().unwrap();
+    let expected = write_csv(&first.path().join("in.csv"), 400, 40, 53);
+    let flags = bulk_with(&[]);
+    let output = run_job(first.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
+
+    let lookups = |sandbox: &Sandbox| -> u64 {
+        ["camel", "lower"]
+            .iter()
+            .flat_map(|spelling| ["hit", "miss"].map(|answer| (*spelling, answer)))
+            .map(|(spelling, answer)| sandbox.stat(&["lookups", spelling, answer]))
+            .sum()
+    };
+    let (jobs, creates, lookups_before) = (
+        stat(&sandbox, "bulk_jobs"),
+        stat(&sandbox, "creates"),
+        lookups(&sandbox),
+    );
+    let second = tempfile::tempdir().unwrap();
+    std::fs::copy(first.path().join("in.csv"), second.path().join("in.csv")).unwrap();
+    let output = run_job(second.path(), &sandbox, ADMIN_KEY, "in.csv", &flags);
+    assert_eq!(code(&output), 2, "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("already exist"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(
+        lookups(&sandbox) - lookups_before,
+        10,
+        "{}",
+        sandbox.stats()
+    );
+    assert_eq!(stat(&sandbox, "bulk_jobs"), jobs, "no job sent");
+    assert_eq!(stat(&sandbox, "creates"), creates, "no single create sent");
+    assert_stored_exactly_once_in_order(&sandbox, &expected);
 }

@@ -545,7 +545,8 @@ impl Scenario<'_> {
             // The run's fixed checks, which no bound counts and no file size changes: the
             // re-import guard's lookups and the route's proof, the audit read-backs (the token
             // check is in the bound).
-            let guard = (send::REIMPORT_GUARD_SAMPLE as u64).min(plan.conversations) + 1;
+            let sampled = send::reimport_guard_sample_size(rows, self.mode) as u64;
+            let guard = sampled.min(plan.conversations) + 1;
             let fixed = lookups.min(guard) + other.saturating_sub(1);
             let engine = requests.saturating_sub(fixed);
             out.push_str(&format!(
