@@ -542,9 +542,9 @@ impl Scenario<'_> {
             let budget_secs = bound as f64 / per_second;
             let path_secs = plan.depth.max as f64 * self.job_time.delay.as_secs_f64();
             let floor = budget_secs.max(path_secs);
-            // The run's fixed checks, which no bound counts and no file size changes: the
-            // re-import guard's lookups and the route's proof, the audit read-backs (the token
-            // check is in the bound).
+            // The run's fixed checks, which no bound counts: the re-import guard's lookups (sized
+            // to the job) and the route's proof, the audit read-backs (the token check is in the
+            // bound).
             let sampled = send::reimport_guard_sample_size(rows, self.mode) as u64;
             let guard = sampled.min(plan.conversations) + 1;
             let fixed = lookups.min(guard) + other.saturating_sub(1);
