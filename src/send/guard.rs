@@ -50,13 +50,15 @@ pub struct Existing {
 /// A row to look up: (line, externalId, conversation).
 pub type SampleRow = (u64, String, String);
 
-/// The first row (in send order) of up to `size` conversations (see [`sample_size`]), evenly
-/// spread over `conversations` (ordered by where they start in the file).
+/// The first row (in send order) of as many conversations as [`sample_size`] says for the rows
+/// the job has to send in `mode`, evenly spread over `conversations` (ordered by where they
+/// start in the file).
 pub fn sample(
     checkpoint: &Checkpoint,
     conversations: &[String],
-    size: usize,
+    mode: SendMode,
 ) -> Result<Vec<SampleRow>, CheckpointError> {
+    let size = sample_size(checkpoint.counts()?.pending, mode);
     let count = conversations.len().min(size);
     let mut rows = Vec::with_capacity(count);
     for index in 0..count {

@@ -195,12 +195,7 @@ pub async fn send_all(
         .max(1)
         .min(conversations.len().max(1));
     let guard_sample = if options.reimport_guard && never_sent && !options.skip_existing {
-        let rows = checkpoint.counts()?.pending;
-        guard::sample(
-            &checkpoint,
-            &conversations,
-            guard::sample_size(rows, options.mode),
-        )?
+        guard::sample(&checkpoint, &conversations, options.mode)?
     } else {
         Vec::new()
     };

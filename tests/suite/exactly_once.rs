@@ -668,9 +668,9 @@ fn an_inconclusive_re_import_guard_warns_once_and_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let expected = write_csv(&dir.path().join("in.csv"), 60, 20, 21);
     sandbox.post("/_sandbox/lookups/fail");
-    // The token check and the guard's 10 lookups (60 rows need 60 requests: the sample is
-    // its least, 10) pass; the first create waits at the door
-    // until the lookups work again, so the route's proof sees a working read path.
+    // The token check and the guard's 10 lookups (60 rows need 60 requests: the sample is its
+    // least, 10) pass; the first create waits at the door until the lookups work again, so the
+    // route's proof sees a working read path.
     sandbox.hold_after(11);
     let mut command = importer_for(dir.path(), &sandbox, ADMIN_KEY);
     command
