@@ -120,18 +120,47 @@ pub fn companion(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A database with nothing in it, not even a schema: what a `run` killed while creating the file
-/// leaves behind. `run` may adopt it; it is no other program's data.
-pub fn is_empty_database(path: &Path) -> bool {
-    let wal_has_data = std::fs::metadata(companion(path, "-wal")).is_ok_and(|m| m.len() > 0);
-    if wal_has_data {
-        return false;
+/// The size of a WAL file's header: a `-wal` no longer than this holds no frames (a run killed
+/// as it began its first write transaction leaves exactly this).
+const WAL_HEADER_BYTES: u64 = 32;
+
+/// The first bytes of a rollback journal that SQLite would roll back (a hot journal); a journal
+/// whose transaction ended has a zeroed header.
+const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+
+/// What a `-journal` beside the database says: `Some(true)` when it is hot and the database had
+/// no pages before its transaction (rolling back empties it), `Some(false)` when it is hot with
+/// pages to restore, `None` when there is none to roll back.
+fn hot_journal_of_an_empty_database(path: &Path) -> Option<bool> {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(companion(path, "-journal"))
+        .and_then(|mut journal| journal.read_exact(&mut header))
+        .ok()?;
+    if header[..8] != JOURNAL_MAGIC {
+        return None;
     }
+    // Bytes 16..20: the database's size in pages when the transaction began.
+    Some(header[16..20] == [0, 0, 0, 0])
+}
+
+/// A database with nothing in it, not even a schema: what a `run` killed while creating the file
+/// leaves behind. `run` may adopt it; it is no other program's data. Judged by what a reader
+/// would see once SQLite recovers it: a hot rollback journal (a kill while the file was switched
+/// to WAL) rolled back, only the committed part of a `-wal` (whatever the `-wal` file's size).
+/// A read-only look cannot roll a journal back, so its header says what was there before.
+pub fn is_empty_database(path: &Path) -> bool {
+    if let Some(was_empty) = hot_journal_of_an_empty_database(path) {
+        return was_empty && std::fs::metadata(path).is_ok_and(|meta| meta.is_file());
+    }
+    let wal_has_frames =
+        std::fs::metadata(companion(path, "-wal")).is_ok_and(|m| m.len() > WAL_HEADER_BYTES);
     match std::fs::metadata(path) {
-        Ok(meta) if meta.len() == 0 => return true,
+        Ok(meta) if meta.len() == 0 && !wal_has_frames => return true,
         Ok(meta) if meta.is_file() => {}
         _ => return false,
     }
+    // Not immutable: the reader also sees what was committed to the `-wal`.
     let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
         return false;
     };
@@ -577,6 +606,104 @@ mod tests {
         assert!(!is_empty_database(&checkpoint));
         assert!(!is_empty_database(&dir.path().join("missing.sqlite")));
         assert!(!is_empty_database(dir.path()));
+    }
+
+    /// What a writer killed mid-way leaves: its connection is never closed, so the `-wal` stays.
+    /// With `rows`, a one-page cache makes even an uncommitted transaction spill frames into
+    /// the `-wal`.
+    fn killed_writer(path: &Path, rows: u32, commit: bool) {
+        let conn = Connection::open(path).unwrap();
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        conn.execute_batch("PRAGMA cache_size = 1; BEGIN IMMEDIATE; CREATE TABLE t (x);")
+            .unwrap();
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO t SELECT randomblob(500) FROM n",
+            [rows],
+        )
+        .unwrap();
+        if commit {
+            conn.execute_batch("COMMIT").unwrap();
+        }
+        std::mem::forget(conn);
+    }
+
+    /// The files of `from` copied to `to` as a dead process leaves them: the main file and the
+    /// first `wal_bytes` of its `-wal`, no `-shm`. A copy, because this process still holds the
+    /// writer's connection, which SQLite shares its view of the file with.
+    fn left_behind(from: &Path, to: &Path, wal_bytes: usize) {
+        std::fs::copy(from, to).unwrap();
+        let wal = std::fs::read(companion(from, "-wal")).unwrap();
+        std::fs::write(companion(to, "-wal"), &wal[..wal_bytes.min(wal.len())]).unwrap();
+    }
+
+    fn wal_len(path: &Path) -> u64 {
+        std::fs::metadata(companion(path, "-wal")).map_or(0, |m| m.len())
+    }
+
+    #[test]
+    fn a_hot_journal_is_judged_by_the_size_the_database_had_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // As a `run` killed while switching a new file to WAL leaves it (found by killing `run`
+        // at random): the new header page written, the journal of an empty database still hot.
+        let mut header = JOURNAL_MAGIC.to_vec();
+        header.extend_from_slice(&[0, 0, 0, 0, 0xa8, 0x3d, 0xaa, 0x66, 0, 0, 0, 0, 0, 0, 2, 0]);
+        header.extend_from_slice(&[0, 0, 0x10, 0]);
+        header.resize(512, 0);
+        let switching = dir.path().join("switching.sqlite");
+        let _: String = Connection::open(&switching)
+            .unwrap()
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .unwrap();
+        assert_eq!(std::fs::metadata(&switching).unwrap().len(), 4096);
+        std::fs::write(companion(&switching, "-journal"), &header).unwrap();
+        assert!(is_empty_database(&switching));
+        // The same journal when the database had pages: someone's data to restore.
+        let mut had_pages = header.clone();
+        had_pages[16..20].copy_from_slice(&[0, 0, 0, 3]);
+        let restoring = dir.path().join("restoring.sqlite");
+        std::fs::copy(&switching, &restoring).unwrap();
+        std::fs::write(companion(&restoring, "-journal"), &had_pages).unwrap();
+        assert!(!is_empty_database(&restoring));
+        // A journal whose transaction ended (zeroed header) is not rolled back.
+        let other = dir.path().join("other.sqlite");
+        Connection::open(&other)
+            .unwrap()
+            .execute("CREATE TABLE t (x)", [])
+            .unwrap();
+        std::fs::write(companion(&other, "-journal"), vec![0u8; 512]).unwrap();
+        assert!(!is_empty_database(&other));
+        // And an adopted one opens as a checkpoint: SQLite rolls the journal back.
+        drop(Checkpoint::open(&switching).unwrap());
+        assert!(Checkpoint::open_read_only(&switching).is_ok());
+    }
+
+    #[test]
+    fn a_wal_left_by_a_killed_run_is_judged_by_what_it_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Killed before its first commit, with frames in the WAL that were never committed.
+        let writer = dir.path().join("uncommitted-writer.sqlite");
+        killed_writer(&writer, 2_000, false);
+        let uncommitted = dir.path().join("uncommitted.sqlite");
+        left_behind(&writer, &uncommitted, usize::MAX);
+        assert!(wal_len(&uncommitted) > WAL_HEADER_BYTES);
+        assert!(is_empty_database(&uncommitted));
+
+        let writer = dir.path().join("committed-writer.sqlite");
+        killed_writer(&writer, 1, true);
+        // A WAL of its header alone, as a `run` killed at random was found to leave.
+        let header_only = dir.path().join("header.sqlite");
+        left_behind(&writer, &header_only, WAL_HEADER_BYTES as usize);
+        assert_eq!(wal_len(&header_only), WAL_HEADER_BYTES);
+        assert!(is_empty_database(&header_only));
+        // A table committed to the WAL only: not empty, whatever the main file holds.
+        let committed = dir.path().join("committed.sqlite");
+        left_behind(&writer, &committed, usize::MAX);
+        assert!(wal_len(&committed) > WAL_HEADER_BYTES);
+        assert!(!is_empty_database(&committed));
     }
 
     #[test]

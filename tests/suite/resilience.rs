@@ -77,6 +77,10 @@ fn kill_9_at_several_points_then_resume_loses_and_duplicates_nothing() {
             command.spawn().unwrap()
         };
         wait_until(LIMIT, "requests held mid-run", || {
+            // A run that ended (refused the checkpoint the last kill left) fails at once.
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("the run ended before {requests} requests: {status:?}");
+            }
             sandbox.stat(&["held"]) > 0
         });
         kill_9_while_held(&sandbox, &mut child, LIMIT);
@@ -90,6 +94,45 @@ fn kill_9_at_several_points_then_resume_loses_and_duplicates_nothing() {
     assert_stored_exactly_once_in_order(&sandbox, &expected);
     let report = report_rows(dir.path(), "job.sqlite");
     assert!(report.iter().all(|r| r["state"] == "succeeded"));
+}
+
+/// The two files a `run` killed while creating its checkpoint was found to leave (by killing it
+/// at random): the new file switched to WAL with a `-wal` of no frames, and, killed during the
+/// switch itself, a hot rollback journal of the empty file. `run` adopts either; `status` calls
+/// it empty, not someone else's database.
+#[test]
+fn a_checkpoint_left_half_created_by_kill_9_is_adopted_by_run() {
+    // A rollback journal's header: its magic, no records, a nonce, the database's size before
+    // the transaction (0 pages), sector and page size.
+    let mut hot_journal = vec![0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+    hot_journal.extend_from_slice(&[0, 0, 0, 0, 0xa8, 0x3d, 0xaa, 0x66, 0, 0, 0, 0]);
+    hot_journal.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0x10, 0]);
+    hot_journal.resize(512, 0);
+    for (companion, bytes) in [("-wal", vec![0u8; 32]), ("-journal", hot_journal)] {
+        let sandbox = Sandbox::start(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        let expected = write_csv(&dir.path().join("in.csv"), 40, 4, 61);
+        let db = dir.path().join("job.sqlite");
+        let mode: String = rusqlite::Connection::open(&db)
+            .unwrap()
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        std::fs::write(dir.path().join(format!("job.sqlite{companion}")), bytes).unwrap();
+
+        let status = importer(dir.path())
+            .args(["status", "--db", "job.sqlite"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&status.stderr).contains("it is empty"),
+            "{companion}: {}",
+            text(&status)
+        );
+        let output = run_job(dir.path(), &sandbox, ADMIN_KEY, "in.csv", &[]);
+        assert_eq!(code(&output), 0, "{companion}: {}", text(&output));
+        assert_stored_exactly_once_in_order(&sandbox, &expected);
+    }
 }
 
 /// (staged_through_line, staging_complete) read straight from the checkpoint, if it has a job.
